@@ -1,0 +1,239 @@
+"""The attribute schema: which attributes Loom asks about, the question for each, the answer format.
+
+This module is the contract between the catalog, training, the model artifact, the inference server
+and the Lambda. It imports nothing outside the standard library so that every part can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+SCHEMA_FILE = "attribute_schema.json"
+MANIFEST_FILE = "loom_manifest.json"
+MANIFEST_VERSION = 1
+
+DEFAULT_ARTICLE_TYPES = ("Shirts", "Tshirts")
+DEFAULT_ATTRIBUTES = (
+    "Fabric",
+    "Fit",
+    "Collar",
+    "Pattern",
+    "Neck",
+    "Sleeve Length",
+    "Sleeve Styling",
+    "baseColour",
+)
+DEFAULT_PRODUCT_NOUN = "shirt"
+QUESTION_TEMPLATE = "What is the {noun} of the {product} in this picture?"
+ANSWER_SEPARATOR = ": "
+
+# Attribute names in the catalog are not always what a shopper reads ("baseColour").
+_LABELS = {"baseColour": "Colour"}
+_ABSENT = {"", "na", "n/a", "none", "null", "nan", "-"}
+
+
+def is_absent(value: Any) -> bool:
+    """True for values the catalog uses to mean 'unknown' (missing, empty, "NA", ...)."""
+    if value is None:
+        return True
+    return str(value).strip().lower() in _ABSENT
+
+
+def clean_value(value: Any) -> str | None:
+    """The value as a trimmed string with inner whitespace collapsed, or None when it is absent."""
+    if is_absent(value):
+        return None
+    return " ".join(str(value).split())
+
+
+def attribute_label(name: str) -> str:
+    """The human label of an attribute, used in questions and answers ("baseColour" -> "Colour")."""
+    return _LABELS.get(name, name)
+
+
+def default_question(name: str, product_noun: str = DEFAULT_PRODUCT_NOUN) -> str:
+    """The default question for an attribute: "What is the sleeve length of the shirt in this picture?"."""
+    return QUESTION_TEMPLATE.format(noun=attribute_label(name).lower(), product=product_noun)
+
+
+@dataclass
+class Attribute:
+    """One attribute Loom asks about, and the values seen for it in the training data."""
+
+    name: str
+    question: str
+    label: str
+    values: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "label": self.label, "question": self.question, "values": dict(self.values)}
+
+
+class SchemaError(ValueError):
+    """A schema or manifest file that cannot be used."""
+
+
+class AttributeSchema:
+    """The ordered attributes with their questions, answer format and known values."""
+
+    def __init__(self, attributes: Iterable[Attribute], product_noun: str = DEFAULT_PRODUCT_NOUN):
+        self.attributes: dict[str, Attribute] = {}
+        for attribute in attributes:
+            if attribute.name in self.attributes:
+                raise SchemaError(f"attribute {attribute.name!r} appears twice in the schema")
+            self.attributes[attribute.name] = attribute
+        self.product_noun = product_noun
+        self._by_label = {a.label.lower(): a.name for a in self.attributes.values()}
+
+    @classmethod
+    def from_names(cls, names: Iterable[str], product_noun: str = DEFAULT_PRODUCT_NOUN) -> "AttributeSchema":
+        """A schema with the default question for each attribute name and no known values yet."""
+        return cls(
+            (Attribute(n, default_question(n, product_noun), attribute_label(n)) for n in names),
+            product_noun=product_noun,
+        )
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.attributes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.attributes
+
+    def __len__(self) -> int:
+        return len(self.attributes)
+
+    def question(self, name: str) -> str:
+        return self._get(name).question
+
+    def format_answer(self, name: str, value: str) -> str:
+        """The training target for an attribute value: "Sleeve Length: Long Sleeves"."""
+        return f"{self._get(name).label}{ANSWER_SEPARATOR}{value}"
+
+    def parse_answer(self, text: str, expected: str | None = None) -> tuple[str, str] | None:
+        """Split a generated answer into (attribute name, value), or None when it does not parse.
+
+        With `expected`, an answer that names another attribute does not parse.
+        """
+        label, sep, value = text.strip().partition(ANSWER_SEPARATOR.strip())
+        value = value.strip()
+        if not sep or not value:
+            return None
+        name = self._by_label.get(label.strip().lower())
+        if name is None or (expected is not None and name != expected):
+            return None
+        return name, value
+
+    def is_known_value(self, name: str, value: str) -> bool:
+        return value in self._get(name).values
+
+    def count(self, name: str, value: str, n: int = 1) -> None:
+        """Record that `value` was seen `n` more times for attribute `name`."""
+        values = self._get(name).values
+        values[value] = values.get(value, 0) + n
+
+    def unknown(self, names: Iterable[str]) -> list[str]:
+        """The names that are not attributes of this schema, in the order given."""
+        return [n for n in names if n not in self.attributes]
+
+    def _get(self, name: str) -> Attribute:
+        try:
+            return self.attributes[name]
+        except KeyError:
+            raise KeyError(f"unknown attribute {name!r}; known: {', '.join(self.attributes)}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "product_noun": self.product_noun,
+            "answer_format": "{label}" + ANSWER_SEPARATOR + "{value}",
+            "attributes": [a.to_dict() for a in self.attributes.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AttributeSchema":
+        try:
+            attributes = [
+                Attribute(
+                    name=a["name"],
+                    question=a["question"],
+                    label=a.get("label", attribute_label(a["name"])),
+                    values={str(k): int(v) for k, v in a.get("values", {}).items()},
+                )
+                for a in data["attributes"]
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SchemaError(f"malformed attribute schema: {exc!r}") from exc
+        return cls(attributes, product_noun=data.get("product_noun", DEFAULT_PRODUCT_NOUN))
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AttributeSchema":
+        path = Path(path)
+        if path.is_dir():
+            path = path / SCHEMA_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SchemaError(f"no attribute schema at {path}") from None
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"{path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens of a text (used for tokenizer vocabularies and coverage checks)."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The manifest: what travels with the merged model so that the server knows what to ask.
+
+
+def write_manifest(
+    model_dir: str | Path,
+    schema: AttributeSchema,
+    *,
+    base_model: str,
+    lora: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `loom_manifest.json` into a model folder."""
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "base_model": base_model,
+        "schema": schema.to_dict(),
+        "lora": dict(lora or {}),
+        "metrics": dict(metrics or {}),
+        **dict(extra or {}),
+    }
+    path = Path(model_dir) / MANIFEST_FILE
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """Read a model folder's manifest; its "schema" entry is returned as an AttributeSchema."""
+    path = Path(model_dir) / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SchemaError(f"{model_dir} is not a Loom model folder: {MANIFEST_FILE} is missing") from None
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"{path} is not valid JSON: {exc}") from exc
+    version = manifest.get("manifest_version")
+    if version != MANIFEST_VERSION:
+        raise SchemaError(f"{path}: manifest_version {version!r} is not supported (expected {MANIFEST_VERSION})")
+    manifest["schema"] = AttributeSchema.from_dict(manifest["schema"])
+    return manifest
