@@ -1,0 +1,84 @@
+"""boto3 clients for the API Lambda: created lazily, once per container, with a time budget.
+
+The time budget. API Gateway HTTP APIs give an integration at most 30 s (a hard quota), after which the
+caller gets a 503 and everything the Lambda did is lost. The request must finish well inside it:
+
+    REQUEST_BUDGET_S = 27 s, counted from the moment the handler starts (Lambda timeout: 29 s,
+    so 2 s are left for Lambda start-up, JSON encoding and API Gateway itself).
+
+    1. Endpoint (sagemaker-runtime InvokeEndpoint), botocore standard retries:
+         total_max_attempts 2 x (connect 1 s + read 6 s) + backoff <= 1 s   =  15 s worst case
+       (a BLIP-2 flan-t5-xl answering 8 questions with the image encoded once takes 1-2 s on a g5;
+        6 s without a byte is a sick instance, and one retry may land on a healthy one).
+    2. Description (bedrock-runtime Converse): botocore retries off (total_max_attempts 1); `describe.py`
+       retries itself, and starts an attempt only while the budget still holds a whole one:
+         connect 1 s + read 10 s                                       =  11 s per attempt
+       (400 output tokens at Claude 3 Sonnet's 50-80 tokens/s take 5-8 s).
+       In the worst case of step 1 (15 s) one Bedrock attempt still fits: 15 + 11 = 26 s <= 27 s.
+       When steps 1 and 2 are quick, the same rule leaves room for the coverage retry (a second call).
+
+botocore's `retries["max_attempts"]` counts *retries* (max_attempts 2 means 3 calls); `total_max_attempts`
+counts calls, which is what the arithmetic above needs, so that is the key used here.
+
+No attempt is started that could end after the budget, so the worst case is bounded by construction;
+the attributes are returned even when no time is left for the description.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REQUEST_BUDGET_S = 27.0
+
+ENDPOINT_CONNECT_TIMEOUT_S = 1.0
+ENDPOINT_READ_TIMEOUT_S = 6.0
+ENDPOINT_MAX_ATTEMPTS = 2
+
+BEDROCK_CONNECT_TIMEOUT_S = 1.0
+BEDROCK_READ_TIMEOUT_S = 10.0
+BEDROCK_ATTEMPT_S = BEDROCK_CONNECT_TIMEOUT_S + BEDROCK_READ_TIMEOUT_S
+BEDROCK_MAX_ATTEMPTS = 3  # counted by describe.py, across one description call
+
+_CLIENTS: dict[str, Any] = {}
+
+
+def _config(service: str):
+    from botocore.config import Config  # lazy: local mode needs no boto3 at all
+
+    if service == "sagemaker-runtime":
+        return Config(
+            retries={"mode": "standard", "total_max_attempts": ENDPOINT_MAX_ATTEMPTS},
+            connect_timeout=ENDPOINT_CONNECT_TIMEOUT_S,
+            read_timeout=ENDPOINT_READ_TIMEOUT_S,
+        )
+    if service == "bedrock-runtime":
+        return Config(
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=BEDROCK_CONNECT_TIMEOUT_S,
+            read_timeout=BEDROCK_READ_TIMEOUT_S,
+        )
+    raise ValueError(f"no client configuration for service {service!r}")
+
+
+def client(service: str) -> Any:
+    """The container's client for `service` ("sagemaker-runtime" or "bedrock-runtime"), made on first use."""
+    if service not in _CLIENTS:
+        import boto3  # lazy: keeps the handler's cold import small (boto3 alone costs ~130 ms)
+
+        _CLIENTS[service] = boto3.client(service, config=_config(service))
+    return _CLIENTS[service]
+
+
+def use_client(service: str, value: Any | None) -> None:
+    """Install a client for `service` (a stubbed one in tests); None forgets it so the next use makes one."""
+    if value is None:
+        _CLIENTS.pop(service, None)
+    else:
+        _CLIENTS[service] = value
+
+
+def new_client(service: str, **kwargs: Any) -> Any:
+    """A fresh client with the production configuration (tests wrap it in a Stubber or point it at 127.0.0.1)."""
+    import boto3
+
+    return boto3.client(service, config=_config(service), **kwargs)

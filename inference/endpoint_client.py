@@ -1,0 +1,167 @@
+"""Ask the inference server for a product's attributes: on SageMaker, or over plain HTTP in local mode.
+
+Both clients speak the contract in docs/endpoint-contract.md (POST /invocations, JSON
+`{"image": <base64>, "attributes": [...]}`) and share one interface: `predict(image, attributes)`
+returns an `AttributePrediction` or raises `EndpointError` carrying the HTTP status the API should answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from inference import aws_clients
+
+CONTENT_TYPE = "application/json"
+
+
+class EndpointError(Exception):
+    """The endpoint could not answer; `status` is what the API returns (400, 413, 502, 503, 504)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class AttributePrediction:
+    """The endpoint's answer for one image (see the contract for each field)."""
+
+    attributes: dict[str, str]
+    confidence: dict[str, float]
+    raw: dict[str, str] = field(default_factory=dict)
+    unknown_values: list[str] = field(default_factory=list)
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+class AttributeEndpoint(Protocol):
+    name: str
+
+    def predict(self, image: bytes, attributes: Sequence[str] | None = None) -> AttributePrediction: ...
+
+
+def request_body(image: bytes, attributes: Sequence[str] | None) -> bytes:
+    """The contract's attribute request: `{"image": <base64>, "attributes": [...]}` (attributes optional)."""
+    body: dict[str, Any] = {"image": base64.b64encode(image).decode("ascii")}
+    if attributes:
+        body["attributes"] = list(attributes)
+    return json.dumps(body).encode("utf-8")
+
+
+def parse_prediction(payload: bytes | str) -> AttributePrediction:
+    """Read a 200 response body; a body that breaks the contract is a 502 (the server is at fault)."""
+    try:
+        data = json.loads(payload)
+        attributes = {str(k): str(v) for k, v in data["attributes"].items()}
+        confidence = {str(k): float(v) for k, v in data.get("confidence", {}).items()}
+        raw = {str(k): str(v) for k, v in (data.get("raw") or {}).items()}
+        unknown = [str(v) for v in (data.get("unknown_values") or [])]
+        model = dict(data.get("model") or {})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise EndpointError(502, f"the endpoint answered with a body that breaks the contract: {exc!r}") from exc
+    return AttributePrediction(attributes, confidence, raw, unknown, model)
+
+
+def error_for_status(status: int, body: bytes | str | None, where: str) -> EndpointError:
+    """Map a non-200 answer of the inference server to the status the API returns."""
+    message = _error_message(body) or f"HTTP {status}"
+    if status == 400:
+        return EndpointError(400, f"the model rejected the request: {message}")
+    if status == 413:
+        return EndpointError(413, f"the image is too large for the model server: {message}")
+    if status == 503:
+        return EndpointError(503, f"the model at {where} is not ready yet, try again shortly: {message}")
+    return EndpointError(502, f"the model at {where} failed (HTTP {status}): {message}")
+
+
+def _error_message(body: bytes | str | None) -> str:
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict) and "error" in data:
+            return str(data["error"])
+    except ValueError:
+        pass
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    return text.strip()[:300]
+
+
+class SageMakerEndpoint:
+    """A SageMaker real-time endpoint, through sagemaker-runtime InvokeEndpoint."""
+
+    def __init__(self, endpoint_name: str, client: Any | None = None):
+        self.name = endpoint_name
+        self._client = client
+
+    def predict(self, image: bytes, attributes: Sequence[str] | None = None) -> AttributePrediction:
+        from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
+
+        client = self._client or aws_clients.client("sagemaker-runtime")
+        where = f"endpoint {self.name!r}"
+        try:
+            response = client.invoke_endpoint(
+                EndpointName=self.name,
+                ContentType=CONTENT_TYPE,
+                Accept=CONTENT_TYPE,
+                Body=request_body(image, attributes),
+            )
+            return parse_prediction(response["Body"].read())
+        except ClientError as exc:
+            raise _client_error(exc, where) from exc
+        except (ReadTimeoutError, ConnectTimeoutError) as exc:
+            raise EndpointError(504, f"the {where} did not answer in time, try again") from exc
+        except BotoCoreError as exc:
+            raise EndpointError(502, f"the {where} could not be called: {exc}") from exc
+
+
+def _client_error(exc: Any, where: str) -> EndpointError:
+    error = exc.response.get("Error", {})
+    code = error.get("Code", "")
+    message = error.get("Message", "")
+    if code == "ModelError":
+        # The container answered non-200: its status and body travel in OriginalStatusCode/OriginalMessage.
+        original = exc.response.get("OriginalStatusCode")
+        if original is not None:
+            return error_for_status(int(original), exc.response.get("OriginalMessage"), where)
+        return EndpointError(502, f"the model at {where} failed: {message}")
+    if code in ("ThrottlingException", "ServiceUnavailable", "ModelNotReadyException", "InternalDependencyException"):
+        return EndpointError(503, f"the {where} is busy or not ready ({code}), try again shortly")
+    if code == "ValidationError":
+        return EndpointError(502, f"the {where} rejected the call ({message}); check ENDPOINT_NAME")
+    return EndpointError(502, f"the {where} failed ({code}): {message}")
+
+
+class HttpEndpoint:
+    """The inference server over plain HTTP (local mode: gunicorn on 127.0.0.1)."""
+
+    def __init__(self, url: str, timeout_s: float = aws_clients.ENDPOINT_READ_TIMEOUT_S):
+        self.url = url.rstrip("/")
+        self.name = self.url
+        self.timeout_s = timeout_s
+
+    def predict(self, image: bytes, attributes: Sequence[str] | None = None) -> AttributePrediction:
+        where = f"{self.url}/invocations"
+        request = urllib.request.Request(
+            where,
+            data=request_body(image, attributes),
+            headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return parse_prediction(response.read())
+        except urllib.error.HTTPError as exc:
+            raise error_for_status(exc.code, exc.read(), where) from exc
+        except (TimeoutError, socket.timeout) as exc:
+            raise EndpointError(504, f"{where} did not answer within {self.timeout_s:g} s") from exc
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+                raise EndpointError(504, f"{where} did not answer within {self.timeout_s:g} s") from exc
+            raise EndpointError(503, f"cannot reach the inference server at {where}: {exc.reason}") from exc

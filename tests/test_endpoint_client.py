@@ -1,0 +1,222 @@
+"""The Lambda's endpoint clients: the local HTTP client against a real server on 127.0.0.1, the SageMaker
+client through botocore's Stubber (request validated against the service model) and, for the retry
+configuration, through a real socket (Stubber bypasses botocore's retry machinery)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+
+from inference import aws_clients
+from inference.endpoint_client import EndpointError, HttpEndpoint, SageMakerEndpoint, request_body
+
+IMAGE = b"\xff\xd8 not decoded by the client \xff\xd9"
+CONTRACT_ANSWER = {
+    "attributes": {"Sleeve Length": "Long Sleeves", "baseColour": "Red"},
+    "confidence": {"Sleeve Length": 0.97, "baseColour": 0.91},
+    "raw": {},
+    "unknown_values": [],
+    "model": {"name": "loom-tiny", "base_model": "Salesforce/blip2-flan-t5-xl"},
+    "timing_ms": {"total": 41.2},
+}
+
+
+class Server:
+    """A real HTTP server on 127.0.0.1 that answers each POST with the next scripted (status, headers, body)."""
+
+    def __init__(self, replies, delay_s: float = 0.0):
+        self.replies = list(replies)
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": data})
+                time.sleep(delay_s)
+                status, headers, body = outer.replies.pop(0) if len(outer.replies) > 1 else outer.replies[0]
+                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                for key, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server_factory():
+    servers = []
+
+    def make(replies, **kwargs):
+        servers.append(Server(replies, **kwargs))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+# --- local mode: the contract over HTTP ------------------------------------------------------------
+
+
+def test_http_client_speaks_the_contract(server_factory):
+    server = server_factory([(200, {}, CONTRACT_ANSWER)])
+    prediction = HttpEndpoint(server.url + "/").predict(IMAGE, ["Sleeve Length", "baseColour"])
+    assert prediction.attributes == {"Sleeve Length": "Long Sleeves", "baseColour": "Red"}
+    assert prediction.confidence == {"Sleeve Length": 0.97, "baseColour": 0.91}
+    assert prediction.model["name"] == "loom-tiny"
+    (sent,) = server.requests
+    assert sent["path"] == "/invocations"
+    assert sent["headers"]["Content-Type"] == "application/json"
+    body = json.loads(sent["body"])
+    assert base64.b64decode(body["image"]) == IMAGE
+    assert body["attributes"] == ["Sleeve Length", "baseColour"]
+
+
+def test_http_client_omits_attributes_when_none_are_asked(server_factory):
+    server = server_factory([(200, {}, CONTRACT_ANSWER)])
+    HttpEndpoint(server.url).predict(IMAGE, None)
+    assert set(json.loads(server.requests[0]["body"])) == {"image"}
+
+
+@pytest.mark.parametrize(
+    "status, expected, fragment",
+    [(400, 400, "unknown attribute 'Foo'"), (413, 413, "too large"), (503, 503, "not ready"), (500, 502, "HTTP 500")],
+)
+def test_http_client_maps_server_errors(server_factory, status, expected, fragment):
+    server = server_factory([(status, {}, {"error": "unknown attribute 'Foo'" if status == 400 else "boom"})])
+    with pytest.raises(EndpointError) as info:
+        HttpEndpoint(server.url).predict(IMAGE, ["Foo"])
+    assert info.value.status == expected
+    assert fragment in info.value.message
+
+
+def test_http_client_rejects_a_body_that_breaks_the_contract(server_factory):
+    server = server_factory([(200, {}, {"answer": "Colour: Red"})])
+    with pytest.raises(EndpointError) as info:
+        HttpEndpoint(server.url).predict(IMAGE)
+    assert info.value.status == 502
+
+
+def test_http_client_unreachable_server_is_503(server_factory):
+    server = server_factory([(200, {}, CONTRACT_ANSWER)])
+    url = server.url
+    server.close()
+    with pytest.raises(EndpointError) as info:
+        HttpEndpoint(url).predict(IMAGE)
+    assert info.value.status == 503 and "cannot reach" in info.value.message
+
+
+def test_http_client_times_out_with_504(server_factory):
+    server = server_factory([(200, {}, CONTRACT_ANSWER)], delay_s=1.0)
+    with pytest.raises(EndpointError) as info:
+        HttpEndpoint(server.url, timeout_s=0.2).predict(IMAGE)
+    assert info.value.status == 504
+
+
+# --- SageMaker: Stubber validates each request against the sagemaker-runtime model ---------------------
+
+
+@pytest.fixture
+def runtime():
+    client = aws_clients.new_client("sagemaker-runtime", region_name="us-east-1",
+                                    aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
+    with Stubber(client) as stub:
+        yield client, stub
+        stub.assert_no_pending_responses()
+
+
+def _body(data: dict) -> StreamingBody:
+    raw = json.dumps(data).encode()
+    return StreamingBody(io.BytesIO(raw), len(raw))
+
+
+def test_sagemaker_success_sends_the_contract_request(runtime):
+    client, stub = runtime
+    expected = {
+        "EndpointName": "loom-endpoint",
+        "ContentType": "application/json",
+        "Accept": "application/json",
+        "Body": request_body(IMAGE, ["baseColour"]),
+    }
+    stub.add_response("invoke_endpoint", {"Body": _body(CONTRACT_ANSWER), "ContentType": "application/json"}, expected)
+    prediction = SageMakerEndpoint("loom-endpoint", client).predict(IMAGE, ["baseColour"])
+    assert prediction.attributes["baseColour"] == "Red"
+
+
+@pytest.mark.parametrize(
+    "code, extra, status",
+    [
+        ("ModelError", {"OriginalStatusCode": 400, "OriginalMessage": '{"error": "unknown attribute \'Foo\'"}'}, 400),
+        ("ModelError", {"OriginalStatusCode": 500, "OriginalMessage": "Traceback ..."}, 502),
+        ("ModelError", {}, 502),
+        ("ThrottlingException", {}, 503),
+        ("ServiceUnavailable", {}, 503),
+        ("ValidationError", {}, 502),
+    ],
+)
+def test_sagemaker_errors_map_to_statuses(runtime, code, extra, status):
+    client, stub = runtime
+    stub.add_client_error("invoke_endpoint", code, "it failed", http_status_code=424 if code == "ModelError" else 400,
+                          response_meta=None, modeled_fields=extra)  # fmt: skip
+    with pytest.raises(EndpointError) as info:
+        SageMakerEndpoint("loom-endpoint", client).predict(IMAGE)
+    assert info.value.status == status
+    if extra.get("OriginalStatusCode") == 400:
+        assert "unknown attribute 'Foo'" in info.value.message
+
+
+def test_sagemaker_client_configuration_budget():
+    config = aws_clients.new_client("sagemaker-runtime", region_name="us-east-1").meta.config
+    assert config.retries == {"mode": "standard", "total_max_attempts": aws_clients.ENDPOINT_MAX_ATTEMPTS}
+    assert (config.connect_timeout, config.read_timeout) == (1.0, 6.0)
+    worst = aws_clients.ENDPOINT_MAX_ATTEMPTS * (config.connect_timeout + config.read_timeout) + 1
+    bedrock = aws_clients.new_client("bedrock-runtime", region_name="us-east-1").meta.config
+    assert bedrock.retries == {"mode": "standard", "total_max_attempts": 1}  # describe.py retries, by deadline
+    assert worst + aws_clients.BEDROCK_ATTEMPT_S <= aws_clients.REQUEST_BUDGET_S < 29
+
+
+# --- botocore's standard retries, over a real socket --------------------------------------------------
+
+
+def _wire_client(url):
+    return aws_clients.new_client("sagemaker-runtime", region_name="us-east-1", endpoint_url=url,
+                                  aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
+
+
+THROTTLED = (400, {"x-amzn-ErrorType": "ThrottlingException"}, {"message": "Rate exceeded"})
+
+
+def test_sagemaker_throttling_then_success_is_retried(server_factory):
+    server = server_factory([THROTTLED, (200, {}, CONTRACT_ANSWER)])
+    prediction = SageMakerEndpoint("loom-endpoint", _wire_client(server.url)).predict(IMAGE, ["baseColour"])
+    assert prediction.attributes["baseColour"] == "Red"
+    assert [r["path"] for r in server.requests] == ["/endpoints/loom-endpoint/invocations"] * 2
+
+
+def test_sagemaker_persistent_throttling_gives_up_after_max_attempts(server_factory):
+    server = server_factory([THROTTLED])
+    with pytest.raises(EndpointError) as info:
+        SageMakerEndpoint("loom-endpoint", _wire_client(server.url)).predict(IMAGE)
+    assert info.value.status == 503
+    assert len(server.requests) == aws_clients.ENDPOINT_MAX_ATTEMPTS
