@@ -158,8 +158,8 @@ def catalog_values(catalog_dir: Path, attributes: Iterable[str]) -> dict[str, se
 
     wanted = list(attributes)
     values: dict[str, set[str]] = {name: set() for name in wanted}
-    products, _ = read_catalog(catalog_dir, article_types=None, check_images=False)
-    for product in products:
+    reading = read_catalog(catalog_dir, article_types=None, attributes=wanted, require_attributes=False)
+    for product in reading.products:
         for name in wanted:
             if name in product.attributes:
                 values[name].add(product.attributes[name])
