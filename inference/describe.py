@@ -1,0 +1,309 @@
+"""Write a product description that mentions every attribute: Amazon Bedrock (Converse) or offline.
+
+`write_description` picks the attributes confident enough to state, asks a writer for a draft, checks that
+the draft mentions each of them, and asks once more, naming what is missing, when it does not. A writer
+that fails yields a result with `text=None` and the reason; it never raises, so the attributes survive.
+
+Coverage across languages: in English a value counts as mentioned when each of its words appears in the
+text, up to simple inflections ("Long Sleeves" ~ "long-sleeved", "Striped" ~ "stripes"). A translated
+text cannot be matched against English values, so for every other language the model is told to keep
+each attribute value verbatim (a translation may follow in parentheses), and the check looks for the
+value verbatim, ignoring case and spacing: that works for Chinese and Japanese, which have no spaces.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from inference import aws_clients
+from inference.schema import attribute_label, clean_value, words
+
+DEFAULT_MODEL_ID = "anthropic.claude-3-sonnet-20240229-v1:0"
+OFFLINE_MODEL = "loom-offline-writer"
+MAX_TOKENS = 400
+TEMPERATURE = 0.1
+DEFAULT_PRODUCT_TYPE = "shirt"
+
+SYSTEM_PROMPT = (
+    "You are an expert in writing product descriptions for {products}. Use the data below to create "
+    "product description for a website. The product description should contain all given attributes. "
+    "Provide some inspirational sentences, for example, how the fabric moves. Think about what a "
+    "potential customer wants to know about the {products}."
+)
+LANGUAGE_INSTRUCTION = (
+    " Write the description in {language}. Keep every attribute value exactly as it is given, in English, "
+    "the first time you mention it; you may add a translation in parentheses after it."
+)
+RETRY_PROMPT = (
+    "The description does not mention these attributes: {missing}. Rewrite the whole description so that "
+    "it mentions every attribute given above. Answer with the description only."
+)
+
+LANGUAGES = {"en": "English", "pt": "Portuguese", "es": "Spanish", "zh": "Chinese", "ja": "Japanese"}
+_LANGUAGE_ALIASES = {
+    "english": "en", "portuguese": "pt", "português": "pt", "portugues": "pt", "spanish": "es",
+    "español": "es", "espanol": "es", "castellano": "es", "chinese": "zh", "中文": "zh", "汉语": "zh",
+    "漢語": "zh", "japanese": "ja", "日本語": "ja",
+}  # fmt: skip
+_PRODUCT_TYPE = re.compile(r"^[^\W\d_]+(?:[ \-][^\W\d_]+){0,3}$")
+
+
+class DescriptionError(Exception):
+    """The description could not be written; the message says why."""
+
+
+def language_code(value: str | None) -> str:
+    """"pt", "pt-BR", "Portuguese", "português" -> "pt"; raises ValueError for unsupported languages."""
+    if value is None or not str(value).strip():
+        return "en"
+    text = str(value).strip().lower()
+    code = _LANGUAGE_ALIASES.get(text) or re.split(r"[-_]", text)[0]
+    if code not in LANGUAGES:
+        supported = ", ".join(f"{c} ({n})" for c, n in LANGUAGES.items())
+        raise ValueError(f"language {value!r} is not supported; use one of {supported}")
+    return code
+
+
+def clean_product_type(value: str | None) -> str:
+    """A product type fit for the prompt: 1 to 4 words of letters, at most 40 characters; else ValueError."""
+    if value is None or not str(value).strip():
+        return DEFAULT_PRODUCT_TYPE
+    text = " ".join(str(value).split())
+    if len(text) > 40 or not _PRODUCT_TYPE.match(text):
+        raise ValueError("product_type must be 1 to 4 words of letters (at most 40 characters), e.g. \"shirt\"")
+    return text.lower()
+
+
+def plural(noun: str) -> str:
+    """English plural of a product noun, good enough for prompts: shirt->shirts, dress->dresses, jeans->jeans."""
+    if noun.endswith(("ss", "x", "z", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("s"):
+        return noun  # jeans, trousers, shorts: already plural
+    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def system_prompt(product_type: str, language: str) -> str:
+    text = SYSTEM_PROMPT.format(products=plural(product_type))
+    if language != "en":
+        text += LANGUAGE_INSTRUCTION.format(language=LANGUAGES[language])
+    return text
+
+
+def attribute_lines(attributes: Mapping[str, str]) -> str:
+    """The user message: one `Label: Value` line per attribute."""
+    return "\n".join(f"{attribute_label(name)}: {value}" for name, value in attributes.items())
+
+
+def _stem(word: str) -> str:
+    for suffix, repl in (("ies", "y"), ("ied", "y"), ("ing", ""), ("es", ""), ("ed", ""), ("s", "")):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix) and not word.endswith("ss"):
+            word = word[: -len(suffix)] + repl
+            break
+    return word[:-1] if len(word) > 3 and word.endswith("e") else word
+
+
+def missing_attributes(text: str, attributes: Mapping[str, str], language: str = "en") -> list[str]:
+    """The attribute names whose value `text` does not mention (see the module docstring for the rule)."""
+    if language == "en":
+        present = {_stem(w) for w in words(text)}
+        return [n for n, v in attributes.items() if not all(_stem(w) in present for w in words(v))]
+    folded = " ".join(text.lower().split())
+    return [n for n, v in attributes.items() if " ".join(v.lower().split()) not in folded]
+
+
+@dataclass
+class Brief:
+    """What the writer is asked to describe."""
+
+    attributes: dict[str, str]
+    product_type: str = DEFAULT_PRODUCT_TYPE
+    language: str = "en"
+
+
+class DescriptionWriter(Protocol):
+    model: str
+
+    def draft(self, brief: Brief, deadline: float) -> str: ...
+
+    def revise(self, brief: Brief, draft: str, missing: Sequence[str], deadline: float) -> str: ...
+
+
+@dataclass
+class DescriptionResult:
+    text: str | None
+    model: str
+    coverage: dict[str, Any]
+    error: str | None = None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+
+def write_description(
+    writer: DescriptionWriter,
+    attributes: Mapping[str, str],
+    confidence: Mapping[str, float],
+    *,
+    product_type: str = DEFAULT_PRODUCT_TYPE,
+    language: str = "en",
+    min_confidence: float = 0.0,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> DescriptionResult:
+    """Draft, check coverage, revise once if needed; failures come back as `error`, never as exceptions."""
+    deadline = clock() + aws_clients.REQUEST_BUDGET_S if deadline is None else deadline
+    stated: dict[str, str] = {}
+    omitted: list[str] = []
+    for name, value in attributes.items():
+        value = clean_value(value)
+        if value is None:
+            continue
+        if confidence.get(name, 1.0) < min_confidence:
+            omitted.append(name)
+        else:
+            stated[name] = value
+    coverage: dict[str, Any] = {
+        "checked": list(stated), "missing": [], "complete": False, "attempts": 0,
+        "omitted_low_confidence": omitted, "method": "words" if language == "en" else "verbatim",
+    }  # fmt: skip
+    if not stated:
+        error = f"no attribute reached the confidence threshold {min_confidence:g}; nothing to describe"
+        return DescriptionResult(None, writer.model, coverage, error)
+    brief = Brief(stated, product_type, language)
+    started = clock()
+    try:
+        text = writer.draft(brief, deadline)
+        coverage["attempts"] = 1
+        missing = missing_attributes(text, stated, language)
+        if missing:
+            try:
+                revised = writer.revise(brief, text, missing, deadline)
+                coverage["attempts"] = 2
+                still = missing_attributes(revised, stated, language)
+                if len(still) <= len(missing):
+                    text, missing = revised, still
+            except DescriptionError as exc:
+                coverage["retry_error"] = str(exc)  # keep the first draft: it is still a description
+    except DescriptionError as exc:
+        return DescriptionResult(None, writer.model, coverage, str(exc), {"total": _ms(clock() - started)})
+    coverage.update(missing=missing, complete=not missing)
+    return DescriptionResult(text, writer.model, coverage, None, {"total": _ms(clock() - started)})
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+_RETRYABLE = {
+    "ThrottlingException", "ServiceUnavailableException", "InternalServerException",
+    "ModelTimeoutException", "ModelNotReadyException",
+}  # fmt: skip
+
+
+class BedrockWriter:
+    """Claude (or any Converse model) on Amazon Bedrock; retries transient errors while the budget allows."""
+
+    def __init__(
+        self,
+        model_id: str = DEFAULT_MODEL_ID,
+        client: Any | None = None,
+        *,
+        max_attempts: int = aws_clients.BEDROCK_MAX_ATTEMPTS,
+        attempt_s: float = aws_clients.BEDROCK_ATTEMPT_S,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.model = model_id
+        self._client = client
+        self.max_attempts = max_attempts
+        self.attempt_s = attempt_s
+        self._sleep = sleep
+        self._clock = clock
+
+    def draft(self, brief: Brief, deadline: float) -> str:
+        return self._converse(brief, [_user(attribute_lines(brief.attributes))], deadline)
+
+    def revise(self, brief: Brief, draft: str, missing: Sequence[str], deadline: float) -> str:
+        named = ", ".join(f"{attribute_label(n)}: {brief.attributes[n]}" for n in missing)
+        messages = [
+            _user(attribute_lines(brief.attributes)),
+            {"role": "assistant", "content": [{"text": draft}]},
+            _user(RETRY_PROMPT.format(missing=named)),
+        ]
+        return self._converse(brief, messages, deadline)
+
+    def _converse(self, brief: Brief, messages: list[dict[str, Any]], deadline: float) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self._client or aws_clients.client("bedrock-runtime")
+        last = "no attempt was made"
+        for attempt in range(self.max_attempts):
+            if deadline - self._clock() < self.attempt_s:
+                raise DescriptionError(f"Bedrock: no time left in the request budget for another call ({last})")
+            try:
+                response = client.converse(
+                    modelId=self.model,
+                    system=[{"text": system_prompt(brief.product_type, brief.language)}],
+                    messages=messages,
+                    inferenceConfig={"maxTokens": MAX_TOKENS, "temperature": TEMPERATURE},
+                )
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                last = f"{code}: {exc.response.get('Error', {}).get('Message', '')}"
+                if code not in _RETRYABLE:
+                    raise DescriptionError(f"Bedrock model {self.model} refused the request ({last})") from exc
+            except BotoCoreError as exc:  # timeouts and connection errors are worth another try
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                return _response_text(response, self.model)
+            if attempt + 1 < self.max_attempts:
+                self._sleep(min(2.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2))
+        raise DescriptionError(f"Bedrock model {self.model} failed after {self.max_attempts} attempts ({last})")
+
+
+def _user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": [{"text": text}]}
+
+
+def _response_text(response: Mapping[str, Any], model: str) -> str:
+    if response.get("stopReason") in ("guardrail_intervened", "content_filtered"):
+        raise DescriptionError(f"Bedrock model {model} withheld the description ({response['stopReason']})")
+    blocks = response.get("output", {}).get("message", {}).get("content", [])
+    text = "\n".join(b["text"] for b in blocks if "text" in b).strip()
+    if not text:
+        raise DescriptionError(f"Bedrock model {model} returned no text")
+    return text
+
+
+_OFFLINE = {
+    "en": ("A {product} with these attributes: {items}.",
+           "(Offline description: composed from the attributes by Loom's offline writer, not by a language model.)"),
+    "pt": ("Um(a) {product} com estes atributos: {items}.",
+           "(Descrição offline: composta a partir dos atributos pelo redator offline do Loom, não por um modelo de linguagem.)"),
+    "es": ("Un(a) {product} con estos atributos: {items}.",
+           "(Descripción offline: compuesta a partir de los atributos por el redactor offline de Loom, no por un modelo de lenguaje.)"),
+    "zh": ("{product}，属性如下：{items}。",
+           "（离线描述：由 Loom 的离线生成器根据属性组成，并非由语言模型撰写。）"),
+    "ja": ("{product}の属性：{items}。",
+           "（オフライン説明：Loom のオフライン生成器が属性から作成したもので、言語モデルによるものではありません。）"),
+}  # fmt: skip
+
+
+class OfflineWriter:
+    """A plain description from the attributes alone, for local mode where Bedrock cannot be reached."""
+
+    model = OFFLINE_MODEL
+
+    def draft(self, brief: Brief, deadline: float) -> str:
+        sentence, note = _OFFLINE[brief.language]
+        separator = "、" if brief.language in ("zh", "ja") else "; "
+        items = separator.join(f"{attribute_label(n)}: {v}" for n, v in brief.attributes.items())
+        return f"{sentence.format(product=brief.product_type, items=items)} {note}"
+
+    def revise(self, brief: Brief, draft: str, missing: Sequence[str], deadline: float) -> str:
+        return self.draft(brief, deadline)
