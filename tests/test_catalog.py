@@ -78,7 +78,7 @@ def test_read_styles_handles_quotes_bom_and_blank_lines(tmp_path):
         encoding="utf-8",
     )
     rows = list(read_styles(csv_path))
-    assert [(line, row["id"]) for line, _, row in rows] == [(2, "1"), (4, "2"), (5, "3")]
+    assert [(line, row["id"], why) for line, _, row, why in rows] == [(2, "1", ""), (4, "2", ""), (5, "3", "")]
     assert rows[0][2]["productDisplayName"] == "Quoted, with comma"
     assert rows[2][2]["productDisplayName"] == "Plain"  # the stray quote did not swallow this row
 
@@ -140,8 +140,13 @@ def test_image_checks(tmp_path):
     assert image_problem(tmp_path / "empty.jpg") == "empty file"
     (tmp_path / "text.jpg").write_text("not an image")
     assert "not a readable image" in image_problem(tmp_path / "text.jpg")
-    (tmp_path / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])
-    assert "truncated" in image_problem(tmp_path / "cut.jpg")
+    scan = data.index(b"\xff\xda")
+    (tmp_path / "cut.jpg").write_bytes(data[: (scan + len(data)) // 2])  # PIL still opens it
+    with Image.open(tmp_path / "cut.jpg") as opened:
+        assert opened.size == (32, 48)
+    assert image_problem(tmp_path / "cut.jpg") == "truncated JPEG (no end-of-image marker)"
+    (tmp_path / "header-only.jpg").write_bytes(data[:40])
+    assert image_problem(tmp_path / "header-only.jpg") is not None
     png = tmp_path / "good.png"
     Image.new("RGB", (8, 8), (1, 2, 3)).save(png)
     assert image_problem(png) is None

@@ -133,30 +133,35 @@ def parse_styles_row(fields: Sequence[str], columns: Sequence[str] = CSV_COLUMNS
     recovered only when the extra fields can belong to nothing but the name: the name is the last
     column and the fields before it have their expected shapes (a numeric id, a year or nothing).
     """
-    n = len(columns)
-    if len(fields) < n:
-        return None
-    extra = len(fields) > n
+    return styles_row(fields, columns)[0]
+
+
+def styles_row(fields: Sequence[str], columns: Sequence[str] = CSV_COLUMNS) -> tuple[dict[str, str] | None, str]:
+    """(row, "") or (None, why the row is malformed): `parse_styles_row` with the reason."""
+    n, count = len(columns), len(fields)
+    if count < n:
+        return None, f"{count} fields, expected {n}"
+    extra = count > n
     if extra:
         if columns[-1] != NAME_COLUMN:
-            return None
+            return None, f"{count} fields, expected {n}, and {NAME_COLUMN} is not the last column"
         fields = [*fields[: n - 1], ",".join(fields[n - 1:])]
     fields = [f.strip() for f in fields]
-    if extra:
-        if "year" in columns and not _looks_like_year(fields[columns.index("year")]):
-            return None
     row = dict(zip(columns, fields))
+    if extra and "year" in row and not _looks_like_year(row["year"]):
+        return None, (f"{count} fields, expected {n}; year is {row['year']!r}, so "
+                      "the extra fields are not only in the name")
     if not row["id"].isdigit():
-        return None
-    return row
+        return None, f"id {row['id'][:40]!r} is not a number"
+    return row, ""
 
 
 def _looks_like_year(text: str) -> bool:
     return text == "" or (text.isdigit() and len(text) == 4)
 
 
-def read_styles(csv_path: str | Path) -> Iterator[tuple[int, list[str], dict[str, str] | None]]:
-    """(line number, raw fields, parsed row or None) for each non-blank data row of a styles.csv.
+def read_styles(csv_path: str | Path) -> Iterator[tuple[int, list[str], dict[str, str] | None, str]]:
+    """(line number, raw fields, row or None, why it is malformed) for each non-blank data row of a styles.csv.
 
     Each physical line is parsed on its own, so a stray quote in one name cannot swallow the rows
     after it (the catalog has no multi-line fields).
@@ -174,7 +179,7 @@ def read_styles(csv_path: str | Path) -> Iterator[tuple[int, list[str], dict[str
             fields = next(csv.reader([text.rstrip("\r\n")]), [])
             if not any(f.strip() for f in fields):
                 continue
-            yield line_number, fields, parse_styles_row(fields, columns)
+            yield line_number, fields, *styles_row(fields, columns)
 
 
 def _count_lines(path: Path) -> int:
@@ -287,12 +292,11 @@ def read_catalog(
         disable=None if progress is None else not progress, mininterval=0.5,
     )
     with bar:
-        for line, fields, row in rows:
+        for line, fields, row, why in rows:
             bar.update(1)
             reading.rows_read += 1
             if row is None:
-                reading.skip("malformed_row", line, _raw_id(fields),
-                             f"{len(fields)} fields, expected {len(CSV_COLUMNS)}; cannot tell which belong to the name")
+                reading.skip("malformed_row", line, _raw_id(fields), why)
                 continue
             pid = row["id"]
             if len(fields) > len(CSV_COLUMNS):
@@ -349,5 +353,5 @@ def _raw_id(fields: Sequence[str]) -> str:
 __all__ = [
     "CSV_COLUMNS", "SKIP_REASONS", "CatalogError", "CatalogReading", "Product", "Skip", "check_catalog",
     "image_path", "image_problem", "load_product_json", "parse_styles_row", "product_attributes",
-    "read_catalog", "read_styles",
+    "read_catalog", "read_styles", "styles_row",
 ]
