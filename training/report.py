@@ -1,0 +1,341 @@
+"""The evaluation report: one HTML page (plus PNGs) from a model folder's metrics and validation predictions.
+
+    python -m training.report --model DIR --images DIR [--out DIR] [--examples N]
+
+Reads `metrics.json`, `evaluation/predictions.csv`, `evaluation/loss_history.csv` and `loom_manifest.json`;
+writes `report.html`, `accuracy.png`, `confusion_<attribute>.png`, `loss.png` and `examples/<id>.jpg`.
+Figures are drawn with matplotlib's object API (no pyplot), so no backend or global state is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+from collections import Counter
+from html import escape
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from matplotlib.figure import Figure
+from PIL import Image
+
+from inference.schema import read_manifest
+
+OTHER = "(other)"
+THUMBNAIL = (160, 160)
+FINE_TUNED_COLOUR, BASELINE_COLOUR = "#2b6cb0", "#a0aec0"
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts, or [] when the file is missing."""
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def is_true(value: Any) -> bool:
+    return str(value).strip().lower() in {"1", "1.0", "true", "yes"}
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of an attribute name ("Sleeve Length" -> "sleeve-length")."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "attribute"
+
+
+def confusion_matrix(rows: Iterable[Mapping[str, str]], known_values: Iterable[str] = (),
+                     top: int = 15) -> tuple[list[str], list[list[int]]]:
+    """(labels, counts) for one attribute's predictions: counts[expected][predicted] over the same labels.
+
+    Labels are the `top` most frequent expected values plus "(other)", which collects rarer values and
+    predictions that are not a value at all (answers that did not parse).
+    """
+    rows = list(rows)
+    frequency = Counter(r["expected"] for r in rows)
+    labels = [v for v, _ in sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0]))[:top]] + [OTHER]
+    index = {v: i for i, v in enumerate(labels[:-1])}
+    counts = [[0] * len(labels) for _ in labels]
+    valid = set(known_values) | set(frequency)
+    for r in rows:
+        predicted = r["predicted"] if r["predicted"] in valid else OTHER
+        counts[index.get(r["expected"], len(labels) - 1)][index.get(predicted, len(labels) - 1)] += 1
+    return labels, counts
+
+
+def pick_examples(rows: Sequence[Mapping[str, str]], n: int) -> list[str]:
+    """Up to n product ids, partly-wrong ones first then fully-correct ones, spread evenly over the ids."""
+    by_id: dict[str, list[Mapping[str, str]]] = {}
+    for r in rows:
+        by_id.setdefault(r["id"], []).append(r)
+    ids = sorted(by_id, key=lambda i: (len(i), i))  # numeric order for numeric ids
+    wrong = [i for i in ids if not all(is_true(r["correct"]) for r in by_id[i])]
+    right = [i for i in ids if i not in set(wrong)]
+    take_wrong = min(len(wrong), max(n - len(right), (n + 1) // 2))
+    take_right = min(len(right), n - take_wrong)
+    spread = lambda items, k: [items[j * len(items) // k] for j in range(k)]  # noqa: E731
+    return spread(wrong, take_wrong) + spread(right, take_right)
+
+
+def plot_accuracy(metrics: Mapping[str, Any], attributes: Sequence[str], labels: Mapping[str, str], path: Path) -> Path:
+    """Grouped bars: fine-tuned vs base-model exact match, overall first, then each attribute with rows."""
+    per = metrics.get("attributes", {})
+    names = ["overall"] + [a for a in attributes if per.get(a, {}).get("examples")]
+    entries = [metrics.get("overall", {})] + [per[a] for a in names[1:]]
+    xs = range(len(names))
+    fig = Figure(figsize=(max(6.0, 1.1 * len(names) + 2), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for offset, key, colour, label in ((-0.2, "exact_match", FINE_TUNED_COLOUR, "fine-tuned"),
+                                       (0.2, "baseline_exact_match", BASELINE_COLOUR, "base model")):
+        heights = [float(e.get(key) or 0.0) for e in entries]
+        bars = ax.bar([x + offset for x in xs], heights, width=0.4, color=colour, label=label)
+        ax.bar_label(bars, labels=[f"{h:.0%}" for h in heights], fontsize=8, padding=2)
+    ax.set_xticks(list(xs), ["Overall"] + [labels.get(a, a) for a in names[1:]], rotation=30, ha="right")
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("exact match")
+    ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    ax.axvline(0.5, color="#cbd5e0", linewidth=1)
+    ax.legend(loc="upper right", ncols=2, frameon=False)
+    ax.set_title("Exact match per attribute (validation)")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_confusion(labels: Sequence[str], counts: Sequence[Sequence[int]], title: str, path: Path) -> Path:
+    """A heat map with the count in each non-empty cell; expected values down, predicted across."""
+    n = len(labels)
+    shown = [(v if len(v) <= 28 else v[:27] + "…").replace("$", r"\$") for v in labels]  # "$" would start mathtext
+    size = max(3.6, 0.36 * n + 2.2)  # about the same cell size whatever the number of values
+    fig = Figure(figsize=(size, size), layout="constrained")
+    ax = fig.add_subplot()
+    peak = max(max(row) for row in counts) or 1
+    ax.imshow(counts, cmap="Blues", vmin=0, vmax=peak)
+    for i, row in enumerate(counts):
+        for j, c in enumerate(row):
+            if c:
+                ax.text(j, i, str(c), ha="center", va="center", fontsize=8,
+                        color="white" if c > peak * 0.55 else "#1a202c")
+    ax.set_xticks(range(n), shown, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), shown, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("expected")
+    ax.set_title(title)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_loss(history: Sequence[Mapping[str, str]], path: Path) -> Path | None:
+    """Training loss vs step (log scale when it spans more than two decades), learning rate on a twin axis."""
+    points = [(float(r["step"]), float(r["loss"]), _float(r.get("learning_rate"))) for r in history
+              if _float(r.get("step")) is not None and _float(r.get("loss")) is not None]
+    if not points:
+        return None
+    steps, losses, rates = zip(*points)
+    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    lines = ax.plot(steps, losses, color=FINE_TUNED_COLOUR, linewidth=1.4, label="training loss")
+    positive = [v for v in losses if v > 0]
+    if positive and len(positive) == len(losses) and max(positive) / min(positive) > 100:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss", color=FINE_TUNED_COLOUR)
+    ax.grid(alpha=0.3)
+    if any(r is not None for r in rates):
+        twin = ax.twinx()
+        lines += twin.plot([s for s, r in zip(steps, rates) if r is not None], [r for r in rates if r is not None],
+                           color="#dd6b20", linewidth=1, linestyle="--", label="learning rate")
+        twin.set_ylabel("learning rate", color="#dd6b20")
+        twin.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    fig.legend(handles=lines, loc="outside lower center", ncols=2, frameon=False)
+    ax.set_title("Training loss")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def write_thumbnail(images_dir: Path, product_id: str, out_dir: Path) -> str | None:
+    """Copy a resized picture to out_dir/examples/<id>.jpg; its relative path, or None when it is missing."""
+    source = images_dir / f"{product_id}.jpg"
+    if not re.fullmatch(r"[\w.-]+", product_id) or not source.is_file():
+        return None
+    try:
+        with Image.open(source) as image:
+            image = image.convert("RGB")
+            image.thumbnail(THUMBNAIL)
+            (out_dir / "examples").mkdir(parents=True, exist_ok=True)
+            image.save(out_dir / "examples" / f"{product_id}.jpg", quality=85)
+    except OSError:
+        return None
+    return f"examples/{product_id}.jpg"
+
+
+def shown_name(attribute: str, labels: Mapping[str, str]) -> str:
+    """"Colour (baseColour)" where the label differs from the catalog name, else the name."""
+    return attribute if labels[attribute] == attribute else f"{labels[attribute]} ({attribute})"
+
+
+def pct(value: Any) -> str:
+    """A 0-1 rate as a percentage with one decimal ("0.8333" -> "83.3%"); "n/a" when absent."""
+    number = _float(value)
+    return "n/a" if number is None else f"{number:.1%}"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1180px;
+  padding:16px 24px;color:#1a202c;background:#f7fafc}
+h1{margin:.2em 0}h2{border-bottom:2px solid #e2e8f0;padding-bottom:4px;margin-top:2em}
+.meta{color:#4a5568;font-size:14px}.meta code{background:#edf2f7;padding:1px 4px;border-radius:3px}
+.kpis{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
+.kpi{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:10px 16px}
+.kpi b{display:block;font-size:24px}.kpi span{font-size:13px;color:#4a5568}
+table{border-collapse:collapse;font-size:14px;background:#fff}
+th,td{border:1px solid #e2e8f0;padding:4px 8px;text-align:left}th{background:#edf2f7}td.num{text-align:right}
+.up{color:#2f855a}.down{color:#c53030}img.fig{max-width:100%;background:#fff}.note{color:#718096;font-style:italic}
+.grid{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
+.grid figure{margin:0;background:#fff;padding:8px;border:1px solid #e2e8f0;border-radius:8px}
+.grid figure img{max-width:100%}
+.card{display:flex;gap:12px;background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:10px;width:540px}
+.card.wrong{border-left:5px solid #e53e3e}.card.right{border-left:5px solid #38a169}
+.card img,.missing{width:120px;flex:none}.card>div{flex:1}.card table{width:100%}
+.missing{height:140px;display:flex;align-items:center;justify-content:center;background:#edf2f7;color:#718096;
+  font-size:13px}
+.card td{font-size:13px;word-break:break-word}tr.mismatch td{background:#fff5f5}
+tr.mismatch td.pred{color:#c53030;font-weight:600}
+"""
+
+
+def render_header(manifest: Mapping[str, Any], metrics: Mapping[str, Any], model_dir: Path) -> str:
+    training, overall = metrics.get("training", {}), metrics.get("overall", {})
+    lora = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                     for k, v in (manifest.get("lora") or {}).items()) or "none recorded"
+    numbers = {k: _float(training.get(k)) for k in ("steps", "epochs", "seconds", "final_loss")}
+    run = ", ".join(part for part in (
+        f"{numbers['steps']:.0f} steps" if numbers["steps"] is not None else "",
+        f"{numbers['epochs']:g} epochs" if numbers["epochs"] is not None else "",
+        f"{numbers['seconds']:.0f} s" if numbers["seconds"] is not None else "",
+        f"final loss {numbers['final_loss']:.4g}" if numbers["final_loss"] is not None else "",
+        " ".join(str(training[k]) for k in ("device", "dtype") if training.get(k)),
+        f"{training['train_examples']} training examples" if "train_examples" in training else "",
+        f"{training['validation_examples']} validation questions" if "validation_examples" in training else "",
+    ) if part)
+    kpis = [(pct(overall.get("exact_match")), "exact match, fine-tuned"),
+            (pct(overall.get("baseline_exact_match")), "exact match, base model"),
+            (pct(overall.get("unknown_value_rate")), "unknown value rate"),
+            (str(overall.get("examples", "n/a")), "validation questions")]
+    return (f"<h1>{escape(str(manifest.get('name') or model_dir.name))}: evaluation report</h1>"
+            f"<div class='meta'>Base model <code>{escape(str(manifest.get('base_model', '?')))}</code> · "
+            f"LoRA <code>{escape(lora)}</code><br>Training: {escape(run or 'no training record')}</div>"
+            "<div class='kpis'>" + "".join(f"<div class='kpi'><b>{escape(v)}</b><span>{escape(t)}</span></div>"
+                                           for v, t in kpis) + "</div>")
+
+
+def render_accuracy_table(metrics: Mapping[str, Any], attributes: Sequence[str], labels: Mapping[str, str]) -> str:
+    rows = []
+    for a in attributes:
+        m = metrics.get("attributes", {}).get(a, {})
+        name = escape(shown_name(a, labels))
+        if not m.get("examples"):
+            rows.append(f"<tr><td>{name}</td><td colspan=5 class='note'>no validation rows</td></tr>")
+            continue
+        delta = (_float(m.get("exact_match")) or 0.0) - (_float(m.get("baseline_exact_match")) or 0.0)
+        rows.append(f"<tr><td>{name}</td><td class=num>{pct(m.get('exact_match'))}</td>"
+                    f"<td class=num>{pct(m.get('baseline_exact_match'))}</td>"
+                    f"<td class='num {'up' if delta >= 0 else 'down'}'>{delta * 100:+.1f} pts</td>"
+                    f"<td class=num>{pct(m.get('unknown_value_rate'))}</td>"
+                    f"<td class=num>{escape(str(m['examples']))}</td></tr>")
+    return ("<table><tr><th>Attribute</th><th>Fine-tuned</th><th>Base model</th><th>Change</th>"
+            "<th>Unknown values</th><th>Questions</th></tr>" + "".join(rows) + "</table>")
+
+
+def render_example(product_id: str, rows: Sequence[Mapping[str, str]], thumbnail: str | None,
+                   labels: Mapping[str, str]) -> str:
+    misses = sum(not is_true(r["correct"]) for r in rows)
+    image = (f"<img src='{escape(thumbnail)}' alt='product {escape(product_id)}'>" if thumbnail
+             else "<div class='missing'>image missing</div>")
+    lines = "".join(
+        f"<tr class='{'match' if ok else 'mismatch'}'><td>{escape(labels.get(r['attribute'], r['attribute']))}</td>"
+        f"<td>{escape(r['expected'])}</td><td class='pred'>{'' if ok else '✗ '}{escape(r['predicted'])}</td></tr>"
+        for r, ok in ((r, is_true(r["correct"])) for r in rows))
+    verdict = "all correct" if not misses else f"{misses} of {len(rows)} wrong"
+    return (f"<div class='card {'wrong' if misses else 'right'}'>{image}<div><b>#{escape(product_id)}</b> "
+            f"<span class='note'>{verdict}</span><table><tr><th>Attribute</th><th>True</th><th>Predicted</th></tr>"
+            f"{lines}</table></div></div>")
+
+
+def write_report(model_dir: str | Path, images_dir: str | Path, out_dir: str | Path | None = None,
+                 examples: int = 12) -> Path:
+    """Write report.html and its figures and thumbnails into out_dir (default model_dir/evaluation)."""
+    model_dir, images_dir = Path(model_dir), Path(images_dir)
+    out = Path(out_dir) if out_dir is not None else model_dir / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(model_dir)
+    schema = manifest["schema"]
+    try:
+        metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{model_dir} has no metrics.json; run the evaluation before the report") from None
+    predictions = read_csv(model_dir / "evaluation" / "predictions.csv")
+    history = read_csv(model_dir / "evaluation" / "loss_history.csv")
+    attributes = list(schema.names)
+    attributes += [a for a in dict.fromkeys([*metrics.get("attributes", {}), *(r["attribute"] for r in predictions)])
+                   if a not in attributes]
+    labels = {a: schema.attributes[a].label if a in schema else a for a in attributes}
+
+    plot_accuracy(metrics, attributes, labels, out / "accuracy.png")
+    confusions = []
+    for a in attributes:
+        rows, title = [r for r in predictions if r["attribute"] == a], escape(shown_name(a, labels))
+        if not rows:
+            confusions.append(f"<figure><figcaption>{title}</figcaption><p class=note>no validation rows</p></figure>")
+            continue
+        known = schema.attributes[a].values if a in schema else ()
+        png = plot_confusion(*confusion_matrix(rows, known), f"{labels[a]}: {len(rows)} questions",
+                             out / f"confusion_{slug(a)}.png")
+        confusions.append(f"<figure><img src='{escape(png.name)}' alt='confusion matrix for {title}'>"
+                          f"<figcaption>{title}</figcaption></figure>")
+    loss_png = plot_loss(history, out / "loss.png")
+    loss_html = (f"<img class='fig' src='{loss_png.name}' alt='training loss'>" if loss_png else
+                 "<p class=note>No loss history was recorded (evaluation/loss_history.csv is missing or empty).</p>")
+    order = {a: i for i, a in enumerate(attributes)}
+    cards = []
+    for pid in pick_examples(predictions, examples):
+        rows = sorted((r for r in predictions if r["id"] == pid), key=lambda r: order[r["attribute"]])
+        cards.append(render_example(pid, rows, write_thumbnail(images_dir, pid, out), labels))
+
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width,initial-scale=1'><title>{escape(str(manifest.get('name') or model_dir.name))}"
+            f" evaluation</title><style>{CSS}</style></head><body>{render_header(manifest, metrics, model_dir)}"
+            "<h2>Accuracy per attribute</h2><p>Exact match of the answer on validation products, fine-tuned model "
+            "vs the base model asked the same questions.</p><img class='fig' src='accuracy.png' alt='accuracy per "
+            f"attribute'>{render_accuracy_table(metrics, attributes, labels)}"
+            "<h2>Confusion matrices</h2><p>Rows are the true values, columns the predicted ones; the 15 most frequent "
+            f"values are shown, the rest and unparsable answers are grouped as {OTHER}.</p>"
+            f"<div class='grid'>{''.join(confusions)}</div><h2>Training loss</h2>{loss_html}"
+            f"<h2>Examples</h2><p>{len(cards)} validation products, partly-wrong ones first; "
+            "mismatches are marked ✗.</p>"
+            f"<div class='grid'>{''.join(cards) or '<p class=note>No validation predictions.</p>'}</div></body></html>")
+    path = out / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help="model folder (metrics.json, evaluation/, manifest)")
+    parser.add_argument("--images", required=True, type=Path, help="folder of <id>.jpg product pictures")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default MODEL/evaluation)")
+    parser.add_argument("--examples", type=int, default=12, help="number of example products to show")
+    args = parser.parse_args(argv)
+    print(write_report(args.model, args.images, args.out, examples=args.examples))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
