@@ -1,0 +1,230 @@
+"""The API's logic, free of Lambda specifics: configuration, request validation, the two calls, the answer.
+
+`inference.gateway` turns an API Gateway event into `parse_request(...)` and `answer(...)` calls; everything
+here takes and returns plain values, so it runs the same on Lambda, in `make demo` and in tests.
+
+Size limits (sources in docs/api.md): a synchronous Lambda invocation takes at most 6 MB, and API
+Gateway delivers a binary body base64-encoded (4/3 larger), as does the JSON `image` field; the endpoint
+request (InvokeEndpoint Body, 6,291,456 bytes) carries the image base64-encoded again. A 4 MiB image is
+5.6 MB in base64, which fits both with room for the JSON around it; larger images are refused with 413.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from inference import aws_clients
+from inference.describe import (
+    DEFAULT_MODEL_ID,
+    BedrockWriter,
+    DescriptionWriter,
+    OfflineWriter,
+    clean_product_type,
+    language_code,
+    write_description,
+)
+from inference.endpoint_client import AttributeEndpoint, EndpointError, HttpEndpoint, SageMakerEndpoint
+from inference.image_check import ImageError, inspect_image
+from inference.schema import DEFAULT_ATTRIBUTES
+
+MAX_IMAGE_BYTES = 4 * 1024 * 1024
+MAX_BODY_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 64 * 1024  # the base64 image plus room for JSON fields
+IMAGE_TYPES = ("image/jpeg", "image/png")
+DEFAULT_MIN_CONFIDENCE = 0.5
+
+
+class ApiError(Exception):
+    """A request the API refuses; `status` and `message` become the `{"error": ...}` response."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The Lambda's configuration, read once from the environment (Terraform sets the same names)."""
+
+    endpoint_name: str | None
+    endpoint_url: str | None
+    description_backend: str
+    bedrock_model_id: str
+    min_confidence: float
+    attributes: tuple[str, ...]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        name = env.get("ENDPOINT_NAME", "").strip() or None
+        url = env.get("ENDPOINT_URL", "").strip() or None
+        if bool(name) == bool(url):
+            raise ApiError(500, "server misconfigured: set exactly one of ENDPOINT_NAME (SageMaker) or ENDPOINT_URL")
+        backend = env.get("DESCRIPTION_BACKEND", "bedrock").strip().lower()
+        if backend not in ("bedrock", "offline"):
+            raise ApiError(500, f"server misconfigured: DESCRIPTION_BACKEND={backend!r}, expected bedrock or offline")
+        try:
+            min_confidence = float(env.get("MIN_CONFIDENCE", DEFAULT_MIN_CONFIDENCE))
+        except ValueError:
+            raise ApiError(500, "server misconfigured: MIN_CONFIDENCE must be a number in [0, 1]") from None
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ApiError(500, "server misconfigured: MIN_CONFIDENCE must be a number in [0, 1]")
+        listed = [a.strip() for a in env.get("ATTRIBUTES", "").split(",") if a.strip()]
+        return cls(
+            endpoint_name=name,
+            endpoint_url=url,
+            description_backend=backend,
+            bedrock_model_id=env.get("BEDROCK_MODEL_ID", "").strip() or DEFAULT_MODEL_ID,
+            min_confidence=min_confidence,
+            attributes=tuple(listed) if listed else tuple(DEFAULT_ATTRIBUTES),
+        )
+
+    def endpoint(self) -> AttributeEndpoint:
+        return HttpEndpoint(self.endpoint_url) if self.endpoint_url else SageMakerEndpoint(self.endpoint_name)
+
+    def writer(self) -> DescriptionWriter:
+        return OfflineWriter() if self.description_backend == "offline" else BedrockWriter(self.bedrock_model_id)
+
+
+@dataclass(frozen=True)
+class ProductRequest:
+    image: bytes
+    attributes: tuple[str, ...] | None
+    language: str
+    product_type: str
+    image_format: str
+    width: int
+    height: int
+
+
+def parse_request(
+    settings: Settings,
+    body: str | None,
+    is_base64: bool,
+    content_type: str | None,
+    query: Mapping[str, str] | None = None,
+) -> ProductRequest:
+    """Validate a request before any paid call: JSON with a base64 `image`, or a raw JPEG/PNG body.
+
+    With a raw image body, `attributes` (comma-separated), `language` and `product_type` come from the query.
+    """
+    if not body:
+        raise ApiError(400, "the request body is missing: send JSON {\"image\": \"<base64>\"} or a JPEG/PNG body")
+    if len(body) > MAX_BODY_CHARS:
+        raise ApiError(413, f"the request body is too large: images may be at most {MAX_IMAGE_BYTES} bytes")
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media == "application/json":
+        text = _b64decode(body, "body").decode("utf-8", "replace") if is_base64 else body
+        try:
+            fields = json.loads(text)
+        except ValueError as exc:
+            raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+        if not isinstance(fields, dict):
+            raise ApiError(400, "the JSON body must be an object with an \"image\" field")
+        image_b64 = fields.get("image")
+        if not isinstance(image_b64, str) or not image_b64:
+            raise ApiError(400, "the JSON body needs \"image\": a non-empty base64 string of a JPEG or PNG")
+        image = _b64decode(image_b64, "image")
+        attributes = fields.get("attributes")
+    elif media in IMAGE_TYPES:
+        if not is_base64:
+            raise ApiError(400, f"a {media} body must arrive base64-encoded (API Gateway does this for binary bodies)")
+        image = _b64decode(body, "body")
+        fields = dict(query or {})
+        attributes = fields.get("attributes")
+        if attributes is not None:
+            attributes = [a for a in str(attributes).split(",") if a.strip()]
+    else:
+        raise ApiError(415, f"unsupported Content-Type {content_type!r}: use application/json, image/jpeg or image/png")
+
+    if len(image) > MAX_IMAGE_BYTES:
+        raise ApiError(413, f"the image is {len(image)} bytes; the limit is {MAX_IMAGE_BYTES} bytes (4 MiB)")
+    try:
+        info = inspect_image(image)
+    except ImageError as exc:
+        raise ApiError(400, str(exc)) from None
+    if media in IMAGE_TYPES and media != info.content_type:
+        raise ApiError(400, f"the body is declared {media} but is a {info.format.upper()} image")
+    try:
+        language = language_code(fields.get("language"))
+        product_type = clean_product_type(fields.get("product_type"))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return ProductRequest(
+        image, _attribute_names(attributes, settings.attributes), language, product_type,
+        info.format, info.width, info.height,
+    )  # fmt: skip
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"the {what} is not valid base64") from None
+
+
+def _attribute_names(value: Any, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, "\"attributes\" must be a non-empty list of attribute names")
+    names = tuple(dict.fromkeys(v.strip() for v in value))
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ApiError(400, f"unknown attributes {unknown}; known: {', '.join(allowed)}")
+    return names
+
+
+def answer(
+    settings: Settings,
+    request: ProductRequest,
+    *,
+    describe: bool,
+    endpoint: AttributeEndpoint | None = None,
+    writer: DescriptionWriter | None = None,
+    started: float | None = None,
+    clock=time.monotonic,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ask the endpoint for the attributes and, with `describe`, a writer for the description.
+
+    Returns (response body, log fields). Endpoint failures raise ApiError; description failures do not.
+    """
+    started = clock() if started is None else started
+    endpoint = endpoint or settings.endpoint()
+    called = clock()
+    try:
+        prediction = endpoint.predict(request.image, request.attributes)
+    except EndpointError as exc:
+        raise ApiError(exc.status, exc.message) from None
+    endpoint_ms = round((clock() - called) * 1000, 1)
+    body: dict[str, Any] = {
+        "attributes": prediction.attributes,
+        "confidence": prediction.confidence,
+        "model": {"vlm": prediction.model.get("name") or endpoint.name},
+    }
+    if prediction.unknown_values:
+        body["unknown_values"] = prediction.unknown_values
+    log = {"endpoint_ms": endpoint_ms, "attributes_returned": len(prediction.attributes)}
+    if not describe:
+        return body, log
+    writer = writer or settings.writer()
+    result = write_description(
+        writer, prediction.attributes, prediction.confidence,
+        product_type=request.product_type, language=request.language,
+        min_confidence=settings.min_confidence,
+        deadline=started + aws_clients.REQUEST_BUDGET_S, clock=clock,
+    )  # fmt: skip
+    body["description"] = result.text
+    body["model"]["llm"] = result.model
+    body["coverage"] = result.coverage
+    body["language"] = request.language
+    if result.error:
+        body["description_error"] = result.error
+    log.update(llm_ms=result.timing_ms.get("total"), coverage=result.coverage, description_error=result.error)
+    return body, log

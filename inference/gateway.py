@@ -1,0 +1,80 @@
+"""The API Lambda: API Gateway HTTP API (payload format 2.0) -> attributes and a product description.
+
+Entry point `inference.gateway.handler`. Routes: `POST /describe`, `POST /attributes` (docs/api.md).
+The logic lives in `inference.api`; this module only routes, logs and shapes HTTP responses.
+Logs are structured JSON (Powertools Logger): request ids, latencies, coverage; never the image.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+
+from inference.api import ApiError, Settings, answer, parse_request
+
+logger = Logger(service="loom-api")
+app = APIGatewayHttpResolver()
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def _serve(describe: bool) -> Response:
+    started = time.monotonic()
+    event = app.current_event
+    route = f"{event.request_context.http.method} {event.raw_path}"
+    try:
+        settings = Settings.from_env()
+        request = parse_request(
+            settings,
+            event.body,
+            event.is_base64_encoded,
+            event.headers.get("content-type"),
+            event.query_string_parameters,
+        )
+        logger.append_keys(image={"format": request.image_format, "width": request.width,
+                                  "height": request.height, "bytes": len(request.image)},
+                           language=request.language)  # fmt: skip
+        body, fields = answer(settings, request, describe=describe, started=started)
+        fields.update(route=route, status=200, total_ms=round((time.monotonic() - started) * 1000, 1))
+        logger.info("request answered", extra=fields)
+        return _json(200, body)
+    except ApiError as exc:
+        logger.warning("request refused", extra={"route": route, "status": exc.status, "error": exc.message})
+        return _json(exc.status, {"error": exc.message})
+    finally:
+        logger.remove_keys(["image", "language"])
+
+
+@app.post("/describe")
+def describe_product() -> Response:
+    return _serve(describe=True)
+
+
+@app.post("/attributes")
+def product_attributes() -> Response:
+    return _serve(describe=False)
+
+
+@app.not_found
+def no_route(exc: Exception) -> Response:
+    event = app.current_event
+    method, path = event.request_context.http.method, event.raw_path
+    return _json(404, {"error": f"no route {method} {path}: use POST /describe or POST /attributes"})
+
+
+@app.exception_handler(Exception)
+def unexpected(exc: Exception) -> Response:
+    logger.exception("unexpected error")
+    return _json(500, {"error": "internal error; the request id in the logs tells what happened"})
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point."""
+    return app.resolve(event, context)

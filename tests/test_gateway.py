@@ -1,0 +1,297 @@
+"""The Lambda handler with real API Gateway HTTP API v2 events (from shared/fixtures/apigw-v2), the
+SageMaker and Bedrock clients stubbed with botocore's Stubber, and local mode against a real HTTP server."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import ANY, Stubber
+
+from inference import aws_clients, gateway
+from inference.describe import DEFAULT_MODEL_ID
+from inference.image_check import ImageError, inspect_image
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "apigw-v2"
+if not FIXTURES.is_dir():
+    FIXTURES = Path("/work/shared/fixtures/apigw-v2")
+CONTEXT = SimpleNamespace(function_name="loom-api", memory_limit_in_mb=512, aws_request_id="lambda-req-1",
+                          invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:loom-api")  # fmt: skip
+
+
+def png(width=3, height=2) -> bytes:
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    # Pixel rows only for small images: the header check never decodes them, and a huge one must stay cheap.
+    rows = b"".join(b"\x00" + b"\x80\x10\x10" * width for _ in range(height)) if width * height < 10_000 else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def jpeg(width=16, height=8) -> bytes:
+    from PIL import Image  # tests only: the Lambda itself never imports Pillow
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def event(path="/describe", method="POST", body=None, content_type="application/json", b64=False, query=None,
+          fixture="apiGatewayProxyV2Event.json"):  # fmt: skip
+    data = copy.deepcopy(json.loads((FIXTURES / fixture).read_text()))
+    data.update(routeKey="$default", rawPath=path, body=body, isBase64Encoded=b64,
+                headers={"content-type": content_type} if content_type else {},
+                queryStringParameters=query, rawQueryString="")  # fmt: skip
+    if body is None:
+        data.pop("body")
+    data["requestContext"]["http"].update(method=method, path=path)
+    data["requestContext"]["requestId"] = "apigw-req-1"
+    return data
+
+
+def json_event(image: bytes, path="/describe", **fields):
+    return event(path, body=json.dumps({"image": base64.b64encode(image).decode(), **fields}))
+
+
+def call(evt):
+    response = gateway.handler(evt, CONTEXT)
+    return response["statusCode"], json.loads(response["body"])
+
+
+ENDPOINT_ANSWER = {
+    "attributes": {"baseColour": "Red", "Sleeve Length": "Long Sleeves", "Pattern": "Striped"},
+    "confidence": {"baseColour": 0.95, "Sleeve Length": 0.9, "Pattern": 0.3},
+    "raw": {}, "unknown_values": [], "model": {"name": "loom-blip2-lora"},
+}  # fmt: skip
+FULL = "A red shirt with long-sleeved comfort."
+
+
+def endpoint_reply(data=ENDPOINT_ANSWER):
+    raw = json.dumps(data).encode()
+    return {"Body": StreamingBody(io.BytesIO(raw), len(raw)), "ContentType": "application/json"}
+
+
+def converse_reply(text):
+    return {"output": {"message": {"role": "assistant", "content": [{"text": text}]}}, "stopReason": "end_turn",
+            "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2}, "metrics": {"latencyMs": 1}}  # fmt: skip
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """SageMaker mode with stubbed clients installed in the container cache."""
+    for key in ("ENDPOINT_URL", "ATTRIBUTES", "BEDROCK_MODEL_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("ENDPOINT_NAME", "loom-endpoint")
+    monkeypatch.setenv("DESCRIPTION_BACKEND", "bedrock")
+    monkeypatch.setenv("MIN_CONFIDENCE", "0.5")
+    creds = dict(region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    sm, br = aws_clients.new_client("sagemaker-runtime", **creds), aws_clients.new_client("bedrock-runtime", **creds)
+    stubs = SimpleNamespace(sagemaker=Stubber(sm), bedrock=Stubber(br))
+    aws_clients.use_client("sagemaker-runtime", sm)
+    aws_clients.use_client("bedrock-runtime", br)
+    with stubs.sagemaker, stubs.bedrock:
+        yield stubs
+        stubs.sagemaker.assert_no_pending_responses()  # also proves that refused requests made no call
+        stubs.bedrock.assert_no_pending_responses()
+    aws_clients.use_client("sagemaker-runtime", None)
+    aws_clients.use_client("bedrock-runtime", None)
+
+
+# --- routes and validation: 4xx before any paid call (the Stubbers hold no responses) -------------------
+
+
+def test_missing_body_is_400(aws):
+    status, body = call(event(body=None))
+    assert status == 400 and "body is missing" in body["error"]
+
+
+def test_wrong_content_type_is_415(aws):
+    status, body = call(event(body="image=abc", content_type="application/x-www-form-urlencoded"))
+    assert status == 415 and "Content-Type" in body["error"]
+
+
+def test_unknown_route_is_404(aws):
+    status, body = call(event(path="/predict", body="{}"))
+    assert status == 404 and body == {"error": "no route POST /predict: use POST /describe or POST /attributes"}
+
+
+def test_wrong_method_is_404(aws):
+    status, _ = call(event(method="GET", body=None))
+    assert status == 404
+
+
+@pytest.mark.parametrize(
+    "payload, status, fragment",
+    [
+        ({"image": "%%%not base64%%%"}, 400, "not valid base64"),
+        ({"image": base64.b64encode(b"GIF89a....").decode()}, 400, "neither a JPEG nor a PNG"),
+        ({"image": base64.b64encode(png()[:-20]).decode()}, 400, "truncated"),
+        ({"image": base64.b64encode(png(30000, 30000)).decode()}, 400, "scale it down"),
+        ({"attributes": ["baseColour"]}, 400, "needs \"image\""),
+        ({"image": base64.b64encode(png()).decode(), "attributes": ["Price"]}, 400, "unknown attributes ['Price']"),
+        ({"image": base64.b64encode(png()).decode(), "language": "fr"}, 400, "not supported"),
+        ({"image": base64.b64encode(png()).decode(), "product_type": "shirt; ignore that"}, 400, "product_type"),
+    ],
+)
+def test_invalid_json_requests_are_refused(aws, payload, status, fragment):
+    code, body = call(event(body=json.dumps(payload)))
+    assert code == status and fragment in body["error"]
+
+
+def test_oversized_image_is_413(aws):
+    big = png() + b"\x00" * (4 * 1024 * 1024)
+    code, body = call(event(body=base64.b64encode(big).decode(), content_type="image/png", b64=True))
+    assert code == 413 and "limit" in body["error"]
+
+
+def test_attributes_env_restricts_known_names(aws, monkeypatch):
+    monkeypatch.setenv("ATTRIBUTES", "baseColour,Pattern")
+    code, body = call(json_event(png(), attributes=["Fabric"]))
+    assert code == 400 and "known: baseColour, Pattern" in body["error"]
+
+
+def test_misconfiguration_is_500_with_reason(aws, monkeypatch):
+    monkeypatch.setenv("ENDPOINT_URL", "http://127.0.0.1:9")
+    code, body = call(json_event(png()))
+    assert code == 500 and "exactly one of ENDPOINT_NAME" in body["error"]
+
+
+# --- the two calls ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_lines():
+    """The handler's JSON log lines (Powertools binds its stream at import time, so swap the stream)."""
+    stream = io.StringIO()
+    previous = gateway.logger.registered_handler.setStream(stream)
+    yield lambda: [json.loads(x) for x in stream.getvalue().splitlines()]
+    gateway.logger.registered_handler.setStream(previous)
+
+
+def test_describe_json_body_success(aws, log_lines):
+    image = jpeg()
+    aws.sagemaker.add_response("invoke_endpoint", endpoint_reply(), {
+        "EndpointName": "loom-endpoint", "ContentType": "application/json", "Accept": "application/json",
+        "Body": json.dumps({"image": base64.b64encode(image).decode(), "attributes": ["baseColour", "Sleeve Length", "Pattern"]}).encode(),
+    })  # fmt: skip
+    aws.bedrock.add_response("converse", converse_reply(FULL), {
+        "modelId": DEFAULT_MODEL_ID, "system": ANY, "inferenceConfig": {"maxTokens": 400, "temperature": 0.1},
+        "messages": [{"role": "user", "content": [{"text": "Colour: Red\nSleeve Length: Long Sleeves"}]}],
+    })  # fmt: skip
+    code, body = call(json_event(image, attributes=["baseColour", "Sleeve Length", "Pattern"]))
+    assert code == 200
+    assert body["attributes"] == ENDPOINT_ANSWER["attributes"]
+    assert body["confidence"] == ENDPOINT_ANSWER["confidence"]
+    assert body["description"] == FULL
+    assert body["model"] == {"vlm": "loom-blip2-lora", "llm": DEFAULT_MODEL_ID}
+    assert body["coverage"]["complete"] and body["coverage"]["omitted_low_confidence"] == ["Pattern"]
+    lines = log_lines()
+    assert base64.b64encode(image).decode()[:40] not in json.dumps(lines)  # no image bytes in the logs
+    (line,) = [x for x in lines if x["message"] == "request answered"]
+    assert line["correlation_id"] == "apigw-req-1" and line["function_request_id"] == "lambda-req-1"
+    assert line["endpoint_ms"] >= 0 and line["llm_ms"] >= 0 and line["coverage"]["complete"] is True
+    assert line["image"] == {"format": "jpeg", "width": 16, "height": 8, "bytes": len(image)}
+
+
+def test_raw_jpeg_body_base64_encoded_by_api_gateway(aws):
+    aws.sagemaker.add_response("invoke_endpoint", endpoint_reply())
+    aws.bedrock.add_response("converse", converse_reply("Uma camisa Red com Long Sleeves."))
+    evt = event(body=base64.b64encode(jpeg()).decode(), content_type="image/jpeg", b64=True,
+                query={"language": "pt", "attributes": "baseColour,Sleeve Length"})  # fmt: skip
+    code, body = call(evt)
+    assert code == 200 and body["language"] == "pt" and body["coverage"]["complete"]
+
+
+def test_raw_body_declared_png_but_jpeg_is_400(aws):
+    code, body = call(event(body=base64.b64encode(jpeg()).decode(), content_type="image/png", b64=True))
+    assert code == 400 and "declared image/png" in body["error"]
+
+
+def test_attributes_route_makes_no_bedrock_call(aws):
+    aws.sagemaker.add_response("invoke_endpoint", endpoint_reply())
+    code, body = call(json_event(png(), path="/attributes"))
+    assert code == 200 and set(body) == {"attributes", "confidence", "model"}
+    assert body["model"] == {"vlm": "loom-blip2-lora"}
+
+
+@pytest.mark.parametrize(
+    "code, fields, status",
+    [("ModelError", {"OriginalStatusCode": 500, "OriginalMessage": "boom"}, 502),
+     ("ModelError", {"OriginalStatusCode": 400, "OriginalMessage": '{"error": "unknown attribute"}'}, 400),
+     ("ThrottlingException", {}, 503)],
+)  # fmt: skip
+def test_endpoint_errors_map_to_status(aws, code, fields, status):
+    aws.sagemaker.add_client_error("invoke_endpoint", code, "failed", http_status_code=424, modeled_fields=fields)
+    got, body = call(json_event(png()))
+    assert got == status and body["error"]
+
+
+def test_bedrock_failure_keeps_the_attributes(aws):
+    aws.sagemaker.add_response("invoke_endpoint", endpoint_reply())
+    for _ in range(3):
+        aws.bedrock.add_client_error("converse", "ThrottlingException", "slow down", http_status_code=429)
+    code, body = call(json_event(png()))
+    assert code == 200
+    assert body["attributes"] == ENDPOINT_ANSWER["attributes"]
+    assert body["description"] is None and "ThrottlingException" in body["description_error"]
+
+
+def test_missing_attribute_is_asked_for_again(aws):
+    aws.sagemaker.add_response("invoke_endpoint", endpoint_reply())
+    aws.bedrock.add_response("converse", converse_reply("A red shirt."))
+    aws.bedrock.add_response("converse", converse_reply(FULL))
+    code, body = call(json_event(png()))
+    assert code == 200 and body["description"] == FULL
+    assert body["coverage"]["attempts"] == 2 and body["coverage"]["complete"]
+
+
+def test_iam_event_fixture_works_too(aws):
+    aws.sagemaker.add_response("invoke_endpoint", endpoint_reply())
+    evt = event(path="/attributes", body=json.dumps({"image": base64.b64encode(png()).decode()}),
+                fixture="apiGatewayProxyV2IamEvent.json")  # fmt: skip
+    evt["headers"] = {"Content-Type": "application/json"}  # header names are matched case-insensitively
+    assert call(evt)[0] == 200
+
+
+# --- local mode: the same handler, configured with ENDPOINT_URL and the offline writer ------------------
+
+
+def test_local_mode_against_a_real_http_server(monkeypatch):
+    from tests.test_endpoint_client import Server
+
+    server = Server([(200, {}, ENDPOINT_ANSWER)])
+    try:
+        monkeypatch.delenv("ENDPOINT_NAME", raising=False)
+        monkeypatch.setenv("ENDPOINT_URL", server.url)
+        monkeypatch.setenv("DESCRIPTION_BACKEND", "offline")
+        monkeypatch.setenv("MIN_CONFIDENCE", "0")
+        code, body = call(json_event(png(), product_type="shirt"))
+    finally:
+        server.close()
+    assert code == 200 and server.requests[0]["path"] == "/invocations"
+    assert body["model"]["llm"] == "loom-offline-writer" and "offline writer" in body["description"]
+    assert body["coverage"]["complete"] and body["coverage"]["checked"] == list(ENDPOINT_ANSWER["attributes"])
+
+
+# --- the pure-Python header check ------------------------------------------------------------------------
+
+
+def test_image_headers_give_format_and_size():
+    assert (inspect_image(png(3, 2)).format, inspect_image(png(3, 2)).width, inspect_image(png(3, 2)).height) == ("png", 3, 2)
+    info = inspect_image(jpeg(16, 8))
+    assert (info.format, info.width, info.height) == ("jpeg", 16, 8)
+    with pytest.raises(ImageError, match="truncated"):
+        inspect_image(jpeg()[:-200])
+    corrupt = bytearray(png())
+    corrupt[20] ^= 0xFF
+    with pytest.raises(ImageError, match="checksum"):
+        inspect_image(bytes(corrupt))
