@@ -1,0 +1,90 @@
+"""Decode untrusted image bytes into an RGB picture, or fail with a message the caller can act on.
+
+The server receives whatever a client sends. Pillow is told nothing about the bytes in advance: the
+format is checked against a short allow-list, the pixel count is checked from the header before any pixel
+is decoded (decompression bombs), truncated files stay errors (`ImageFile.LOAD_TRUNCATED_IMAGES` is left
+False), and every mode (CMYK, palette, alpha, greyscale, 16-bit) becomes RGB.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+from PIL import Image, ImageFile, ImageOps
+
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # the Lambda's image_check uses the same limit
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+
+class ImageError(ValueError):
+    """Bytes that cannot be used as a product photo; the message says what is wrong."""
+
+
+def decode_base64(data: object, field: str = "image") -> bytes:
+    """Strictly decode a base64 string (a `data:` URL prefix is accepted)."""
+    if not isinstance(data, str) or not data.strip():
+        raise ImageError(f"'{field}' must be a non-empty base64 string of JPEG or PNG bytes")
+    text = data.strip()
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        raw = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError(f"'{field}' is not valid base64: encode the image file's bytes with standard base64") from None
+    if not raw:
+        raise ImageError(f"'{field}' decodes to zero bytes")
+    return raw
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Product shots with transparency are shown on white; black (a plain convert) would change colours.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        image = image.convert("I").point(lambda v: v / 256).convert("L")
+    return image.convert("RGB")
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode image bytes into a fully loaded RGB image; raise ImageError on anything unusable."""
+    if not data:
+        raise ImageError("the image is empty: send the bytes of a JPEG or PNG file")
+    # Pillow's own bomb check uses a module-wide limit; ours is per call, so the header check below decides.
+    # Assert Pillow keeps its default refusal of truncated files (a partial upload must not be answered).
+    assert not ImageFile.LOAD_TRUNCATED_IMAGES, "truncated images must stay errors"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            width, height = image.size
+            if width <= 0 or height <= 0:
+                raise ImageError(f"the image has an invalid size {width}x{height}")
+            if width * height > max_pixels:
+                raise ImageError(f"the image is {width}x{height} = {width * height} pixels, over the limit of "
+                                 f"{max_pixels}: resize it (product photos need well under 4 megapixels)")
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)  # animated GIF/WebP: the first frame is the product
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return _to_rgb(image)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"the image is too large to decode safely ({exc}); resize it") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"the bytes are not a supported image ({', '.join(ALLOWED_FORMATS)}); "
+                         f"first bytes: {data[:8]!r}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
+        # Pillow reports truncated and corrupt files through several exception types.
+        raise ImageError(f"the image could not be decoded ({exc}); it may be truncated or corrupt: "
+                         f"send the complete file") from None

@@ -1,0 +1,204 @@
+"""`serve`: the SageMaker inference program. gunicorn + the Flask app, one model-holding worker per GPU.
+
+    serve [--bind HOST:PORT] [--model-dir DIR] [--workers N] [--threads N]
+
+SageMaker runs `serve` with no arguments; everything is configured by environment variables
+(docs/inference.md lists them). Each worker builds the app after the fork and loads the model in a
+background thread, so `/ping` answers 503 until that worker's model is ready and gunicorn's heartbeat
+never waits on a long load. Workers are never one per CPU: each holds its own ~8 GB copy of the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from inference.schema import MANIFEST_FILE
+
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+BAKED_MODEL_DIR = "/opt/loom/model"  # where containers/inference/Dockerfile bakes an artifact in
+
+
+def visible_gpus(env: Mapping[str, str] = os.environ) -> list[str]:
+    """The GPU ids this process may use, without importing torch (the master must not touch CUDA)."""
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        return [] if ids in ([], ["-1"]) else ids
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return [str(i) for i in range(len(list(gpus.iterdir())))] if gpus.is_dir() else []
+
+
+def resolve_model_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """SM_MODEL_DIR when set; else /opt/ml/model when it holds an artifact; else the artifact baked in."""
+    if env.get("SM_MODEL_DIR"):
+        return Path(env["SM_MODEL_DIR"])
+    sagemaker = Path(SAGEMAKER_MODEL_DIR)
+    baked = Path(env.get("LOOM_BAKED_MODEL_DIR", BAKED_MODEL_DIR))
+    if not (sagemaker / MANIFEST_FILE).is_file() and (baked / MANIFEST_FILE).is_file():
+        return baked
+    return sagemaker
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind=int, minimum: float = 0):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SystemExit(f"serve: {name}={raw!r} is not a {kind.__name__}") from None
+    if value < minimum:
+        raise SystemExit(f"serve: {name}={raw!r} must be at least {minimum}")
+    return value
+
+
+@dataclass
+class ServeSettings:
+    """Everything `serve` reads from its environment, as typed values."""
+
+    model_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 1
+    threads: int = 4
+    timeout_s: int = 120
+    graceful_timeout_s: int = 30
+    keepalive_s: int = 75
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    load_timeout_s: float = 900.0
+    load_delay_s: float = 0.0
+    device: str | None = None
+    gpus: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "ServeSettings":
+        gpus = visible_gpus(env)
+        return cls(
+            model_dir=resolve_model_dir(env),
+            host=env.get("SERVE_HOST", "0.0.0.0"),
+            port=_number(env, "SAGEMAKER_BIND_TO_PORT", 8080, minimum=1),
+            workers=_number(env, "GUNICORN_WORKERS", max(1, len(gpus)), minimum=1),
+            threads=_number(env, "GUNICORN_THREADS", 4, minimum=1),
+            timeout_s=_number(env, "GUNICORN_TIMEOUT", 120, minimum=1),
+            graceful_timeout_s=_number(env, "GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1),
+            keepalive_s=_number(env, "GUNICORN_KEEPALIVE", 75, minimum=0),
+            max_body_bytes=int(_number(env, "MAX_BODY_MB", 20.0, float, minimum=0.001) * 1024 * 1024),
+            max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
+            load_timeout_s=_number(env, "MODEL_LOAD_TIMEOUT", 900.0, float, minimum=1),
+            load_delay_s=_number(env, "SERVE_LOAD_DELAY_S", 0.0, float),
+            device=env.get("SERVE_DEVICE") or None,
+            gpus=gpus,
+        )
+
+
+def load_predictor(settings: ServeSettings):
+    """Load the predictor (called in the worker's loader thread; torch is imported here, not in the master)."""
+    if settings.load_delay_s:
+        time.sleep(settings.load_delay_s)  # tests and drills: make the 503-while-loading window visible
+    from inference.predictor import Predictor
+
+    predictor = Predictor.load(settings.model_dir, device=settings.device)
+    predictor.warm_up()
+    return predictor
+
+
+def wsgi_app(settings: ServeSettings | None = None):
+    """Build one worker's app: it starts loading the model at once and reports 503 until it is ready."""
+    from inference.app import create_app
+
+    settings = settings or ServeSettings.from_env()
+    return create_app(predictor_factory=lambda: load_predictor(settings), max_body_bytes=settings.max_body_bytes,
+                      max_image_pixels=settings.max_image_pixels, load_timeout_s=settings.load_timeout_s)
+
+
+def _pre_fork(server, worker) -> None:
+    # Runs in the master: give the new worker a GPU no live worker holds (respawns reuse the freed one).
+    gpus = getattr(server.app, "loom_gpus", [])
+    taken = {getattr(w, "loom_gpu", None) for w in server.WORKERS.values()}
+    worker.loom_gpu = next((g for g in gpus if g not in taken), None)
+
+
+def _post_fork(server, worker) -> None:
+    if getattr(worker, "loom_gpu", None) is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = worker.loom_gpu
+    server.log.info("worker %s uses GPU %s", worker.pid, getattr(worker, "loom_gpu", None) or "none")
+
+
+def gunicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    """The gunicorn configuration `serve` runs with."""
+    return {
+        "bind": [f"{settings.host}:{settings.port}"],
+        "workers": settings.workers,
+        "worker_class": "gthread",
+        "threads": settings.threads,  # I/O and request decoding overlap; the GPU itself is behind a lock
+        "timeout": settings.timeout_s,
+        "graceful_timeout": settings.graceful_timeout_s,
+        "keepalive": settings.keepalive_s,
+        "preload_app": False,  # the model must be loaded after the fork, once per worker
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": "info",
+        "control_socket_disable": True,  # no runtime control socket in a serving container
+        "pre_fork": _pre_fork,
+        "post_fork": _post_fork,
+    }
+
+
+def _application_class():
+    from gunicorn.app.base import BaseApplication
+
+    class LoomServer(BaseApplication):
+        def __init__(self, settings: ServeSettings):
+            self.settings = settings
+            self.loom_gpus = settings.gpus[: settings.workers] if len(settings.gpus) >= settings.workers else []
+            super().__init__()
+
+        def load_config(self):
+            for key, value in gunicorn_options(self.settings).items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return wsgi_app(self.settings)
+
+    return LoomServer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--bind", help="HOST:PORT (default $SERVE_HOST:$SAGEMAKER_BIND_TO_PORT, 0.0.0.0:8080)")
+    parser.add_argument("--model-dir", type=Path, help="artifact folder (default $SM_MODEL_DIR, /opt/ml/model)")
+    parser.add_argument("--workers", type=int, help="worker processes (default $GUNICORN_WORKERS, GPU count)")
+    parser.add_argument("--threads", type=int, help="threads per worker (default $GUNICORN_THREADS, 4)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    settings = ServeSettings.from_env()
+    if args.bind:
+        host, _, port = args.bind.rpartition(":")
+        settings.host, settings.port = host or settings.host, int(port)
+    if args.model_dir:
+        settings.model_dir = args.model_dir
+    if args.workers:
+        settings.workers = args.workers
+    if args.threads:
+        settings.threads = args.threads
+    if not (settings.model_dir / MANIFEST_FILE).is_file():
+        print(f"serve: {settings.model_dir} holds no {MANIFEST_FILE}: set SM_MODEL_DIR to a Loom model folder",
+              file=sys.stderr)
+        return 2
+    logging.getLogger("loom.serve").info(
+        "serving %s on %s:%d with %d worker(s) x %d threads", settings.model_dir, settings.host, settings.port,
+        settings.workers, settings.threads)
+    _application_class()(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
