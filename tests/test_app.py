@@ -1,0 +1,315 @@
+"""The Flask app through its test client: content types, validation, error bodies, /ping states, and every
+response checked against inference/openapi.json. A recording fake predictor keeps most tests fast; one
+test runs the real predictor on the untrained tiny artifact."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+from PIL import Image
+
+from inference.app import create_app, parse_parameters
+from inference.predictor import Answer, AttributeAnswers, interpret_answers
+from inference.schema import DEFAULT_ATTRIBUTES, AttributeSchema
+
+OPENAPI = json.loads((Path(__file__).resolve().parents[1] / "inference" / "openapi.json").read_text())
+
+
+def check_contract(body: dict, schema_name: str) -> None:
+    """Validate a response body against a schema of inference/openapi.json (raises on any mismatch)."""
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": OPENAPI["components"]}
+    Draft202012Validator(schema).validate(body)
+
+
+# -- image bytes ------------------------------------------------------------------------------------------
+
+def image_bytes(mode: str = "RGB", fmt: str = "PNG", size=(40, 50), colour=None) -> bytes:
+    image = Image.new(mode, size, colour if colour is not None else (0 if mode in ("1", "L", "P", "I;16") else None))
+    if mode == "P":
+        image.putpalette([200, 30, 30] * 256)
+        image.info["transparency"] = 0
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (with only a tiny compressed body)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+RGB_PNG = image_bytes()
+BAD_IMAGES = {
+    "not an image": b"hello, this is text",
+    "truncated png": image_bytes(size=(200, 200), colour=(1, 2, 3))[:150],
+    "truncated jpeg": image_bytes(fmt="JPEG", size=(300, 300), colour=(9, 90, 200))[:400],
+    "over the pixel limit": png_claiming(3000, 3000),
+    "decompression bomb": png_claiming(30000, 30000),
+}
+ODD_MODES = {
+    "cmyk jpeg": image_bytes("CMYK", "JPEG", colour=(0, 255, 255, 0)),
+    "palette with transparency": image_bytes("P", "PNG"),
+    "rgba": image_bytes("RGBA", "PNG", colour=(255, 0, 0, 0)),
+    "greyscale alpha": image_bytes("LA", "PNG", colour=(10, 255)),
+    "16-bit greyscale": image_bytes("I;16", "PNG"),
+    "greyscale jpeg": image_bytes("L", "JPEG", colour=80),
+}
+
+
+# -- a fake predictor -------------------------------------------------------------------------------------
+
+class RecordingPredictor:
+    """Answers every attribute with its first known value (or an unparsable text) and records its inputs."""
+
+    def __init__(self):
+        self.schema = AttributeSchema.from_names(DEFAULT_ATTRIBUTES)
+        self.schema.count("baseColour", "Red")
+        self.calls: list[tuple[str, Image.Image, object, dict]] = []
+
+    def answer_attributes(self, image, attributes=None, **params):
+        names = list(attributes) if attributes is not None else self.schema.names
+        self.calls.append(("attributes", image, names, params))
+        texts = {"baseColour": "Colour: Red", "Fit": "Fit: Baggy", "Collar": "no idea"}
+        answers = [Answer(texts.get(n, f"{self.schema.attributes[n].label}: Plain"), [1], 0.5) for n in names]
+        return interpret_answers(self.schema, names, answers)
+
+    def answer_prompt(self, image, prompt, **params):
+        self.calls.append(("prompt", image, prompt, params))
+        return Answer("Colour: Red", [1], 0.75)
+
+    @property
+    def model_info(self):
+        return {"name": "fake", "base_model": "none"}
+
+
+@pytest.fixture()
+def fake():
+    return RecordingPredictor()
+
+
+@pytest.fixture()
+def client(fake):
+    return create_app(fake, max_body_bytes=256 * 1024, max_image_pixels=1_000_000).test_client()
+
+
+def post_json(client, body, content_type="application/json"):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return client.post("/invocations", data=data, content_type=content_type)
+
+
+# -- tests ------------------------------------------------------------------------------------------------
+
+def test_attribute_request_answers_the_named_attributes_in_the_contract_shape(client, fake):
+    response = post_json(client, {"image": b64(RGB_PNG), "attributes": ["baseColour", "Fit", "Collar"],
+                                  "parameters": {"max_new_tokens": 8}})
+    assert response.status_code == 200, response.json
+    body = response.json
+    check_contract(body, "AttributeResponse")
+    assert body["attributes"] == {"baseColour": "Red", "Fit": "Baggy"}
+    assert body["raw"] == {"Collar": "no idea"}
+    assert body["unknown_values"] == ["Fit"]
+    assert set(body["confidence"]) == {"baseColour", "Fit", "Collar"}
+    assert body["model"] == {"name": "fake", "base_model": "none"}
+    kind, image, names, params = fake.calls[-1]
+    assert (names, params, image.mode, image.size) == (["baseColour", "Fit", "Collar"], {"max_new_tokens": 8}, "RGB", (40, 50))
+
+
+def test_attributes_default_to_all_of_the_manifest(client, fake):
+    body = post_json(client, {"image": b64(RGB_PNG)}).json
+    assert fake.calls[-1][2] == list(DEFAULT_ATTRIBUTES)
+    assert list(body["confidence"]) == list(DEFAULT_ATTRIBUTES)
+
+
+def test_prompt_request_is_answered_with_answer(client, fake):
+    response = post_json(client, {"image": b64(RGB_PNG), "prompt": "  What colour is it? "})
+    assert response.status_code == 200
+    check_contract(response.json, "PromptResponse")
+    assert response.json["answer"] == "Colour: Red" and response.json["confidence"] == 0.75
+    assert fake.calls[-1][2] == "What colour is it?"
+
+
+@pytest.mark.parametrize("content_type", ["image/png", "image/jpeg", "application/x-image", "image/png; charset=x"])
+def test_raw_image_bodies_answer_every_attribute(client, fake, content_type):
+    data = RGB_PNG if "png" in content_type or "x-image" in content_type else image_bytes(fmt="JPEG")
+    response = client.post("/invocations", data=data, content_type=content_type)
+    assert response.status_code == 200, response.json
+    check_contract(response.json, "AttributeResponse")
+    assert fake.calls[-1][2] == list(DEFAULT_ATTRIBUTES)
+
+
+def test_jsonlines_answers_each_line_in_order_and_reports_bad_lines_in_place(client):
+    lines = [json.dumps({"id": "a", "image": b64(RGB_PNG), "attributes": ["baseColour"]}), "",
+             "{not json", json.dumps({"id": 7, "image": "%%%"}),
+             json.dumps({"id": "c", "image": b64(image_bytes("CMYK", "JPEG"))})]
+    response = post_json(client, "\n".join(lines) + "\n", content_type="application/jsonlines")
+    assert response.status_code == 200 and response.mimetype == "application/jsonlines"
+    out = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    for item in out:
+        check_contract(item, "BatchResult")
+    assert [o["id"] for o in out] == ["a", None, 7, "c"]
+    assert out[0]["attributes"] == {"baseColour": "Red"}
+    assert "line 2" in out[1]["error"] and "JSON" in out[1]["error"]
+    assert "base64" in out[2]["error"]
+    assert list(out[3]["confidence"]) == list(DEFAULT_ATTRIBUTES)
+
+
+@pytest.mark.parametrize("name", sorted(ODD_MODES))
+def test_any_image_mode_becomes_rgb(client, fake, name):
+    response = post_json(client, {"image": b64(ODD_MODES[name]), "attributes": ["baseColour"]})
+    assert response.status_code == 200, response.json
+    image = fake.calls[-1][1]
+    assert image.mode == "RGB" and image.size == (40, 50)
+    if name in ("palette with transparency", "rgba"):
+        assert image.getpixel((0, 0)) == (255, 255, 255)  # transparent pixels are shown on white
+
+
+BAD_REQUESTS = {
+    "malformed json": (b"{\"image\": ", 400, "not valid JSON"),
+    "json list": ([1, 2], 400, "JSON object"),
+    "missing image": ({"attributes": ["Fit"]}, 400, "'image' is missing"),
+    "empty image": ({"image": ""}, 400, "non-empty base64"),
+    "image not a string": ({"image": 12}, 400, "base64 string"),
+    "non-base64 image": ({"image": "not base64 at all!"}, 400, "not valid base64"),
+    "unknown attribute": ({"image": b64(RGB_PNG), "attributes": ["Fit", "Smell"]}, 400, "unknown attributes ['Smell']"),
+    "empty attributes": ({"image": b64(RGB_PNG), "attributes": []}, 400, "non-empty list"),
+    "duplicate attributes": ({"image": b64(RGB_PNG), "attributes": ["Fit", "Fit"]}, 400, "twice"),
+    "prompt and attributes": ({"image": b64(RGB_PNG), "prompt": "q?", "attributes": ["Fit"]}, 400, "not both"),
+    "huge prompt": ({"image": b64(RGB_PNG), "prompt": "x" * 5000}, 400, "at most 1000"),
+    "unexpected field": ({"image": b64(RGB_PNG), "imgae": 1}, 400, "unexpected fields ['imgae']"),
+    "too many tokens": ({"image": b64(RGB_PNG), "parameters": {"max_new_tokens": 65}}, 400, "1 to 64"),
+    "unknown parameter": ({"image": b64(RGB_PNG), "parameters": {"temperature": 2}}, 400, "unsupported parameters"),
+    "deeply nested json": ("[" * 100000 + "]" * 100000, 400, "not valid JSON"),
+    **{name: ({"image": b64(data)}, 400, "image") for name, data in BAD_IMAGES.items()},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_REQUESTS))
+def test_bad_json_requests_get_a_4xx_that_says_what_to_fix(client, fake, name):
+    body, status, fragment = BAD_REQUESTS[name]
+    response = post_json(client, body)
+    assert response.status_code == status, response.json
+    check_contract(response.json, "Error")
+    assert fragment in response.json["error"]
+    assert not fake.calls
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGES))
+def test_bad_raw_images_get_a_400(client, name):
+    response = client.post("/invocations", data=BAD_IMAGES[name], content_type="image/png")
+    assert response.status_code == 400 and response.json["error"]
+
+
+def test_pixel_limit_and_bomb_messages_say_to_resize(client):
+    for name in ("over the pixel limit", "decompression bomb"):
+        error = post_json(client, {"image": b64(BAD_IMAGES[name])}).json["error"]
+        assert "resize" in error
+
+
+def test_unknown_content_type_is_415_and_big_body_is_413(client):
+    response = client.post("/invocations", data=b"x", content_type="text/csv")
+    assert response.status_code == 415 and "text/csv" in response.json["error"]
+    assert client.post("/invocations", data=b"x").status_code == 415  # no content type at all
+    response = client.post("/invocations", data=b"\0" * (300 * 1024), content_type="image/png")
+    assert response.status_code == 413 and "MAX_BODY_MB" in response.json["error"]
+    assert client.get("/invocations").status_code == 405
+    assert client.get("/nowhere").json["error"].startswith("no route")
+
+
+def test_ping_is_503_while_loading_then_200(fake):
+    release = threading.Event()
+
+    def factory():
+        release.wait(10)
+        return fake
+
+    client = create_app(predictor_factory=factory).test_client()
+    response = client.get("/ping")
+    assert response.status_code == 503 and response.json == {"status": "loading"}
+    assert post_json(client, {"image": b64(RGB_PNG)}).status_code == 503
+    release.set()
+    deadline = time.monotonic() + 10
+    while client.get("/ping").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.get("/ping").json == {"status": "ok"}
+    check_contract(client.get("/ping").json, "PingOk")
+    assert post_json(client, {"image": b64(RGB_PNG)}).status_code == 200
+
+
+def test_ping_is_500_when_the_model_fails_or_takes_too_long_to_load():
+    def broken():
+        raise FileNotFoundError("no model.safetensors")
+
+    client = create_app(predictor_factory=broken).test_client()
+    deadline = time.monotonic() + 5
+    while client.get("/ping").status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    response = client.get("/ping")
+    assert response.status_code == 500 and "model.safetensors" in response.json["error"]
+    check_contract(response.json, "PingFailed")
+    assert post_json(client, {"image": b64(RGB_PNG)}).status_code == 500
+
+    hang = threading.Event()
+    slow = create_app(predictor_factory=lambda: hang.wait(5), load_timeout_s=0.05).test_client()
+    time.sleep(0.1)
+    assert slow.get("/ping").status_code == 500 and "MODEL_LOAD_TIMEOUT" in slow.get("/ping").json["error"]
+    hang.set()
+
+
+def test_create_app_needs_exactly_one_predictor_source(fake):
+    with pytest.raises(ValueError):
+        create_app()
+    with pytest.raises(ValueError):
+        create_app(fake, predictor_factory=lambda: fake)
+
+
+def test_parse_parameters_bounds():
+    assert parse_parameters({"max_new_tokens": 64, "num_beams": 4}) == {"max_new_tokens": 64, "num_beams": 4}
+    for bad in ({"max_new_tokens": 0}, {"max_new_tokens": True}, {"num_beams": 5}, {"num_beams": 1.0}, [1]):
+        with pytest.raises(ValueError):
+            parse_parameters(bad)
+
+
+def test_real_predictor_through_the_app(untrained_artifact):
+    from inference.predictor import Predictor
+
+    predictor = Predictor.load(untrained_artifact)
+    client = create_app(predictor).test_client()
+    body = post_json(client, {"image": b64(RGB_PNG), "attributes": ["Pattern", "baseColour"],
+                              "parameters": {"max_new_tokens": 4}}).json
+    check_contract(body, "AttributeResponse")
+    assert set(body["confidence"]) == {"Pattern", "baseColour"}
+    assert set(body["attributes"]) | set(body["raw"]) == {"Pattern", "baseColour"}
+    assert body["model"]["name"] == "untrained-tiny" and body["model"]["dtype"] == "float32"
+    answer = post_json(client, {"image": b64(RGB_PNG), "prompt": "Describe the shirt in this picture."}).json
+    check_contract(answer, "PromptResponse")
+
+
+def test_interpret_answers_parses_keeps_raw_and_flags_unknown_values():
+    schema = AttributeSchema.from_names(["baseColour", "Sleeve Length", "Fit"])
+    schema.count("baseColour", "Red")
+    schema.count("Sleeve Length", "Long Sleeves")
+    answers = [Answer("Colour: Red", [1], 0.91), Answer("Sleeve Length: Elbow", [1], 0.5),
+               Answer("Colour: Blue", [1], 0.123456)]
+    result = interpret_answers(schema, ["baseColour", "Sleeve Length", "Fit"], answers)
+    assert isinstance(result, AttributeAnswers)
+    assert result.attributes == {"baseColour": "Red", "Sleeve Length": "Elbow"}
+    assert result.unknown_values == ["Sleeve Length"]
+    assert result.raw == {"Fit": "Colour: Blue"}  # an answer naming another attribute does not parse
+    assert result.confidence == {"baseColour": 0.91, "Sleeve Length": 0.5, "Fit": 0.1235}
