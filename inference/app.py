@@ -221,10 +221,15 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
         # so read at most one byte past the limit and refuse what does not fit.
         if request.content_length is not None and request.content_length > max_body_bytes:
             raise RequestError("", 413)
-        data = request.stream.read(max_body_bytes + 1)
-        if len(data) > max_body_bytes:
-            raise RequestError("", 413)
-        return data
+        chunks, total = [], 0
+        while True:  # a stream read may return less than asked (one chunk of a chunked body)
+            piece = request.stream.read(min(1 << 20, max_body_bytes + 1 - total))
+            if not piece:
+                return b"".join(chunks)
+            chunks.append(piece)
+            total += len(piece)
+            if total > max_body_bytes:
+                raise RequestError("", 413)
 
     def jsonlines(predictor: Any, body: bytes) -> Response:
         lines = [line for line in body.splitlines() if line.strip()]
