@@ -1,0 +1,53 @@
+"""The benchmark: a quick run prints a well-formed last line, and the real-size configuration is
+blip2-flan-t5-xl (3.94 B parameters, counted on the meta device without allocating weights)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench  # noqa: E402
+
+
+@pytest.mark.slow
+def test_quick_bench_ends_with_a_speedup_line():
+    run = subprocess.run([sys.executable, "scripts/bench.py", "--quick"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.strip().splitlines()
+    match = re.fullmatch(r"speedup (\d+\.\d+)", lines[-1])
+    assert match, lines[-1]
+    assert float(match.group(1)) > 1.5  # encode-once must beat K generate calls even on a loaded machine
+    assert any(line.startswith("tiny: reference") for line in lines)
+
+
+def test_real_size_config_is_blip2_flan_t5_xl():
+    config = bench.real_size_config()
+    params = bench.component_params(bench.meta_model(config))
+    assert params["total"] == pytest.approx(3.94e9, rel=0.01)
+    assert params["vision"] == pytest.approx(0.99e9, rel=0.01)
+    assert params["encoder"] == pytest.approx(1.16e9, rel=0.01)
+    assert params["decoder"] == pytest.approx(1.56e9 + 32128 * 2048, rel=0.01)  # decoder blocks + untied lm_head
+    costs = bench.flop_costs(config, params, answer_tokens=5)
+    assert 3.5 < costs["ratio"] < 5  # ViT-g costs ~4x the text side of one question
+    floor = bench.floor_ms(config, params, k=8, answer_tokens=5, device_name="NVIDIA A10G")
+    assert 30 < floor < 45  # the ~36 ms per product worked out for the A10G
+    assert bench.floor_ms(config, params, 8, 5, "some unknown accelerator") is None
+
+
+def test_real_size_path_runs_with_fewer_layers_on_cpu():
+    config = bench.real_size_config()
+    config.vision_config.num_hidden_layers = 1
+    config.qformer_config.num_hidden_layers = 2
+    config.text_config.num_layers = config.text_config.num_decoder_layers = 1
+    predictor = bench.real_size_predictor("cpu", config)
+    assert predictor.model.dtype.is_floating_point and str(predictor.model.dtype) == "torch.bfloat16"
+    timing = bench.time_products(predictor, k=2, answer_tokens=2, products=1)
+    assert timing.reference_ms > 0 and timing.loom_ms > 0
