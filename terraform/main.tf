@@ -1,0 +1,131 @@
+# Loom on AWS. Two phases, same configuration, no file edits:
+#   1. foundation (model_data_url unset): KMS key, bucket, ECR repositories, training role, CI role
+#   2. serving   (model_data_url and inference_image_tag set): SageMaker endpoint, Lambda, HTTP API
+# See docs/deploy.md and the tf-foundation / tf-serving make targets.
+
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
+data "aws_region" "current" {}
+
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.name
+
+  serving_enabled = var.model_data_url != null
+  endpoint_name   = coalesce(var.endpoint_name, "${var.name_prefix}-endpoint")
+  tags            = merge({ Project = "loom", ManagedBy = "terraform" }, var.tags)
+}
+
+module "kms" {
+  source = "./modules/kms"
+
+  name_prefix             = var.name_prefix
+  account_id              = local.account_id
+  partition               = local.partition
+  region                  = local.region
+  deletion_window_in_days = var.kms_deletion_window_days
+  tags                    = local.tags
+}
+
+module "storage" {
+  source = "./modules/storage"
+
+  name_prefix            = var.name_prefix
+  bucket_name            = var.bucket_name
+  account_id             = local.account_id
+  region                 = local.region
+  kms_key_arn            = module.kms.key_arn
+  access_logging_enabled = var.access_logging_enabled
+  force_destroy          = var.force_destroy
+  tags                   = local.tags
+}
+
+module "registry" {
+  source = "./modules/registry"
+
+  name_prefix      = var.name_prefix
+  kms_key_arn      = module.kms.key_arn
+  keep_last_images = var.ecr_keep_last_images
+  force_delete     = var.force_destroy
+  tags             = local.tags
+}
+
+module "training" {
+  source = "./modules/training"
+
+  name_prefix    = var.name_prefix
+  account_id     = local.account_id
+  partition      = local.partition
+  region         = local.region
+  bucket_arn     = module.storage.bucket_arn
+  kms_key_arn    = module.kms.key_arn
+  repository_arn = module.registry.repository_arns["training"]
+  tags           = local.tags
+}
+
+module "ci" {
+  source = "./modules/ci"
+  count  = var.github_repository == null ? 0 : 1
+
+  name_prefix        = var.name_prefix
+  github_repository  = var.github_repository
+  github_branch      = var.github_branch
+  github_tag_pattern = var.github_tag_pattern
+  oidc_provider_arn  = var.github_oidc_provider_arn
+  repository_arns    = values(module.registry.repository_arns)
+  tags               = local.tags
+}
+
+module "endpoint" {
+  source = "./modules/endpoint"
+  count  = local.serving_enabled ? 1 : 0
+
+  endpoint_name                   = local.endpoint_name
+  account_id                      = local.account_id
+  partition                       = local.partition
+  region                          = local.region
+  bucket_name                     = module.storage.bucket_name
+  kms_key_arn                     = module.kms.key_arn
+  repository_arn                  = module.registry.repository_arns["inference"]
+  image_uri                       = "${module.registry.repository_urls["inference"]}:${var.inference_image_tag}"
+  model_data_url                  = var.model_data_url
+  environment                     = var.model_environment
+  instance_type                   = var.instance_type
+  min_capacity                    = var.min_capacity
+  max_capacity                    = var.max_capacity
+  target_invocations_per_instance = var.target_invocations_per_instance
+  data_capture                    = var.data_capture
+  alarm_5xx_threshold             = var.alarm_5xx_threshold
+  alarm_latency_p90_ms            = var.alarm_latency_p90_ms
+  alarm_actions                   = var.alarm_actions
+  tags                            = local.tags
+}
+
+module "api" {
+  source = "./modules/api"
+  count  = local.serving_enabled ? 1 : 0
+
+  name_prefix                 = var.name_prefix
+  account_id                  = local.account_id
+  partition                   = local.partition
+  region                      = local.region
+  kms_key_arn                 = module.kms.key_arn
+  endpoint_name               = module.endpoint[0].endpoint_name
+  endpoint_arn                = module.endpoint[0].endpoint_arn_expected
+  bedrock_model_id            = var.bedrock_model_id
+  min_confidence              = var.min_confidence
+  log_level                   = var.log_level
+  lambda_zip_path             = var.lambda_zip_path
+  lambda_runtime              = var.lambda_runtime
+  lambda_timeout_seconds      = var.lambda_timeout_seconds
+  lambda_memory_mb            = var.lambda_memory_mb
+  lambda_reserved_concurrency = var.lambda_reserved_concurrency
+  authorization               = var.api_authorization
+  jwt_issuer                  = var.jwt_issuer
+  jwt_audience                = var.jwt_audience
+  throttling_burst_limit      = var.api_throttling_burst_limit
+  throttling_rate_limit       = var.api_throttling_rate_limit
+  log_retention_days          = var.log_retention_days
+  tags                        = local.tags
+}

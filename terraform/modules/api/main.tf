@@ -1,0 +1,204 @@
+# The public face: an HTTP API (POST /describe, POST /attributes) in front of one Lambda that
+# asks the SageMaker endpoint for attributes and Bedrock for a description.
+# The Lambda zip is built outside Terraform (`make lambda-zip`).
+
+locals {
+  function_name      = "${var.name_prefix}-api"
+  bedrock_model_arn  = "arn:${var.partition}:bedrock:${var.region}::foundation-model/${var.bedrock_model_id}"
+  routes             = toset(["POST /describe", "POST /attributes"])
+  authorization_type = var.authorization
+}
+
+# ---------------------------------------------------------------------------------------------
+# Lambda
+# ---------------------------------------------------------------------------------------------
+resource "aws_cloudwatch_log_group" "lambda" {
+  name              = "/aws/lambda/${local.function_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
+}
+
+resource "aws_iam_role" "lambda" {
+  name        = "${local.function_name}-lambda"
+  description = "Lambda ${local.function_name}: invoke one endpoint and one Bedrock model"
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Service = "lambda.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+      Condition = { StringEquals = { "aws:SourceAccount" = var.account_id } }
+    }]
+  })
+  tags = var.tags
+}
+
+resource "aws_iam_role_policy" "lambda" {
+  name = "invoke-endpoint-and-model"
+  role = aws_iam_role.lambda.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid      = "InvokeThisEndpoint"
+        Effect   = "Allow"
+        Action   = "sagemaker:InvokeEndpoint"
+        Resource = var.endpoint_arn
+      },
+      {
+        # Converse and InvokeModel are both authorised by bedrock:InvokeModel.
+        Sid      = "InvokeThisFoundationModel"
+        Effect   = "Allow"
+        Action   = "bedrock:InvokeModel"
+        Resource = local.bedrock_model_arn
+      },
+      {
+        Sid      = "WriteOwnLogs"
+        Effect   = "Allow"
+        Action   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+        Resource = "${aws_cloudwatch_log_group.lambda.arn}:*"
+      },
+      {
+        # X-Ray trace upload has no resource-level permissions: AWS requires "*".
+        Sid      = "XRayTracing"
+        Effect   = "Allow"
+        Action   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+        Resource = "*"
+      },
+    ]
+  })
+}
+
+resource "aws_lambda_function" "api" {
+  #checkov:skip=CKV_AWS_116:API Gateway invokes the function synchronously and returns its error to the client; a DLQ only applies to asynchronous invocations.
+  #checkov:skip=CKV_AWS_117:The function only calls AWS APIs (SageMaker runtime, Bedrock) over TLS with IAM auth; a VPC would add NAT or interface endpoints without reducing exposure.
+  #checkov:skip=CKV_AWS_272:The zip is built by make lambda-zip in CI from reviewed source; AWS Signer code signing is a per-organisation choice left to the deployer.
+  #checkov:skip=CKV_AWS_173:The environment holds no secrets (endpoint name, model id, log level); a CMK would only add kms:Decrypt to the role. Lambda encrypts it at rest with an AWS-managed key.
+  function_name                  = local.function_name
+  description                    = "Loom API: photo to attributes (SageMaker) and description (Bedrock)"
+  role                           = aws_iam_role.lambda.arn
+  handler                        = "inference.gateway.handler"
+  runtime                        = var.lambda_runtime
+  filename                       = var.lambda_zip_path
+  source_code_hash               = fileexists(var.lambda_zip_path) ? filebase64sha256(var.lambda_zip_path) : null
+  timeout                        = var.lambda_timeout_seconds
+  memory_size                    = var.lambda_memory_mb
+  reserved_concurrent_executions = var.lambda_reserved_concurrency
+
+  tracing_config {
+    mode = "Active"
+  }
+
+  environment {
+    variables = {
+      ENDPOINT_NAME           = var.endpoint_name
+      BEDROCK_MODEL_ID        = var.bedrock_model_id
+      DESCRIPTION_BACKEND     = "bedrock"
+      MIN_CONFIDENCE          = tostring(var.min_confidence)
+      POWERTOOLS_SERVICE_NAME = "loom-api"
+      LOG_LEVEL               = var.log_level
+    }
+  }
+
+  tags = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = fileexists(var.lambda_zip_path)
+      error_message = "Lambda package ${var.lambda_zip_path} does not exist: run `make lambda-zip` first."
+    }
+  }
+
+  depends_on = [aws_iam_role_policy.lambda, aws_cloudwatch_log_group.lambda]
+}
+
+# ---------------------------------------------------------------------------------------------
+# HTTP API
+# ---------------------------------------------------------------------------------------------
+resource "aws_apigatewayv2_api" "this" {
+  name          = "${var.name_prefix}-api"
+  protocol_type = "HTTP"
+  description   = "Loom: POST /describe and POST /attributes"
+  tags          = var.tags
+}
+
+resource "aws_apigatewayv2_authorizer" "jwt" {
+  count            = local.authorization_type == "JWT" ? 1 : 0
+  api_id           = aws_apigatewayv2_api.this.id
+  name             = "${var.name_prefix}-jwt"
+  authorizer_type  = "JWT"
+  identity_sources = ["$request.header.Authorization"]
+
+  jwt_configuration {
+    issuer   = var.jwt_issuer
+    audience = var.jwt_audience
+  }
+}
+
+resource "aws_apigatewayv2_integration" "lambda" {
+  api_id                 = aws_apigatewayv2_api.this.id
+  integration_type       = "AWS_PROXY"
+  integration_method     = "POST"
+  integration_uri        = aws_lambda_function.api.invoke_arn
+  payload_format_version = "2.0"
+  timeout_milliseconds   = 30000
+}
+
+resource "aws_apigatewayv2_route" "this" {
+  for_each = local.routes
+
+  api_id             = aws_apigatewayv2_api.this.id
+  route_key          = each.key
+  target             = "integrations/${aws_apigatewayv2_integration.lambda.id}"
+  authorization_type = local.authorization_type
+  authorizer_id      = local.authorization_type == "JWT" ? aws_apigatewayv2_authorizer.jwt[0].id : null
+}
+
+resource "aws_cloudwatch_log_group" "access" {
+  name              = "/aws/apigateway/${var.name_prefix}-api"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
+}
+
+resource "aws_apigatewayv2_stage" "default" {
+  api_id      = aws_apigatewayv2_api.this.id
+  name        = "$default"
+  auto_deploy = true
+
+  default_route_settings {
+    throttling_burst_limit = var.throttling_burst_limit
+    throttling_rate_limit  = var.throttling_rate_limit
+  }
+
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.access.arn
+    format = jsonencode({
+      requestId          = "$context.requestId"
+      sourceIp           = "$context.identity.sourceIp"
+      requestTime        = "$context.requestTime"
+      routeKey           = "$context.routeKey"
+      status             = "$context.status"
+      responseLength     = "$context.responseLength"
+      responseLatency    = "$context.responseLatency"
+      integrationStatus  = "$context.integrationStatus"
+      integrationLatency = "$context.integrationLatency"
+      integrationError   = "$context.integrationErrorMessage"
+      principal          = "$context.identity.userArn"
+    })
+  }
+
+  tags = var.tags
+}
+
+resource "aws_lambda_permission" "api" {
+  for_each = local.routes
+
+  statement_id  = "AllowHttpApi-${replace(each.key, "/[^A-Za-z0-9]+/", "-")}"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.api.function_name
+  principal     = "apigateway.amazonaws.com"
+  # execution_arn/<stage>/<METHOD>/<path>: only these routes may invoke the function.
+  source_arn = "${aws_apigatewayv2_api.this.execution_arn}/*/${replace(each.key, " /", "/")}"
+}

@@ -1,0 +1,249 @@
+variable "name_prefix" {
+  description = "Prefix for resource names (the function is <name_prefix>-api)."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,19}$", var.name_prefix))
+    error_message = "name_prefix must be 2-20 characters of lower-case letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "account_id" {
+  description = "AWS account id (trust condition)."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[0-9]{12}$", var.account_id))
+    error_message = "account_id must be 12 digits."
+  }
+}
+
+variable "partition" {
+  description = "AWS partition (aws, aws-cn, aws-us-gov)."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = contains(["aws", "aws-cn", "aws-us-gov"], var.partition)
+    error_message = "partition must be aws, aws-cn or aws-us-gov."
+  }
+}
+
+variable "region" {
+  description = "AWS region (of the Bedrock model ARN)."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must look like us-east-1."
+  }
+}
+
+variable "kms_key_arn" {
+  description = "KMS key encrypting the Lambda and access log groups."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:kms:", var.kms_key_arn))
+    error_message = "kms_key_arn must be a KMS key ARN."
+  }
+}
+
+variable "endpoint_name" {
+  description = "SageMaker endpoint the Lambda calls (ENDPOINT_NAME)."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", var.endpoint_name))
+    error_message = "endpoint_name must be a valid SageMaker endpoint name."
+  }
+}
+
+variable "endpoint_arn" {
+  description = "ARN of that endpoint: the only one the Lambda may invoke."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:[0-9]{12}:endpoint/[a-z0-9-]+$", var.endpoint_arn))
+    error_message = "endpoint_arn must be a SageMaker endpoint ARN."
+  }
+}
+
+variable "bedrock_model_id" {
+  description = "Bedrock foundation model id that writes descriptions (BEDROCK_MODEL_ID); the only model the Lambda may invoke."
+  type        = string
+  default     = "anthropic.claude-3-sonnet-20240229-v1:0"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z0-9-]+\\.[A-Za-z0-9._:-]+$", var.bedrock_model_id))
+    error_message = "bedrock_model_id must be a foundation model id such as anthropic.claude-3-sonnet-20240229-v1:0."
+  }
+}
+
+variable "min_confidence" {
+  description = "Attributes below this confidence are dropped (MIN_CONFIDENCE)."
+  type        = number
+  default     = 0.5
+  nullable    = false
+
+  validation {
+    condition     = var.min_confidence >= 0 && var.min_confidence <= 1
+    error_message = "min_confidence must be between 0 and 1."
+  }
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of the Lambda."
+  type        = string
+  default     = "INFO"
+  nullable    = false
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "lambda_zip_path" {
+  description = "Path of the Lambda package built by `make lambda-zip`."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = endswith(var.lambda_zip_path, ".zip")
+    error_message = "lambda_zip_path must name a .zip file."
+  }
+}
+
+variable "lambda_runtime" {
+  description = "Lambda runtime (Python 3.12 or newer)."
+  type        = string
+  default     = "python3.12"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^python3\\.(1[2-9]|[2-9][0-9])$", var.lambda_runtime))
+    error_message = "lambda_runtime must be python3.12 or newer."
+  }
+}
+
+variable "lambda_timeout_seconds" {
+  description = "Lambda timeout; a bit below the 30 s API Gateway integration timeout."
+  type        = number
+  default     = 28
+  nullable    = false
+
+  validation {
+    condition     = var.lambda_timeout_seconds >= 3 && var.lambda_timeout_seconds < 30
+    error_message = "lambda_timeout_seconds must be between 3 and 29 (API Gateway gives up after 30 s)."
+  }
+}
+
+variable "lambda_memory_mb" {
+  description = "Lambda memory in MB."
+  type        = number
+  default     = 512
+  nullable    = false
+
+  validation {
+    condition     = var.lambda_memory_mb >= 128 && var.lambda_memory_mb <= 10240
+    error_message = "lambda_memory_mb must be between 128 and 10240."
+  }
+}
+
+variable "lambda_reserved_concurrency" {
+  description = "Reserved concurrent executions: caps the load the Lambda can put on the endpoint and Bedrock."
+  type        = number
+  default     = 10
+  nullable    = false
+
+  validation {
+    condition     = var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency
+    error_message = "lambda_reserved_concurrency must be a whole number of at least 1 (0 would disable the function)."
+  }
+}
+
+variable "authorization" {
+  description = "Route authorization: AWS_IAM (SigV4), JWT (needs jwt_issuer and jwt_audience) or NONE (public; only when explicitly chosen)."
+  type        = string
+  default     = "AWS_IAM"
+  nullable    = false
+
+  validation {
+    condition     = contains(["AWS_IAM", "JWT", "NONE"], var.authorization)
+    error_message = "authorization must be AWS_IAM, JWT or NONE."
+  }
+}
+
+variable "jwt_issuer" {
+  description = "JWT issuer URL (authorization = JWT)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.authorization != "JWT" || can(regex("^https://", var.jwt_issuer))
+    error_message = "authorization = JWT needs jwt_issuer, an https:// URL."
+  }
+}
+
+variable "jwt_audience" {
+  description = "Accepted JWT audiences (authorization = JWT)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = var.authorization != "JWT" || length(var.jwt_audience) > 0
+    error_message = "authorization = JWT needs at least one jwt_audience."
+  }
+}
+
+variable "throttling_burst_limit" {
+  description = "Stage-wide burst limit (requests)."
+  type        = number
+  default     = 20
+  nullable    = false
+
+  validation {
+    condition     = var.throttling_burst_limit >= 1 && floor(var.throttling_burst_limit) == var.throttling_burst_limit
+    error_message = "throttling_burst_limit must be a whole number of at least 1."
+  }
+}
+
+variable "throttling_rate_limit" {
+  description = "Stage-wide steady-state rate limit (requests per second)."
+  type        = number
+  default     = 10
+  nullable    = false
+
+  validation {
+    condition     = var.throttling_rate_limit > 0
+    error_message = "throttling_rate_limit must be positive."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Retention of the Lambda and access log groups."
+  type        = number
+  default     = 365
+  nullable    = false
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a value CloudWatch Logs accepts (e.g. 30, 90, 365)."
+  }
+}
+
+variable "tags" {
+  description = "Tags for every resource of this module."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+}

@@ -1,0 +1,247 @@
+variable "endpoint_name" {
+  description = "Name of the SageMaker endpoint; also the prefix of its model, config, role and alarms."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,39}$", var.endpoint_name))
+    error_message = "endpoint_name must be 1-40 letters, digits and single hyphens, starting and ending with a letter or digit."
+  }
+}
+
+variable "account_id" {
+  description = "AWS account id (trust condition, log-group and endpoint ARNs)."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[0-9]{12}$", var.account_id))
+    error_message = "account_id must be 12 digits."
+  }
+}
+
+variable "partition" {
+  description = "AWS partition (aws, aws-cn, aws-us-gov)."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = contains(["aws", "aws-cn", "aws-us-gov"], var.partition)
+    error_message = "partition must be aws, aws-cn or aws-us-gov."
+  }
+}
+
+variable "region" {
+  description = "AWS region of the endpoint."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must look like us-east-1."
+  }
+}
+
+variable "bucket_name" {
+  description = "The Loom bucket: holds the artifact (models/), batch/ and capture/."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.bucket_name))
+    error_message = "bucket_name must be a valid S3 bucket name."
+  }
+}
+
+variable "kms_key_arn" {
+  description = "KMS key of the bucket, data capture and (where the instance type allows) the endpoint volume."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:kms:", var.kms_key_arn))
+    error_message = "kms_key_arn must be a KMS key ARN."
+  }
+}
+
+variable "repository_arn" {
+  description = "ARN of the inference image repository (the only one the role may pull from)."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:ecr:", var.repository_arn))
+    error_message = "repository_arn must be an ECR repository ARN."
+  }
+}
+
+variable "image_uri" {
+  description = "Inference image, <repository_url>:<tag>; the container serves /ping and /invocations on 8080."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[0-9]{12}\\.dkr\\.ecr\\.[a-z0-9-]+\\.amazonaws\\.com(\\.cn)?/[a-z0-9._/-]+(:[A-Za-z0-9_.-]+|@sha256:[a-f0-9]{64})$", var.image_uri))
+    error_message = "image_uri must be an ECR image reference with a tag or digest."
+  }
+}
+
+variable "model_data_url" {
+  description = "S3 URI of model.tar.gz (SageMaker extracts it to /opt/ml/model)."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\\.tar\\.gz$", var.model_data_url))
+    error_message = "model_data_url must be an s3:// URI of a .tar.gz object."
+  }
+}
+
+variable "environment" {
+  description = "Extra environment of the inference container, merged over { MAX_BODY_MB = \"20\" }."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+}
+
+variable "instance_type" {
+  description = "Instance type of the production variant."
+  type        = string
+  default     = "ml.g5.2xlarge"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^ml\\.[a-z0-9]+\\.[a-z0-9]+$", var.instance_type))
+    error_message = "instance_type must be a SageMaker instance type such as ml.g5.2xlarge."
+  }
+}
+
+variable "variant_name" {
+  description = "Name of the production variant."
+  type        = string
+  default     = "AllTraffic"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", var.variant_name))
+    error_message = "variant_name must be letters, digits and hyphens."
+  }
+}
+
+variable "min_capacity" {
+  description = "Minimum (and initial) number of instances."
+  type        = number
+  default     = 1
+  nullable    = false
+
+  validation {
+    condition     = var.min_capacity >= 1 && floor(var.min_capacity) == var.min_capacity
+    error_message = "min_capacity must be a whole number of at least 1."
+  }
+}
+
+variable "max_capacity" {
+  description = "Maximum number of instances autoscaling may reach."
+  type        = number
+  default     = 2
+  nullable    = false
+
+  validation {
+    condition     = var.max_capacity >= var.min_capacity && floor(var.max_capacity) == var.max_capacity
+    error_message = "max_capacity must be a whole number not below min_capacity."
+  }
+}
+
+variable "target_invocations_per_instance" {
+  description = "Target of SageMakerVariantInvocationsPerInstance (invocations per instance per minute)."
+  type        = number
+  default     = 60
+  nullable    = false
+
+  validation {
+    condition     = var.target_invocations_per_instance > 0
+    error_message = "target_invocations_per_instance must be positive."
+  }
+}
+
+variable "scale_in_cooldown_seconds" {
+  description = "Seconds between scale-in activities."
+  type        = number
+  default     = 600
+  nullable    = false
+
+  validation {
+    condition     = var.scale_in_cooldown_seconds >= 0
+    error_message = "scale_in_cooldown_seconds must not be negative."
+  }
+}
+
+variable "scale_out_cooldown_seconds" {
+  description = "Seconds between scale-out activities."
+  type        = number
+  default     = 120
+  nullable    = false
+
+  validation {
+    condition     = var.scale_out_cooldown_seconds >= 0
+    error_message = "scale_out_cooldown_seconds must not be negative."
+  }
+}
+
+variable "data_capture" {
+  description = "Capture requests and responses to s3://<bucket>/capture/<endpoint>/ (KMS-encrypted)."
+  type = object({
+    enabled             = bool
+    sampling_percentage = optional(number, 10)
+  })
+  default  = { enabled = false }
+  nullable = false
+
+  validation {
+    condition     = var.data_capture.sampling_percentage >= 1 && var.data_capture.sampling_percentage <= 100
+    error_message = "data_capture.sampling_percentage must be between 1 and 100."
+  }
+}
+
+variable "alarm_5xx_threshold" {
+  description = "Invocation5XXErrors per minute that count as a breaching datapoint."
+  type        = number
+  default     = 1
+  nullable    = false
+
+  validation {
+    condition     = var.alarm_5xx_threshold >= 1
+    error_message = "alarm_5xx_threshold must be at least 1."
+  }
+}
+
+variable "alarm_latency_p90_ms" {
+  description = "p90 ModelLatency in milliseconds above which a minute counts as breaching."
+  type        = number
+  default     = 5000
+  nullable    = false
+
+  validation {
+    condition     = var.alarm_latency_p90_ms > 0
+    error_message = "alarm_latency_p90_ms must be positive."
+  }
+}
+
+variable "alarm_actions" {
+  description = "ARNs (e.g. SNS topics) notified when an alarm changes state."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for a in var.alarm_actions : startswith(a, "arn:")])
+    error_message = "alarm_actions must be ARNs."
+  }
+}
+
+variable "tags" {
+  description = "Tags for every resource of this module."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+}

@@ -1,0 +1,48 @@
+# One customer-managed key for Loom's data at rest: the S3 bucket, ECR repositories, SageMaker
+# data capture and volumes, Lambda environment variables and CloudWatch log groups.
+# Principals in the account get access through their IAM policies (the root statement delegates
+# to IAM); CloudWatch Logs gets a service statement scoped to this account's log groups.
+
+resource "aws_kms_key" "this" {
+  description             = "${var.name_prefix}: data, models, images and logs"
+  enable_key_rotation     = true
+  deletion_window_in_days = var.deletion_window_in_days
+
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        Sid       = "AccountAdministersKeyThroughIam"
+        Effect    = "Allow"
+        Principal = { AWS = "arn:${var.partition}:iam::${var.account_id}:root" }
+        Action    = "kms:*"
+        Resource  = "*"
+      },
+      {
+        Sid       = "CloudWatchLogsEncryptsThisAccountsLogGroups"
+        Effect    = "Allow"
+        Principal = { Service = "logs.${var.region}.amazonaws.com" }
+        Action = [
+          "kms:Encrypt*",
+          "kms:Decrypt*",
+          "kms:ReEncrypt*",
+          "kms:GenerateDataKey*",
+          "kms:Describe*",
+        ]
+        Resource = "*"
+        Condition = {
+          ArnLike = {
+            "kms:EncryptionContext:aws:logs:arn" = "arn:${var.partition}:logs:${var.region}:${var.account_id}:log-group:*"
+          }
+        }
+      },
+    ]
+  })
+
+  tags = var.tags
+}
+
+resource "aws_kms_alias" "this" {
+  name          = "alias/${var.name_prefix}"
+  target_key_id = aws_kms_key.this.key_id
+}

@@ -1,0 +1,43 @@
+# ECR repositories <name_prefix>-training and <name_prefix>-inference: immutable tags (CI tags
+# images with the commit SHA), scan on push, KMS encryption, keep the last N images.
+
+locals {
+  repositories = toset(["training", "inference"])
+}
+
+resource "aws_ecr_repository" "this" {
+  for_each = local.repositories
+
+  name                 = "${var.name_prefix}-${each.key}"
+  image_tag_mutability = "IMMUTABLE"
+  force_delete         = var.force_delete
+
+  image_scanning_configuration {
+    scan_on_push = true
+  }
+
+  encryption_configuration {
+    encryption_type = "KMS"
+    kms_key         = var.kms_key_arn
+  }
+
+  tags = var.tags
+}
+
+resource "aws_ecr_lifecycle_policy" "this" {
+  for_each = aws_ecr_repository.this
+
+  repository = each.value.name
+  policy = jsonencode({
+    rules = [{
+      rulePriority = 1
+      description  = "Keep the last ${var.keep_last_images} images"
+      selection = {
+        tagStatus   = "any"
+        countType   = "imageCountMoreThan"
+        countNumber = var.keep_last_images
+      }
+      action = { type = "expire" }
+    }]
+  })
+}

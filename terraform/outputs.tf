@@ -1,0 +1,79 @@
+output "account_id" {
+  description = "AWS account the stack lives in."
+  value       = local.account_id
+}
+
+output "region" {
+  description = "AWS region the stack lives in."
+  value       = local.region
+}
+
+output "kms_key_arn" {
+  description = "Customer-managed KMS key (bucket, images, logs, capture); pass it to training jobs as the output/volume key."
+  value       = module.kms.key_arn
+}
+
+output "bucket_name" {
+  description = "Loom bucket: data/, models/, checkpoints/, batch/, capture/."
+  value       = module.storage.bucket_name
+}
+
+output "training_repository_url" {
+  description = "ECR repository URL of the training image."
+  value       = module.registry.repository_urls["training"]
+}
+
+output "inference_repository_url" {
+  description = "ECR repository URL of the inference image."
+  value       = module.registry.repository_urls["inference"]
+}
+
+output "training_role_arn" {
+  description = "Execution role for SageMaker training jobs (python -m training.launch --role-arn ...)."
+  value       = module.training.role_arn
+}
+
+output "ci_role_arn" {
+  description = "Role GitHub Actions assumes to push images (null without github_repository)."
+  value       = try(module.ci[0].role_arn, null)
+}
+
+output "serving_enabled" {
+  description = "Whether phase 2 (endpoint and API) is deployed."
+  value       = local.serving_enabled
+}
+
+output "endpoint_name" {
+  description = "SageMaker endpoint name (null in phase 1)."
+  value       = try(module.endpoint[0].endpoint_name, null)
+}
+
+output "model_name" {
+  description = "SageMaker model name, also for batch transform jobs (null in phase 1)."
+  value       = try(module.endpoint[0].model_name, null)
+}
+
+output "endpoint_role_arn" {
+  description = "Execution role of the SageMaker model: endpoint and batch transform (null in phase 1)."
+  value       = try(module.endpoint[0].role_arn, null)
+}
+
+output "inference_image_uri" {
+  description = "Inference image the endpoint runs (null in phase 1)."
+  value       = local.serving_enabled ? "${module.registry.repository_urls["inference"]}:${var.inference_image_tag}" : null
+}
+
+output "lambda_function_name" {
+  description = "API Lambda name (null in phase 1)."
+  value       = try(module.api[0].function_name, null)
+}
+
+output "lambda_role_arn" {
+  description = "Execution role of the API Lambda (null in phase 1)."
+  value       = try(module.api[0].role_arn, null)
+}
+
+output "api_url" {
+  description = "Base URL of the HTTP API: POST <api_url>/describe and <api_url>/attributes (null in phase 1)."
+  value       = try(module.api[0].api_url, null)
+}

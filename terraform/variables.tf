@@ -1,0 +1,446 @@
+# ---------------------------------------------------------------------------------------------
+# Naming and foundation
+# ---------------------------------------------------------------------------------------------
+variable "region" {
+  description = "AWS region; null takes it from the environment (AWS_REGION or the profile)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.region == null || can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must look like us-east-1."
+  }
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name; the ECR repositories are <name_prefix>-training and <name_prefix>-inference."
+  type        = string
+  default     = "loom"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,19}$", var.name_prefix))
+    error_message = "name_prefix must be 2-20 characters of lower-case letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "tags" {
+  description = "Extra tags for every resource (Project and ManagedBy are always set)."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+}
+
+variable "kms_deletion_window_days" {
+  description = "Days a destroyed KMS key waits before AWS deletes it (7-30)."
+  type        = number
+  default     = 30
+  nullable    = false
+
+  validation {
+    condition     = var.kms_deletion_window_days >= 7 && var.kms_deletion_window_days <= 30
+    error_message = "kms_deletion_window_days must be between 7 and 30."
+  }
+}
+
+variable "bucket_name" {
+  description = "Name of the data/model bucket; null derives <name_prefix>-data-<account>-<region>."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.bucket_name == null || can(regex("^[a-z0-9][a-z0-9.-]{1,56}[a-z0-9]$", var.bucket_name))
+    error_message = "bucket_name must be 3-58 characters of lower-case letters, digits, dots and hyphens."
+  }
+}
+
+variable "access_logging_enabled" {
+  description = "Send S3 server access logs of the bucket to a dedicated log bucket."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "force_destroy" {
+  description = "Let terraform destroy delete non-empty buckets and repositories. Keep false outside throw-away accounts."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "ecr_keep_last_images" {
+  description = "How many images each ECR repository keeps."
+  type        = number
+  default     = 20
+  nullable    = false
+
+  validation {
+    condition     = var.ecr_keep_last_images >= 1 && var.ecr_keep_last_images <= 1000 && floor(var.ecr_keep_last_images) == var.ecr_keep_last_images
+    error_message = "ecr_keep_last_images must be a whole number between 1 and 1000."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# CI (GitHub Actions OIDC)
+# ---------------------------------------------------------------------------------------------
+variable "github_repository" {
+  description = "GitHub repository (owner/name) whose Actions may push images; null creates no CI role."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.github_repository == null || can(regex("^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", var.github_repository))
+    error_message = "github_repository must be owner/name."
+  }
+}
+
+variable "github_branch" {
+  description = "Branch whose workflow runs may assume the CI role."
+  type        = string
+  default     = "main"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._/-]+$", var.github_branch))
+    error_message = "github_branch must be a single branch name (no wildcards)."
+  }
+}
+
+variable "github_tag_pattern" {
+  description = "Tags (IAM StringLike pattern) whose workflow runs may also assume the CI role; null allows none."
+  type        = string
+  default     = "v*"
+
+  validation {
+    condition     = var.github_tag_pattern == null || can(regex("^[A-Za-z0-9._/-][A-Za-z0-9._/*-]*$", var.github_tag_pattern))
+    error_message = "github_tag_pattern must be a tag name or a pattern such as v*, not starting with *."
+  }
+}
+
+variable "github_oidc_provider_arn" {
+  description = "Existing GitHub OIDC provider ARN (one per account); null creates it."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.github_oidc_provider_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/token\\.actions\\.githubusercontent\\.com$", var.github_oidc_provider_arn))
+    error_message = "github_oidc_provider_arn must be the ARN of the token.actions.githubusercontent.com OIDC provider."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Serving (phase 2): set model_data_url and inference_image_tag to create endpoint and API
+# ---------------------------------------------------------------------------------------------
+variable "model_data_url" {
+  description = "S3 URI of the trained model.tar.gz under s3://<bucket>/models/; null (phase 1) creates no endpoint and no API."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.model_data_url == null || can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\\.tar\\.gz$", var.model_data_url))
+    error_message = "model_data_url must be an s3:// URI of a .tar.gz object, e.g. s3://<bucket>/models/<job>/output/model.tar.gz."
+  }
+}
+
+variable "inference_image_tag" {
+  description = "Tag of the inference image in <name_prefix>-inference (CI pushes the commit SHA); required with model_data_url."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = (var.inference_image_tag == null) == (var.model_data_url == null)
+    error_message = "Set model_data_url and inference_image_tag together (phase 2), or neither (phase 1)."
+  }
+
+  validation {
+    condition     = var.inference_image_tag == null || can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.inference_image_tag))
+    error_message = "inference_image_tag must be a valid image tag (letters, digits, _ . -; at most 128)."
+  }
+}
+
+variable "endpoint_name" {
+  description = "Name of the SageMaker endpoint; null gives <name_prefix>-endpoint."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.endpoint_name == null || can(regex("^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,39}$", var.endpoint_name))
+    error_message = "endpoint_name must be 1-40 letters, digits and single hyphens."
+  }
+}
+
+variable "model_environment" {
+  description = "Extra environment of the inference container, merged over { MAX_BODY_MB = \"20\" }."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+}
+
+variable "instance_type" {
+  description = "SageMaker instance type of the endpoint."
+  type        = string
+  default     = "ml.g5.2xlarge"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^ml\\.[a-z0-9]+\\.[a-z0-9]+$", var.instance_type))
+    error_message = "instance_type must be a SageMaker instance type starting with ml., e.g. ml.g5.2xlarge."
+  }
+}
+
+variable "min_capacity" {
+  description = "Minimum (and initial) number of endpoint instances."
+  type        = number
+  default     = 1
+  nullable    = false
+
+  validation {
+    condition     = var.min_capacity >= 1 && floor(var.min_capacity) == var.min_capacity
+    error_message = "min_capacity must be a whole number of at least 1."
+  }
+}
+
+variable "max_capacity" {
+  description = "Maximum number of endpoint instances autoscaling may reach."
+  type        = number
+  default     = 2
+  nullable    = false
+
+  validation {
+    condition     = var.max_capacity >= var.min_capacity && var.max_capacity <= 100 && floor(var.max_capacity) == var.max_capacity
+    error_message = "max_capacity must be a whole number between min_capacity and 100."
+  }
+}
+
+variable "target_invocations_per_instance" {
+  description = "Autoscaling target for SageMakerVariantInvocationsPerInstance (per instance per minute)."
+  type        = number
+  default     = 60
+  nullable    = false
+
+  validation {
+    condition     = var.target_invocations_per_instance > 0
+    error_message = "target_invocations_per_instance must be positive."
+  }
+}
+
+variable "data_capture" {
+  description = "Endpoint data capture to s3://<bucket>/capture/<endpoint>/: enabled and sampling percentage."
+  type = object({
+    enabled             = bool
+    sampling_percentage = optional(number, 10)
+  })
+  default  = { enabled = false }
+  nullable = false
+
+  validation {
+    condition     = var.data_capture.sampling_percentage >= 1 && var.data_capture.sampling_percentage <= 100
+    error_message = "data_capture.sampling_percentage must be between 1 and 100."
+  }
+}
+
+variable "alarm_5xx_threshold" {
+  description = "Invocation5XXErrors per minute that count as a breaching datapoint."
+  type        = number
+  default     = 1
+  nullable    = false
+
+  validation {
+    condition     = var.alarm_5xx_threshold >= 1
+    error_message = "alarm_5xx_threshold must be at least 1."
+  }
+}
+
+variable "alarm_latency_p90_ms" {
+  description = "p90 model latency (ms) above which a minute counts as breaching."
+  type        = number
+  default     = 5000
+  nullable    = false
+
+  validation {
+    condition     = var.alarm_latency_p90_ms > 0
+    error_message = "alarm_latency_p90_ms must be positive."
+  }
+}
+
+variable "alarm_actions" {
+  description = "ARNs (e.g. SNS topics) notified by the endpoint alarms."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for a in var.alarm_actions : startswith(a, "arn:")])
+    error_message = "alarm_actions must be ARNs."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# API (phase 2)
+# ---------------------------------------------------------------------------------------------
+variable "lambda_zip_path" {
+  description = "Lambda package built by `make lambda-zip`, relative to the terraform/ directory or absolute."
+  type        = string
+  default     = "../build/lambda.zip"
+  nullable    = false
+
+  validation {
+    condition     = endswith(var.lambda_zip_path, ".zip")
+    error_message = "lambda_zip_path must name a .zip file."
+  }
+}
+
+variable "lambda_runtime" {
+  description = "Lambda runtime (Python 3.12 or newer)."
+  type        = string
+  default     = "python3.12"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^python3\\.(1[2-9]|[2-9][0-9])$", var.lambda_runtime))
+    error_message = "lambda_runtime must be python3.12 or newer."
+  }
+}
+
+variable "lambda_timeout_seconds" {
+  description = "Lambda timeout; below the 30 s API Gateway integration timeout."
+  type        = number
+  default     = 28
+  nullable    = false
+
+  validation {
+    condition     = var.lambda_timeout_seconds >= 3 && var.lambda_timeout_seconds < 30
+    error_message = "lambda_timeout_seconds must be between 3 and 29 (API Gateway gives up after 30 s)."
+  }
+}
+
+variable "lambda_memory_mb" {
+  description = "Lambda memory in MB."
+  type        = number
+  default     = 512
+  nullable    = false
+
+  validation {
+    condition     = var.lambda_memory_mb >= 128 && var.lambda_memory_mb <= 10240
+    error_message = "lambda_memory_mb must be between 128 and 10240."
+  }
+}
+
+variable "lambda_reserved_concurrency" {
+  description = "Reserved concurrency of the Lambda (caps load on the endpoint and Bedrock)."
+  type        = number
+  default     = 10
+  nullable    = false
+
+  validation {
+    condition     = var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency
+    error_message = "lambda_reserved_concurrency must be a whole number of at least 1."
+  }
+}
+
+variable "bedrock_model_id" {
+  description = "Bedrock foundation model that writes descriptions; the only model the Lambda may invoke."
+  type        = string
+  default     = "anthropic.claude-3-sonnet-20240229-v1:0"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z0-9-]+\\.[A-Za-z0-9._:-]+$", var.bedrock_model_id))
+    error_message = "bedrock_model_id must be a foundation model id such as anthropic.claude-3-sonnet-20240229-v1:0."
+  }
+}
+
+variable "min_confidence" {
+  description = "MIN_CONFIDENCE of the Lambda: attributes below it are dropped."
+  type        = number
+  default     = 0.5
+  nullable    = false
+
+  validation {
+    condition     = var.min_confidence >= 0 && var.min_confidence <= 1
+    error_message = "min_confidence must be between 0 and 1."
+  }
+}
+
+variable "log_level" {
+  description = "LOG_LEVEL of the Lambda."
+  type        = string
+  default     = "INFO"
+  nullable    = false
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "api_authorization" {
+  description = "Route authorization: AWS_IAM (default), JWT (set jwt_issuer, jwt_audience) or NONE (a public API; only when you mean it)."
+  type        = string
+  default     = "AWS_IAM"
+  nullable    = false
+
+  validation {
+    condition     = contains(["AWS_IAM", "JWT", "NONE"], var.api_authorization)
+    error_message = "api_authorization must be AWS_IAM, JWT or NONE."
+  }
+}
+
+variable "jwt_issuer" {
+  description = "JWT issuer URL when api_authorization = JWT."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.api_authorization != "JWT" || can(regex("^https://", var.jwt_issuer))
+    error_message = "api_authorization = JWT needs jwt_issuer, an https:// URL."
+  }
+}
+
+variable "jwt_audience" {
+  description = "Accepted JWT audiences when api_authorization = JWT."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = var.api_authorization != "JWT" || length(var.jwt_audience) > 0
+    error_message = "api_authorization = JWT needs at least one jwt_audience."
+  }
+}
+
+variable "api_throttling_burst_limit" {
+  description = "Burst limit of the API stage (requests)."
+  type        = number
+  default     = 20
+  nullable    = false
+
+  validation {
+    condition     = var.api_throttling_burst_limit >= 1 && floor(var.api_throttling_burst_limit) == var.api_throttling_burst_limit
+    error_message = "api_throttling_burst_limit must be a whole number of at least 1."
+  }
+}
+
+variable "api_throttling_rate_limit" {
+  description = "Steady-state rate limit of the API stage (requests per second)."
+  type        = number
+  default     = 10
+  nullable    = false
+
+  validation {
+    condition     = var.api_throttling_rate_limit > 0
+    error_message = "api_throttling_rate_limit must be positive."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Retention of the Lambda and API access log groups (KMS-encrypted)."
+  type        = number
+  default     = 365
+  nullable    = false
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a value CloudWatch Logs accepts (e.g. 30, 90, 365)."
+  }
+}

@@ -1,0 +1,211 @@
+"""A local moto server that Terraform's AWS provider and boto3 can both talk to.
+
+`start_moto_server()` starts moto's ThreadedMotoServer on 127.0.0.1 (never 0.0.0.0), applies the
+patches that moto 5.2.5 needs for Loom's Terraform module (see shared FACTS.md, "AWS emulation
+for tests"), and returns the server and its URL. `aws_env(url)` gives the environment variables
+that point the AWS provider / boto3 at it and nowhere else.
+
+The patches touch moto internals, so moto is pinned: `MOTO_VERSION` must match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+import moto
+from moto.server import ThreadedMotoServer
+
+MOTO_VERSION = "5.2.5"
+HOST = "127.0.0.1"
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"  # moto's default account
+
+_patched = False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def apply_patches() -> None:
+    """Patch moto once per process; refuses to run on any other moto version."""
+    global _patched
+    if _patched:
+        return
+    if moto.__version__ != MOTO_VERSION:
+        raise RuntimeError(
+            f"tests/moto_harness.py patches moto {MOTO_VERSION} internals; found moto {moto.__version__}"
+        )
+    _accept_g5_instances()
+    _drop_empty_sagemaker_blocks()
+    _autoscaling_tags()
+    _log_policy_with_string_principal()
+    _model_network_isolation()
+    _patched = True
+
+
+def _accept_g5_instances() -> None:
+    # moto's instance-type enum predates ml.g5/ml.g6; the real API accepts them.
+    from moto.sagemaker import models as sm
+
+    original = sm.FakeEndpointConfig.validate_instance_type
+
+    def validate_instance_type(self: Any, instance_type: str) -> None:
+        if instance_type.startswith(("ml.g5.", "ml.g6.", "ml.g6e.")):
+            return
+        original(self, instance_type)
+
+    sm.FakeEndpointConfig.validate_instance_type = validate_instance_type
+
+
+def _drop_empty_sagemaker_blocks() -> None:
+    # DescribeModel / DescribeEndpointConfig return `VpcConfig: {}` / `DataCaptureConfig: {}`
+    # where AWS omits them; the provider then plans to replace the model and the config.
+    # Patch the responses only, so the stored objects stay as moto keeps them.
+    from moto.core.responses import ActionResult
+    from moto.sagemaker.responses import SageMakerResponse
+
+    def without_empty(method: Any, keys: tuple[str, ...]) -> Any:
+        def wrapper(self: Any) -> Any:
+            result = method(self)
+            body = result.result
+            if isinstance(body, dict) and any(body.get(k) == {} for k in keys):
+                body = {k: v for k, v in body.items() if not (k in keys and v == {})}
+                return ActionResult(body)
+            return result
+
+        return wrapper
+
+    SageMakerResponse.describe_model = without_empty(SageMakerResponse.describe_model, ("VpcConfig",))
+    SageMakerResponse.describe_endpoint_config = without_empty(
+        SageMakerResponse.describe_endpoint_config, ("DataCaptureConfig",)
+    )
+
+
+def _model_network_isolation() -> None:
+    # CreateModel drops EnableNetworkIsolation (DescribeModel always says false), so a second
+    # plan would replace a network-isolated model. Keep the flag the caller sent.
+    from moto.sagemaker.responses import SageMakerResponse
+
+    original = SageMakerResponse.create_model
+
+    def create_model(self: Any) -> Any:
+        result = original(self)
+        model = self.sagemaker_backend.describe_model(self._get_param("ModelName"))
+        model.enable_network_isolation = bool(self._get_param("EnableNetworkIsolation"))
+        return result
+
+    SageMakerResponse.create_model = create_model
+
+
+def _autoscaling_tags() -> None:
+    # The provider reads (and on create, writes) tags of scalable targets; moto 5.2.5 has no
+    # TagResource / UntagResource / ListTagsForResource for Application Auto Scaling.
+    from moto.applicationautoscaling.models import ApplicationAutoscalingBackend
+    from moto.applicationautoscaling.responses import ApplicationAutoScalingResponse
+
+    def tags_of(backend: ApplicationAutoscalingBackend) -> dict[str, dict[str, str]]:
+        if not hasattr(backend, "_loom_tags"):
+            backend._loom_tags = {}  # type: ignore[attr-defined]
+        return backend._loom_tags  # type: ignore[attr-defined]
+
+    def tag_resource(self: Any) -> str:
+        arn = self._get_param("ResourceARN")
+        tags_of(self.applicationautoscaling_backend).setdefault(arn, {}).update(self._get_param("Tags") or {})
+        return json.dumps({})
+
+    def untag_resource(self: Any) -> str:
+        arn = self._get_param("ResourceARN")
+        stored = tags_of(self.applicationautoscaling_backend).get(arn, {})
+        for key in self._get_param("TagKeys") or []:
+            stored.pop(key, None)
+        return json.dumps({})
+
+    def list_tags_for_resource(self: Any) -> str:
+        arn = self._get_param("ResourceARN")
+        return json.dumps({"Tags": tags_of(self.applicationautoscaling_backend).get(arn, {})})
+
+    ApplicationAutoScalingResponse.tag_resource = tag_resource
+    ApplicationAutoScalingResponse.untag_resource = untag_resource
+    ApplicationAutoScalingResponse.list_tags_for_resource = list_tags_for_resource
+
+    # RegisterScalableTarget carries the tags on create.
+    original_register = ApplicationAutoScalingResponse.register_scalable_target
+
+    def register_scalable_target(self: Any) -> str:
+        body = original_register(self)
+        tags = self._get_param("Tags")
+        if tags:
+            arn = json.loads(body)["ScalableTargetARN"]
+            tags_of(self.applicationautoscaling_backend).setdefault(arn, {}).update(tags)
+        return body
+
+    ApplicationAutoScalingResponse.register_scalable_target = register_scalable_target
+
+
+def _log_policy_with_string_principal() -> None:
+    # PutBucketLogging inspects the target bucket's policy and crashes (HTTP 500) on a statement
+    # whose Principal is the string "*" (e.g. a TLS-only Deny). Skip such statements.
+    from moto.s3.models import FakeBucket
+
+    original = FakeBucket._log_permissions_enabled_policy
+
+    def log_permissions_enabled_policy(target_bucket: Any, target_prefix: str | None) -> bool:
+        policy = target_bucket.policy
+        if not policy:
+            return False
+        document = json.loads(policy.decode())
+        statements = [s for s in document.get("Statement", []) if isinstance(s.get("Principal"), dict)]
+        saved = target_bucket.policy
+        target_bucket.policy = json.dumps({**document, "Statement": statements}).encode()
+        try:
+            return original(target_bucket, target_prefix)
+        finally:
+            target_bucket.policy = saved
+
+    FakeBucket._log_permissions_enabled_policy = staticmethod(log_permissions_enabled_policy)
+
+
+def start_moto_server(port: int | None = None) -> tuple[ThreadedMotoServer, str]:
+    """Start a patched moto server on 127.0.0.1 and return (server, url); call server.stop() when done."""
+    # AWS managed policies (e.g. AWSXrayWriteOnlyAccess) must exist for attachments to succeed.
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+    apply_patches()
+    port = port or _free_port()
+    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
+    server.start()
+    return server, f"http://{HOST}:{port}"
+
+
+def aws_env(url: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of `base` (default os.environ) that sends the AWS provider and boto3 to `url` only.
+
+    Profiles, session tokens and other endpoints in `base` are dropped, so nothing can fall back
+    to real credentials or real AWS.
+    """
+    if not url.startswith(f"http://{HOST}:"):
+        raise ValueError(f"refusing a non-local AWS endpoint: {url}")
+    env = {
+        k: v
+        for k, v in (os.environ if base is None else base).items()
+        if not (k.startswith("AWS_") or k.startswith("TF_VAR_"))
+    }
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "CHECKPOINT_DISABLE": "1",
+        }
+    )
+    return env
