@@ -62,7 +62,7 @@ def schema_with_values() -> AttributeSchema:
     return schema
 
 
-def build_tiny_artifact(out: Path, vision_layers: int | None = None, vision_width: int = 256,
+def build_tiny_artifact(out: Path, vision_layers: int | None = None, vision_width: int = 512,
                         seed: int = 3) -> Path:
     """Write an untrained tiny Loom artifact; with `vision_layers`, its vision tower is a wider, deeper ViT
     on 257 patches (224 px, patch 14, like ViT-g) in front of the same tiny Q-Former and T5."""
@@ -273,9 +273,9 @@ def report(label: str, predictor: Predictor, timing: Timing) -> None:
 
 def calibrate_vision_layers(workdir: Path, target: float, answer_tokens: int) -> tuple[int, float]:
     """The number of vision layers for which the image costs `target` times one question, measured here."""
-    probe = Predictor.load(build_tiny_artifact(workdir / "probe", vision_layers=1), device="cpu")
-    per_layer = measured_ratio(probe, answer_tokens)
-    layers = max(1, round(target / per_layer))
+    probe = Predictor.load(build_tiny_artifact(workdir / "probe", vision_layers=2), device="cpu")
+    per_layer = measured_ratio(probe, answer_tokens, repeats=5) / 2
+    layers = min(48, max(1, round(target / per_layer)))
     return layers, per_layer
 
 
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("-k", type=int, default=8, help="attribute questions per product (default 8)")
     parser.add_argument("--answer-tokens", type=int, default=5, help="tokens decoded per answer (default 5)")
-    parser.add_argument("--products", type=int, default=4, help="products timed (default 4)")
+    parser.add_argument("--products", type=int, default=3, help="products timed (default 3)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny model only, 2 products (for tests)")
     args = parser.parse_args(argv)
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             dominant = Predictor.load(build_tiny_artifact(work / "vision-dominant", vision_layers=layers),
                                       device=device)
             ratio = measured_ratio(dominant, args.answer_tokens)
-            print(f"vision-dominant: {layers} vision layers of width 256 on 257 patches; image/question cost ratio "
+            print(f"vision-dominant: {layers} vision layers of width 512 on 257 patches; image/question cost ratio "
                   f"(measured) {ratio:.2f} vs {real['ratio']:.2f} for ViT-g + Flan-T5-XL", flush=True)
             timing = time_products(dominant, args.k, args.answer_tokens, products, args.repeats)
             report("vision-dominant", dominant, timing)

@@ -178,3 +178,32 @@ def test_sigterm_stops_gracefully(server):
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=40) == 0
     assert "Handling signal: term" in server.output()
+
+
+def test_serve_settings_come_from_the_environment(tmp_path):
+    from inference.serve import ServeSettings, gunicorn_options, resolve_model_dir, visible_gpus
+
+    settings = ServeSettings.from_env({"SM_MODEL_DIR": str(tmp_path), "SAGEMAKER_BIND_TO_PORT": "9000",
+                                       "MAX_BODY_MB": "5", "MAX_IMAGE_PIXELS": "123", "GUNICORN_THREADS": "8",
+                                       "MODEL_LOAD_TIMEOUT": "60", "CUDA_VISIBLE_DEVICES": "0,1"})
+    assert (settings.model_dir, settings.host, settings.port) == (tmp_path, "0.0.0.0", 9000)
+    assert (settings.workers, settings.threads) == (2, 8)  # one worker per GPU
+    assert (settings.max_body_bytes, settings.max_image_pixels, settings.load_timeout_s) == (5 << 20, 123, 60.0)
+    options = gunicorn_options(settings)
+    assert options["bind"] == ["0.0.0.0:9000"] and options["worker_class"] == "gthread"
+    assert options["preload_app"] is False and options["timeout"] >= 60
+    assert ServeSettings.from_env({"CUDA_VISIBLE_DEVICES": ""}).workers == 1  # no GPU: still one worker
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    with pytest.raises(SystemExit, match="GUNICORN_WORKERS"):
+        ServeSettings.from_env({"GUNICORN_WORKERS": "many"})
+    # Without SM_MODEL_DIR: /opt/ml/model when it holds an artifact, else the one baked into the image.
+    (tmp_path / "loom_manifest.json").write_text("{}")
+    assert resolve_model_dir({"LOOM_BAKED_MODEL_DIR": str(tmp_path)}) in (tmp_path, Path("/opt/ml/model"))
+    if not Path("/opt/ml/model/loom_manifest.json").exists():
+        assert resolve_model_dir({"LOOM_BAKED_MODEL_DIR": str(tmp_path)}) == tmp_path
+
+
+def test_serve_refuses_a_folder_without_a_manifest(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "inference.serve", "--bind", "127.0.0.1:1", "--model-dir",
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "loom_manifest.json" in run.stderr
