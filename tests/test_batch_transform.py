@@ -1,0 +1,406 @@
+"""Catalog-scale Batch Transform: records, sharding, joining (pure), the job calls (moto), the wire format."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import importlib.util
+import json
+import re
+
+import pytest
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sagemaker.models import sagemaker_backends
+
+from training import batch_records as records
+from training import batch_transform as bt
+from training import sagemaker_jobs as jobs
+from training.batch_records import ProductImage
+
+REGION = "us-east-1"
+BUCKET = "loom-test"
+MODEL = "loom-attributes"
+
+
+def product(pid, data=b"\xff\xd8jpeg", log=None):
+    def read():
+        if log is not None:
+            log.append(pid)
+        if isinstance(data, Exception):
+            raise data
+        return data
+
+    return ProductImage(pid, read, f"images/{pid}.jpg")
+
+
+def read_lines(path):
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Records and shards
+
+
+def test_record_is_one_json_line_with_id_and_base64_image():
+    line = records.encode_record("38642", b"\x00\x01image", ["baseColour"])
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    record = json.loads(line)
+    assert record == {"id": "38642", "image": base64.b64encode(b"\x00\x01image").decode(),
+                      "attributes": ["baseColour"]}
+    assert "attributes" not in json.loads(records.encode_record(1, b"x"))
+
+
+def test_shards_hold_records_per_file_in_order(tmp_path):
+    shards = list(records.write_shards((product(str(i)) for i in range(7)), tmp_path,
+                                       records_per_file=3, max_payload_mb=1))
+    assert [s.name for s in shards] == ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
+    assert [s.ids for s in shards] == [["0", "1", "2"], ["3", "4", "5"], ["6"]]
+    assert [r["id"] for r in read_lines(shards[1].path)] == ["3", "4", "5"]
+    assert base64.b64decode(read_lines(shards[2].path)[0]["image"]) == b"\xff\xd8jpeg"
+
+
+def test_sharding_streams_one_image_at_a_time(tmp_path):
+    reads: list[str] = []
+    shards = records.write_shards((product(str(i), log=reads) for i in range(10)), tmp_path,
+                                  records_per_file=4, max_payload_mb=1)
+    first = next(shards)
+    assert first.ids == ["0", "1", "2", "3"] and reads == ["0", "1", "2", "3"]
+    first.path.unlink()  # the caller uploads and deletes each shard before the next is written
+    rest = list(shards)
+    assert reads == [str(i) for i in range(10)] and [s.ids for s in rest] == [["4", "5", "6", "7"], ["8", "9"]]
+
+
+def test_oversize_unreadable_empty_and_duplicate_products_are_skipped_and_reported(tmp_path):
+    big = b"x" * (800 * 1024)  # base64 makes it ~1.07 MB: over a 1 MB payload
+    report = records.ShardingReport()
+    shards = list(records.write_shards(
+        [product("ok1"), product("big", big), product("gone", FileNotFoundError("no such file")),
+         product("empty", b""), product("ok1"), product("ok2")],
+        tmp_path, records_per_file=10, max_payload_mb=1, report=report,
+    ))
+    assert [s.ids for s in shards] == [["ok1", "ok2"]]
+    assert report.records == 2 and report.shards == {"part-00000.jsonl": ["ok1", "ok2"]}
+    reasons = {s["id"]: s["reason"] for s in report.skipped}
+    assert re.match(r"record is 1\.\d MB; MaxPayloadInMB is 1", reasons["big"])
+    assert reasons["gone"].startswith("unreadable image") and reasons["empty"] == "empty image file"
+    assert [s["reason"] for s in report.skipped if s["id"] == "ok1"] == ["duplicate id"]
+
+
+@pytest.mark.parametrize("kwargs", [{"records_per_file": 0, "max_payload_mb": 6},
+                                    {"records_per_file": 5, "max_payload_mb": 101}])
+def test_sharding_refuses_bad_limits(tmp_path, kwargs):
+    with pytest.raises(ValueError):
+        list(records.write_shards([product("1")], tmp_path, **kwargs))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Outputs and joining
+
+
+def answer(pid, colour="Red", conf=0.9):
+    return {"id": pid, "attributes": {"baseColour": colour}, "confidence": {"baseColour": conf},
+            "raw": {}, "unknown_values": []}
+
+
+def test_parse_output_skips_blank_lines_and_reports_bad_ones():
+    lines = [json.dumps(answer("1")).encode(), b"", b"   ", b"{not json", b"[1, 2]", json.dumps(answer("2"))]
+    parsed = list(records.parse_output_lines(lines))
+    assert [p["id"] for p in parsed] == ["1", None, None, "2"]
+    assert "output line 4 is not JSON" in parsed[1]["error"] and "not a JSON object" in parsed[2]["error"]
+
+
+def test_join_by_echoed_id_and_by_position_for_lines_without_one():
+    outputs = [answer("b", "Blue"), {"id": None, "error": "line 2: bad image"}, answer("a")]
+    rows = records.join_shard(["b", "c", "a"], outputs)
+    assert rows == [
+        {"id": "b", "attributes": {"baseColour": "Blue"}, "confidence": {"baseColour": 0.9}, "raw": {},
+         "unknown_values": []},
+        {"id": "c", "error": "line 2: bad image"},
+        {"id": "a", "attributes": {"baseColour": "Red"}, "confidence": {"baseColour": 0.9}, "raw": {},
+         "unknown_values": []},
+    ]
+
+
+def test_join_reports_missing_duplicate_and_stray_lines():
+    outputs = [answer("a"), answer("a"), answer("zzz"), {"error": "no id at all"}]
+    rows = records.join_shard(["a", "b", "c"], outputs)
+    by_id = {}
+    for row in rows:
+        by_id.setdefault(row["id"], []).append(row)
+    assert "attributes" in by_id["a"][0] and by_id["a"][1]["error"] == "more than one output line for this id"
+    assert by_id["b"] == [{"id": "b", "error": "no output line for this product"}]
+    assert by_id["zzz"][0]["error"] == "output line for an id that is not in this input file"
+    assert by_id[None][0]["error"] == "no id at all"
+    assert records.summarise(rows) == {"answered": 1, "errors": 5}
+
+
+def test_results_as_csv_and_jsonl(tmp_path):
+    rows = [
+        {"id": "1", "attributes": {"baseColour": "Red", "Pattern": "Striped"},
+         "confidence": {"baseColour": 0.91234, "Pattern": 0.5, "Sleeve Length": 0.2},
+         "raw": {"Sleeve Length": "sleeves?"}, "unknown_values": ["Pattern"]},
+        {"id": "2", "error": "line 2: not an image"},
+    ]
+    path = records.write_results(rows, tmp_path / "out.csv")
+    table = list(csv.DictReader(path.open(encoding="utf-8")))
+    assert list(table[0]) == ["id", "baseColour", "Pattern", "Sleeve Length", "baseColour confidence",
+                              "Pattern confidence", "Sleeve Length confidence", "unknown_values", "raw", "error"]
+    assert table[0]["baseColour"] == "Red" and table[0]["baseColour confidence"] == "0.9123"
+    assert table[0]["Sleeve Length"] == "" and json.loads(table[0]["raw"]) == {"Sleeve Length": "sleeves?"}
+    assert table[0]["unknown_values"] == "Pattern"
+    assert table[1]["error"] == "line 2: not an image" and table[1]["baseColour"] == ""
+    jsonl = records.write_results(rows, tmp_path / "out.jsonl")
+    assert [json.loads(line) for line in jsonl.read_text().splitlines()] == rows
+
+
+def test_transform_request():
+    request = bt.transform_job_request(
+        job_name="loom-batch-1", model_name=MODEL, input_uri="s3://bkt/batch/j/input",
+        output_uri="s3://bkt/batch/j/output/", instance_count=4, max_payload_mb=6,
+        tags=[{"Key": "project", "Value": "loom"}],
+    )
+    assert request["BatchStrategy"] == "MultiRecord" and request["MaxPayloadInMB"] == 6
+    assert request["TransformInput"] == {
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bkt/batch/j/input/"}},
+        "ContentType": "application/jsonlines", "CompressionType": "None", "SplitType": "Line",
+    }
+    assert request["TransformOutput"] == {"S3OutputPath": "s3://bkt/batch/j/output/",
+                                          "Accept": "application/jsonlines", "AssembleWith": "Line"}
+    assert request["TransformResources"] == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 4}
+    assert "MaxConcurrentTransforms" not in request
+    assert bt.job_locations("bkt", "batch/", "j") == {
+        "input": "s3://bkt/batch/j/input/", "output": "s3://bkt/batch/j/output/",
+        "manifest": "s3://bkt/batch/j/manifest.json"}
+    with pytest.raises(jobs.JobConfigError):
+        bt.transform_job_request(job_name="x", model_name=MODEL, input_uri="s3://bkt/i/",
+                                 output_uri="s3://bkt/o/", instance_count=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The job against moto
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    polls = []
+
+    def sleep(seconds):
+        polls.append(seconds)
+        assert len(polls) < 50, "the job never reached a terminal status"
+
+    monkeypatch.setattr(jobs.time, "sleep", sleep)
+    with mock_aws():
+        s3 = jobs.aws_client("s3", region=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        yield s3
+
+
+def fake_sagemaker(monkeypatch, s3, states=(), outputs=True, bad_ids=()):
+    """Before each DescribeTransformJob: set moto's job to the next state; on Completed write `.out` files
+    the way Batch Transform does (one line per input line, id echoed; `bad_ids` answered with an error)."""
+    remaining = list(states)
+    make_client = jobs.aws_client
+
+    def client(service, **kwargs):
+        c = make_client(service, **kwargs)
+
+        def advance(params, **_):
+            job = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].transform_jobs[params["TransformJobName"]]
+            if remaining:
+                for key, value in remaining.pop(0).items():
+                    setattr(job, key, value)
+            if job.transform_job_status == "Completed" and outputs:
+                simulate_outputs(s3, job, bad_ids)
+
+        c.meta.events.register("provide-client-params.sagemaker.DescribeTransformJob", advance)
+        return c
+
+    monkeypatch.setattr(jobs, "aws_client", client)
+
+
+def simulate_outputs(s3, job, bad_ids=()):
+    bucket, in_prefix = jobs.parse_s3_uri(job.transform_input["DataSource"]["S3DataSource"]["S3Uri"])
+    _, out_prefix = jobs.parse_s3_uri(job.transform_output["S3OutputPath"])
+    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=in_prefix).get("Contents", []):
+        name = obj["Key"][len(in_prefix):]
+        lines = []
+        for line in s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].iter_lines():
+            pid = json.loads(line)["id"]
+            out = {"id": pid, "error": "line 1: not an image"} if pid in bad_ids else answer(pid)
+            lines.append(json.dumps(out))
+        s3.put_object(Bucket=bucket, Key=out_prefix + name + ".out", Body="\n".join(lines) + "\n")
+
+
+def stored_job(name):
+    return sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].transform_jobs[name]
+
+
+def test_catalog_job_end_to_end(aws, monkeypatch, catalog_dir, tmp_path, capsys):
+    all_ids = sorted(p.stem for p in (catalog_dir / "images").glob("*.jpg"))
+    fake_sagemaker(monkeypatch, aws, bad_ids={all_ids[5]},
+                   states=[{"transform_job_status": "InProgress"}, {"transform_job_status": "Completed"}])
+    out = tmp_path / "results.csv"
+    code = bt.main(["--catalog", str(catalog_dir), "--model-name", MODEL, "--bucket", BUCKET,
+                    "--job-name", "loom-batch-e2e", "--instance-count", "3", "--records-per-file", "100",
+                    "--article-types", "all", "--tag", "project=loom", "--wait", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+
+    job = stored_job("loom-batch-e2e")
+    assert job.model_name == MODEL and job.batch_strategy == "MultiRecord" and job.max_payload_in_mb == 6
+    assert job.transform_resources == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 3}
+    assert job.transform_input["SplitType"] == "Line" and job.transform_input["ContentType"] == "application/jsonlines"
+    assert job.transform_output["AssembleWith"] == "Line"
+    assert job.transform_input["DataSource"]["S3DataSource"]["S3Uri"] == "s3://loom-test/batch/loom-batch-e2e/input/"
+    assert job.tags == [{"Key": "project", "Value": "loom"}]
+
+    inputs = aws.list_objects_v2(Bucket=BUCKET, Prefix="batch/loom-batch-e2e/input/")["Contents"]
+    assert [o["Key"].rsplit("/", 1)[1] for o in inputs] == ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
+    manifest = json.loads(aws.get_object(Bucket=BUCKET, Key="batch/loom-batch-e2e/manifest.json")["Body"].read())
+    assert [len(ids) for ids in manifest["shards"].values()] == [100, 100, len(all_ids) - 200]
+
+    table = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert sorted(r["id"] for r in table) == all_ids
+    bad = [r for r in table if r["error"]]
+    assert [(r["id"], r["error"]) for r in bad] == [(all_ids[5], "line 1: not an image")]
+    assert {r["baseColour"] for r in table if not r["error"]} == {"Red"}
+    assert f"{len(all_ids) - 1} products answered, 1 errors" in captured.out
+    assert re.findall(r"transform job status: (\w+)", captured.out) == ["InProgress", "Completed"]
+
+
+def test_failed_job_reports_its_reason(aws, monkeypatch, tmp_path, capsys):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "1.jpg").write_bytes(b"\xff\xd8one")
+    fake_sagemaker(monkeypatch, aws, states=[
+        {"transform_job_status": "Failed",
+         "failure_reason": "ClientError: See job logs for more information"}], outputs=False)
+    code = bt.main(["--catalog", str(images), "--model-name", MODEL, "--bucket", BUCKET, "--job-name", "loom-fail",
+                    "--wait", "--out", str(tmp_path / "r.jsonl")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "transform job loom-fail ended Failed: ClientError: See job logs for more information" in captured.err
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_s3_catalog_then_collect_later(aws, monkeypatch, tmp_path, capsys):
+    for pid in ("101", "102", "103"):
+        aws.put_object(Bucket=BUCKET, Key=f"catalog/images/{pid}.jpg", Body=b"\xff\xd8" + pid.encode())
+    aws.put_object(Bucket=BUCKET, Key="catalog/styles.csv", Body=b"id\n")
+    assert bt.main(["--catalog", "s3://loom-test/catalog/", "--model-name", MODEL, "--bucket", BUCKET,
+                    "--prefix", "runs/", "--job-name", "loom-later", "--records-per-file", "2"]) == 0
+    assert "--collect loom-later" in capsys.readouterr().out
+    shard = aws.get_object(Bucket=BUCKET, Key="runs/loom-later/input/part-00000.jsonl")["Body"].read()
+    assert [json.loads(line)["id"] for line in shard.splitlines()] == ["101", "102"]
+
+    simulate_outputs(aws, stored_job("loom-later"))
+    aws.delete_object(Bucket=BUCKET, Key="runs/loom-later/output/part-00001.jsonl.out")  # one output missing
+    out = tmp_path / "later.jsonl"
+    assert bt.main(["--collect", "loom-later", "--bucket", BUCKET, "--prefix", "runs/", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["101", "102", "103"]
+    assert rows[0]["attributes"] == {"baseColour": "Red"}
+    assert rows[2]["error"] == "no output file s3://loom-test/runs/loom-later/output/part-00001.jsonl.out"
+
+
+def test_oversize_images_are_reported_and_nothing_to_send_is_an_error(aws, tmp_path, capsys):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "huge.jpg").write_bytes(b"x" * (1024 * 1024))
+    code = bt.main(["--catalog", str(images), "--model-name", MODEL, "--bucket", BUCKET, "--max-payload-mb", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "huge: record is 1.3 MB; MaxPayloadInMB is 1" in err and "nothing to transform" in err
+    assert not sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].transform_jobs
+
+
+# ---------------------------------------------------------------------------------------------------
+# Descriptions
+
+
+def test_descriptions_with_the_lambdas_writer_retry_and_rate():
+    from inference.describe import DescriptionError, OfflineWriter
+    from training.batch_describe import describe_results
+
+    class Flaky(OfflineWriter):
+        model = "flaky"
+
+        def __init__(self):
+            self.calls = 0
+
+        def draft(self, brief, deadline):
+            self.calls += 1
+            if self.calls == 1:
+                raise DescriptionError("ThrottlingException")
+            return super().draft(brief, deadline)
+
+    rows = [answer("1"), {"id": "2", "error": "bad image"}, answer("3", "Blue")]
+    slept = []
+    stats = describe_results(rows, Flaky(), concurrency=1, sleep=slept.append)
+    assert stats["described"] == 2 and stats["failed"] == 0 and stats["products_per_second"] > 0
+    assert slept == [2.0]
+    assert "Red" in rows[0]["description"] and "Blue" in rows[2]["description"]
+    assert "description" not in rows[1] and "description_error" not in rows[0]
+
+    class Broken(OfflineWriter):
+        def draft(self, brief, deadline):
+            raise DescriptionError("AccessDeniedException")
+
+    rows = [answer("1")]
+    stats = describe_results(rows, Broken(), retries=2, sleep=slept.append)
+    assert stats["failed"] == 1 and "AccessDeniedException" in rows[0]["description_error"]
+
+
+def test_collect_with_offline_descriptions(aws, monkeypatch, tmp_path, capsys):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for pid in ("7", "8"):
+        (images / f"{pid}.jpg").write_bytes(b"\xff\xd8" + pid.encode())
+    fake_sagemaker(monkeypatch, aws)
+    out = tmp_path / "d.csv"
+    assert bt.main(["--catalog", str(images), "--model-name", MODEL, "--bucket", BUCKET, "--job-name", "loom-d",
+                    "--wait", "--out", str(out), "--describe", "--writer", "offline", "--concurrency", "2"]) == 0
+    table = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert all("Red" in r["description"] for r in table) and len(table) == 2
+    assert re.search(r"descriptions: 2 written, 0 failed, [\d.]+ products/s with 2 threads", capsys.readouterr().out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The wire format against the real inference app
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("flask") is None, reason="the serve extra is not installed")
+def test_shard_through_the_inference_app(untrained_artifact, catalog_dir, tmp_path):
+    from inference.app import create_app
+    from inference.predictor import Predictor
+    from inference.schema import read_manifest
+
+    images = sorted((catalog_dir / "images").glob("*.jpg"))[:2]
+    products = [ProductImage(p.stem, p.read_bytes) for p in images]
+    products.insert(1, ProductImage("broken", lambda: b"these bytes are not an image"))
+    asked = ["baseColour"]  # one question per image keeps the CPU test short
+    (shard,) = records.write_shards(products, tmp_path, records_per_file=10, max_payload_mb=6, attributes=asked)
+
+    client = create_app(Predictor.load(untrained_artifact, device="cpu")).test_client()
+    response = client.post("/invocations", data=shard.path.read_bytes(), content_type="application/jsonlines")
+    assert response.status_code == 200 and response.mimetype == "application/jsonlines"
+
+    rows = records.join_shard(shard.ids, list(records.parse_output_lines(response.data.splitlines())))
+    assert [r["id"] for r in rows] == shard.ids
+    broken = rows[1]
+    assert broken["id"] == "broken" and "error" in broken
+    assert set(asked) <= set(read_manifest(untrained_artifact)["schema"].names)
+    for row in (rows[0], rows[2]):
+        assert "error" not in row
+        assert set(row["confidence"]) == set(asked)
+        assert set(row["attributes"]) | set(row["raw"]) == set(asked)
+        assert all(0.0 <= c <= 1.0 for c in row["confidence"].values())
+    table = records.write_results(rows, tmp_path / "wire.csv")
+    assert [r["error"] != "" for r in csv.DictReader(table.open(encoding="utf-8"))] == [False, True, False]
