@@ -169,6 +169,11 @@ def test_transform_request():
                                           "Accept": "application/jsonlines", "AssembleWith": "Line"}
     assert request["TransformResources"] == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 4}
     assert "MaxConcurrentTransforms" not in request
+    kms = "arn:aws:kms:us-east-1:123456789012:key/k"
+    sealed = bt.transform_job_request(job_name="j", model_name=MODEL, input_uri="s3://bkt/i/",
+                                      output_uri="s3://bkt/o/", kms_key_arn=kms, max_concurrent_transforms=2)
+    assert sealed["TransformOutput"]["KmsKeyId"] == kms and sealed["TransformResources"]["VolumeKmsKeyId"] == kms
+    assert sealed["MaxConcurrentTransforms"] == 2
     assert bt.job_locations("bkt", "batch/", "j") == {
         "input": "s3://bkt/batch/j/input/", "output": "s3://bkt/batch/j/output/",
         "manifest": "s3://bkt/batch/j/manifest.json"}

@@ -18,6 +18,7 @@ REGION = "us-east-1"
 BUCKET = "loom-test"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/loom-training:latest"
 ROLE = "arn:aws:iam::123456789012:role/loom-sagemaker"
+KMS = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
 @pytest.fixture
@@ -95,7 +96,7 @@ def test_spot_job_request_as_sent_and_stored(aws, tmp_path, capsys):
     code = launch.main([
         *BASE_ARGS, "--job-name", "loom-train-test-1", "--upload-data", str(data), "--upload-images", str(images),
         "--base-model", "s3://loom-test/base/tiny/", "--hyperparameters", str(hp_file), "--hp", "batch_size=32",
-        "--spot", "--max-run-hours", "2", "--max-wait-hours", "4", "--tag", "project=loom", "--tag", "owner=ml",
+        "--kms-key-arn", KMS, "--spot", "--max-run-hours", "2", "--max-wait-hours", "4", "--tag", "project=loom", "--tag", "owner=ml",
         "--wait",
     ])
     out = capsys.readouterr().out.strip().splitlines()
@@ -113,7 +114,9 @@ def test_spot_job_request_as_sent_and_stored(aws, tmp_path, capsys):
     assert job.hyper_parameters == {"max_steps": "300", "learning_rate": "0.003", "baseline": "false",
                                     "lora_target_modules": "q,v", "batch_size": "32"}
     assert all(isinstance(v, str) for v in job.hyper_parameters.values())
-    assert job.resource_config["InstanceType"] == "ml.g5.2xlarge"
+    assert job.resource_config == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 100,
+                                   "VolumeKmsKeyId": KMS}
+    assert job.output_data_config == {"S3OutputPath": "s3://loom-test/models", "KmsKeyId": KMS}
     assert job.enable_managed_spot_training is True
     assert job.stopping_condition == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 14400}
     assert job.checkpoint_config == {"S3Uri": "s3://loom-test/checkpoints/loom-train-test-1/",
@@ -211,6 +214,7 @@ def test_on_demand_request_has_no_spot_settings():
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": launch.DEFAULT_MAX_RUN_S}
     assert request["HyperParameters"] == {"epochs": "1.5"}
     assert request["OutputDataConfig"] == {"S3OutputPath": "s3://bkt/models"}
+    assert "VolumeKmsKeyId" not in request["ResourceConfig"]
     assert launch.model_artifact_uri(spec.output_uri, "loom-x") == "s3://bkt/models/loom-x/output/model.tar.gz"
 
 

@@ -3,7 +3,7 @@
     python -m training.batch_transform --catalog DIR|s3://bucket/prefix/ --model-name NAME --bucket BUCKET
         [--prefix batch/] [--instance-type ml.g5.2xlarge] [--instance-count N] [--max-payload-mb 6]
         [--records-per-file 1000] [--max-concurrent-transforms N] [--article-types all|Shirts ...]
-        [--attributes NAME ...] [--tag key=value ...] [--job-name NAME] [--region R] [--profile P]
+        [--attributes NAME ...] [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--region R] [--profile P]
         [--wait --out results.csv|results.jsonl [--describe [--writer offline|bedrock] [--concurrency 4]]]
     python -m training.batch_transform --collect JOB_NAME --bucket BUCKET [--prefix batch/] --out FILE ...
 
@@ -122,6 +122,7 @@ def transform_job_request(
     max_payload_mb: int = DEFAULT_MAX_PAYLOAD_MB,
     max_concurrent_transforms: int | None = None,
     tags: Sequence[Mapping[str, str]] = (),
+    kms_key_arn: str | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of `sagemaker.create_transform_job` (pure; validates the values).
 
@@ -153,6 +154,9 @@ def transform_job_request(
     }
     if max_concurrent_transforms:
         request["MaxConcurrentTransforms"] = max_concurrent_transforms
+    if kms_key_arn:  # the bucket's customer-managed key (Terraform output kms_key_arn)
+        request["TransformOutput"]["KmsKeyId"] = kms_key_arn
+        request["TransformResources"]["VolumeKmsKeyId"] = kms_key_arn
     return request
 
 
@@ -222,6 +226,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-concurrent-transforms", type=int)
     p.add_argument("--article-types", nargs="+", help="local catalogs: types to keep ('all' for every type)")
     p.add_argument("--attributes", nargs="+", help="ask only these attributes (default: the model's)")
+    p.add_argument("--kms-key-arn", help="KMS key for the outputs and instance volumes (Terraform kms_key_arn)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--job-name", help="default loom-batch-YYYYmmdd-HHMMSS (UTC)")
     p.add_argument("--wait", action="store_true", help="wait for the job, then join its outputs into --out")
@@ -257,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             job_name=job_name, model_name=args.model_name, input_uri=where["input"], output_uri=where["output"],
             instance_type=args.instance_type, instance_count=args.instance_count,
             max_payload_mb=args.max_payload_mb, max_concurrent_transforms=args.max_concurrent_transforms,
-            tags=jobs.parse_tags(args.tag),
+            tags=jobs.parse_tags(args.tag), kms_key_arn=args.kms_key_arn,
         )
         sagemaker = jobs.aws_client("sagemaker", region=args.region, profile=args.profile)
         if args.catalog.startswith("s3://"):

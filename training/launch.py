@@ -6,7 +6,7 @@
         [--output s3://...] [--hyperparameters FILE.json] [--hp key=value ...]
         [--instance-type ml.g5.2xlarge] [--volume-gb 100] [--max-run-hours 24]
         [--spot [--max-wait-hours 36] [--checkpoint-s3 s3://...]]
-        [--tag key=value ...] [--job-name NAME] [--wait] [--region REGION] [--profile NAME]
+        [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--wait] [--region REGION] [--profile NAME]
 
 Channels (the contract of the image's `train` program): `train` (vqa_train.csv, attribute_schema.json),
 `validation` (vqa_val.csv), `images` (<id>.jpg), and optionally `base_model` (a base model folder).
@@ -83,6 +83,7 @@ class TrainingJobSpec:
     checkpoint_uri: str | None = None
     metric_definitions: list[dict[str, str]] = field(default_factory=lambda: list(METRIC_DEFINITIONS))
     tags: list[dict[str, str]] = field(default_factory=list)
+    kms_key_arn: str | None = None
 
 
 def hyperparameters_as_strings(values: Mapping[str, Any]) -> dict[str, str]:
@@ -182,6 +183,9 @@ def training_job_request(spec: TrainingJobSpec) -> dict[str, Any]:
         "StoppingCondition": stopping,
         "Tags": list(spec.tags),
     }
+    if spec.kms_key_arn:  # the bucket's customer-managed key (Terraform output kms_key_arn)
+        request["OutputDataConfig"]["KmsKeyId"] = spec.kms_key_arn
+        request["ResourceConfig"]["VolumeKmsKeyId"] = spec.kms_key_arn
     if spec.spot:
         max_wait = spec.max_wait_s or max(DEFAULT_MAX_WAIT_S, spec.max_run_s)
         if max_wait < spec.max_run_s:
@@ -250,6 +254,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spot", action="store_true", help="use managed spot training (resumes from checkpoints)")
     p.add_argument("--max-wait-hours", type=float, help="spot: give up after this long, waiting included")
     p.add_argument("--checkpoint-s3", help="spot: checkpoint prefix (default s3://BUCKET/checkpoints/JOB/)")
+    p.add_argument("--kms-key-arn", help="KMS key for the model output and the instance volume (Terraform kms_key_arn)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a job tag (repeatable)")
     p.add_argument("--job-name", help="default loom-train-YYYYmmdd-HHMMSS (UTC)")
     p.add_argument("--wait", action="store_true", help="wait for the job and stream its status")
@@ -311,6 +316,7 @@ def spec_from_args(args: argparse.Namespace, job_name: str) -> TrainingJobSpec:
         max_wait_s=int(args.max_wait_hours * 3600) if args.max_wait_hours else None,
         checkpoint_uri=spot_checkpoint,
         tags=jobs.parse_tags(args.tag),
+        kms_key_arn=args.kms_key_arn,
     )
 
 
