@@ -10,7 +10,9 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
 
+from inference.schema import AttributeSchema
 from training import launch
+from training.metrics_regex import METRIC_DEFINITIONS
 from training import sagemaker_jobs as jobs
 from training.sagemaker_jobs import JobConfigError
 
@@ -77,7 +79,7 @@ def prepared_folder(tmp_path):
     data.mkdir()
     (data / "vqa_train.csv").write_text("id,Question,Answer\n1,q,a\n")
     (data / "vqa_val.csv").write_text("id,Question,Answer\n2,q,a\n")
-    (data / "attribute_schema.json").write_text("{}")
+    AttributeSchema.from_names(["baseColour", "Sleeve Length"]).save(data / "attribute_schema.json")
     images = tmp_path / "images"
     images.mkdir()
     for pid in ("1", "2"):
@@ -125,7 +127,11 @@ def test_spot_job_request_as_sent_and_stored(aws, tmp_path, capsys):
     assert job.algorithm_specification["TrainingImage"] == IMAGE and job.role_arn == ROLE
     # moto overwrites MetricDefinitions in what it stores, so check what was sent.
     sent = aws["CreateTrainingJob"][0]
-    assert sent["AlgorithmSpecification"]["MetricDefinitions"] == launch.METRIC_DEFINITIONS
+    definitions = sent["AlgorithmSpecification"]["MetricDefinitions"]
+    assert definitions[: len(METRIC_DEFINITIONS)] == METRIC_DEFINITIONS
+    assert {d["Name"] for d in definitions[len(METRIC_DEFINITIONS):]} == {
+        "validation:exact_match:basecolour", "validation:baseline_exact_match:basecolour",
+        "validation:exact_match:sleeve_length", "validation:baseline_exact_match:sleeve_length"}
 
     s3 = jobs.aws_client("s3", region=REGION)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
@@ -237,17 +243,20 @@ def test_hyperparameters_refuse_what_sagemaker_cannot_take(value, message):
     assert "'lora'" in str(info.value)
 
 
-def test_metric_regexes_read_the_train_programs_lines():
-    lines = "\n".join([
+def test_metric_definitions_read_the_train_programs_lines(tmp_path):
+    data, _ = prepared_folder(tmp_path)
+    lines = [
         "step 50 loss 0.12",
         "loom_metric train_loss=0.1234 step=50 learning_rate=9.5e-05",
-        "loom_metric val_exact_match=0.93",
-        "loom_metric val_loss=1.5e-2",
-    ])
+        "loom_metric val_exact_match=0.93 val_baseline_exact_match=0.2",
+        "loom_metric val_exact_match.sleeve_length=0.92",
+    ]
     found = {}
-    for definition in launch.METRIC_DEFINITIONS:
-        for line in lines.splitlines():
+    for definition in launch.metric_definitions(data):
+        for line in lines:
             match = re.search(definition["Regex"], line)
             if match:
                 found[definition["Name"]] = float(match.group(1))
-    assert found == {"train_loss": 0.1234, "learning_rate": 9.5e-05, "val_exact_match": 0.93, "val_loss": 0.015}
+    assert found == {"train:loss": 0.1234, "train:learning_rate": 9.5e-05, "validation:exact_match": 0.93,
+                     "validation:baseline_exact_match": 0.2, "validation:exact_match:sleeve_length": 0.92}
+    assert launch.metric_definitions(None) == METRIC_DEFINITIONS

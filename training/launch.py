@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from inference.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training import sagemaker_jobs as jobs
+from training.metrics_regex import METRIC_DEFINITIONS, attribute_metric_definitions
 from training.sagemaker_jobs import JobConfigError
 
 DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
@@ -43,17 +45,9 @@ TRAIN_CHANNEL_FILES = ("vqa_train.csv", "attribute_schema.json", "prepare_report
 VALIDATION_CHANNEL_FILES = ("vqa_val.csv",)
 REQUIRED_FILES = ("vqa_train.csv", "attribute_schema.json", "vqa_val.csv")
 
-# SageMaker reads metrics from the job's log with these regexes; the `train` program prints lines like
-#   loom_metric train_loss=0.1234 step=50
-#   loom_metric val_exact_match=0.93
-# The first group of each regex is the value. (Defined here because training/train.py did not exist when
-# the launcher was written; the train program must print exactly this form.)
-METRIC_LINE_PREFIX = "loom_metric"
-_NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)"
-METRIC_NAMES = ("train_loss", "learning_rate", "val_loss", "val_exact_match")
-METRIC_DEFINITIONS: list[dict[str, str]] = [
-    {"Name": name, "Regex": rf"{METRIC_LINE_PREFIX}\b.*?\b{name}={_NUMBER}"} for name in METRIC_NAMES
-]
+# SageMaker reads metrics from the job's log: the `train` program prints `loom_metric key=value ...`
+# lines and training/metrics_regex.py (no third-party imports) holds the regexes that parse them.
+MAX_METRIC_DEFINITIONS = 40  # SageMaker's limit per job
 
 # SageMaker's limits on hyperparameters.
 _MAX_HYPERPARAMETERS = 100
@@ -148,6 +142,8 @@ def training_job_request(spec: TrainingJobSpec) -> dict[str, Any]:
     for name, uri in channels:
         jobs.parse_s3_uri(uri)
     jobs.parse_s3_uri(spec.output_uri)
+    if len(spec.metric_definitions) > MAX_METRIC_DEFINITIONS:
+        raise JobConfigError(f"{len(spec.metric_definitions)} metric definitions; SageMaker accepts {MAX_METRIC_DEFINITIONS}")
     if spec.instance_count < 1:
         raise JobConfigError(f"instance count must be at least 1, got {spec.instance_count}")
     if spec.max_run_s < 1:
@@ -206,6 +202,18 @@ def training_job_request(spec: TrainingJobSpec) -> dict[str, Any]:
 def model_artifact_uri(output_uri: str, job_name: str) -> str:
     """Where SageMaker puts a job's model: <output>/<job>/output/model.tar.gz."""
     return f"{output_uri.rstrip('/')}/{job_name}/output/model.tar.gz"
+
+
+def metric_definitions(prepared_dir: str | Path | None = None) -> list[dict[str, str]]:
+    """The job's metric definitions, with per-attribute validation metrics when the prepared data is local."""
+    definitions = list(METRIC_DEFINITIONS)
+    if prepared_dir and (Path(prepared_dir) / SCHEMA_FILE).is_file():
+        try:
+            names = AttributeSchema.load(prepared_dir).names
+        except SchemaError as exc:
+            raise JobConfigError(str(exc)) from None
+        definitions += attribute_metric_definitions(names)
+    return definitions[:MAX_METRIC_DEFINITIONS]
 
 
 def upload_prepared_data(s3: Any, prepared_dir: str | Path, train_uri: str, validation_uri: str,
@@ -317,6 +325,7 @@ def spec_from_args(args: argparse.Namespace, job_name: str) -> TrainingJobSpec:
         checkpoint_uri=spot_checkpoint,
         tags=jobs.parse_tags(args.tag),
         kms_key_arn=args.kms_key_arn,
+        metric_definitions=metric_definitions(args.upload_data),
     )
 
 
