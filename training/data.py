@@ -1,0 +1,170 @@
+"""VQA examples (`id,Question,Answer` CSV rows + `<id>.jpg` images) as model inputs.
+
+Images are read at the processor's own resolution (the processor resizes; nothing is pre-resized) and
+each image's pixel tensor is computed once per run: the same image appears once per question.
+Every batch is checked to hold exactly `num_query_tokens` image tokens per row: without them BLIP-2
+silently ignores the image.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from PIL import Image
+
+from inference.schema import AttributeSchema
+
+VQA_COLUMNS = ("id", "Question", "Answer")
+TRAIN_FILE = "vqa_train.csv"
+VAL_FILE = "vqa_val.csv"
+
+
+class DataError(ValueError):
+    """A VQA file, row or image that cannot be used."""
+
+
+@dataclass(frozen=True)
+class VqaExample:
+    """One question about one product photo, and its expected answer (`Label: Value`)."""
+
+    id: str
+    question: str
+    answer: str
+    attribute: str
+    value: str
+
+
+def read_vqa_csv(path: str | Path, schema: AttributeSchema) -> list[VqaExample]:
+    """The rows of a VQA CSV; DataError for a wrong header or an answer the schema cannot parse."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no VQA file at {path}")
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != VQA_COLUMNS:
+            raise DataError(f"{path}: header must be exactly {','.join(VQA_COLUMNS)}, got {header!r}")
+        examples = []
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != 3:
+                raise DataError(f"{path}:{line}: expected 3 fields (id,Question,Answer), got {len(row)}")
+            pid, question, answer = (field.strip() for field in row)
+            parsed = schema.parse_answer(answer)
+            if not pid or parsed is None:
+                raise DataError(f"{path}:{line}: product {pid!r}: answer {answer!r} is not "
+                                f"'<Label>: <Value>' for an attribute of the schema ({', '.join(schema.names)})")
+            examples.append(VqaExample(pid, question, answer, parsed[0], parsed[1]))
+    return examples
+
+
+def count_known_values(schema: AttributeSchema, examples: Sequence[VqaExample]) -> AttributeSchema:
+    """A copy of the schema whose known values are exactly the value counts of `examples`."""
+    fresh = AttributeSchema.from_dict(schema.to_dict())
+    for attribute in fresh.attributes.values():
+        attribute.values = {}
+    for example in examples:
+        fresh.count(example.attribute, example.value)
+    return fresh
+
+
+class PixelCache:
+    """Pixel tensors of product photos, computed by the processor once per image id."""
+
+    def __init__(self, images_dir: str | Path, image_processor, enabled: bool = True):
+        self.images_dir = Path(images_dir)
+        self.image_processor = image_processor
+        self.enabled = enabled
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def path(self, product_id: str) -> Path:
+        return self.images_dir / f"{product_id}.jpg"
+
+    def check(self, product_ids: Sequence[str]) -> None:
+        """DataError listing (a few of) the ids whose image is missing."""
+        missing = sorted({pid for pid in product_ids if not self.path(pid).is_file()})
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise DataError(f"{len(missing)} image(s) missing from {self.images_dir}: {shown}")
+
+    def __getitem__(self, product_id: str) -> torch.Tensor:
+        pixels = self._cache.get(product_id)
+        if pixels is None:
+            try:
+                with Image.open(self.path(product_id)) as image:
+                    pixels = self.image_processor(image.convert("RGB"), return_tensors="pt").pixel_values[0]
+            except (OSError, ValueError) as exc:
+                raise DataError(f"product {product_id}: cannot read {self.path(product_id)}: {exc}") from exc
+            if self.enabled:
+                self._cache[product_id] = pixels
+        return pixels
+
+    def batch(self, product_ids: Sequence[str]) -> torch.Tensor:
+        return torch.stack([self[pid] for pid in product_ids])
+
+
+def encode_questions(processor, questions: Sequence[str]) -> dict[str, torch.Tensor]:
+    """input_ids / attention_mask with `num_query_tokens` image tokens in front of each question.
+
+    The same layout as `Blip2Processor(images=..., text=...)`, without re-processing the images.
+    """
+    tokenizer = processor.tokenizer
+    nq = processor.num_query_tokens
+    if not nq:
+        raise DataError("the processor has no num_query_tokens: BLIP-2 would silently ignore the images")
+    text = tokenizer(list(questions), padding=True, return_tensors="pt")
+    image_token_id = tokenizer.convert_tokens_to_ids(processor.image_token.content)
+    prefix = torch.full((len(questions), nq), image_token_id, dtype=text.input_ids.dtype)
+    input_ids = torch.cat([prefix, text.input_ids], dim=1)
+    attention_mask = torch.cat([torch.ones_like(prefix), text.attention_mask], dim=1)
+    check_image_tokens(input_ids, image_token_id, nq)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def check_image_tokens(input_ids: torch.Tensor, image_token_id: int, num_query_tokens: int) -> None:
+    """DataError unless every row holds exactly `num_query_tokens` image tokens."""
+    counts = (input_ids == image_token_id).sum(dim=1)
+    if not bool((counts == num_query_tokens).all()):
+        raise DataError(f"every input row must hold exactly {num_query_tokens} image tokens; "
+                        f"found {sorted(set(counts.tolist()))}: the image would be ignored or misplaced")
+
+
+def encode_answers(processor, answers: Sequence[str]) -> torch.Tensor:
+    """Label ids for the answers, padding replaced by -100 so that it is not learned."""
+    labels = processor.tokenizer(list(answers), padding=True, return_tensors="pt").input_ids
+    labels[labels == processor.tokenizer.pad_token_id] = -100
+    return labels
+
+
+def training_batch(examples: Sequence[VqaExample], processor, pixels: PixelCache) -> dict[str, torch.Tensor]:
+    """pixel_values, input_ids, attention_mask and labels for a list of examples."""
+    batch = encode_questions(processor, [e.question for e in examples])
+    batch["pixel_values"] = pixels.batch([e.id for e in examples])
+    batch["labels"] = encode_answers(processor, [e.answer for e in examples])
+    return batch
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled example order of one epoch; the same (seed, epoch) always gives the same order."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def micro_batches(n: int, batch_size: int, seed: int, start: int = 0) -> Iterator[list[int]]:
+    """Endless stream of index batches over shuffled epochs, starting at micro-batch number `start`.
+
+    Batches never straddle epochs (the last one of an epoch may be smaller). Resuming at `start`
+    yields exactly the batches an uninterrupted run would have seen from there.
+    """
+    per_epoch = -(-n // batch_size)
+    epoch, offset = divmod(start, per_epoch)
+    while True:
+        order = epoch_order(n, seed, epoch)
+        for b in range(offset, per_epoch):
+            yield order[b * batch_size:(b + 1) * batch_size]
+        epoch, offset = epoch + 1, 0

@@ -1,0 +1,245 @@
+"""The SageMaker `train` program: LoRA fine-tune a BLIP-2 base, evaluate it, merge it, write the artifact.
+
+SageMaker runs it as `train` in the training image. Locally, a folder stands in for /opt/ml:
+
+    python -m training.train --sm-root DIR [--device cpu]
+
+    DIR/input/config/hyperparameters.json   {"name": "value", ...} (all strings; see training/config.py)
+    DIR/input/data/train/                   vqa_train.csv + attribute_schema.json
+    DIR/input/data/validation/              vqa_val.csv
+    DIR/input/data/images/                  <id>.jpg
+    DIR/input/data/base_model/              optional: a base model folder (else hyperparameter base_model)
+    DIR/model/                              the artifact (merged model, processor, manifest, metrics)
+    DIR/output/data/adapter/                the LoRA adapter (SageMaker uploads it as output.tar.gz)
+    DIR/output/failure                      why the job failed (only on failure)
+    DIR/checkpoints/                        checkpoints (hyperparameter checkpoint_dir overrides)
+
+Without --sm-root the root is /opt/ml, and the SM_* variables (SM_MODEL_DIR, SM_CHANNEL_<NAME>,
+SM_OUTPUT_DATA_DIR, SM_OUTPUT_DIR, SM_INPUT_CONFIG_DIR) win where set. Stages are logged in order;
+metrics are printed as `loom_metric` lines (training/metrics_regex.py has the SageMaker regexes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from inference.schema import SCHEMA_FILE, AttributeSchema, SchemaError
+from training.config import ConfigError, TrainingConfig, from_hyperparameters, read_hyperparameters
+from training.data import TRAIN_FILE, VAL_FILE, DataError
+from training.metrics_regex import METRIC_DEFINITIONS, metric_line, slug  # noqa: F401 (re-exported)
+
+DEFAULT_SM_ROOT = Path("/opt/ml")
+CHANNELS = ("train", "validation", "images", "base_model")
+USER_ERRORS = (ConfigError, DataError, SchemaError)
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Where a job reads its inputs and writes its outputs (the SageMaker folder contract)."""
+
+    root: Path
+    hyperparameters: Path
+    train: Path
+    validation: Path
+    images: Path
+    base_model: Path
+    model: Path
+    output_data: Path
+    failure: Path
+    checkpoints: Path
+
+    @classmethod
+    def resolve(cls, sm_root: str | Path | None = None, env: Mapping[str, str] | None = None) -> "JobPaths":
+        """Paths under sm_root; with no sm_root, /opt/ml with the SM_* variables of `env` applied."""
+        env = os.environ if env is None else env
+        use_env = sm_root is None
+        root = Path(sm_root) if sm_root is not None else DEFAULT_SM_ROOT
+
+        def pick(variable: str, default: Path) -> Path:
+            value = env.get(variable) if use_env else None
+            return Path(value) if value else default
+
+        data = root / "input" / "data"
+        channel = {name: pick(f"SM_CHANNEL_{name.upper()}", data / name) for name in CHANNELS}
+        output = pick("SM_OUTPUT_DIR", root / "output")
+        return cls(
+            root=root,
+            hyperparameters=pick("SM_INPUT_CONFIG_DIR", root / "input" / "config") / "hyperparameters.json",
+            train=channel["train"], validation=channel["validation"], images=channel["images"],
+            base_model=channel["base_model"],
+            model=pick("SM_MODEL_DIR", root / "model"),
+            output_data=pick("SM_OUTPUT_DATA_DIR", output / "data"),
+            failure=output / "failure",
+            checkpoints=root / "checkpoints",
+        )
+
+
+def layout_job(sm_root: str | Path, *, train: str | Path, validation: str | Path, images: str | Path,
+               base_model: str | Path | None = None, hyperparameters: Mapping[str, str] | None = None) -> JobPaths:
+    """Lay out a local stand-in for /opt/ml: channel folders as symlinks, hyperparameters.json as strings."""
+    paths = JobPaths.resolve(sm_root)
+    sources = {"train": train, "validation": validation, "images": images, "base_model": base_model}
+    for name, source in sources.items():
+        if source is None:
+            continue
+        link = getattr(paths, name)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink() if link.is_symlink() else shutil.rmtree(link)
+        link.symlink_to(Path(source).resolve(), target_is_directory=True)
+    paths.hyperparameters.parent.mkdir(parents=True, exist_ok=True)
+    values = {k: str(v) for k, v in (hyperparameters or {}).items()}
+    paths.hyperparameters.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
+def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], None] | None = None,
+            stop_after: int | None = None) -> dict[str, Any]:
+    """Every stage of a training job; returns metrics.json's dict. Raises on failure (main() reports it)."""
+    import torch
+    from transformers import set_seed
+
+    from training import evaluate, finetune, merge
+    from training.data import PixelCache, count_known_values, read_vqa_csv
+
+    log = log or (lambda line: print(line, flush=True))
+    started = time.perf_counter()
+
+    def stage(number: int, text: str) -> None:
+        log(f"[stage {number}/7] {text} ({time.perf_counter() - started:.1f} s)")
+
+    stage(1, f"settings from {paths.hyperparameters}")
+    hyperparameters = read_hyperparameters(paths.hyperparameters)
+    config = from_hyperparameters(hyperparameters)
+    if device:
+        config.device = device
+        config.validate()
+    base_model = str(paths.base_model) if (paths.base_model / "config.json").is_file() else config.base_model
+    checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else paths.checkpoints
+    device_, dtype = finetune.resolve_device(config)
+    set_seed(config.seed)
+    log(f"base model {base_model}; device {device_} {str(dtype).replace('torch.', '')}; "
+        f"checkpoints {checkpoint_dir}")
+
+    stage(2, f"data from {paths.train}, {paths.validation}, {paths.images}")
+    schema = AttributeSchema.load(paths.train / SCHEMA_FILE)
+    train_examples = read_vqa_csv(paths.train / TRAIN_FILE, schema)
+    val_examples = read_vqa_csv(paths.validation / VAL_FILE, schema)
+    if not train_examples:
+        raise DataError(f"{paths.train / TRAIN_FILE} holds no examples")
+    schema = count_known_values(schema, train_examples)  # known values = what the model is trained on
+    if config.max_eval_examples:
+        val_examples = val_examples[:config.max_eval_examples]
+    log(f"{len(train_examples)} training and {len(val_examples)} validation examples, "
+        f"attributes {', '.join(schema.names)}")
+
+    stage(3, "loading the base model")
+    model, processor = finetune.load_base(base_model, device_, dtype, config.load_in_8bit)
+    pixels = PixelCache(paths.images, processor.image_processor, enabled=config.cache_pixels)
+    pixels.check([e.id for e in train_examples + val_examples])
+
+    def answers_of(m):
+        return evaluate.generate_answers(m, processor, val_examples, pixels, schema,
+                                         batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens,
+                                         device=device_, dtype=dtype, progress=sys.stderr.isatty())
+
+    stage(4, "baseline: the base model on the validation split")
+    baseline = answers_of(model) if config.baseline and val_examples else None
+    if baseline is not None:
+        base_metrics = evaluate.score(val_examples, baseline, schema)
+        log(metric_line(val_baseline_exact_match=float(base_metrics["overall"]["exact_match"] or 0.0)))
+
+    stage(5, f"LoRA fine-tuning (r={config.lora_r}, alpha={config.lora_alpha}, "
+             f"targets {','.join(config.lora_target_modules)})")
+    model = finetune.add_lora(model, config)
+    result = finetune.train_lora(model, processor, train_examples, pixels, config, device=device_, dtype=dtype,
+                                 checkpoint_dir=checkpoint_dir, log=log, stop_after=stop_after)
+    if result.steps < finetune.total_steps(config, len(train_examples)):
+        raise InterruptedError(f"stopped after step {result.steps} as asked; a checkpoint is in {checkpoint_dir}")
+
+    stage(6, "evaluating the fine-tuned model")
+    answers = answers_of(model) if val_examples else []
+    metrics = evaluate.score(val_examples, answers, schema, baseline)
+    metrics["training"] = {
+        "steps": result.steps, "epochs": result.epochs, "seconds": result.seconds,
+        "final_loss": result.final_loss, "device": str(device_), "dtype": str(dtype).replace("torch.", ""),
+        "train_examples": len(train_examples), "validation_examples": len(val_examples),
+    }
+    overall = metrics["overall"]
+    log(metric_line(**{f"val_{k}": float(overall[k]) for k in
+                       ("exact_match", "baseline_exact_match", "unknown_value_rate") if overall[k] is not None}))
+    for name, m in metrics["attributes"].items():
+        log(metric_line(**{f"val_{k}.{slug(name)}": float(m[k]) for k in ("exact_match", "baseline_exact_match")
+                           if m[k] is not None}))
+    log(evaluate.format_metrics(metrics))
+
+    stage(7, f"merging the adapter into the full-precision base and saving to {paths.model}")
+    adapter_dir = paths.output_data / "adapter"
+    model.save_pretrained(adapter_dir)
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    merged = merge.merge_adapter(base_model, adapter_dir)
+    merge.save_merged(merged, processor, paths.model)
+    evaluation_dir = paths.model / merge.EVALUATION_DIR
+    evaluate.write_predictions(evaluation_dir / merge.PREDICTIONS_FILE, val_examples, answers, baseline)
+    merge.write_loss_history(evaluation_dir / merge.LOSS_HISTORY_FILE, result.loss_history)
+    merge.write_artifact_files(
+        paths.model, schema, base_model=_base_model_id(base_model, config), lora=config.lora_settings(),
+        metrics=metrics, name=config.artifact_name, hyperparameters=config.to_hyperparameters(),
+        num_query_tokens=processor.num_query_tokens)
+    log(f"done in {time.perf_counter() - started:.1f} s: {paths.model}")
+    return metrics
+
+
+def _base_model_id(base_model: str, config: TrainingConfig) -> str:
+    """The id recorded in the manifest: the folder's own note (tiny base) or hub id, else what was given."""
+    info = Path(base_model) / "tiny_base.json"
+    if info.is_file():
+        try:
+            return json.loads(info.read_text(encoding="utf-8"))["base_model"]
+        except (ValueError, KeyError):
+            pass
+    return config.base_model if Path(base_model).is_dir() and config.base_model != base_model else base_model
+
+
+def write_failure(paths: JobPaths, error: BaseException) -> None:
+    """The reason of a failure into output/failure (SageMaker shows it as the job's FailureReason)."""
+    paths.failure.parent.mkdir(parents=True, exist_ok=True)
+    paths.failure.write_text(f"{type(error).__name__}: {error}\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="train", description=__doc__.splitlines()[0])
+    # SageMaker starts the image as `docker run IMAGE train`; tolerate that word as an argument.
+    parser.add_argument("program", nargs="?", choices=["train"], help=argparse.SUPPRESS)
+    parser.add_argument("--sm-root", type=Path, help="folder standing in for /opt/ml (local runs, tests)")
+    parser.add_argument("--device", help="override the device: cpu, cuda or cuda:N")
+    args = parser.parse_args(argv)
+    paths = JobPaths.resolve(args.sm_root)
+    if paths.failure.exists():
+        paths.failure.unlink()
+    try:
+        run_job(paths, device=args.device)
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach output/failure
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            raise
+        write_failure(paths, exc)
+        if not isinstance(exc, USER_ERRORS):
+            traceback.print_exc()
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 2 if isinstance(exc, USER_ERRORS) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
