@@ -12,6 +12,8 @@ SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
+pytest_plugins = ["fixtures_training"]
+
 
 @pytest.fixture(scope="session")
 def catalog_dir(tmp_path_factory) -> Path:
