@@ -63,3 +63,60 @@ lint: venv checkov-venv
 
 clean:
 	rm -rf build runs .pytest_cache
+
+# ---------------------------------------------------------------------------------------------
+# Deployment to AWS, in two phases (docs/deploy.md walks through it). Nothing here runs in tests.
+#   make tf-foundation                      KMS key, bucket, ECR repositories, training + CI roles
+#   make images AWS_ACCOUNT=... AWS_REGION=...           build and push both images (tag: commit SHA)
+#   (train: python -m training.launch ..., see docs/deploy.md)
+#   make tf-serving MODEL_DATA_URL=s3://.../model.tar.gz    endpoint, Lambda and HTTP API
+#   make tf-destroy
+# Optional: GITHUB_REPOSITORY=owner/name (CI role), NAME_PREFIX, TF_VARS='-var x=y ...',
+# TF_APPLY_FLAGS=-auto-approve. Give the same values in every phase.
+# ---------------------------------------------------------------------------------------------
+TERRAFORM ?= terraform
+TF_DIR := terraform
+AWS_ACCOUNT ?=
+AWS_REGION ?=
+NAME_PREFIX ?= loom
+GITHUB_REPOSITORY ?=
+IMAGE_TAG ?= $(shell git rev-parse HEAD 2>/dev/null)
+MODEL_DATA_URL ?=
+TF_VARS ?=
+TF_APPLY_FLAGS ?=
+TF_COMMON_VARS = -var name_prefix=$(NAME_PREFIX) $(if $(AWS_REGION),-var region=$(AWS_REGION)) $(if $(GITHUB_REPOSITORY),-var github_repository=$(GITHUB_REPOSITORY)) $(TF_VARS)
+TF_SERVING_VARS = -var model_data_url=$(MODEL_DATA_URL) -var inference_image_tag=$(IMAGE_TAG) -var lambda_zip_path=$(abspath build/lambda.zip)
+
+.PHONY: tf-help tf-init tf-foundation images tf-serving tf-outputs tf-destroy
+
+tf-help:
+	@sed -n '/^# Deployment to AWS/,/^# ----/p' Makefile | sed 's/^# \{0,1\}//'
+
+tf-init:
+	$(TERRAFORM) -chdir=$(TF_DIR) init -input=false
+
+# Phase 1. Refuses to run once phase 2 is deployed: without the serving variables this apply
+# would remove the endpoint and the API (use tf-serving from then on, or FORCE=1).
+tf-foundation: tf-init
+	@if [ -z "$(FORCE)" ] && [ "$$($(TERRAFORM) -chdir=$(TF_DIR) output -raw serving_enabled 2>/dev/null)" = "true" ]; then \
+		echo "tf-foundation: the endpoint and API are deployed; this apply would destroy them."; \
+		echo "  Use make tf-serving MODEL_DATA_URL=... IMAGE_TAG=..., or FORCE=1 to remove serving."; exit 2; fi
+	$(TERRAFORM) -chdir=$(TF_DIR) apply -input=false $(TF_APPLY_FLAGS) $(TF_COMMON_VARS)
+
+images:
+	@test -n "$(AWS_ACCOUNT)" -a -n "$(AWS_REGION)" || { echo "images: set AWS_ACCOUNT=<12 digits> AWS_REGION=<region>"; exit 2; }
+	LOOM_NAME_PREFIX=$(NAME_PREFIX) scripts/build_and_push.sh "$(AWS_ACCOUNT)" "$(AWS_REGION)" "$(IMAGE_TAG)"
+
+# Phase 2 (and every later change): needs the trained artifact and a pushed inference image.
+tf-serving: tf-init lambda-zip
+	@test -n "$(MODEL_DATA_URL)" || { echo "tf-serving: set MODEL_DATA_URL=s3://<bucket>/models/<job>/output/model.tar.gz"; exit 2; }
+	@test -n "$(IMAGE_TAG)" || { echo "tf-serving: set IMAGE_TAG=<tag of the pushed inference image>"; exit 2; }
+	$(TERRAFORM) -chdir=$(TF_DIR) apply -input=false $(TF_APPLY_FLAGS) $(TF_COMMON_VARS) $(TF_SERVING_VARS)
+
+tf-outputs:
+	$(TERRAFORM) -chdir=$(TF_DIR) output
+
+# Buckets and repositories that still hold objects or images are kept unless the stack was
+# applied with TF_VARS='-var force_destroy=true' first (docs/deploy.md, "Tearing down").
+tf-destroy: tf-init
+	$(TERRAFORM) -chdir=$(TF_DIR) destroy -input=false $(TF_COMMON_VARS) $(if $(MODEL_DATA_URL),$(TF_SERVING_VARS))
