@@ -3,8 +3,9 @@
 The time budget. API Gateway HTTP APIs give an integration at most 30 s (a hard quota), after which the
 caller gets a 503 and everything the Lambda did is lost. The request must finish well inside it:
 
-    REQUEST_BUDGET_S = 27 s, counted from the moment the handler starts (Lambda timeout: 29 s,
-    so 2 s are left for Lambda start-up, JSON encoding and API Gateway itself).
+    REQUEST_BUDGET_S = 27 s, counted from the moment the handler starts (Lambda timeout: 28 s, the
+    Terraform default, so 1 s is left for JSON encoding and API Gateway itself; the 30 s limit also
+    covers a cold start, which this package keeps short: no torch, a ~170 ms import).
 
     1. Endpoint (sagemaker-runtime InvokeEndpoint), botocore standard retries:
          total_max_attempts 2 x (connect 1 s + read 6 s) + backoff <= 1 s   =  15 s worst case
