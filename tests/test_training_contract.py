@@ -1,0 +1,153 @@
+"""The SageMaker bring-your-own-container contract of the `train` program: folders, SM_* variables,
+the failure file and exit codes. (The full successful run is in test_train_integration.py.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.train import JobPaths, layout_job, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paths_under_a_local_root(tmp_path):
+    paths = JobPaths.resolve(tmp_path, env={"SM_MODEL_DIR": "/elsewhere"})  # an explicit root ignores SM_*
+    assert paths.hyperparameters == tmp_path / "input/config/hyperparameters.json"
+    assert paths.train == tmp_path / "input/data/train"
+    assert paths.validation == tmp_path / "input/data/validation"
+    assert paths.images == tmp_path / "input/data/images"
+    assert paths.base_model == tmp_path / "input/data/base_model"
+    assert paths.model == tmp_path / "model"
+    assert paths.output_data == tmp_path / "output/data"
+    assert paths.failure == tmp_path / "output/failure"
+    assert paths.checkpoints == tmp_path / "checkpoints"
+
+
+def test_default_root_is_opt_ml_and_sm_variables_win():
+    paths = JobPaths.resolve(env={})
+    assert paths.model == Path("/opt/ml/model") and paths.failure == Path("/opt/ml/output/failure")
+    assert paths.hyperparameters == Path("/opt/ml/input/config/hyperparameters.json")
+    assert paths.checkpoints == Path("/opt/ml/checkpoints")
+    paths = JobPaths.resolve(env={"SM_MODEL_DIR": "/m", "SM_CHANNEL_TRAIN": "/t", "SM_CHANNEL_IMAGES": "/i",
+                                  "SM_CHANNEL_BASE_MODEL": "/b", "SM_OUTPUT_DATA_DIR": "/o/d",
+                                  "SM_INPUT_CONFIG_DIR": "/c"})
+    assert (paths.model, paths.train, paths.images, paths.base_model, paths.output_data) == (
+        Path("/m"), Path("/t"), Path("/i"), Path("/b"), Path("/o/d"))
+    assert paths.hyperparameters == Path("/c/hyperparameters.json")
+    assert paths.validation == Path("/opt/ml/input/data/validation")
+
+
+def test_layout_job_writes_string_hyperparameters_and_channels(tmp_path):
+    for name in ("data", "images", "base"):
+        (tmp_path / name).mkdir()
+    paths = layout_job(tmp_path / "ml", train=tmp_path / "data", validation=tmp_path / "data",
+                       images=tmp_path / "images", base_model=tmp_path / "base",
+                       hyperparameters={"max_steps": 5, "baseline": "false"})
+    assert json.loads(paths.hyperparameters.read_text()) == {"max_steps": "5", "baseline": "false"}
+    assert paths.train.resolve() == (tmp_path / "data").resolve()
+    assert paths.base_model.resolve() == (tmp_path / "base").resolve()
+
+
+@pytest.fixture(scope="module")
+def prepared(catalog_dir, tmp_path_factory):
+    from training.prepare import prepare
+
+    out = tmp_path_factory.mktemp("contract_prepared")
+    prepare(catalog_dir, out, attributes=["baseColour", "Pattern"], article_types=["Shirts", "Tshirts"],
+            val_fraction=0.2, seed=0)
+    return out
+
+
+def _job(tmp_path, prepared, catalog_dir, base, **hyperparameters):
+    return layout_job(tmp_path / "ml", train=prepared, validation=prepared, images=catalog_dir / "images",
+                      base_model=base, hyperparameters={"device": "cpu", **hyperparameters})
+
+
+def _failure(paths: JobPaths) -> str:
+    assert paths.failure.is_file(), "a failed job must write output/failure"
+    return paths.failure.read_text()
+
+
+def test_unknown_hyperparameter_fails_with_a_reason(tmp_path, prepared, catalog_dir, untrained_artifact, capsys):
+    paths = _job(tmp_path, prepared, catalog_dir, untrained_artifact, epochs="1", learning_rte="1e-4")
+    assert main(["--sm-root", str(paths.root)]) == 2
+    reason = _failure(paths)
+    assert reason.startswith("ConfigError: unknown hyperparameter(s) 'learning_rte'")
+    assert "learning_rte" in capsys.readouterr().err
+    assert not paths.model.exists() or not any(paths.model.iterdir())
+
+
+def test_missing_schema_in_train_channel_fails(tmp_path, prepared, catalog_dir, untrained_artifact):
+    data = tmp_path / "no_schema"
+    shutil.copytree(prepared, data)
+    (data / "attribute_schema.json").unlink()
+    paths = _job(tmp_path, data, catalog_dir, untrained_artifact)
+    assert main(["--sm-root", str(paths.root)]) == 2
+    assert _failure(paths).startswith("SchemaError: no attribute schema at")
+
+
+def test_missing_images_are_named(tmp_path, prepared, catalog_dir, untrained_artifact):
+    images = tmp_path / "images"
+    shutil.copytree(catalog_dir / "images", images)
+    first_id = (prepared / "vqa_train.csv").read_text().splitlines()[1].split(",")[0]
+    (images / f"{first_id}.jpg").unlink()
+    paths = layout_job(tmp_path / "ml", train=prepared, validation=prepared, images=images,
+                       base_model=untrained_artifact, hyperparameters={"device": "cpu"})
+    assert main(["--sm-root", str(paths.root)]) == 2
+    reason = _failure(paths)
+    assert reason.startswith("DataError: 1 image(s) missing") and first_id in reason
+
+
+def test_a_bad_vqa_header_is_refused(tmp_path, prepared, catalog_dir, untrained_artifact):
+    data = tmp_path / "bad_header"
+    shutil.copytree(prepared, data)
+    text = (data / "vqa_train.csv").read_text().replace("id,Question,Answer", "id,question,answer", 1)
+    (data / "vqa_train.csv").write_text(text)
+    paths = _job(tmp_path, data, catalog_dir, untrained_artifact)
+    assert main(["--sm-root", str(paths.root)]) == 2
+    assert "header must be exactly id,Question,Answer" in _failure(paths)
+
+
+def test_an_unloadable_base_model_fails_with_exit_1(tmp_path, prepared, catalog_dir, capsys):
+    empty = tmp_path / "not_a_model"
+    empty.mkdir()
+    paths = _job(tmp_path, prepared, catalog_dir, None, base_model=str(empty))
+    assert main(["--sm-root", str(paths.root)]) == 1
+    assert _failure(paths).strip()
+    assert "Traceback" in capsys.readouterr().err  # unexpected errors keep their traceback in the log
+
+
+def test_the_entry_point_runs_as_a_module_and_tolerates_the_train_argument(tmp_path, prepared, catalog_dir,
+                                                                           untrained_artifact):
+    # SageMaker starts the image as `docker run IMAGE train`; here as `python -m training.train train ...`.
+    paths = _job(tmp_path, prepared, catalog_dir, untrained_artifact, max_steps="0", epochs="-1")
+    done = subprocess.run([sys.executable, "-m", "training.train", "train", "--sm-root", str(paths.root)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert _failure(paths).startswith("ConfigError: epochs must be positive")
+
+
+def test_a_stale_failure_file_is_removed_by_the_next_run(tmp_path, prepared, catalog_dir, untrained_artifact):
+    paths = _job(tmp_path, prepared, catalog_dir, untrained_artifact, batch_size="0")
+    paths.failure.parent.mkdir(parents=True, exist_ok=True)
+    paths.failure.write_text("old reason\n")
+    assert main(["--sm-root", str(paths.root)]) == 2
+    assert _failure(paths).startswith("ConfigError: batch_size must be at least 1")
+
+
+def test_training_image_installs_only_the_train_extra_on_the_pinned_torch():
+    from dockerfile_parse import DockerfileParser
+
+    parser = DockerfileParser(str(ROOT / "containers" / "training" / "Dockerfile"))
+    assert "2.13.0" in parser.baseimage and "cuda" in parser.baseimage  # torch pin of pyproject.toml
+    copies = [i["value"].split()[0] for i in parser.structure if i["instruction"] == "COPY"]
+    assert copies == ["pyproject.toml", "inference/", "training/"]
+    runs = " ".join(i["value"] for i in parser.structure if i["instruction"] == "RUN")
+    assert '".[train]"' in runs and "serve]" not in runs and "command -v train" in runs
+    assert parser.cmd == '["train"]' or "train" in parser.cmd
