@@ -17,10 +17,7 @@ import torch
 from PIL import Image
 
 from inference.schema import AttributeSchema
-
-VQA_COLUMNS = ("id", "Question", "Answer")
-TRAIN_FILE = "vqa_train.csv"
-VAL_FILE = "vqa_val.csv"
+from training.prepare import TRAIN_FILE, VAL_FILE, VQA_COLUMNS  # noqa: F401 (the file format's owner)
 
 
 class DataError(ValueError):
