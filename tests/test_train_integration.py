@@ -98,11 +98,22 @@ def test_predictions_and_loss_history_files(trained_artifact):
 
 def test_log_has_stages_and_parsable_metric_lines(trained_artifact):
     log = trained_artifact.log
-    assert [int(n) for n in re.findall(r"\[stage (\d)/7\]", log)] == list(range(1, 8))
+    assert [int(n) for n in re.findall(r"\[stage (\d)/8\]", log)] == list(range(1, 9))
+    assert "WARNING" not in log
     found = {d["Name"]: [float(m.group(1)) for m in re.finditer(d["Regex"], log)] for d in METRIC_DEFINITIONS}
     assert len(found["train:loss"]) == 12  # every 25 of 300 steps
     assert found["validation:exact_match"] == [trained_artifact.metrics["overall"]["exact_match"]]
     assert found["train:loss"][-1] < found["train:loss"][0]
+
+
+def test_training_writes_the_evaluation_report_into_the_artifact(trained_artifact):
+    evaluation = trained_artifact.model_dir / "evaluation"
+    html = (evaluation / "report.html").read_text(encoding="utf-8")
+    for name in ("Sleeve Length", "Pattern", "Fabric"):
+        assert name in html
+    for png in ("accuracy.png", "loss.png"):
+        assert (evaluation / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(evaluation.glob("confusion_*.png"))
 
 
 _RELOAD = r"""

@@ -115,7 +115,7 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     started = time.perf_counter()
 
     def stage(number: int, text: str) -> None:
-        log(f"[stage {number}/7] {text} ({time.perf_counter() - started:.1f} s)")
+        log(f"[stage {number}/8] {text} ({time.perf_counter() - started:.1f} s)")
 
     stage(1, f"settings from {paths.hyperparameters}")
     hyperparameters = read_hyperparameters(paths.hyperparameters)
@@ -197,6 +197,15 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
         paths.model, schema, base_model=_base_model_id(base_model, config), lora=config.lora_settings(),
         metrics=metrics, name=config.artifact_name, hyperparameters=config.to_hyperparameters(),
         num_query_tokens=processor.num_query_tokens)
+
+    stage(8, "evaluation report")
+    try:
+        from training.report import write_report
+
+        log(f"report: {write_report(paths.model, paths.images)}")
+    except Exception as exc:  # noqa: BLE001 - the model is saved; a broken report must not lose it
+        log(f"WARNING: the evaluation report could not be written ({type(exc).__name__}: {exc}); "
+            f"the model in {paths.model} is complete")
     log(f"done in {time.perf_counter() - started:.1f} s: {paths.model}")
     return metrics
 
