@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import io
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -56,53 +51,28 @@ def main(argv: list[str] | None = None) -> int:
             from bench import build_tiny_artifact
 
             model_dir = build_tiny_artifact(Path(tmp) / "tiny")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = {**os.environ, "SM_MODEL_DIR": str(model_dir), "GUNICORN_THREADS": str(args.threads)}
-        log = open(Path(tmp) / "serve.log", "w")
-        server = subprocess.Popen([sys.executable, "-m", "inference.serve", "--bind", f"127.0.0.1:{port}"],
-                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            return run_load(server, port, args, Image)
-        finally:
-            server.send_signal(signal.SIGTERM)
+        from inference.local_server import LocalServer
+
+        with LocalServer(model_dir, env={"GUNICORN_THREADS": str(args.threads)}) as server:
             try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+                server.wait_ready(timeout=180)
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"serve did not start: {exc}", file=sys.stderr)
+                return 1
+            return run_load(server, args, Image)
 
 
-def run_load(server: subprocess.Popen, port: int, args, Image) -> int:
+def run_load(server, args, Image) -> int:
     def request(method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        connection.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
-        response = connection.getresponse()
-        data = response.read()
-        connection.close()
-        return response.status, data
-
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            print("serve exited before it was ready", file=sys.stderr)
-            return 1
-        try:
-            if request("GET", "/ping")[0] == 200:
-                break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    else:
-        print("serve did not become ready within 180 s", file=sys.stderr)
-        return 1
+        status, _, data = server.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+        return status, data
 
     bodies = []
     for n in range(16):
         buffer = io.BytesIO()
         Image.new("RGB", (300, 400), (n * 15, 100, 200 - n * 10)).save(buffer, "JPEG")
         bodies.append(json.dumps({"image": base64.b64encode(buffer.getvalue()).decode()}).encode())
-    worker = worker_pids(server.pid)[0]
+    worker = worker_pids(server.process.pid)[0]
     request("POST", "/invocations", bodies[0])  # one warm request before measuring memory
     rss_before = rss_mb(worker)
 
@@ -145,7 +115,7 @@ def run_load(server: subprocess.Popen, port: int, args, Image) -> int:
     print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
     print(f"errors {len(errors)}" + (f" ({sorted(set(errors))[:5]})" if errors else ""))
     print(f"worker RSS before {rss_before:.0f} MB, after {rss_after:.0f} MB (pid {worker}, "
-          f"same worker: {worker in worker_pids(server.pid)})")
+          f"same worker: {worker in worker_pids(server.process.pid)})")
     return 1 if errors else 0
 
 

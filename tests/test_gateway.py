@@ -20,9 +20,8 @@ from inference import aws_clients, gateway
 from inference.describe import DEFAULT_MODEL_ID
 from inference.image_check import ImageError, inspect_image
 
+# Real HTTP API v2 sample events, in the shared/ folder beside the checkout (CI has it there too).
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "apigw-v2"
-if not FIXTURES.is_dir():
-    FIXTURES = Path("/work/shared/fixtures/apigw-v2")
 CONTEXT = SimpleNamespace(function_name="loom-api", memory_limit_in_mb=512, aws_request_id="lambda-req-1",
                           invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:loom-api")  # fmt: skip
 

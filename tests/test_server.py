@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,37 +15,27 @@ from pathlib import Path
 
 import pytest
 
+from inference.local_server import LocalServer
 from test_app import BAD_IMAGES, ODD_MODES, RGB_PNG, check_contract, image_bytes
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(LocalServer):
     def __init__(self, model_dir: Path, tmp: Path):
-        self.port = free_port()
-        env = {**os.environ, "SM_MODEL_DIR": str(model_dir), "SERVE_LOAD_DELAY_S": "1.5", "MAX_BODY_MB": "1",
-               "MAX_IMAGE_PIXELS": "1000000", "GUNICORN_THREADS": "4", "PYTHONUNBUFFERED": "1"}
-        self.log = open(tmp / "serve.log", "w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "inference.serve", "--bind", f"127.0.0.1:{self.port}"], cwd=ROOT, env=env,
-            stdout=self.log, stderr=subprocess.STDOUT)
+        super().__init__(model_dir, log_path=tmp / "serve.log",
+                         env={"SERVE_LOAD_DELAY_S": "1.5", "MAX_BODY_MB": "1", "MAX_IMAGE_PIXELS": "1000000",
+                              "GUNICORN_THREADS": "4"})
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
                 chunked: bool = False) -> tuple[int, dict[str, str], bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         headers = {"Content-Type": content_type} if content_type else {}
-        if chunked:
-            connection.request(method, path, body=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
-                               headers={**headers, "Transfer-Encoding": "chunked"}, encode_chunked=True)
-        else:
-            connection.request(method, path, body=body, headers=headers)
+        if not chunked:
+            return super().request(method, path, body, headers)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        connection.request(method, path, body=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
+                           headers={**headers, "Transfer-Encoding": "chunked"}, encode_chunked=True)
         response = connection.getresponse()
         data = response.read()
         connection.close()
@@ -61,10 +49,6 @@ class Server:
     def workers(self) -> list[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
         return sorted(int(pid) for pid in children)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +71,7 @@ def server(untrained_artifact, tmp_path_factory):
         assert status == 503
         time.sleep(0.2)
     yield server
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait()
+    server.stop(timeout=5)
 
 
 def b64(data: bytes) -> str:
