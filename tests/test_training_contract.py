@@ -151,3 +151,23 @@ def test_training_image_installs_only_the_train_extra_on_the_pinned_torch():
     runs = " ".join(i["value"] for i in parser.structure if i["instruction"] == "RUN")
     assert '".[train]"' in runs and "serve]" not in runs and "command -v train" in runs
     assert parser.cmd == '["train"]' or "train" in parser.cmd
+
+
+def test_merged_model_is_saved_in_the_asked_dtype_and_reloads(untrained_artifact, tmp_path):
+    import torch
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    from training.config import ConfigError, from_hyperparameters
+    from training.merge import save_merged
+
+    assert from_hyperparameters({"save_dtype": "bf16"}).save_dtype == "bf16"
+    with pytest.raises(ConfigError, match="save_dtype"):
+        from_hyperparameters({"save_dtype": "fp16"})  # Flan-T5 overflows in fp16
+    model = Blip2ForConditionalGeneration.from_pretrained(untrained_artifact)
+    processor = Blip2Processor.from_pretrained(untrained_artifact)
+    size_fp32 = sum(f.stat().st_size for f in save_merged(model, processor, tmp_path / "fp32").glob("*.safetensors"))
+    out = save_merged(model, processor, tmp_path / "bf16", dtype=torch.bfloat16)
+    reloaded = Blip2ForConditionalGeneration.from_pretrained(out)
+    assert {p.dtype for p in reloaded.parameters()} == {torch.bfloat16}
+    size_bf16 = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    assert size_bf16 < 0.6 * size_fp32

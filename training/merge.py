@@ -40,9 +40,11 @@ def merge_adapter(base_model: str | Path, adapter_dir: str | Path):
     return merged
 
 
-def save_merged(model, processor, model_dir: str | Path) -> Path:
-    """save_pretrained of the merged model (safetensors) and its processor into model_dir."""
+def save_merged(model, processor, model_dir: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """save_pretrained of the merged model (safetensors, in `dtype`; converted in place) and its processor."""
     model_dir = Path(model_dir)
+    if dtype != torch.float32:
+        model = model.to(dtype)
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(model_dir, safe_serialization=True)
     processor.save_pretrained(model_dir)

@@ -189,7 +189,8 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     merged = merge.merge_adapter(base_model, adapter_dir)
-    merge.save_merged(merged, processor, paths.model)
+    save_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "auto": dtype}[config.save_dtype]
+    merge.save_merged(merged, processor, paths.model, dtype=save_dtype)
     evaluation_dir = paths.model / merge.EVALUATION_DIR
     evaluate.write_predictions(evaluation_dir / merge.PREDICTIONS_FILE, val_examples, answers, baseline)
     merge.write_loss_history(evaluation_dir / merge.LOSS_HISTORY_FILE, result.loss_history)
