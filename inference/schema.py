@@ -170,22 +170,14 @@ class AttributeSchema:
         return cls(attributes, product_noun=data.get("product_noun", DEFAULT_PRODUCT_NOUN))
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return path
+        return _write_json(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "AttributeSchema":
         path = Path(path)
         if path.is_dir():
             path = path / SCHEMA_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SchemaError(f"no attribute schema at {path}") from None
-        except json.JSONDecodeError as exc:
-            raise SchemaError(f"{path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(_read_json(path, missing=f"no attribute schema at {path}"))
 
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -218,22 +210,34 @@ def write_manifest(
         "metrics": dict(metrics or {}),
         **dict(extra or {}),
     }
-    path = Path(model_dir) / MANIFEST_FILE
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    return _write_json(Path(model_dir) / MANIFEST_FILE, manifest)
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     """Read a model folder's manifest; its "schema" entry is returned as an AttributeSchema."""
     path = Path(model_dir) / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SchemaError(f"{model_dir} is not a Loom model folder: {MANIFEST_FILE} is missing") from None
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"{path} is not valid JSON: {exc}") from exc
+    manifest = _read_json(path, missing=f"{model_dir} is not a Loom model folder: {MANIFEST_FILE} is missing")
     version = manifest.get("manifest_version")
     if version != MANIFEST_VERSION:
         raise SchemaError(f"{path}: manifest_version {version!r} is not supported (expected {MANIFEST_VERSION})")
+    if "schema" not in manifest:
+        raise SchemaError(f"{path} has no attribute schema")
     manifest["schema"] = AttributeSchema.from_dict(manifest["schema"])
     return manifest
+
+
+def _read_json(path: Path, *, missing: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SchemaError(missing) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path} holds a JSON {type(data).__name__}, expected an object")
+    return data
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

@@ -38,7 +38,8 @@ from transformers import (  # noqa: E402
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil  # noqa: E402
 
 from inference.predictor import Predictor  # noqa: E402
-from inference.schema import DEFAULT_ATTRIBUTES, AttributeSchema, write_manifest  # noqa: E402
+from inference.schema import DEFAULT_ATTRIBUTES, AttributeSchema  # noqa: E402
+from training import tiny_base  # noqa: E402
 
 QUESTION_TOKENS = 14  # a catalog question in the real Flan-T5 tokenizer, with </s>
 
@@ -49,29 +50,11 @@ GPU_SPECS = {"A10G": (125, 600), "L4": (121, 300), "A100": (312, 2039), "H100": 
 
 # -- models -------------------------------------------------------------------------------------------------
 
-def schema_with_values() -> AttributeSchema:
-    from training import synthetic
-
-    schema = AttributeSchema.from_names(DEFAULT_ATTRIBUTES)
-    for value in synthetic.COLOURS:
-        schema.count("baseColour", value)
-    for value in synthetic.PATTERNS:
-        schema.count("Pattern", value)
-    for value in synthetic.SLEEVES:
-        schema.count("Sleeve Length", value)
-    return schema
-
-
 def build_tiny_artifact(out: Path, vision_layers: int | None = None, vision_width: int = 512,
                         seed: int = 3) -> Path:
     """Write an untrained tiny Loom artifact; with `vision_layers`, its vision tower is a wider, deeper ViT
     on 257 patches (224 px, patch 14, like ViT-g) in front of the same tiny Q-Former and T5."""
-    from training import tiny_base
-
-    schema = schema_with_values()
-    values = {name: list(schema.attributes[name].values) for name in schema.names}
-    processor = tiny_base.build_processor(tiny_base.vocabulary_texts(schema, values))
-    model = tiny_base.build_model(processor, seed=seed)
+    model, processor = tiny_base.write_untrained_artifact(out, seed=seed, name=out.name)
     if vision_layers:
         config = model.config
         config.vision_config = Blip2VisionConfig(
@@ -82,10 +65,8 @@ def build_tiny_artifact(out: Path, vision_layers: int | None = None, vision_widt
         torch.manual_seed(seed)
         model = Blip2ForConditionalGeneration(config)
         processor.image_processor = BlipImageProcessorPil(size={"height": 224, "width": 224})
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    write_manifest(out, schema, base_model=tiny_base.TINY_BASE_ID, extra={"name": out.name})
+        model.save_pretrained(out)  # over the untrained tiny one: the manifest and tokenizer stay
+        processor.save_pretrained(out)
     return out
 
 
@@ -169,7 +150,7 @@ def real_size_predictor(device: str, config: Blip2Config | None = None) -> Predi
     finally:
         torch.set_default_dtype(previous)
     model.to(device=device, dtype=torch.bfloat16)
-    return Predictor(model, processor, schema_with_values(), info={"name": "real-size-random"})
+    return Predictor(model, processor, tiny_base.demo_schema(), info={"name": "real-size-random"})
 
 
 # -- timing -------------------------------------------------------------------------------------------------

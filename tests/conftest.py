@@ -15,6 +15,16 @@ if str(ROOT / "tests") not in sys.path:
 pytest_plugins = ["fixtures_training"]
 
 
+@pytest.fixture
+def fake_aws_credentials(monkeypatch):
+    """Dummy credentials and region for moto in-process; nothing may reach a real account or endpoint."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def catalog_dir(tmp_path_factory) -> Path:
     """A 240-product synthetic catalog in the Kaggle layout (written once per test session)."""
@@ -31,21 +41,8 @@ def untrained_artifact(tmp_path_factory) -> Path:
 
     Its answers are meaningless; it is for tests of loading, batching, equivalence and the HTTP contract.
     """
-    from inference.schema import DEFAULT_ATTRIBUTES, AttributeSchema, write_manifest
-    from training import synthetic, tiny_base
+    from training import tiny_base
 
-    schema = AttributeSchema.from_names(DEFAULT_ATTRIBUTES)
-    for value in synthetic.COLOURS:
-        schema.count("baseColour", value)
-    for value in synthetic.PATTERNS:
-        schema.count("Pattern", value)
-    for value in synthetic.SLEEVES:
-        schema.count("Sleeve Length", value)
-    values = {name: list(schema.attributes[name].values) for name in schema.names}
-    processor = tiny_base.build_processor(tiny_base.vocabulary_texts(schema, values))
-    model = tiny_base.build_model(processor, seed=3)
     out = tmp_path_factory.mktemp("untrained_artifact")
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    write_manifest(out, schema, base_model=tiny_base.TINY_BASE_ID, extra={"name": "untrained-tiny"})
+    tiny_base.write_untrained_artifact(out, seed=3)
     return out

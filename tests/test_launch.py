@@ -24,13 +24,8 @@ KMS = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890
 
 
 @pytest.fixture
-def aws(monkeypatch):
+def aws(monkeypatch, fake_aws_credentials):
     """moto in-process, dummy credentials, and a record of the API parameters each call was given."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
     sent: dict[str, list[dict]] = {}
     make_client = jobs.aws_client
 

@@ -152,6 +152,36 @@ def vocabulary_texts(schema: AttributeSchema, values: dict[str, Iterable[str]]) 
     return texts
 
 
+def demo_schema() -> AttributeSchema:
+    """The default attributes, with the synthetic catalog's visible values (colour, pattern, sleeve) as known."""
+    schema = AttributeSchema.from_names(DEFAULT_ATTRIBUTES)
+    for name, values in (("baseColour", synthetic.COLOURS), ("Pattern", synthetic.PATTERNS),
+                         ("Sleeve Length", synthetic.SLEEVES)):
+        for value in values:
+            schema.count(name, value)
+    return schema
+
+
+def write_untrained_artifact(out: Path, seed: int = 3, name: str = "untrained-tiny"
+                             ) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
+    """A model folder in the artifact format (model + processor + manifest) holding an untrained tiny BLIP-2.
+
+    Its answers are meaningless: it is for tests and benchmarks of loading, batching and the HTTP contract.
+    Returns the model and processor it saved.
+    """
+    from inference.schema import write_manifest
+
+    schema = demo_schema()
+    values = {name: list(schema.attributes[name].values) for name in schema.names}
+    processor = build_processor(vocabulary_texts(schema, values))
+    model = build_model(processor, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    write_manifest(out, schema, base_model=TINY_BASE_ID, extra={"name": name})
+    return model, processor
+
+
 def catalog_values(catalog_dir: Path, attributes: Iterable[str]) -> dict[str, set[str]]:
     """The values each attribute takes in a catalog (read with the training catalog reader)."""
     from training.catalog import read_catalog
