@@ -22,6 +22,7 @@ help:
 	@echo "make loadtest    concurrent clients against gunicorn + the tiny model on 127.0.0.1"
 	@echo "make lambda-zip  build/lambda.zip for the API Lambda"
 	@echo "make lint        static checks only (terraform fmt/validate, checkov, hadolint, actionlint, shellcheck)"
+	@echo "make tf-help     the two-phase AWS deployment targets (docs/deploy.md)"
 
 # torch first and pinned: a bare `torch` requirement pulled in by another package fetches GBs of CUDA wheels.
 $(STAMP): pyproject.toml
