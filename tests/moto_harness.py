@@ -1,8 +1,8 @@
 """A local moto server that Terraform's AWS provider and boto3 can both talk to.
 
 `start_moto_server()` starts moto's ThreadedMotoServer on 127.0.0.1 (never 0.0.0.0), applies the
-patches that moto 5.2.5 needs for Loom's Terraform module (see shared FACTS.md, "AWS emulation
-for tests"), and returns the server and its URL. `aws_env(url)` gives the environment variables
+patches that moto 5.2.5 needs for Loom's Terraform module (each explained where it is applied below),
+and returns the server and its URL. `aws_env(url)` gives the environment variables
 that point the AWS provider / boto3 at it and nowhere else.
 
 The patches touch moto internals, so moto is pinned: `MOTO_VERSION` must match.

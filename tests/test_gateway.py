@@ -1,4 +1,4 @@
-"""The Lambda handler with real API Gateway HTTP API v2 events (from shared/fixtures/apigw-v2), the
+"""The Lambda handler with real API Gateway HTTP API v2 events (from tests/fixtures/apigw-v2), the
 SageMaker and Bedrock clients stubbed with botocore's Stubber, and local mode against a real HTTP server."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from inference import aws_clients, gateway
 from inference.describe import DEFAULT_MODEL_ID
 from inference.image_check import ImageError, inspect_image
 
-# Real HTTP API v2 sample events, in the shared/ folder beside the checkout (CI has it there too).
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "apigw-v2"
+# Real HTTP API v2 sample events (Powertools for AWS Lambda's test events, MIT-0).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "apigw-v2"
 CONTEXT = SimpleNamespace(function_name="loom-api", memory_limit_in_mb=512, aws_request_id="lambda-req-1",
                           invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:loom-api")  # fmt: skip
 
