@@ -21,6 +21,7 @@ from inference.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_base64
 log = logging.getLogger("loom.serve")
 
 JSON_TYPES = {"application/json"}
+DEFAULT_BATCH_PRODUCTS = 8
 JSONLINES_TYPES = {"application/jsonlines", "application/x-jsonlines", "application/jsonl"}
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "application/x-image"}
 SUPPORTED_TYPES = sorted(JSON_TYPES | JSONLINES_TYPES | IMAGE_TYPES)
@@ -108,8 +109,11 @@ def parse_attributes(value: Any, known: list[str]) -> list[str] | None:
 
 def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-               load_timeout_s: float | None = None) -> Flask:
-    """The Flask app around `predictor`, or around the one `predictor_factory` loads in a background thread."""
+               load_timeout_s: float | None = None, batch_products: int = DEFAULT_BATCH_PRODUCTS) -> Flask:
+    """The Flask app around `predictor`, or around the one `predictor_factory` loads in a background thread.
+
+    `batch_products`: how many JSON Lines products are answered together in one batched generation.
+    """
     if (predictor is None) == (predictor_factory is None):
         raise ValueError("pass exactly one of predictor and predictor_factory")
     app = Flask("loom-inference")
@@ -162,8 +166,8 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
                                500 if state == "failed" else 503)
         return slot.predictor
 
-    def answer_product(predictor: Any, item: Any, *, allow_prompt: bool) -> dict[str, Any]:
-        """Validate one product request object and answer it."""
+    def parse_product(predictor: Any, item: Any, *, allow_prompt: bool):
+        """Validate one product request object: (image, attribute names or None, parameters, prompt or None)."""
         if not isinstance(item, dict):
             raise RequestError("the request must be a JSON object such as {\"image\": \"<base64>\"}")
         extra = sorted(set(item) - REQUEST_KEYS)
@@ -182,8 +186,13 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
                 raise RequestError(f"'prompt' must be a non-empty question of at most {MAX_PROMPT_CHARS} characters")
         names = parse_attributes(item.get("attributes"), predictor.schema.names)
         image = decode_image(decode_base64(item["image"]), max_image_pixels)
+        return image, names, params, prompt.strip() if prompt is not None else None
+
+    def answer_product(predictor: Any, item: Any, *, allow_prompt: bool) -> dict[str, Any]:
+        """Validate one product request object and answer it."""
+        image, names, params, prompt = parse_product(predictor, item, allow_prompt=allow_prompt)
         if prompt is not None:
-            answer = predictor.answer_prompt(image, prompt.strip(), **params)
+            answer = predictor.answer_prompt(image, prompt, **params)
             return {"answer": answer.text, "confidence": round(answer.confidence, 4)}
         return predictor.answer_attributes(image, names, **params).to_dict()
 
@@ -232,19 +241,40 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
                 raise RequestError("", 413)
 
     def jsonlines(predictor: Any, body: bytes) -> Response:
+        """One result line per product line, in order. Valid products are answered `batch_products` at a
+        time in one batched generation; a line that cannot be answered gets its error on its own line."""
         lines = [line for line in body.splitlines() if line.strip()]
         if not lines:
             raise RequestError("the JSON Lines body holds no products: one {\"id\", \"image\"} object per line")
-        out = []
-        for number, line in enumerate(lines, 1):
+        results: list[dict[str, Any] | None] = [None] * len(lines)
+        batch: list[tuple[int, Any, Any, list[str] | None]] = []
+        batch_params: dict[str, int] = {}
+
+        def answer_batch() -> None:
+            answers = predictor.answer_attributes_many([(image, names) for _, _, image, names in batch],
+                                                       **batch_params)
+            for (index, product_id, _, _), answer in zip(batch, answers, strict=True):
+                results[index] = {"id": product_id, **answer.to_dict()}
+            batch.clear()
+
+        for index, line in enumerate(lines):
             product_id = None
             try:
-                item = load_json(line, f"line {number}")
+                item = load_json(line, f"line {index + 1}")
                 product_id = item.get("id") if isinstance(item, dict) else None
-                result = {"id": product_id, **answer_product(predictor, item, allow_prompt=False)}
+                image, names, params, _ = parse_product(predictor, item, allow_prompt=False)
             except (RequestError, ImageError) as exc:
-                result = {"id": product_id, "error": f"line {number}: {exc}"}
-            out.append(json.dumps(result, ensure_ascii=False))
+                results[index] = {"id": product_id, "error": f"line {index + 1}: {exc}"}
+                continue
+            if batch and params != batch_params:
+                answer_batch()  # products in one generation share its parameters
+            batch_params = params
+            batch.append((index, product_id, image, names))
+            if len(batch) >= batch_products:
+                answer_batch()
+        if batch:
+            answer_batch()
+        out = [json.dumps(result, ensure_ascii=False) for result in results]
         return Response("\n".join(out) + "\n", status=200, mimetype="application/jsonlines")
 
     return app

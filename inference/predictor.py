@@ -112,10 +112,10 @@ class Predictor:
 
     # -- the encode-once path ---------------------------------------------------------------------------
 
-    def _inputs(self, image: Image.Image, questions: Sequence[str]):
+    def _inputs(self, images: Sequence[Image.Image], questions: Sequence[str]):
         # The processor lays out every row as [<image> x NQ, question, </s>, <pad>...]: exactly the
         # per-question layout plus right padding, which the T5 encoder's attention mask hides.
-        inputs = self.processor(images=image, text=list(questions), padding="longest", return_tensors="pt")
+        inputs = self.processor(images=list(images), text=list(questions), padding="longest", return_tensors="pt")
         self.check_image_tokens(inputs["input_ids"])
         return inputs.to(self.device)
 
@@ -127,25 +127,37 @@ class Predictor:
             raise ImageTokenError(f"rows {bad} hold {counts[bad].tolist()} image tokens, expected "
                                   f"{self.num_query_tokens} each: the image would be silently ignored")
 
-    @torch.inference_mode()
     def generate(self, image: Image.Image, questions: Sequence[str], *,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, num_beams: int = 1) -> list[Answer]:
         """Answer K questions about one image: encode the image once, decode the K answers in one batch."""
+        return self.generate_many([(image, questions)], max_new_tokens=max_new_tokens, num_beams=num_beams)[0]
+
+    @torch.inference_mode()
+    def generate_many(self, requests: Sequence[tuple[Image.Image, Sequence[str]]], *,
+                      max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, num_beams: int = 1) -> list[list[Answer]]:
+        """Answer the questions of several images together (Batch Transform's MultiRecord batches): every
+        image is encoded once, in one vision batch, and all their questions are decoded in one generation.
+        The answers are those of `generate` for each image alone."""
+        requests = [(image, list(questions)) for image, questions in requests]
+        questions = [q for _, qs in requests for q in qs]
         if not questions:
-            return []
-        inputs = self._inputs(image, questions)
+            return [[] for _ in requests]
+        asked = [(image, qs) for image, qs in requests if qs]
+        inputs = self._inputs([image for image, _ in asked], questions)
+        # Row r of the text batch belongs to image owner[r].
+        owner = torch.tensor([i for i, (_, qs) in enumerate(asked) for _ in qs], device=self.device)
         input_ids = inputs["input_ids"]
         model = self.model
         with self._lock:
             features = model.get_image_features(pixel_values=inputs["pixel_values"].to(model.dtype)).pooler_output
             embeds = model.get_input_embeddings()(input_ids)
-            rows = features.expand(len(questions), -1, -1).to(embeds.dtype)
             image_mask = (input_ids == self.image_token_id).unsqueeze(-1)
-            embeds = embeds.masked_scatter(image_mask, rows)
+            embeds = embeds.masked_scatter(image_mask, features[owner].to(embeds.dtype))
             out = model.language_model.generate(
                 inputs_embeds=embeds, attention_mask=inputs["attention_mask"], max_new_tokens=max_new_tokens,
                 num_beams=num_beams, do_sample=False, output_scores=True, return_dict_in_generate=True)
-        return self._answers(out)
+        answers = iter(self._answers(out))
+        return [[next(answers) for _ in qs] for _, qs in requests]
 
     @torch.inference_mode()
     def generate_per_question(self, image: Image.Image, question: str, *,
@@ -183,12 +195,21 @@ class Predictor:
     def answer_attributes(self, image: Image.Image, attributes: Iterable[str] | None = None,
                           **params: Any) -> AttributeAnswers:
         """Ask every attribute in `attributes` (default: all of the manifest) about one image."""
-        names = list(attributes) if attributes is not None else self.schema.names
-        unknown = self.schema.unknown(names)
-        if unknown:
-            raise KeyError(f"unknown attributes {unknown}; known: {self.schema.names}")
-        answers = self.generate(image, [self.schema.question(n) for n in names], **params)
-        return interpret_answers(self.schema, names, answers)
+        return self.answer_attributes_many([(image, attributes)], **params)[0]
+
+    def answer_attributes_many(self, items: Sequence[tuple[Image.Image, Iterable[str] | None]],
+                               **params: Any) -> list[AttributeAnswers]:
+        """`answer_attributes` for several images in one batched generation (see `generate_many`)."""
+        asked = []
+        for image, attributes in items:
+            names = list(attributes) if attributes is not None else self.schema.names
+            unknown = self.schema.unknown(names)
+            if unknown:
+                raise KeyError(f"unknown attributes {unknown}; known: {self.schema.names}")
+            asked.append((image, names))
+        answers = self.generate_many([(image, [self.schema.question(n) for n in names]) for image, names in asked],
+                                     **params)
+        return [interpret_answers(self.schema, names, a) for (_, names), a in zip(asked, answers, strict=True)]
 
     def answer_prompt(self, image: Image.Image, prompt: str, **params: Any) -> Answer:
         """Answer one free question (the reference notebook's request)."""

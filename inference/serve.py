@@ -73,6 +73,7 @@ class ServeSettings:
     keepalive_s: int = 75
     max_body_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
+    batch_products: int = 8
     load_timeout_s: float = 900.0
     load_delay_s: float = 0.0
     device: str | None = None
@@ -92,6 +93,7 @@ class ServeSettings:
             keepalive_s=_number(env, "GUNICORN_KEEPALIVE", 75, minimum=0),
             max_body_bytes=int(_number(env, "MAX_BODY_MB", 20.0, float, minimum=0.001) * 1024 * 1024),
             max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
+            batch_products=_number(env, "BATCH_PRODUCTS", 8, minimum=1),
             load_timeout_s=_number(env, "MODEL_LOAD_TIMEOUT", 900.0, float, minimum=1),
             load_delay_s=_number(env, "SERVE_LOAD_DELAY_S", 0.0, float),
             device=env.get("SERVE_DEVICE") or None,
@@ -116,7 +118,8 @@ def wsgi_app(settings: ServeSettings | None = None):
 
     settings = settings or ServeSettings.from_env()
     return create_app(predictor_factory=lambda: load_predictor(settings), max_body_bytes=settings.max_body_bytes,
-                      max_image_pixels=settings.max_image_pixels, load_timeout_s=settings.load_timeout_s)
+                      max_image_pixels=settings.max_image_pixels, load_timeout_s=settings.load_timeout_s,
+                      batch_products=settings.batch_products)
 
 
 def _pre_fork(server, worker) -> None:

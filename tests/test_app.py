@@ -82,6 +82,7 @@ class RecordingPredictor:
         self.schema = AttributeSchema.from_names(DEFAULT_ATTRIBUTES)
         self.schema.count("baseColour", "Red")
         self.calls: list[tuple[str, Image.Image, object, dict]] = []
+        self.batches: list[int] = []  # products per batched generation
 
     def answer_attributes(self, image, attributes=None, **params):
         names = list(attributes) if attributes is not None else self.schema.names
@@ -89,6 +90,10 @@ class RecordingPredictor:
         texts = {"baseColour": "Colour: Red", "Fit": "Fit: Baggy", "Collar": "no idea"}
         answers = [Answer(texts.get(n, f"{self.schema.attributes[n].label}: Plain"), [1], 0.5) for n in names]
         return interpret_answers(self.schema, names, answers)
+
+    def answer_attributes_many(self, items, **params):
+        self.batches.append(len(items))
+        return [self.answer_attributes(image, names, **params) for image, names in items]
 
     def answer_prompt(self, image, prompt, **params):
         self.calls.append(("prompt", image, prompt, params))
@@ -168,6 +173,20 @@ def test_jsonlines_answers_each_line_in_order_and_reports_bad_lines_in_place(cli
     assert "line 2" in out[1]["error"] and "JSON" in out[1]["error"]
     assert "base64" in out[2]["error"]
     assert list(out[3]["confidence"]) == list(DEFAULT_ATTRIBUTES)
+
+
+def test_jsonlines_products_are_answered_in_batches_that_share_parameters(fake):
+    client = create_app(fake, batch_products=4).test_client()
+    lines = [{"id": f"p{n}", "image": b64(RGB_PNG), "attributes": ["Pattern"]} for n in range(10)]
+    lines[2] = {"id": "bad", "image": "%%%"}                         # an error does not break a batch
+    lines[6]["parameters"] = {"max_new_tokens": 4}                   # other parameters: its own generation
+    body = "\n".join(json.dumps(line) for line in lines)
+    response = post_json(client, body, content_type="application/jsonlines")
+    out = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    assert [o["id"] for o in out] == [line["id"] for line in lines]
+    assert "error" in out[2] and all(o["attributes"] == {"Pattern": "Plain"} for i, o in enumerate(out) if i != 2)
+    assert fake.batches == [4, 1, 1, 3]  # p0 p1 p3 p4 | p5 | p6 (max_new_tokens 4) | p7 p8 p9
+    assert [c[3] for c in fake.calls][5] == {"max_new_tokens": 4}
 
 
 @pytest.mark.parametrize("name", sorted(ODD_MODES))

@@ -118,3 +118,20 @@ def test_loads_offline_in_fp32_on_cpu(untrained_artifact):
     assert loaded.model_info == {"name": "untrained-tiny", "base_model": "loom/tiny-blip2-flan-t5",
                                  "device": "cpu", "dtype": "float32"}
     assert not loaded.model.training
+
+
+def test_several_images_in_one_batch_answer_as_each_alone(predictor, images):
+    # Batch Transform's MultiRecord batches: different question lists per image, one without questions.
+    qs = questions(predictor)
+    requests = [(images[0], qs), (images[1], qs[:3]), (images[2], []), (images[0], qs[5:])]
+    together = predictor.generate_many(requests, max_new_tokens=8)
+    assert [len(a) for a in together] == [len(q) for _, q in requests]
+    for (image, asked), answers in zip(requests, together):
+        alone = predictor.generate(image, asked, max_new_tokens=8)
+        assert [a.token_ids for a in answers] == [a.token_ids for a in alone]
+        assert [a.confidence for a in answers] == pytest.approx([a.confidence for a in alone], abs=1e-5)
+    many = predictor.answer_attributes_many([(images[1], ["Pattern", "Fit"]), (images[2], None)])
+    assert many[0].to_dict() == predictor.answer_attributes(images[1], ["Pattern", "Fit"]).to_dict()
+    assert set(many[1].confidence) == set(predictor.schema.names)
+    with pytest.raises(KeyError, match="Heel"):
+        predictor.answer_attributes_many([(images[0], ["Heel"])])

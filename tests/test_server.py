@@ -178,6 +178,9 @@ def test_serve_settings_come_from_the_environment(tmp_path):
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
     with pytest.raises(SystemExit, match="GUNICORN_WORKERS"):
         ServeSettings.from_env({"GUNICORN_WORKERS": "many"})
+    assert ServeSettings.from_env({"BATCH_PRODUCTS": "16"}).batch_products == 16
+    with pytest.raises(SystemExit, match="BATCH_PRODUCTS"):
+        ServeSettings.from_env({"BATCH_PRODUCTS": "0"})
     # Without SM_MODEL_DIR: /opt/ml/model when it holds an artifact, else the one baked into the image.
     (tmp_path / "loom_manifest.json").write_text("{}")
     assert resolve_model_dir({"LOOM_BAKED_MODEL_DIR": str(tmp_path)}) in (tmp_path, Path("/opt/ml/model"))
