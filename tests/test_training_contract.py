@@ -4,6 +4,7 @@ the failure file and exit codes. (The full successful run is in test_train_integ
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -171,3 +172,15 @@ def test_merged_model_is_saved_in_the_asked_dtype_and_reloads(untrained_artifact
     assert {p.dtype for p in reloaded.parameters()} == {torch.bfloat16}
     size_bf16 = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     assert size_bf16 < 0.6 * size_fp32
+
+
+def test_tiny_base_vocabulary_is_the_same_on_every_run(catalog_dir):
+    # The demo caches the tiny base by its vocabulary; set order varies with PYTHONHASHSEED.
+    script = ("import json, sys; from training import tiny_base; from inference.schema import DEFAULT_ATTRIBUTES;"
+              "s = tiny_base.AttributeSchema.from_names(DEFAULT_ATTRIBUTES);"
+              "v = tiny_base.catalog_values(sys.argv[1], DEFAULT_ATTRIBUTES);"
+              "print(json.dumps(tiny_base.vocabulary_texts(s, v)))")
+    runs = {subprocess.run([sys.executable, "-c", script, str(catalog_dir)], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2", "3")}
+    assert len(runs) == 1 and "Long Sleeves" in runs.pop()

@@ -186,8 +186,9 @@ def write_untrained_artifact(out: Path, seed: int = 3, name: str = "untrained-ti
     return model, processor
 
 
-def catalog_values(catalog_dir: Path, attributes: Iterable[str]) -> dict[str, set[str]]:
-    """The values each attribute takes in a catalog (read with the training catalog reader)."""
+def catalog_values(catalog_dir: Path, attributes: Iterable[str]) -> dict[str, list[str]]:
+    """The values each attribute takes in a catalog, sorted (the tokenizer built from them is then the same
+    on every run: set order changes with Python's string hashing)."""
     from training.catalog import read_catalog
 
     wanted = list(attributes)
@@ -197,7 +198,7 @@ def catalog_values(catalog_dir: Path, attributes: Iterable[str]) -> dict[str, se
         for name in wanted:
             if name in product.attributes:
                 values[name].add(product.attributes[name])
-    return values
+    return {name: sorted(found) for name, found in values.items()}
 
 
 def build_tiny_base(out: Path, schema: AttributeSchema, values: dict[str, Iterable[str]], steps: int = 800,
