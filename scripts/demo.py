@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import csv
 import hashlib
 import json
 import os
@@ -75,17 +74,10 @@ def build_base(args, data_dir: Path, catalog: Path) -> tuple[str, Path | None]:
 def validation_products(data_dir: Path, count: int) -> dict[str, dict[str, str]]:
     """The true attribute values of the first `count` validation products, keyed by product id."""
     from inference.schema import AttributeSchema
+    from training.data import VAL_FILE, read_vqa_csv, values_by_product
 
-    schema = AttributeSchema.load(data_dir)
-    truth: dict[str, dict[str, str]] = {}
-    with open(data_dir / "vqa_val.csv", newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row["id"] not in truth and len(truth) >= count:
-                continue
-            parsed = schema.parse_answer(row["Answer"])
-            if parsed:
-                truth.setdefault(row["id"], {})[parsed[0]] = parsed[1]
-    return truth
+    truth = values_by_product(read_vqa_csv(data_dir / VAL_FILE, AttributeSchema.load(data_dir)))
+    return dict(list(truth.items())[:count])
 
 
 def api_event(image: bytes, path: str = "/describe") -> dict:

@@ -8,12 +8,12 @@ the endpoint call crosses a socket, and the answers come from the merged model.
 from __future__ import annotations
 
 import base64
-import csv
 
 import pytest
 
 from inference.local_server import LocalServer
 from inference.schema import AttributeSchema
+from training.data import VAL_FILE, read_vqa_csv, values_by_product
 from test_gateway import call, event, json_event
 
 pytestmark = pytest.mark.slow
@@ -39,14 +39,8 @@ def local_mode(monkeypatch, served):
 
 
 def validation_truth(trained_artifact, products: int) -> dict[str, dict[str, str]]:
-    schema = AttributeSchema.load(trained_artifact.data_dir)
-    truth: dict[str, dict[str, str]] = {}
-    with open(trained_artifact.data_dir / "vqa_val.csv", newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row["id"] in truth or len(truth) < products:
-                name, value = schema.parse_answer(row["Answer"])
-                truth.setdefault(row["id"], {})[name] = value
-    return truth
+    examples = read_vqa_csv(trained_artifact.data_dir / VAL_FILE, AttributeSchema.load(trained_artifact.data_dir))
+    return dict(list(values_by_product(examples).items())[:products])
 
 
 def image_of(trained_artifact, product_id: str) -> bytes:

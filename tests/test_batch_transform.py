@@ -380,13 +380,10 @@ def test_shards_through_the_real_serve_program(trained_artifact, tmp_path):
     tiny model), then join the answers back to product ids; a broken image stays an error on its own line."""
     from inference.local_server import LocalServer
     from inference.schema import AttributeSchema
+    from training.data import VAL_FILE, read_vqa_csv, values_by_product
 
-    schema = AttributeSchema.load(trained_artifact.data_dir)
-    truth: dict[str, dict[str, str]] = {}
-    with open(trained_artifact.data_dir / "vqa_val.csv", newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            name, value = schema.parse_answer(row["Answer"])
-            truth.setdefault(row["id"], {})[name] = value
+    data = trained_artifact.data_dir
+    truth = values_by_product(read_vqa_csv(data / VAL_FILE, AttributeSchema.load(data)))
     ids = list(truth)[:5]
     images = trained_artifact.catalog_dir / "images"
     products = [ProductImage(pid, (images / f"{pid}.jpg").read_bytes) for pid in ids]

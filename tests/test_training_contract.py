@@ -184,3 +184,13 @@ def test_tiny_base_vocabulary_is_the_same_on_every_run(catalog_dir):
                            check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
             for seed in ("1", "2", "3")}
     assert len(runs) == 1 and "Long Sleeves" in runs.pop()
+
+
+def test_values_by_product_groups_answers_in_file_order():
+    from training.data import VqaExample, values_by_product
+
+    rows = [VqaExample("7", "q", "Colour: Red", "baseColour", "Red"),
+            VqaExample("3", "q", "Fit: Slim Fit", "Fit", "Slim Fit"),
+            VqaExample("7", "q", "Pattern: Solid", "Pattern", "Solid")]
+    assert values_by_product(rows) == {"7": {"baseColour": "Red", "Pattern": "Solid"}, "3": {"Fit": "Slim Fit"}}
+    assert list(values_by_product(rows)) == ["7", "3"]

@@ -60,6 +60,14 @@ def read_vqa_csv(path: str | Path, schema: AttributeSchema) -> list[VqaExample]:
     return examples
 
 
+def values_by_product(examples: Sequence[VqaExample]) -> dict[str, dict[str, str]]:
+    """The expected values per product, `{id: {attribute: value}}`, products in the order they first appear."""
+    values: dict[str, dict[str, str]] = {}
+    for example in examples:
+        values.setdefault(example.id, {})[example.attribute] = example.value
+    return values
+
+
 def count_known_values(schema: AttributeSchema, examples: Sequence[VqaExample]) -> AttributeSchema:
     """A copy of the schema whose known values are exactly the value counts of `examples`."""
     fresh = AttributeSchema.from_dict(schema.to_dict())
