@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.loom-installed
 TORCH_VERSION := 2.13.0
 CHECKOV_VENV := .cache/checkov-venv
+# Extra pip arguments for the torch install, e.g. the CPU-only index on a CI runner (see .github/workflows/ci.yml).
+TORCH_PIP_ARGS ?=
 
 # demo inputs: override to run on a real catalog / base model, e.g.
 #   make demo CATALOG=/data/fashion BASE_MODEL=Salesforce/blip2-flan-t5-xl DEVICE=cuda
@@ -27,7 +29,7 @@ help:
 # torch first and pinned: a bare `torch` requirement pulled in by another package fetches GBs of CUDA wheels.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_PIP_ARGS) "torch==$(TORCH_VERSION)"
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
