@@ -93,6 +93,9 @@ class Predictor:
                 f"the processor inserts {getattr(processor, 'num_query_tokens', None)} image tokens but the model "
                 f"expects {self.num_query_tokens}: the image would be ignored; re-save the processor with "
                 f"num_query_tokens={self.num_query_tokens}")
+        # None: transformers' dynamic cache. "static": a fixed-size decoder cache, which transformers compiles
+        # (CUDA graphs) on GPUs; same answers, fewer kernel launches per step (scripts/bench.py --static-cache).
+        self.cache_implementation: str | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -153,9 +156,10 @@ class Predictor:
             embeds = model.get_input_embeddings()(input_ids)
             image_mask = (input_ids == self.image_token_id).unsqueeze(-1)
             embeds = embeds.masked_scatter(image_mask, features[owner].to(embeds.dtype))
+            cache = {"cache_implementation": self.cache_implementation} if self.cache_implementation else {}
             out = model.language_model.generate(
                 inputs_embeds=embeds, attention_mask=inputs["attention_mask"], max_new_tokens=max_new_tokens,
-                num_beams=num_beams, do_sample=False, output_scores=True, return_dict_in_generate=True)
+                num_beams=num_beams, do_sample=False, output_scores=True, return_dict_in_generate=True, **cache)
         answers = iter(self._answers(out))
         return [[next(answers) for _ in qs] for _, qs in requests]
 

@@ -2,7 +2,8 @@
 
     python scripts/bench.py                        # tiny model + a vision-dominant variant, CPU
     python scripts/bench.py --model DIR            # a Loom artifact folder
-    python scripts/bench.py --real-size --device cuda   # blip2-flan-t5-xl sizes, random bf16 weights
+    python scripts/bench.py --real-size --device cuda   # blip2-flan-t5-xl sizes, random bf16 weights, stages vs floor
+    python scripts/bench.py --real-size --static-cache  # also Loom's way with a static (compiled) decoder cache
 
 Reference: one `model.generate` per question (the image is re-encoded every time), as the notebook's
 one-request-per-question endpoint does. Loom: `Predictor.generate` (image encoded once, K answers decoded
@@ -159,6 +160,7 @@ def real_size_predictor(device: str, config: Blip2Config | None = None) -> Predi
 class Timing:
     reference_ms: float
     loom_ms: float
+    loom_static_ms: float | None = None  # Loom's way with a static cache (compiled on CUDA), when asked for
 
     @property
     def speedup(self) -> float:
@@ -170,15 +172,22 @@ def _sync(predictor: Predictor) -> None:
         torch.cuda.synchronize()
 
 
-def time_products(predictor: Predictor, k: int, answer_tokens: int, products: int, repeats: int = 1) -> Timing:
-    """Median ms per product, reference (K x generate) and Loom (one encode, one batched generate)."""
+def _questions(predictor: Predictor, k: int) -> list[str]:
+    questions = [predictor.schema.question(n) for n in predictor.schema.names][:k]
+    return questions + [f"Describe the shirt in this picture {i}." for i in range(k - len(questions))]
+
+
+def time_products(predictor: Predictor, k: int, answer_tokens: int, products: int, repeats: int = 1,
+                  static_cache: bool = False) -> Timing:
+    """Median ms per product, reference (K x generate) and Loom (one encode, one batched generate); with
+    `static_cache`, Loom's way once more with a static decoder cache (transformers compiles the decoder step
+    on CUDA; the warm-up run pays for the compilation)."""
     from training import synthetic
 
     # Fixed answer length so that both ways decode the same number of tokens whatever the weights say.
     config = predictor.model.language_model.generation_config
     config.min_new_tokens = answer_tokens
-    questions = [predictor.schema.question(n) for n in predictor.schema.names][:k]
-    questions += [f"Describe the shirt in this picture {i}." for i in range(k - len(questions))]
+    questions = _questions(predictor, k)
     images = [synthetic.draw_shirt(c, p, s, (96, 128)) for c, p, s in
               zip(list(synthetic.COLOURS)[:products], synthetic.PATTERNS * 4, synthetic.SLEEVES * 4)]
     while len(images) < products:
@@ -191,8 +200,16 @@ def time_products(predictor: Predictor, k: int, answer_tokens: int, products: in
     def loom(image):
         predictor.generate(image, questions, max_new_tokens=answer_tokens)
 
+    def loom_static(image):
+        previous, predictor.cache_implementation = predictor.cache_implementation, "static"
+        try:
+            loom(image)
+        finally:
+            predictor.cache_implementation = previous
+
+    ways = [("reference", reference), ("loom", loom)] + ([("loom_static", loom_static)] if static_cache else [])
     results = {}
-    for name, run in (("reference", reference), ("loom", loom)):
+    for name, run in ways:
         run(images[0])  # warm-up
         samples = []
         for _ in range(repeats):
@@ -203,7 +220,7 @@ def time_products(predictor: Predictor, k: int, answer_tokens: int, products: in
                 _sync(predictor)
                 samples.append((time.perf_counter() - start) * 1000)
         results[name] = statistics.median(samples)
-    return Timing(results["reference"], results["loom"])
+    return Timing(results["reference"], results["loom"], results.get("loom_static"))
 
 
 def measured_ratio(predictor: Predictor, answer_tokens: int, repeats: int = 3) -> float:
@@ -232,24 +249,88 @@ def measured_ratio(predictor: Predictor, answer_tokens: int, repeats: int = 3) -
     return vision / max(whole - vision, 0.05 * whole)  # noise can make the difference negative
 
 
-def floor_ms(config: Blip2Config, params: dict[str, int], k: int, answer_tokens: int, device_name: str) -> float | None:
-    """Physical floor per product: image and encoder compute-bound, each decoder step memory-bound."""
+def floor_parts(config: Blip2Config, params: dict[str, int], k: int, answer_tokens: int,
+                device_name: str) -> dict[str, float] | None:
+    """Physical floor per product, by stage: the image and the T5 encoder compute-bound, each decoder step
+    memory-bound (all decoder weights read once per step) unless K rows make it compute-bound."""
     spec = next((v for key, v in GPU_SPECS.items() if key in device_name.upper()), None)
     if spec is None:
         return None
     tflops, gbps = spec
     costs = flop_costs(config, params, answer_tokens)
     nq = config.num_query_tokens
-    image_ms = costs["image"] / (tflops * 1e12) * 1e3
-    encoder_ms = max(2 * params["encoder"] * (nq + QUESTION_TOKENS) * k / (tflops * 1e12),
-                     2 * params["encoder"] / (gbps * 1e9)) * 1e3
-    step_ms = max(2 * params["decoder"] / (gbps * 1e9), 2 * params["decoder"] * k / (tflops * 1e12)) * 1e3
-    return image_ms + encoder_ms + answer_tokens * step_ms
+    return {
+        "image": costs["image"] / (tflops * 1e12) * 1e3,
+        "encoder": max(2 * params["encoder"] * (nq + QUESTION_TOKENS) * k / (tflops * 1e12),
+                       2 * params["encoder"] / (gbps * 1e9)) * 1e3,
+        "step": max(2 * params["decoder"] / (gbps * 1e9), 2 * params["decoder"] * k / (tflops * 1e12)) * 1e3,
+    }
+
+
+def floor_ms(config: Blip2Config, params: dict[str, int], k: int, answer_tokens: int, device_name: str) -> float | None:
+    """Physical floor per product (see `floor_parts`): image + encoder + answer_tokens decoder steps."""
+    parts = floor_parts(config, params, k, answer_tokens, device_name)
+    return None if parts is None else parts["image"] + parts["encoder"] + answer_tokens * parts["step"]
+
+
+def stage_times(predictor: Predictor, k: int, answer_tokens: int, repeats: int = 3) -> dict[str, float]:
+    """Median ms of each stage of Loom's way for one product: the image encoded once (vision tower, Q-Former,
+    projection), the T5 encoder over the K rows, and one decoder step (from generations of 1 and N tokens)."""
+    from PIL import Image
+
+    image = Image.new("RGB", (96, 128), (200, 40, 40))
+    questions = _questions(predictor, k)
+    model = predictor.model
+    lm = model.language_model
+    inputs = predictor._inputs([image], questions)
+    input_ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    pixel_values = inputs["pixel_values"].to(model.dtype)
+
+    def median_ms(fn) -> float:
+        fn()  # warm-up
+        samples = []
+        for _ in range(repeats):
+            _sync(predictor)
+            start = time.perf_counter()
+            fn()
+            _sync(predictor)
+            samples.append((time.perf_counter() - start) * 1000)
+        return statistics.median(samples)
+
+    with torch.inference_mode():
+        image_ms = median_ms(lambda: model.get_image_features(pixel_values=pixel_values))
+        features = model.get_image_features(pixel_values=pixel_values).pooler_output
+        owner = torch.zeros(len(questions), dtype=torch.long, device=predictor.device)
+        embeds = model.get_input_embeddings()(input_ids).masked_scatter(
+            (input_ids == predictor.image_token_id).unsqueeze(-1), features[owner].to(model.dtype))
+        encoder_ms = median_ms(lambda: lm.encoder(inputs_embeds=embeds, attention_mask=mask))
+        steps = max(2, answer_tokens)
+
+        def decode(tokens: int):
+            return lambda: lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=tokens,
+                                       min_new_tokens=tokens, do_sample=False)
+
+        one, many = median_ms(decode(1)), median_ms(decode(steps))
+    return {"image": image_ms, "encoder": encoder_ms, "step": max(many - one, 0.0) / (steps - 1)}
+
+
+def print_stages(stages: dict[str, float], floor: dict[str, float] | None, answer_tokens: int) -> None:
+    """Each stage next to its floor: where the time above the floor goes."""
+    for name, label in (("image", "image encoded once"), ("encoder", "T5 encoder, K rows"),
+                        ("step", "one decoder step")):
+        line = f"  {label:<20} {stages[name]:8.2f} ms"
+        if floor:
+            line += f"   floor {floor[name]:6.2f} ms   {stages[name] / floor[name]:5.1f}x"
+        print(line, flush=True)
+    print(f"  ({answer_tokens} decoder steps per product)", flush=True)
 
 
 def report(label: str, predictor: Predictor, timing: Timing) -> None:
     print(f"{label}: reference {timing.reference_ms:.1f} ms/product, loom {timing.loom_ms:.1f} ms/product, "
           f"speedup {timing.speedup:.2f}x", flush=True)
+    if timing.loom_static_ms is not None:
+        print(f"{label}: loom with a static cache {timing.loom_static_ms:.1f} ms/product, speedup "
+              f"{timing.reference_ms / timing.loom_static_ms:.2f}x", flush=True)
 
 
 def calibrate_vision_layers(workdir: Path, target: float, answer_tokens: int) -> tuple[int, float]:
@@ -270,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=3, help="products timed (default 3)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny model only, 2 products (for tests)")
+    parser.add_argument("--static-cache", action="store_true",
+                        help="also time Loom's way with a static decoder cache (compiled with CUDA graphs on GPUs)")
     args = parser.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -283,8 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.real_size:
         predictor = real_size_predictor(device)
         name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-        timing = time_products(predictor, args.k, args.answer_tokens, args.products, args.repeats)
+        timing = time_products(predictor, args.k, args.answer_tokens, args.products, args.repeats,
+                               args.static_cache)
         report(f"real-size on {name}", predictor, timing)
+        parts = floor_parts(real_config, real_params, args.k, args.answer_tokens, name)
+        print(f"stages of loom's way on {name}:", flush=True)
+        print_stages(stage_times(predictor, args.k, args.answer_tokens), parts, args.answer_tokens)
         floor = floor_ms(real_config, real_params, args.k, args.answer_tokens, name)
         if floor:
             print(f"floor on {name}: {floor:.1f} ms/product; loom is {timing.loom_ms / floor:.1f}x the floor")
@@ -293,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.model:
         predictor = Predictor.load(args.model, device=device)
-        timing = time_products(predictor, args.k, args.answer_tokens, args.products, args.repeats)
+        timing = time_products(predictor, args.k, args.answer_tokens, args.products, args.repeats,
+                               args.static_cache)
         report(f"{args.model}", predictor, timing)
         print(f"speedup {timing.speedup:.2f}")
         return 0

@@ -40,6 +40,9 @@ def test_real_size_config_is_blip2_flan_t5_xl():
     floor = bench.floor_ms(config, params, k=8, answer_tokens=5, device_name="NVIDIA A10G")
     assert 30 < floor < 45  # the ~36 ms per product worked out for the A10G
     assert bench.floor_ms(config, params, 8, 5, "some unknown accelerator") is None
+    parts = bench.floor_parts(config, params, k=8, answer_tokens=5, device_name="NVIDIA A10G")
+    assert parts["image"] + parts["encoder"] + 5 * parts["step"] == pytest.approx(floor)
+    assert 4 < parts["step"] < 6  # every decoder weight read once per step at 600 GB/s
 
 
 def test_real_size_path_runs_with_fewer_layers_on_cpu():
@@ -51,3 +54,15 @@ def test_real_size_path_runs_with_fewer_layers_on_cpu():
     assert predictor.model.dtype.is_floating_point and str(predictor.model.dtype) == "torch.bfloat16"
     timing = bench.time_products(predictor, k=2, answer_tokens=2, products=1)
     assert timing.reference_ms > 0 and timing.loom_ms > 0
+    stages = bench.stage_times(predictor, k=2, answer_tokens=3, repeats=1)
+    assert set(stages) == {"image", "encoder", "step"}
+    assert stages["image"] > 0 and stages["encoder"] > 0 and stages["step"] >= 0
+
+
+def test_stage_breakdown_prints_each_stage_against_its_floor(capsys):
+    bench.print_stages({"image": 8.0, "encoder": 14.0, "step": 10.0}, {"image": 4.0, "encoder": 7.0, "step": 5.0}, 5)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[-1] for line in lines[:3]] == ["2.0x", "2.0x", "2.0x"]
+    assert "one decoder step" in lines[2] and "floor   5.00 ms" in lines[2]
+    bench.print_stages({"image": 8.0, "encoder": 14.0, "step": 10.0}, None, 5)  # no known floor: times only
+    assert "floor" not in capsys.readouterr().out

@@ -74,6 +74,30 @@ def test_beam_search_answers_equal_per_question_generate(predictor, images):
         assert answer.token_ids == reference_ids(predictor, images[1], question, max_new_tokens=6, num_beams=3)
 
 
+def test_a_static_cache_gives_the_same_answers(predictor, images, monkeypatch):
+    lm = predictor.model.language_model
+    generate, caches = lm.generate, []
+
+    def recording_generate(*args, **kwargs):
+        out = generate(*args, **kwargs)
+        caches.append(type(out.past_key_values.self_attention_cache).__name__)
+        return out
+
+    monkeypatch.setattr(lm, "generate", recording_generate)
+    qs = questions(predictor)
+    for image in images[:2]:
+        dynamic = predictor.generate(image, qs, max_new_tokens=8)
+        predictor.cache_implementation = "static"
+        try:
+            static = predictor.generate(image, qs, max_new_tokens=8)
+        finally:
+            predictor.cache_implementation = None
+        assert [a.token_ids for a in static] == [a.token_ids for a in dynamic]
+        assert [a.confidence for a in static] == pytest.approx([a.confidence for a in dynamic], abs=1e-5)
+        assert len({tuple(a.token_ids) for a in dynamic}) >= len(qs) // 2  # answers that differ by question
+    assert caches == ["DynamicCache", "StaticCache"] * 2  # the static run really used a static cache
+
+
 def test_confidence_is_the_mean_probability_of_the_generated_tokens(predictor, images):
     question = questions(predictor)[2]
     answer = predictor.generate(images[0], [question], max_new_tokens=6)[0]
