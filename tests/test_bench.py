@@ -45,12 +45,17 @@ def test_real_size_config_is_blip2_flan_t5_xl():
     assert 4 < parts["step"] < 6  # every decoder weight read once per step at 600 GB/s
 
 
-def test_real_size_path_runs_with_fewer_layers_on_cpu():
+def shallow_real_size_predictor() -> bench.Predictor:
+    """The real-size shapes with one layer per stack, so that the path runs on CPU in seconds."""
     config = bench.real_size_config()
     config.vision_config.num_hidden_layers = 1
     config.qformer_config.num_hidden_layers = 2
     config.text_config.num_layers = config.text_config.num_decoder_layers = 1
-    predictor = bench.real_size_predictor("cpu", config)
+    return bench.real_size_predictor("cpu", config)
+
+
+def test_real_size_path_runs_with_fewer_layers_on_cpu():
+    predictor = shallow_real_size_predictor()
     assert predictor.model.dtype.is_floating_point and str(predictor.model.dtype) == "torch.bfloat16"
     timing = bench.time_products(predictor, k=2, answer_tokens=2, products=1)
     assert timing.reference_ms > 0 and timing.loom_ms > 0
@@ -66,3 +71,18 @@ def test_stage_breakdown_prints_each_stage_against_its_floor(capsys):
     assert "one decoder step" in lines[2] and "floor   5.00 ms" in lines[2]
     bench.print_stages({"image": 8.0, "encoder": 14.0, "step": 10.0}, None, 5)  # no known floor: times only
     assert "floor" not in capsys.readouterr().out
+
+
+def test_a_failing_static_cache_is_reported_without_losing_the_main_figures(monkeypatch, capsys):
+    predictor = shallow_real_size_predictor()
+    generate = predictor.model.language_model.generate
+
+    def no_static(*args, **kwargs):
+        if kwargs.get("cache_implementation") == "static":
+            raise RuntimeError("compilation failed")
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(predictor.model.language_model, "generate", no_static)
+    timing = bench.time_products(predictor, k=2, answer_tokens=2, products=1, static_cache=True)
+    assert timing.loom_static_ms is None and timing.loom_ms > 0 and timing.reference_ms > 0
+    assert "static cache: failed (RuntimeError: compilation failed)" in capsys.readouterr().out
