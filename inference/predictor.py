@@ -149,19 +149,24 @@ class Predictor:
         inputs = self._inputs([image for image, _ in asked], questions)
         # Row r of the text batch belongs to image owner[r].
         owner = torch.tensor([i for i, (_, qs) in enumerate(asked) for _ in qs], device=self.device)
-        input_ids = inputs["input_ids"]
-        model = self.model
         with self._lock:
-            features = model.get_image_features(pixel_values=inputs["pixel_values"].to(model.dtype)).pooler_output
-            embeds = model.get_input_embeddings()(input_ids)
-            image_mask = (input_ids == self.image_token_id).unsqueeze(-1)
-            embeds = embeds.masked_scatter(image_mask, features[owner].to(embeds.dtype))
+            embeds = self.input_embeddings(inputs, owner)
             cache = {"cache_implementation": self.cache_implementation} if self.cache_implementation else {}
-            out = model.language_model.generate(
+            out = self.model.language_model.generate(
                 inputs_embeds=embeds, attention_mask=inputs["attention_mask"], max_new_tokens=max_new_tokens,
                 num_beams=num_beams, do_sample=False, output_scores=True, return_dict_in_generate=True, **cache)
         answers = iter(self._answers(out))
         return [[next(answers) for _ in qs] for _, qs in requests]
+
+    def input_embeddings(self, inputs, owner: torch.Tensor) -> torch.Tensor:
+        """The T5 input embeddings of the text rows, each row's image tokens replaced by the features of its
+        image (row r shows image owner[r]); every image goes through the vision tower and Q-Former once."""
+        model = self.model
+        input_ids = inputs["input_ids"]
+        features = model.get_image_features(pixel_values=inputs["pixel_values"].to(model.dtype)).pooler_output
+        embeds = model.get_input_embeddings()(input_ids)
+        image_mask = (input_ids == self.image_token_id).unsqueeze(-1)
+        return embeds.masked_scatter(image_mask, features[owner].to(embeds.dtype))
 
     @torch.inference_mode()
     def generate_per_question(self, image: Image.Image, question: str, *,

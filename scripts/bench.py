@@ -172,6 +172,20 @@ def _sync(predictor: Predictor) -> None:
         torch.cuda.synchronize()
 
 
+def median_ms(predictor: Predictor, fn, repeats: int) -> float:
+    """Median wall time of `fn` in ms after one warm-up, the GPU synchronised around each run (the median
+    resists other jobs on a shared machine better than the minimum)."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        _sync(predictor)
+        start = time.perf_counter()
+        fn()
+        _sync(predictor)
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
 def _questions(predictor: Predictor, k: int) -> list[str]:
     questions = [predictor.schema.question(n) for n in predictor.schema.names][:k]
     return questions + [f"Describe the shirt in this picture {i}." for i in range(k - len(questions))]
@@ -238,20 +252,9 @@ def measured_ratio(predictor: Predictor, answer_tokens: int, repeats: int = 3) -
     pv = inputs["pixel_values"].to(predictor.model.dtype)
     question = predictor.schema.question(predictor.schema.names[0])
 
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            _sync(predictor)
-            start = time.perf_counter()
-            fn()
-            _sync(predictor)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)  # the median resists other jobs on a shared machine better than min
-
     with torch.inference_mode():
-        vision = best(lambda: predictor.model.get_image_features(pixel_values=pv))
-    whole = best(lambda: predictor.generate(image, [question], max_new_tokens=answer_tokens))
+        vision = median_ms(predictor, lambda: predictor.model.get_image_features(pixel_values=pv), repeats)
+    whole = median_ms(predictor, lambda: predictor.generate(image, [question], max_new_tokens=answer_tokens), repeats)
     return vision / max(whole - vision, 0.05 * whole)  # noise can make the difference negative
 
 
@@ -289,34 +292,21 @@ def stage_times(predictor: Predictor, k: int, answer_tokens: int, repeats: int =
     model = predictor.model
     lm = model.language_model
     inputs = predictor._inputs([image], questions)
-    input_ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    mask = inputs["attention_mask"]
     pixel_values = inputs["pixel_values"].to(model.dtype)
 
-    def median_ms(fn) -> float:
-        fn()  # warm-up
-        samples = []
-        for _ in range(repeats):
-            _sync(predictor)
-            start = time.perf_counter()
-            fn()
-            _sync(predictor)
-            samples.append((time.perf_counter() - start) * 1000)
-        return statistics.median(samples)
-
     with torch.inference_mode():
-        image_ms = median_ms(lambda: model.get_image_features(pixel_values=pixel_values))
-        features = model.get_image_features(pixel_values=pixel_values).pooler_output
-        owner = torch.zeros(len(questions), dtype=torch.long, device=predictor.device)
-        embeds = model.get_input_embeddings()(input_ids).masked_scatter(
-            (input_ids == predictor.image_token_id).unsqueeze(-1), features[owner].to(model.dtype))
-        encoder_ms = median_ms(lambda: lm.encoder(inputs_embeds=embeds, attention_mask=mask))
+        image_ms = median_ms(predictor, lambda: model.get_image_features(pixel_values=pixel_values), repeats)
+        embeds = predictor.input_embeddings(inputs, torch.zeros(len(questions), dtype=torch.long,
+                                                                device=predictor.device))
+        encoder_ms = median_ms(predictor, lambda: lm.encoder(inputs_embeds=embeds, attention_mask=mask), repeats)
         steps = max(2, answer_tokens)
 
         def decode(tokens: int):
             return lambda: lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=tokens,
                                        min_new_tokens=tokens, do_sample=False)
 
-        one, many = median_ms(decode(1)), median_ms(decode(steps))
+        one, many = median_ms(predictor, decode(1), repeats), median_ms(predictor, decode(steps), repeats)
     return {"image": image_ms, "encoder": encoder_ms, "step": max(many - one, 0.0) / (steps - 1)}
 
 
