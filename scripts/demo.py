@@ -53,7 +53,7 @@ def build_base(args, data_dir: Path, catalog: Path) -> tuple[str, Path | None]:
     """The base model: the one given, or the tiny demo base built once and cached."""
     if args.base_model:
         return args.base_model, None
-    from inference.schema import AttributeSchema
+    from loom.schema import AttributeSchema
     from training import tiny_base
 
     schema = AttributeSchema.load(data_dir)
@@ -73,7 +73,7 @@ def build_base(args, data_dir: Path, catalog: Path) -> tuple[str, Path | None]:
 
 def validation_products(data_dir: Path, count: int) -> dict[str, dict[str, str]]:
     """The true attribute values of the first `count` validation products, keyed by product id."""
-    from inference.schema import AttributeSchema
+    from loom.schema import AttributeSchema
     from training.data import VAL_FILE, read_vqa_csv, values_by_product
 
     truth = values_by_product(read_vqa_csv(data_dir / VAL_FILE, AttributeSchema.load(data_dir)))
@@ -118,7 +118,7 @@ def call_api(url: str, images: Path, truth: dict[str, dict[str, str]]) -> list[d
     # The structured request logs are in serve.log and the summary; keep the terminal readable.
     os.environ.update(ENDPOINT_URL=url, DESCRIPTION_BACKEND="offline", POWERTOOLS_LOG_LEVEL="WARNING")
     os.environ.pop("ENDPOINT_NAME", None)
-    from inference import gateway
+    from inference.api import handler as gateway
 
     results = []
     for pid, expected in truth.items():
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads((model_dir / "metrics.json").read_text())
 
     with stage("serve + API"):
-        from inference.local_server import LocalServer
+        from inference.server.local_server import LocalServer
 
         truth = validation_products(data_dir, args.show)
         with LocalServer(model_dir, env={"GUNICORN_WORKERS": "1"}, log_path=work / "serve.log") as server:

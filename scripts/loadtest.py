@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             from bench import build_tiny_artifact
 
             model_dir = build_tiny_artifact(Path(tmp) / "tiny")
-        from inference.local_server import LocalServer
+        from inference.server.local_server import LocalServer
 
         with LocalServer(model_dir, env={"GUNICORN_THREADS": str(args.threads)}) as server:
             try:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POWERTOOLS = "aws-lambda-powertools==3.37.0"
-MODULES = ["__init__.py", "schema.py", "api.py", "aws_clients.py", "describe.py", "endpoint_client.py",
-           "gateway.py", "image_check.py"]  # fmt: skip
+# The Lambda's own package and the contract it shares; nothing else of the repository enters the zip.
+PACKAGES = ("inference/api", "loom")
+EXCLUDE = {"loom/cli.py"}  # the operator front door imports training code lazily; the Lambda never runs it
 FORBIDDEN = ("torch", "transformers", "PIL", "flask", "boto3", "botocore")
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # the same inputs give the same zip, byte for byte
 
@@ -34,14 +35,25 @@ def install_dependencies(target: Path, wheelhouse: Path | None = None) -> None:
         shutil.rmtree(target / junk, ignore_errors=True)
 
 
+def package_files() -> list[Path]:
+    """The repository files the zip carries: the API package, its parent's __init__ and the contract."""
+    files = [ROOT / "inference" / "__init__.py"]
+    for package in PACKAGES:
+        files += sorted(p for p in (ROOT / package).rglob("*")
+                        if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts
+                        and p.relative_to(ROOT).as_posix() not in EXCLUDE)
+    return files
+
+
 def build(out: Path, wheelhouse: Path | None = None) -> Path:
     """Write the zip to `out` and return it."""
     with tempfile.TemporaryDirectory(prefix="loom-lambda-") as tmp:
         stage = Path(tmp)
         install_dependencies(stage, wheelhouse)
-        (stage / "inference").mkdir()
-        for name in MODULES:
-            shutil.copy2(ROOT / "inference" / name, stage / "inference" / name)
+        for source in package_files():
+            target = stage / source.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
         files = sorted(p for p in stage.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
         bad = sorted({p.relative_to(stage).parts[0] for p in files} & set(FORBIDDEN))
         if bad:
@@ -63,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = build(args.out, args.wheelhouse)
     size = out.stat().st_size
-    print(f"{out}: {size} bytes ({size / 1e6:.2f} MB), handler inference.gateway.handler")
+    print(f"{out}: {size} bytes ({size / 1e6:.2f} MB), handler inference.api.handler.handler")
     return 0
 
 

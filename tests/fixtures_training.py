@@ -38,7 +38,7 @@ class TrainedArtifact:
 def trained_artifact(tmp_path_factory) -> TrainedArtifact:
     import json
 
-    from inference.schema import DEFAULT_ATTRIBUTES, AttributeSchema
+    from loom.schema import DEFAULT_ATTRIBUTES, AttributeSchema
     from training import tiny_base
     from training.config import TINY_BASE_HYPERPARAMETERS
     from training.prepare import prepare

@@ -11,8 +11,8 @@ import base64
 
 import pytest
 
-from inference.local_server import LocalServer
-from inference.schema import AttributeSchema
+from inference.server.local_server import LocalServer
+from loom.schema import AttributeSchema
 from training.data import VAL_FILE, read_vqa_csv, values_by_product
 from test_gateway import call, event, json_event
 

@@ -17,11 +17,11 @@ import pytest
 from jsonschema import Draft202012Validator
 from PIL import Image
 
-from inference.app import create_app, parse_parameters
-from inference.predictor import Answer, AttributeAnswers, interpret_answers
-from inference.schema import DEFAULT_ATTRIBUTES, AttributeSchema
+from inference.server.app import create_app, parse_parameters
+from inference.server.predictor import Answer, AttributeAnswers, interpret_answers
+from loom.schema import DEFAULT_ATTRIBUTES, AttributeSchema
 
-OPENAPI = json.loads((Path(__file__).resolve().parents[1] / "inference" / "openapi.json").read_text())
+OPENAPI = json.loads((Path(__file__).resolve().parents[1] / "loom" / "openapi.json").read_text())
 
 
 def check_contract(body: dict, schema_name: str) -> None:
@@ -306,7 +306,7 @@ def test_parse_parameters_bounds():
 
 
 def test_real_predictor_through_the_app(untrained_artifact):
-    from inference.predictor import Predictor
+    from inference.server.predictor import Predictor
 
     predictor = Predictor.load(untrained_artifact)
     client = create_app(predictor).test_client()

@@ -12,10 +12,10 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
 
-from training import batch_records as records
-from training import batch_transform as bt
-from training import sagemaker_jobs as jobs
-from training.batch_records import ProductImage
+from training.jobs import batch_records as records
+from training.jobs import batch_transform as bt
+from training.jobs import sagemaker_jobs as jobs
+from training.jobs.batch_records import ProductImage
 
 REGION = "us-east-1"
 BUCKET = "loom-test"
@@ -324,8 +324,8 @@ def test_oversize_images_are_reported_and_nothing_to_send_is_an_error(aws, tmp_p
 
 
 def test_descriptions_with_the_lambdas_writer_retry_and_rate():
-    from inference.describe import DescriptionError, OfflineWriter
-    from training.batch_describe import describe_results
+    from inference.api.describe import DescriptionError, OfflineWriter
+    from training.jobs.batch_describe import describe_results
 
     class Flaky(OfflineWriter):
         model = "flaky"
@@ -378,8 +378,8 @@ def test_collect_with_offline_descriptions(aws, monkeypatch, tmp_path, capsys):
 def test_shards_through_the_real_serve_program(trained_artifact, tmp_path):
     """What Batch Transform does: POST each JSON Lines shard to `serve` (gunicorn on 127.0.0.1, the trained
     tiny model), then join the answers back to product ids; a broken image stays an error on its own line."""
-    from inference.local_server import LocalServer
-    from inference.schema import AttributeSchema
+    from inference.server.local_server import LocalServer
+    from loom.schema import AttributeSchema
     from training.data import VAL_FILE, read_vqa_csv, values_by_product
 
     data = trained_artifact.data_dir

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from inference.schema import AttributeSchema
+from loom.schema import AttributeSchema
 from training.config import from_hyperparameters
 from training.data import PixelCache, VqaExample, micro_batches
 from training.finetune import (

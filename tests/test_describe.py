@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from botocore.stub import ANY, Stubber
 
-from inference import aws_clients
-from inference.describe import (
+from inference.api import aws_clients
+from inference.api.describe import (
     DEFAULT_MODEL_ID,
     BedrockWriter,
     OfflineWriter,

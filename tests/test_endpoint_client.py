@@ -15,8 +15,8 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from inference import aws_clients
-from inference.endpoint_client import EndpointError, HttpEndpoint, SageMakerEndpoint, request_body
+from inference.api import aws_clients
+from inference.api.endpoint_client import EndpointError, HttpEndpoint, SageMakerEndpoint, request_body
 
 IMAGE = b"\xff\xd8 not decoded by the client \xff\xd9"
 CONTRACT_ANSWER = {

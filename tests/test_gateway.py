@@ -16,9 +16,11 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
-from inference import aws_clients, gateway
-from inference.describe import DEFAULT_MODEL_ID
-from inference.image_check import ImageError, inspect_image
+from inference.api import aws_clients
+
+from inference.api import handler as gateway
+from inference.api.describe import DEFAULT_MODEL_ID
+from loom.image_header import ImageError, inspect_image
 
 # Real HTTP API v2 sample events (Powertools for AWS Lambda's test events, MIT-0).
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "apigw-v2"

@@ -19,7 +19,7 @@ PROBE = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 t0 = time.perf_counter()
-import inference.gateway as g
+import inference.api.handler as g
 elapsed = time.perf_counter() - t0
 heavy = sorted(m for m in ("torch", "transformers", "PIL", "flask", "boto3", "numpy") if m in sys.modules)
 event = {"version": "2.0", "routeKey": "$default", "rawPath": "/describe", "rawQueryString": "",
@@ -40,7 +40,7 @@ def lambda_zip(tmp_path_factory) -> Path:
 def test_zip_contents(lambda_zip):
     names = zipfile.ZipFile(lambda_zip).namelist()
     tops = {n.split("/")[0] for n in names}
-    assert "inference/gateway.py" in names and "inference/schema.py" in names and "inference/__init__.py" in names
+    assert "inference/api/handler.py" in names and "loom/schema.py" in names and "inference/__init__.py" in names
     assert "aws_lambda_powertools/event_handler/api_gateway.py" in names
     assert not tops & {"torch", "transformers", "PIL", "flask", "boto3", "botocore", "numpy"}
     assert not any("__pycache__" in n for n in names)
@@ -62,7 +62,7 @@ def test_cold_import_from_the_zip(lambda_zip, tmp_path):
                              text=True, check=True, env={"ENDPOINT_URL": "http://127.0.0.1:9", "PATH": "/usr/bin"})  # fmt: skip
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = min(r["seconds"] for r in runs)
-    print(f"\ncold import of inference.gateway from the zip: {best * 1000:.0f} ms (best of 3)")
+    print(f"\ncold import of inference.api.handler from the zip: {best * 1000:.0f} ms (best of 3)")
     assert all(r["file"].startswith(str(unpacked)) for r in runs)  # the zip's copy, not the checkout's
     assert runs[0]["heavy"] == []
     assert runs[0]["status"] == 400 and "body is missing" in runs[0]["body"]["error"]

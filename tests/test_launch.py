@@ -1,4 +1,4 @@
-"""`python -m training.launch` against moto: the request it sends, uploads, waiting, failure reporting."""
+"""`python -m training.jobs.launch` against moto: the request it sends, uploads, waiting, failure reporting."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sagemaker.models import sagemaker_backends
 
-from inference.schema import AttributeSchema
-from training import launch
+from loom.schema import AttributeSchema
+from training.jobs import launch
 from training.metrics_regex import METRIC_DEFINITIONS
-from training import sagemaker_jobs as jobs
-from training.sagemaker_jobs import JobConfigError
+from training.jobs import sagemaker_jobs as jobs
+from training.jobs.sagemaker_jobs import JobConfigError
 
 REGION = "us-east-1"
 BUCKET = "loom-test"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.predictor import ImageTokenError, Predictor
+from inference.server.predictor import ImageTokenError, Predictor
 from training import synthetic
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.schema import DEFAULT_ATTRIBUTES, SCHEMA_FILE, AttributeSchema
+from loom.schema import DEFAULT_ATTRIBUTES, SCHEMA_FILE, AttributeSchema
 from training.catalog import CSV_COLUMNS, SKIP_REASONS, Product
 from training.prepare import (
     REPORT_FILE,

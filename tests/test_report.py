@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from inference.schema import AttributeSchema, write_manifest
+from loom.schema import AttributeSchema, write_manifest
 from training.report import OTHER, confusion_matrix, main, pick_examples, slug, write_report
 from training.synthetic import draw_shirt
 

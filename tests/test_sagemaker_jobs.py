@@ -6,8 +6,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from training import sagemaker_jobs as jobs
-from training.sagemaker_jobs import JobConfigError
+from training.jobs import sagemaker_jobs as jobs
+from training.jobs.sagemaker_jobs import JobConfigError
 
 REGION = "us-east-1"
 

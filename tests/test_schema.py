@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from inference.schema import (
+from loom.schema import (
     DEFAULT_ATTRIBUTES,
     MANIFEST_FILE,
     AttributeSchema,

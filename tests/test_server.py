@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.local_server import LocalServer
+from inference.server.local_server import LocalServer
 from test_app import BAD_IMAGES, ODD_MODES, RGB_PNG, check_contract, image_bytes
 
 pytestmark = pytest.mark.slow
@@ -163,7 +163,7 @@ def test_sigterm_stops_gracefully(server):
 
 
 def test_serve_settings_come_from_the_environment(tmp_path):
-    from inference.serve import ServeSettings, gunicorn_options, resolve_model_dir, visible_gpus
+    from inference.server.serve import ServeSettings, gunicorn_options, resolve_model_dir, visible_gpus
 
     settings = ServeSettings.from_env({"SM_MODEL_DIR": str(tmp_path), "SAGEMAKER_BIND_TO_PORT": "9000",
                                        "MAX_BODY_MB": "5", "MAX_IMAGE_PIXELS": "123", "GUNICORN_THREADS": "8",
@@ -189,6 +189,6 @@ def test_serve_settings_come_from_the_environment(tmp_path):
 
 
 def test_serve_refuses_a_folder_without_a_manifest(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "inference.serve", "--bind", "127.0.0.1:1", "--model-dir",
+    run = subprocess.run([sys.executable, "-m", "inference.server.serve", "--bind", "127.0.0.1:1", "--model-dir",
                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "loom_manifest.json" in run.stderr

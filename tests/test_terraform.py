@@ -256,7 +256,7 @@ def test_apply_plan_destroy_against_moto(tmp_path: Path, tf_env: dict[str, str],
         )
     lambda_zip = tmp_path / "lambda.zip"
     with zipfile.ZipFile(lambda_zip, "w") as archive:  # moto stores the zip; it never runs it
-        archive.writestr("inference/gateway.py", "def handler(event, context):\n    return {}\n")
+        archive.writestr("inference/api/handler.py", "def handler(event, context):\n    return {}\n")
     tfvars = tmp_path / "moto.tfvars.json"
     tfvars.write_text(
         json.dumps(
@@ -314,7 +314,7 @@ def _check_wiring(client, outputs: dict) -> None:
     sagemaker, lam, iam = client("sagemaker"), client("lambda"), client("iam")
     apigw, autoscaling, ecr, s3 = client("apigatewayv2"), client("application-autoscaling"), client("ecr"), client("s3")
 
-    # Outputs the README and training.launch rely on.
+    # Outputs the README and training.jobs.launch rely on.
     assert outputs["endpoint_name"] == ENDPOINT_NAME
     assert outputs["bucket_name"] == BUCKET
     assert outputs["training_repository_url"].endswith("/loom-training")
@@ -353,7 +353,7 @@ def _check_wiring(client, outputs: dict) -> None:
     assert env["ENDPOINT_NAME"] == ENDPOINT_NAME
     assert env["BEDROCK_MODEL_ID"] == "anthropic.claude-3-sonnet-20240229-v1:0"
     assert env["POWERTOOLS_SERVICE_NAME"] == "loom-api" and env["DESCRIPTION_BACKEND"] == "bedrock"
-    assert function["Handler"] == "inference.gateway.handler" and function["Runtime"] == "python3.12"
+    assert function["Handler"] == "inference.api.handler.handler" and function["Runtime"] == "python3.12"
     assert function["Timeout"] < 30 and function["TracingConfig"]["Mode"] == "Active"
     assert lam.get_function_concurrency(FunctionName=function["FunctionName"])["ReservedConcurrentExecutions"] == 10
     lambda_role = outputs["lambda_role_arn"].split("/")[-1]

@@ -148,7 +148,7 @@ def test_training_image_installs_only_the_train_extra_on_the_pinned_torch():
     parser = DockerfileParser(str(ROOT / "containers" / "training" / "Dockerfile"))
     assert "2.13.0" in parser.baseimage and "cuda" in parser.baseimage  # torch pin of pyproject.toml
     copies = [i["value"].split()[0] for i in parser.structure if i["instruction"] == "COPY"]
-    assert copies == ["pyproject.toml", "inference/", "training/"]
+    assert copies == ["pyproject.toml", "loom/", "training/"]  # the contract and the training package only
     runs = " ".join(i["value"] for i in parser.structure if i["instruction"] == "RUN")
     assert '".[train]"' in runs and "serve]" not in runs and "command -v train" in runs
     assert parser.cmd == '["train"]' or "train" in parser.cmd
@@ -176,7 +176,7 @@ def test_merged_model_is_saved_in_the_asked_dtype_and_reloads(untrained_artifact
 
 def test_tiny_base_vocabulary_is_the_same_on_every_run(catalog_dir):
     # The demo caches the tiny base by its vocabulary; set order varies with PYTHONHASHSEED.
-    script = ("import json, sys; from training import tiny_base; from inference.schema import DEFAULT_ATTRIBUTES;"
+    script = ("import json, sys; from training import tiny_base; from loom.schema import DEFAULT_ATTRIBUTES;"
               "s = tiny_base.AttributeSchema.from_names(DEFAULT_ATTRIBUTES);"
               "v = tiny_base.catalog_values(sys.argv[1], DEFAULT_ATTRIBUTES);"
               "print(json.dumps(tiny_base.vocabulary_texts(s, v)))")

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from inference.schema import DEFAULT_ARTICLE_TYPES, DEFAULT_ATTRIBUTES, clean_value
+from loom.schema import DEFAULT_ARTICLE_TYPES, DEFAULT_ATTRIBUTES, clean_value
 
 STYLES_CSV = "styles.csv"
 STYLES_DIR = "styles"

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
-from inference.schema import AttributeSchema
+from loom.schema import AttributeSchema
 from training.prepare import TRAIN_FILE, VAL_FILE, VQA_COLUMNS  # noqa: F401 (the file format's owner)
 
 

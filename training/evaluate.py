@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from inference.schema import AttributeSchema
+from loom.schema import AttributeSchema
 from training.data import PixelCache, VqaExample, encode_questions
 
 PREDICTION_COLUMNS = ("id", "attribute", "expected", "predicted", "baseline", "correct", "baseline_correct")

@@ -5,7 +5,7 @@ full precision on the CPU, the adapter applied, `merge_and_unload()` called, and
 `save_pretrained` (safetensors) next to the processor, the manifest and the evaluation files:
 
     MODEL_DIR/config.json, model.safetensors, processor + tokenizer files
-    MODEL_DIR/loom_manifest.json                 inference.schema.write_manifest
+    MODEL_DIR/loom_manifest.json                 loom.schema.write_manifest
     MODEL_DIR/metrics.json                       the same dict as the manifest's "metrics"
     MODEL_DIR/evaluation/predictions.csv         id,attribute,expected,predicted,baseline,correct,baseline_correct
     MODEL_DIR/evaluation/loss_history.csv        step,loss,learning_rate
@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
-from inference.schema import AttributeSchema, write_manifest
+from loom.schema import AttributeSchema, write_manifest
 
 METRICS_FILE = "metrics.json"
 EVALUATION_DIR = "evaluation"

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from inference.schema import (
+from loom.schema import (
     DEFAULT_ARTICLE_TYPES,
     DEFAULT_ATTRIBUTES,
     SCHEMA_FILE,

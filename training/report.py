@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from matplotlib.figure import Figure
 from PIL import Image
 
-from inference.schema import read_manifest
+from loom.schema import read_manifest
 
 OTHER = "(other)"
 THUMBNAIL = (160, 160)

@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
-from inference.schema import DEFAULT_ATTRIBUTES, AttributeSchema
+from loom.schema import DEFAULT_ATTRIBUTES, AttributeSchema
 from training import synthetic
 
 TINY_BASE_ID = "loom/tiny-blip2-flan-t5"
@@ -173,7 +173,7 @@ def write_untrained_artifact(out: Path, seed: int = 3, name: str = "untrained-ti
     Its answers are meaningless: it is for tests and benchmarks of loading, batching and the HTTP contract.
     Returns the model and processor it saved.
     """
-    from inference.schema import write_manifest
+    from loom.schema import write_manifest
 
     schema = demo_schema()
     values = {name: list(schema.attributes[name].values) for name in schema.names}

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from inference.schema import SCHEMA_FILE, AttributeSchema, SchemaError
+from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.config import ConfigError, TrainingConfig, from_hyperparameters, read_hyperparameters
 from training.data import TRAIN_FILE, VAL_FILE, DataError
 from training.metrics_regex import METRIC_DEFINITIONS, metric_line, slug  # noqa: F401 (re-exported)
@@ -108,7 +108,11 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     import torch
     from transformers import set_seed
 
-    from training import evaluate, finetune, merge
+    from training import evaluate
+
+    from training import finetune
+
+    from training import merge
     from training.data import PixelCache, count_known_values, read_vqa_csv
 
     log = log or (lambda line: print(line, flush=True))

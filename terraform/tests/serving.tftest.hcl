@@ -206,7 +206,7 @@ run "api_defaults" {
 
   assert {
     condition = (
-      aws_lambda_function.api.handler == "inference.gateway.handler" &&
+      aws_lambda_function.api.handler == "inference.api.handler.handler" &&
       aws_lambda_function.api.runtime == "python3.12" &&
       aws_lambda_function.api.timeout == 28 &&
       aws_lambda_function.api.memory_size == 512 &&

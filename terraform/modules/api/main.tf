@@ -78,7 +78,7 @@ resource "aws_lambda_function" "api" {
   function_name                  = local.function_name
   description                    = "Loom API: photo to attributes (SageMaker) and description (Bedrock)"
   role                           = aws_iam_role.lambda.arn
-  handler                        = "inference.gateway.handler"
+  handler                        = "inference.api.handler.handler"
   runtime                        = var.lambda_runtime
   filename                       = var.lambda_zip_path
   source_code_hash               = fileexists(var.lambda_zip_path) ? filebase64sha256(var.lambda_zip_path) : null

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-from inference.schema import AttributeSchema, read_manifest
+from loom.schema import AttributeSchema, read_manifest
 
 DEFAULT_MAX_NEW_TOKENS = 16
 

@@ -1,6 +1,6 @@
 """Descriptions for a batch of products with the Lambda's description writer, a few at a time.
 
-`describe_results` runs `inference.describe.write_description` (the same code the API Lambda uses) over the
+`describe_results` runs `inference.api.describe.write_description` (the same code the API Lambda uses) over the
 answered results of a Batch Transform job on a small thread pool, retrying a failed description with
 backoff, and reports products per second. Bedrock's per-account quotas, not the CPU, bound the pace, so
 the concurrency is a small number chosen by the user (default 4).
@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, MutableMapping, Sequence
 
-from inference.describe import BedrockWriter, DescriptionWriter, OfflineWriter, write_description
+from inference.api.describe import BedrockWriter, DescriptionWriter, OfflineWriter, write_description
 
 DEFAULT_CONCURRENCY = 4
 DEFAULT_RETRIES = 2
@@ -25,7 +25,7 @@ def make_writer(kind: str, model_id: str | None = None, *, region: str | None = 
     if kind == "offline":
         return OfflineWriter()
     if kind == "bedrock":
-        from inference import aws_clients
+        from inference.api import aws_clients
 
         # The Lambda's client settings: botocore retries off, BedrockWriter retries within its budget.
         client = aws_clients.new_client("bedrock-runtime", region_name=region)

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from inference import aws_clients
-from inference.schema import attribute_label, clean_value, words
+from inference.api import aws_clients
+from loom.schema import attribute_label, clean_value, words
 
 DEFAULT_MODEL_ID = "anthropic.claude-3-sonnet-20240229-v1:0"
 OFFLINE_MODEL = "loom-offline-writer"

@@ -1,7 +1,7 @@
 """The API Lambda: API Gateway HTTP API (payload format 2.0) -> attributes and a product description.
 
-Entry point `inference.gateway.handler`. Routes: `POST /describe`, `POST /attributes` (docs/api.md).
-The logic lives in `inference.api`; this module only routes, logs and shapes HTTP responses.
+Entry point `inference.api.handler.handler`. Routes: `POST /describe`, `POST /attributes` (docs/api.md).
+The logic lives in `inference.api.service`; this module only routes, logs and shapes HTTP responses.
 Logs are structured JSON (Powertools Logger): request ids, latencies, coverage; never the image.
 """
 
@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 
-from inference.api import ApiError, Settings, answer, parse_request
+from inference.api.service import ApiError, Settings, answer, parse_request
 
 logger = Logger(service="loom-api")
 app = APIGatewayHttpResolver()

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from inference.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_base64, decode_image
+from inference.server.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_base64, decode_image
 
 log = logging.getLogger("loom.serve")
 

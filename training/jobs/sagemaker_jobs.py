@@ -1,4 +1,4 @@
-"""What the SageMaker job commands (`training.launch`, `training.batch_transform`) share.
+"""What the SageMaker job commands (`training.jobs.launch`, `training.jobs.batch_transform`) share.
 
 boto3 clients with botocore's standard retry mode, S3 URIs, uploads that skip files already in S3 with
 the same size, job names, `key=value` tags, and waiting for a job with backoff while reporting each status

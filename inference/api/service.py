@@ -1,6 +1,6 @@
 """The API's logic, free of Lambda specifics: configuration, request validation, the two calls, the answer.
 
-`inference.gateway` turns an API Gateway event into `parse_request(...)` and `answer(...)` calls; everything
+`inference.api.handler` turns an API Gateway event into `parse_request(...)` and `answer(...)` calls; everything
 here takes and returns plain values, so it runs the same on Lambda, in `make demo` and in tests.
 
 Size limits (sources in docs/api.md): a synchronous Lambda invocation takes at most 6 MB, and API
@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from inference import aws_clients
-from inference.describe import (
+from inference.api import aws_clients
+from inference.api.describe import (
     DEFAULT_MODEL_ID,
     BedrockWriter,
     DescriptionWriter,
@@ -29,9 +29,9 @@ from inference.describe import (
     language_code,
     write_description,
 )
-from inference.endpoint_client import AttributeEndpoint, EndpointError, HttpEndpoint, SageMakerEndpoint
-from inference.image_check import ImageError, inspect_image
-from inference.schema import DEFAULT_ATTRIBUTES
+from inference.api.endpoint_client import AttributeEndpoint, EndpointError, HttpEndpoint, SageMakerEndpoint
+from loom.image_header import ImageError, inspect_image
+from loom.schema import DEFAULT_ATTRIBUTES
 
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_BODY_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 64 * 1024  # the base64 image plus room for JSON fields

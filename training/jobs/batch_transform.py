@@ -1,11 +1,11 @@
 """Attributes for a whole catalog with SageMaker Batch Transform, with plain boto3.
 
-    python -m training.batch_transform --catalog DIR|s3://bucket/prefix/ --model-name NAME --bucket BUCKET
+    python -m training.jobs.batch_transform --catalog DIR|s3://bucket/prefix/ --model-name NAME --bucket BUCKET
         [--prefix batch/] [--instance-type ml.g5.2xlarge] [--instance-count N] [--max-payload-mb 6]
         [--records-per-file 1000] [--max-concurrent-transforms N] [--article-types all|Shirts ...]
         [--attributes NAME ...] [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--region R] [--profile P]
         [--wait --out results.csv|results.jsonl [--describe [--writer offline|bedrock] [--concurrency 4]]]
-    python -m training.batch_transform --collect JOB_NAME --bucket BUCKET [--prefix batch/] --out FILE ...
+    python -m training.jobs.batch_transform --collect JOB_NAME --bucket BUCKET [--prefix batch/] --out FILE ...
 
 The catalog's images are written as JSON Lines shards (one product per line, `{"id", "image"}`) to
 s3://BUCKET/PREFIX/JOB/input/, one shard at a time (memory stays flat). SageMaker hands whole input objects
@@ -24,10 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from training import batch_records as records
-from training import sagemaker_jobs as jobs
-from training.batch_records import ProductImage
-from training.sagemaker_jobs import JobConfigError
+from training.jobs import batch_records as records
+from training.jobs import sagemaker_jobs as jobs
+from training.jobs.batch_records import ProductImage
+from training.jobs.sagemaker_jobs import JobConfigError
 
 DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
 DEFAULT_PREFIX = "batch/"
@@ -212,7 +212,7 @@ def get_manifest(s3: Any, uri: str) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.batch_transform", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m training.jobs.batch_transform", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--catalog", help="a catalog folder, a folder of <id>.jpg, or an S3 prefix")
     p.add_argument("--collect", metavar="JOB_NAME", help="only join the outputs of an earlier job into --out")
@@ -290,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"started transform job {job_name}: {report.records} products in {len(report.shards)} files "
           f"on {args.instance_count} x {args.instance_type}; outputs under {where['output']}")
     if not args.wait:
-        print(f"join the outputs later with: python -m training.batch_transform --collect {job_name} "
+        print(f"join the outputs later with: python -m training.jobs.batch_transform --collect {job_name} "
               f"--bucket {args.bucket} --prefix {args.prefix} --out results.csv")
         return 0
     try:
@@ -309,7 +309,7 @@ def _collect(s3: Any, args: argparse.Namespace, where: Mapping[str, str],
     manifest = manifest or get_manifest(s3, where["manifest"])
     results = read_outputs(s3, where["output"], manifest["shards"])
     if args.describe:
-        from training.batch_describe import describe_results, make_writer
+        from training.jobs.batch_describe import describe_results, make_writer
 
         writer = make_writer(args.writer, args.bedrock_model_id, region=args.region)
         stats = describe_results(results, writer, concurrency=args.concurrency,

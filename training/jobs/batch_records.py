@@ -1,6 +1,6 @@
 """The data side of catalog-scale Batch Transform: JSON Lines records in, joined results out.
 
-Pure functions over plain data (and local files), no AWS: `training.batch_transform` moves what these
+Pure functions over plain data (and local files), no AWS: `training.jobs.batch_transform` moves what these
 build to and from S3. The wire format is docs/endpoint-contract.md, `application/jsonlines`: one product
 per line in (`{"id", "image"}`), one line per product out, with the `id` echoed, or `{"id", "error"}`.
 """

@@ -1,6 +1,6 @@
 """Start a SageMaker training job for the Loom training image, with plain boto3.
 
-    python -m training.launch --image-uri URI --role-arn ARN --bucket BUCKET
+    python -m training.jobs.launch --image-uri URI --role-arn ARN --bucket BUCKET
         [--upload-data PREPARED_DIR] [--upload-images IMAGES_DIR]
         [--train s3://...] [--validation s3://...] [--images s3://...] [--base-model s3://...]
         [--output s3://...] [--hyperparameters FILE.json] [--hp key=value ...]
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from inference.schema import SCHEMA_FILE, AttributeSchema, SchemaError
-from training import sagemaker_jobs as jobs
+from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
+from training.jobs import sagemaker_jobs as jobs
 from training.metrics_regex import METRIC_DEFINITIONS, attribute_metric_definitions
-from training.sagemaker_jobs import JobConfigError
+from training.jobs.sagemaker_jobs import JobConfigError
 
 DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
 DEFAULT_VOLUME_GB = 100
@@ -239,7 +239,7 @@ def upload_prepared_data(s3: Any, prepared_dir: str | Path, train_uri: str, vali
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.launch", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m training.jobs.launch", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image-uri", required=True, help="the training image in ECR (Terraform output)")
     p.add_argument("--role-arn", required=True, help="the SageMaker execution role (Terraform output)")

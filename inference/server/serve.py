@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from inference.schema import MANIFEST_FILE
+from loom.schema import MANIFEST_FILE
 
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 BAKED_MODEL_DIR = "/opt/loom/model"  # where containers/inference/Dockerfile bakes an artifact in
@@ -105,7 +105,7 @@ def load_predictor(settings: ServeSettings):
     """Load the predictor (called in the worker's loader thread; torch is imported here, not in the master)."""
     if settings.load_delay_s:
         time.sleep(settings.load_delay_s)  # tests and drills: make the 503-while-loading window visible
-    from inference.predictor import Predictor
+    from inference.server.predictor import Predictor
 
     predictor = Predictor.load(settings.model_dir, device=settings.device)
     predictor.warm_up()
@@ -114,7 +114,7 @@ def load_predictor(settings: ServeSettings):
 
 def wsgi_app(settings: ServeSettings | None = None):
     """Build one worker's app: it starts loading the model at once and reports 503 until it is ready."""
-    from inference.app import create_app
+    from inference.server.app import create_app
 
     settings = settings or ServeSettings.from_env()
     return create_app(predictor_factory=lambda: load_predictor(settings), max_body_bytes=settings.max_body_bytes,

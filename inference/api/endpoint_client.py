@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from inference import aws_clients
+from inference.api import aws_clients
 
 CONTENT_TYPE = "application/json"
 

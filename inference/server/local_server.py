@@ -1,7 +1,7 @@
 """Run the `serve` program on 127.0.0.1 as a child process: for `make demo`, the load test and the tests.
 
 It is the same program the inference image runs (gunicorn + the Flask app), started with
-`python -m inference.serve --bind 127.0.0.1:PORT` and `SM_MODEL_DIR` pointing at an artifact folder.
+`python -m inference.server.serve --bind 127.0.0.1:PORT` and `SM_MODEL_DIR` pointing at an artifact folder.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class LocalServer:
         self._log: IO[str] = open(self.log_path, "w+") if self.log_path else _temporary_log()
         full_env = {**os.environ, "SM_MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "inference.serve", "--bind", f"127.0.0.1:{self.port}"],
+            [sys.executable, "-m", "inference.server.serve", "--bind", f"127.0.0.1:{self.port}"],
             env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,
