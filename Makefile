@@ -50,7 +50,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
 
 demo: venv
-	$(BIN)/python scripts/demo.py $(if $(CATALOG),--catalog $(CATALOG)) $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(DEMO_ARGS)
+	$(BIN)/loom demo $(if $(CATALOG),--catalog $(CATALOG)) $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(DEMO_ARGS)
 
 bench: venv
 	$(BIN)/python scripts/bench.py

@@ -6,17 +6,12 @@ and the Lambda. It imports nothing outside the standard library so that every pa
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 SCHEMA_FILE = "attribute_schema.json"
-MANIFEST_FILE = "loom_manifest.json"
-MANIFEST_VERSION = 1
 
-DEFAULT_ARTICLE_TYPES = ("Shirts", "Tshirts")
 DEFAULT_ATTRIBUTES = (
     "Fabric",
     "Fit",
@@ -33,22 +28,6 @@ ANSWER_SEPARATOR = ": "
 
 # Attribute names in the catalog are not always what a shopper reads ("baseColour").
 _LABELS = {"baseColour": "Colour"}
-_ABSENT = {"", "na", "n/a", "none", "null", "nan", "-"}
-
-
-def is_absent(value: Any) -> bool:
-    """True for values the catalog uses to mean 'unknown' (missing, empty, "NA", ...)."""
-    if value is None:
-        return True
-    return str(value).strip().lower() in _ABSENT
-
-
-def clean_value(value: Any) -> str | None:
-    """The value as a trimmed string with inner whitespace collapsed, or None when it is absent."""
-    if is_absent(value):
-        return None
-    return " ".join(str(value).split())
-
 
 def attribute_label(name: str) -> str:
     """The human label of an attribute, used in questions and answers ("baseColour" -> "Colour")."""
@@ -170,74 +149,15 @@ class AttributeSchema:
         return cls(attributes, product_noun=data.get("product_noun", DEFAULT_PRODUCT_NOUN))
 
     def save(self, path: str | Path) -> Path:
-        return _write_json(Path(path), self.to_dict())
+        from loom.artifact import write_json
+
+        return write_json(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "AttributeSchema":
         path = Path(path)
         if path.is_dir():
             path = path / SCHEMA_FILE
-        return cls.from_dict(_read_json(path, missing=f"no attribute schema at {path}"))
+        from loom.artifact import read_json  # the one JSON reader of the contract
 
-
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens of a text (used for tokenizer vocabularies and coverage checks)."""
-    return [w.lower() for w in _WORD.findall(text)]
-
-
-# ---------------------------------------------------------------------------------------------------
-# The manifest: what travels with the merged model so that the server knows what to ask.
-
-
-def write_manifest(
-    model_dir: str | Path,
-    schema: AttributeSchema,
-    *,
-    base_model: str,
-    lora: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write `loom_manifest.json` into a model folder."""
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        "base_model": base_model,
-        "schema": schema.to_dict(),
-        "lora": dict(lora or {}),
-        "metrics": dict(metrics or {}),
-        **dict(extra or {}),
-    }
-    return _write_json(Path(model_dir) / MANIFEST_FILE, manifest)
-
-
-def read_manifest(model_dir: str | Path) -> dict[str, Any]:
-    """Read a model folder's manifest; its "schema" entry is returned as an AttributeSchema."""
-    path = Path(model_dir) / MANIFEST_FILE
-    manifest = _read_json(path, missing=f"{model_dir} is not a Loom model folder: {MANIFEST_FILE} is missing")
-    version = manifest.get("manifest_version")
-    if version != MANIFEST_VERSION:
-        raise SchemaError(f"{path}: manifest_version {version!r} is not supported (expected {MANIFEST_VERSION})")
-    if "schema" not in manifest:
-        raise SchemaError(f"{path} has no attribute schema")
-    manifest["schema"] = AttributeSchema.from_dict(manifest["schema"])
-    return manifest
-
-
-def _read_json(path: Path, *, missing: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SchemaError(missing) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SchemaError(f"{path} holds a JSON {type(data).__name__}, expected an object")
-    return data
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+        return cls.from_dict(read_json(path, missing=f"no attribute schema at {path}"))

@@ -13,7 +13,8 @@ import pytest
 
 from inference.server.local_server import LocalServer
 from loom.schema import AttributeSchema
-from training.data import VAL_FILE, read_vqa_csv, values_by_product
+from training.data import read_vqa_csv, values_by_product
+from training.prepare import VAL_FILE
 from test_gateway import call, event, json_event
 
 pytestmark = pytest.mark.slow

@@ -380,7 +380,8 @@ def test_shards_through_the_real_serve_program(trained_artifact, tmp_path):
     tiny model), then join the answers back to product ids; a broken image stays an error on its own line."""
     from inference.server.local_server import LocalServer
     from loom.schema import AttributeSchema
-    from training.data import VAL_FILE, read_vqa_csv, values_by_product
+    from training.data import read_vqa_csv, values_by_product
+    from training.prepare import VAL_FILE
 
     data = trained_artifact.data_dir
     truth = values_by_product(read_vqa_csv(data / VAL_FILE, AttributeSchema.load(data)))

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_runs_every_stage_and_stops_its_server(tmp_path):
     work, cache = tmp_path / "demo", tmp_path / "cache"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--workdir", str(work), "--cache", str(cache),
+        [sys.executable, "-m", "loom.cli", "demo", "--workdir", str(work), "--cache", str(cache),
          "--products", "240", "--base-steps", "300", "--show", "2"],
         capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from loom.schema import AttributeSchema, write_manifest
+from loom.artifact import write_manifest
+from loom.schema import AttributeSchema
 from training.report import OTHER, confusion_matrix, main, pick_examples, slug, write_report
 from training.synthetic import draw_shirt
 

@@ -1,4 +1,4 @@
-"""The attribute schema: questions, the `Label: Value` answer format, NA handling, the manifest."""
+"""The contract: questions, the `Label: Value` answer format, the manifest; and the catalog's NA handling."""
 
 from __future__ import annotations
 
@@ -6,17 +6,9 @@ import json
 
 import pytest
 
-from loom.schema import (
-    DEFAULT_ATTRIBUTES,
-    MANIFEST_FILE,
-    AttributeSchema,
-    SchemaError,
-    clean_value,
-    default_question,
-    is_absent,
-    read_manifest,
-    write_manifest,
-)
+from loom.artifact import MANIFEST_FILE, read_manifest, write_manifest
+from loom.schema import DEFAULT_ATTRIBUTES, AttributeSchema, SchemaError, default_question
+from training.catalog import clean_value, is_absent
 
 
 @pytest.fixture

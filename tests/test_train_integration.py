@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from loom.schema import MANIFEST_FILE, read_manifest
+from loom.artifact import MANIFEST_FILE, read_manifest
 from training.metrics_regex import METRIC_DEFINITIONS
 from training.tiny_base import TINY_BASE_ID
 
@@ -119,7 +119,7 @@ def test_training_writes_the_evaluation_report_into_the_artifact(trained_artifac
 _RELOAD = r"""
 import json, sys, torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
-from loom.schema import read_manifest
+from loom.artifact import read_manifest
 from training.data import PixelCache, read_vqa_csv
 from training.evaluate import generate_answers
 model_dir, data_dir, images = sys.argv[1:4]

@@ -20,7 +20,11 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from loom.schema import DEFAULT_ARTICLE_TYPES, DEFAULT_ATTRIBUTES, clean_value
+from loom.schema import DEFAULT_ATTRIBUTES
+
+DEFAULT_ARTICLE_TYPES = ("Shirts", "Tshirts")
+# Values the catalog uses to mean "unknown".
+_ABSENT = {"", "na", "n/a", "none", "null", "nan", "-"}
 
 STYLES_CSV = "styles.csv"
 STYLES_DIR = "styles"
@@ -46,6 +50,20 @@ SKIP_REASONS = (
 # How many examples of each skip reason are kept for the report (the counts are always complete).
 MAX_EXAMPLES_PER_REASON = 10
 _TYPES = (str, int, float)
+
+
+def is_absent(value: Any) -> bool:
+    """True for values the catalog uses to mean 'unknown' (missing, empty, "NA", ...)."""
+    if value is None:
+        return True
+    return str(value).strip().lower() in _ABSENT
+
+
+def clean_value(value: Any) -> str | None:
+    """The value as a trimmed string with inner whitespace collapsed, or None when it is absent."""
+    if is_absent(value):
+        return None
+    return " ".join(str(value).split())
 
 
 class CatalogError(ValueError):

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from loom.schema import AttributeSchema
-from training.prepare import TRAIN_FILE, VAL_FILE, VQA_COLUMNS  # noqa: F401 (the file format's owner)
+from training.prepare import VQA_COLUMNS
 
 
 class DataError(ValueError):

@@ -5,7 +5,7 @@ full precision on the CPU, the adapter applied, `merge_and_unload()` called, and
 `save_pretrained` (safetensors) next to the processor, the manifest and the evaluation files:
 
     MODEL_DIR/config.json, model.safetensors, processor + tokenizer files
-    MODEL_DIR/loom_manifest.json                 loom.schema.write_manifest
+    MODEL_DIR/loom_manifest.json                 loom.artifact (the owner of these names)
     MODEL_DIR/metrics.json                       the same dict as the manifest's "metrics"
     MODEL_DIR/evaluation/predictions.csv         id,attribute,expected,predicted,baseline,correct,baseline_correct
     MODEL_DIR/evaluation/loss_history.csv        step,loss,learning_rate
@@ -14,19 +14,14 @@ full precision on the CPU, the adapter applied, `merge_and_unload()` called, and
 from __future__ import annotations
 
 import csv
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from loom.schema import AttributeSchema, write_manifest
-
-METRICS_FILE = "metrics.json"
-EVALUATION_DIR = "evaluation"
-PREDICTIONS_FILE = "predictions.csv"
-LOSS_HISTORY_FILE = "loss_history.csv"
+from loom.artifact import write_manifest, write_metrics
+from loom.schema import AttributeSchema
 
 
 def merge_adapter(base_model: str | Path, adapter_dir: str | Path):
@@ -66,8 +61,7 @@ def write_artifact_files(model_dir: str | Path, schema: AttributeSchema, *, base
                          lora: Mapping[str, Any], metrics: Mapping[str, Any], name: str,
                          hyperparameters: Mapping[str, Any], num_query_tokens: int) -> Path:
     """metrics.json and loom_manifest.json (metrics embedded) into a model folder; the manifest path."""
-    model_dir = Path(model_dir)
-    (model_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_metrics(model_dir, metrics)
     return write_manifest(
         model_dir, schema, base_model=base_model, lora=dict(lora), metrics=dict(metrics),
         extra={

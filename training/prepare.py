@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from loom.schema import (
-    DEFAULT_ARTICLE_TYPES,
     DEFAULT_ATTRIBUTES,
     SCHEMA_FILE,
     AttributeSchema,
     SchemaError,
 )
-from training.catalog import SKIP_REASONS, CatalogError, Product, read_catalog
+from training.catalog import DEFAULT_ARTICLE_TYPES, SKIP_REASONS, CatalogError, Product, read_catalog
 
 TRAIN_FILE = "vqa_train.csv"
 VAL_FILE = "vqa_val.csv"
@@ -211,7 +210,7 @@ def _names(values: Sequence[str] | None, default: Sequence[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.prepare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="loom prepare", description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", required=True, type=Path, help="catalog folder (styles.csv, styles/, images/)")
     parser.add_argument("--out", required=True, type=Path, help="folder to write the VQA files into")
     parser.add_argument("--article-types", nargs="+", metavar="TYPE",

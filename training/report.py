@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 from collections import Counter
 from html import escape
@@ -21,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from matplotlib.figure import Figure
 from PIL import Image
 
-from loom.schema import read_manifest
+from loom.artifact import REPORT_FILE, ArtifactPaths, read_manifest, read_metrics
 
 OTHER = "(other)"
 THUMBNAIL = (160, 160)
@@ -273,16 +272,14 @@ def write_report(model_dir: str | Path, images_dir: str | Path, out_dir: str | P
                  examples: int = 12) -> Path:
     """Write report.html and its figures and thumbnails into out_dir (default model_dir/evaluation)."""
     model_dir, images_dir = Path(model_dir), Path(images_dir)
-    out = Path(out_dir) if out_dir is not None else model_dir / "evaluation"
+    artifact = ArtifactPaths.of(model_dir)
+    out = Path(out_dir) if out_dir is not None else artifact.evaluation
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(model_dir)
     schema = manifest["schema"]
-    try:
-        metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{model_dir} has no metrics.json; run the evaluation before the report") from None
-    predictions = read_csv(model_dir / "evaluation" / "predictions.csv")
-    history = read_csv(model_dir / "evaluation" / "loss_history.csv")
+    metrics = read_metrics(model_dir)
+    predictions = read_csv(artifact.predictions)
+    history = read_csv(artifact.loss_history)
     attributes = list(schema.names)
     attributes += [a for a in dict.fromkeys([*metrics.get("attributes", {}), *(r["attribute"] for r in predictions)])
                    if a not in attributes]
@@ -321,13 +318,13 @@ def write_report(model_dir: str | Path, images_dir: str | Path, out_dir: str | P
             f"<h2>Examples</h2><p>{len(cards)} validation products, partly-wrong ones first; "
             "mismatches are marked ✗.</p>"
             f"<div class='grid'>{''.join(cards) or '<p class=note>No validation predictions.</p>'}</div></body></html>")
-    path = out / "report.html"
+    path = out / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="loom report", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="model folder (metrics.json, evaluation/, manifest)")
     parser.add_argument("--images", required=True, type=Path, help="folder of <id>.jpg product pictures")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default MODEL/evaluation)")

@@ -180,7 +180,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.synthetic", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="loom synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="catalog folder to write")
     parser.add_argument("--products", type=int, default=1000, help="number of products (default 1000)")
     parser.add_argument("--seed", type=int, default=0)

@@ -173,7 +173,7 @@ def write_untrained_artifact(out: Path, seed: int = 3, name: str = "untrained-ti
     Its answers are meaningless: it is for tests and benchmarks of loading, batching and the HTTP contract.
     Returns the model and processor it saved.
     """
-    from loom.schema import write_manifest
+    from loom.artifact import write_manifest
 
     schema = demo_schema()
     values = {name: list(schema.attributes[name].values) for name in schema.names}
@@ -224,7 +224,7 @@ def build_tiny_base(out: Path, schema: AttributeSchema, values: dict[str, Iterab
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.tiny_base", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="loom tiny-base", description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", required=True, type=Path, help="catalog whose attribute values to cover")
     parser.add_argument("--out", required=True, type=Path, help="folder to write the base model into")
     parser.add_argument("--attributes", nargs="+", default=list(DEFAULT_ATTRIBUTES))

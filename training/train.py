@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from loom.artifact import ArtifactPaths
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.config import ConfigError, TrainingConfig, from_hyperparameters, read_hyperparameters
-from training.data import TRAIN_FILE, VAL_FILE, DataError
-from training.metrics_regex import METRIC_DEFINITIONS, metric_line, slug  # noqa: F401 (re-exported)
+from training.data import DataError
+from training.prepare import TRAIN_FILE, VAL_FILE
+from training.metrics_regex import metric_line, slug
 
 DEFAULT_SM_ROOT = Path("/opt/ml")
 CHANNELS = ("train", "validation", "images", "base_model")
@@ -195,9 +197,9 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     merged = merge.merge_adapter(base_model, adapter_dir)
     save_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "auto": dtype}[config.save_dtype]
     merge.save_merged(merged, processor, paths.model, dtype=save_dtype)
-    evaluation_dir = paths.model / merge.EVALUATION_DIR
-    evaluate.write_predictions(evaluation_dir / merge.PREDICTIONS_FILE, val_examples, answers, baseline)
-    merge.write_loss_history(evaluation_dir / merge.LOSS_HISTORY_FILE, result.loss_history)
+    artifact = ArtifactPaths.of(paths.model)
+    evaluate.write_predictions(artifact.predictions, val_examples, answers, baseline)
+    merge.write_loss_history(artifact.loss_history, result.loss_history)
     merge.write_artifact_files(
         paths.model, schema, base_model=_base_model_id(base_model, config), lora=config.lora_settings(),
         metrics=metrics, name=config.artifact_name, hyperparameters=config.to_hyperparameters(),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from inference.api import aws_clients
-from loom.schema import attribute_label, clean_value, words
+from loom.schema import attribute_label
 
 DEFAULT_MODEL_ID = "anthropic.claude-3-sonnet-20240229-v1:0"
 OFFLINE_MODEL = "loom-offline-writer"
@@ -101,6 +101,14 @@ def attribute_lines(attributes: Mapping[str, str]) -> str:
     return "\n".join(f"{attribute_label(name)}: {value}" for name, value in attributes.items())
 
 
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens of a text (the coverage check compares these)."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
 def _stem(word: str) -> str:
     for suffix, repl in (("ies", "y"), ("ied", "y"), ("ing", ""), ("es", ""), ("ed", ""), ("s", "")):
         if len(word) > len(suffix) + 2 and word.endswith(suffix) and not word.endswith("ss"):
@@ -160,8 +168,8 @@ def write_description(
     stated: dict[str, str] = {}
     omitted: list[str] = []
     for name, value in attributes.items():
-        value = clean_value(value)
-        if value is None:
+        value = " ".join(str(value or "").split())
+        if not value:
             continue
         if confidence.get(name, 1.0) < min_confidence:
             omitted.append(name)

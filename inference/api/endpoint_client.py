@@ -16,17 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from inference.api import aws_clients
+from loom.errors import StatusError
 
 CONTENT_TYPE = "application/json"
 
 
-class EndpointError(Exception):
+class EndpointError(StatusError):
     """The endpoint could not answer; `status` is what the API returns (400, 413, 502, 503, 504)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass

@@ -30,6 +30,7 @@ from inference.api.describe import (
     write_description,
 )
 from inference.api.endpoint_client import AttributeEndpoint, EndpointError, HttpEndpoint, SageMakerEndpoint
+from loom.errors import StatusError
 from loom.image_header import ImageError, inspect_image
 from loom.schema import DEFAULT_ATTRIBUTES
 
@@ -39,13 +40,8 @@ IMAGE_TYPES = ("image/jpeg", "image/png")
 DEFAULT_MIN_CONFIDENCE = 0.5
 
 
-class ApiError(Exception):
+class ApiError(StatusError):
     """A request the API refuses; `status` and `message` become the `{"error": ...}` response."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-from loom.schema import AttributeSchema, read_manifest
+from loom.artifact import read_manifest
+from loom.schema import AttributeSchema
 
 DEFAULT_MAX_NEW_TOKENS = 16
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from loom.schema import MANIFEST_FILE
+from loom.artifact import MANIFEST_FILE, is_artifact
 
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 BAKED_MODEL_DIR = "/opt/loom/model"  # where containers/inference/Dockerfile bakes an artifact in
@@ -41,7 +41,7 @@ def resolve_model_dir(env: Mapping[str, str] = os.environ) -> Path:
         return Path(env["SM_MODEL_DIR"])
     sagemaker = Path(SAGEMAKER_MODEL_DIR)
     baked = Path(env.get("LOOM_BAKED_MODEL_DIR", BAKED_MODEL_DIR))
-    if not (sagemaker / MANIFEST_FILE).is_file() and (baked / MANIFEST_FILE).is_file():
+    if not is_artifact(sagemaker) and is_artifact(baked):
         return baked
     return sagemaker
 
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.workers = args.workers
     if args.threads:
         settings.threads = args.threads
-    if not (settings.model_dir / MANIFEST_FILE).is_file():
+    if not is_artifact(settings.model_dir):
         print(f"serve: {settings.model_dir} holds no {MANIFEST_FILE}: set SM_MODEL_DIR to a Loom model folder",
               file=sys.stderr)
         return 2

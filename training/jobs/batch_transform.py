@@ -212,7 +212,7 @@ def get_manifest(s3: Any, uri: str) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.jobs.batch_transform", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="loom batch", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--catalog", help="a catalog folder, a folder of <id>.jpg, or an S3 prefix")
     p.add_argument("--collect", metavar="JOB_NAME", help="only join the outputs of an earlier job into --out")

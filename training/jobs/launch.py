@@ -239,7 +239,7 @@ def upload_prepared_data(s3: Any, prepared_dir: str | Path, train_uri: str, vali
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.jobs.launch", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="loom launch", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image-uri", required=True, help="the training image in ECR (Terraform output)")
     p.add_argument("--role-arn", required=True, help="the SageMaker execution role (Terraform output)")

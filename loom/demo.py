@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """`make demo`: the whole Loom flow offline on one machine.
 
 synthetic catalog -> VQA data -> tiny demo base (cached) -> `train` (LoRA, evaluate, merge) -> report
@@ -21,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from loom.artifact import ArtifactPaths, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +75,8 @@ def build_base(args, data_dir: Path, catalog: Path) -> tuple[str, Path | None]:
 def validation_products(data_dir: Path, count: int) -> dict[str, dict[str, str]]:
     """The true attribute values of the first `count` validation products, keyed by product id."""
     from loom.schema import AttributeSchema
-    from training.data import VAL_FILE, read_vqa_csv, values_by_product
+    from training.data import read_vqa_csv, values_by_product
+    from training.prepare import VAL_FILE
 
     truth = values_by_product(read_vqa_csv(data_dir / VAL_FILE, AttributeSchema.load(data_dir)))
     return dict(list(truth.items())[:count])
@@ -141,7 +143,7 @@ def call_api(url: str, images: Path, truth: dict[str, dict[str, str]]) -> list[d
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="loom demo", description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", type=Path, help="a real catalog folder (default: a synthetic one)")
     parser.add_argument("--base-model", help="a base model id or folder (default: the tiny demo base)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "demo")
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         # The same program SageMaker runs in the training image, with a folder standing in for /opt/ml.
         subprocess.run([sys.executable, "-m", "training.train", "--sm-root", str(sm_root)], check=True)
         model_dir = paths.model
-        metrics = json.loads((model_dir / "metrics.json").read_text())
+        metrics = read_metrics(model_dir)
 
     with stage("serve + API"):
         from inference.server.local_server import LocalServer
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "stage_seconds": stage.seconds,
         "total_seconds": round(time.perf_counter() - started, 1),
         "paths": {"catalog": str(catalog), "data": str(data_dir), "model": str(model_dir),
-                  "report": str(model_dir / "evaluation" / "report.html"), "server_log": str(work / "serve.log")},
+                  "report": str(ArtifactPaths.of(model_dir).report), "server_log": str(work / "serve.log")},
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n== summary")

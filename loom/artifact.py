@@ -1,0 +1,134 @@
+"""The model artifact: the contract between training and inference (standard library only).
+
+A model artifact is a folder (SageMaker tars it as `model.tar.gz`):
+
+    MODEL_DIR/config.json, model.safetensors, processor + tokenizer files    save_pretrained
+    MODEL_DIR/loom_manifest.json          what the server asks and how: schema, base model, LoRA, metrics
+    MODEL_DIR/metrics.json                the same metrics as the manifest's "metrics"
+    MODEL_DIR/evaluation/predictions.csv  one row per validation question
+    MODEL_DIR/evaluation/loss_history.csv step,loss,learning_rate
+    MODEL_DIR/evaluation/report.html      the evaluation report and its figures
+
+This module owns those names: everything else reads and writes the artifact through it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from loom.schema import AttributeSchema, SchemaError
+
+MANIFEST_FILE = "loom_manifest.json"
+MANIFEST_VERSION = 1
+METRICS_FILE = "metrics.json"
+EVALUATION_DIR = "evaluation"
+PREDICTIONS_FILE = "predictions.csv"
+LOSS_HISTORY_FILE = "loss_history.csv"
+REPORT_FILE = "report.html"
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    """Where each file of an artifact lives."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, model_dir: str | Path) -> "ArtifactPaths":
+        return cls(Path(model_dir))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS_FILE
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / EVALUATION_DIR
+
+    @property
+    def predictions(self) -> Path:
+        return self.evaluation / PREDICTIONS_FILE
+
+    @property
+    def loss_history(self) -> Path:
+        return self.evaluation / LOSS_HISTORY_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.evaluation / REPORT_FILE
+
+
+def is_artifact(model_dir: str | Path) -> bool:
+    """True when the folder holds a Loom manifest."""
+    return ArtifactPaths.of(model_dir).manifest.is_file()
+
+
+def write_manifest(
+    model_dir: str | Path,
+    schema: AttributeSchema,
+    *,
+    base_model: str,
+    lora: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `loom_manifest.json` into a model folder."""
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "base_model": base_model,
+        "schema": schema.to_dict(),
+        "lora": dict(lora or {}),
+        "metrics": dict(metrics or {}),
+        **dict(extra or {}),
+    }
+    return write_json(ArtifactPaths.of(model_dir).manifest, manifest)
+
+
+def read_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """Read a model folder's manifest; its "schema" entry is returned as an AttributeSchema."""
+    path = ArtifactPaths.of(model_dir).manifest
+    manifest = read_json(path, missing=f"{model_dir} is not a Loom model folder: {MANIFEST_FILE} is missing")
+    version = manifest.get("manifest_version")
+    if version != MANIFEST_VERSION:
+        raise SchemaError(f"{path}: manifest_version {version!r} is not supported (expected {MANIFEST_VERSION})")
+    if "schema" not in manifest:
+        raise SchemaError(f"{path} has no attribute schema")
+    manifest["schema"] = AttributeSchema.from_dict(manifest["schema"])
+    return manifest
+
+
+def write_metrics(model_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """metrics.json of a model folder."""
+    return write_json(ArtifactPaths.of(model_dir).metrics, metrics)
+
+
+def read_metrics(model_dir: str | Path) -> dict[str, Any]:
+    """metrics.json of a model folder; a clear error when the evaluation has not run."""
+    return read_json(ArtifactPaths.of(model_dir).metrics,
+                     missing=f"{model_dir} has no {METRICS_FILE}; run the evaluation first")
+
+
+def read_json(path: Path, *, missing: str) -> dict[str, Any]:
+    """A JSON object from a file; SchemaError with `missing` when absent, or with the reason when malformed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SchemaError(missing) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SchemaError(f"{path} holds a JSON {type(data).__name__}, expected an object")
+    return data
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
