@@ -137,14 +137,14 @@ def test_image_checks(tmp_path):
     (tmp_path / "padded.jpg").write_bytes(data + b"\x00\x00")
     assert image_problem(tmp_path / "padded.jpg") is None
     (tmp_path / "empty.jpg").write_bytes(b"")
-    assert image_problem(tmp_path / "empty.jpg") == "empty file"
+    assert image_problem(tmp_path / "empty.jpg") == "the image is empty"
     (tmp_path / "text.jpg").write_text("not an image")
-    assert "not a readable image" in image_problem(tmp_path / "text.jpg")
+    assert "neither a JPEG nor a PNG" in image_problem(tmp_path / "text.jpg")
     scan = data.index(b"\xff\xda")
     (tmp_path / "cut.jpg").write_bytes(data[: (scan + len(data)) // 2])  # PIL still opens it
     with Image.open(tmp_path / "cut.jpg") as opened:
         assert opened.size == (32, 48)
-    assert image_problem(tmp_path / "cut.jpg") == "truncated JPEG (no end-of-image marker)"
+    assert image_problem(tmp_path / "cut.jpg") == "the JPEG is truncated: no end-of-image marker"
     (tmp_path / "header-only.jpg").write_bytes(data[:40])
     assert image_problem(tmp_path / "header-only.jpg") is not None
     png = tmp_path / "good.png"

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from PIL import Image
 from tqdm import tqdm
 
+from loom.image_header import ImageError, inspect_image_file
 from loom.schema import DEFAULT_ATTRIBUTES
 
 DEFAULT_ARTICLE_TYPES = ("Shirts", "Tshirts")
@@ -251,33 +251,14 @@ def load_product_json(path: Path) -> tuple[dict[str, Any] | None, str]:
 
 
 def image_problem(path: Path) -> str | None:
-    """Why the image cannot be used, or None when it looks whole. Reads headers, never decodes pixels.
-
-    JPEGs must end with the EOI marker (PIL opens a truncated JPEG without complaint); other formats
-    go through `Image.verify()`.
-    """
+    """Why the image cannot be used, or None when it looks whole: the one header check of loom.image_header
+    (format, size, pixel limit, truncation), reading the file's first and last bytes, never its pixels."""
     try:
-        size = path.stat().st_size
-        if size == 0:
-            return "empty file"
-        with Image.open(path) as image:
-            kind = image.format
-            if image.width < 1 or image.height < 1:
-                return f"image has no pixels ({image.width}x{image.height})"
-            if kind != "JPEG":
-                image.verify()
-        if kind == "JPEG":
-            with path.open("rb") as handle:
-                handle.seek(max(0, size - 64))
-                tail = handle.read().rstrip(b"\x00")
-            # FF D9 cannot occur inside entropy-coded data (0xFF is stuffed), so finding it in the tail
-            # means the file was written to the end; some encoders leave a few bytes after it.
-            if b"\xff\xd9" not in tail:
-                return "truncated JPEG (no end-of-image marker)"
-    except OSError as exc:  # PIL.UnidentifiedImageError is an OSError
-        return f"not a readable image: {exc}"
-    except Exception as exc:  # verify() raises SyntaxError and others on damaged files
-        return f"damaged image: {exc!r}"
+        inspect_image_file(path)
+    except ImageError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read the image: {exc}"
     return None
 
 

@@ -15,7 +15,9 @@ import warnings
 
 from PIL import Image, ImageFile, ImageOps
 
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # the Lambda's image_check uses the same limit
+from loom.image_header import MAX_PIXELS
+
+DEFAULT_MAX_IMAGE_PIXELS = MAX_PIXELS  # the one limit of loom.image_header
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 
 
