@@ -32,7 +32,6 @@ def served(trained_artifact, tmp_path_factory):
 @pytest.fixture
 def local_mode(monkeypatch, served):
     monkeypatch.delenv("ENDPOINT_NAME", raising=False)
-    monkeypatch.delenv("ATTRIBUTES", raising=False)
     monkeypatch.setenv("ENDPOINT_URL", served.url)
     monkeypatch.setenv("DESCRIPTION_BACKEND", "offline")
     monkeypatch.setenv("MIN_CONFIDENCE", "0.5")
@@ -85,9 +84,8 @@ def test_attribute_subset_reaches_the_model_and_only_it_comes_back(local_mode, t
 
 def test_a_request_only_the_server_can_refuse_comes_back_as_a_4xx_with_its_reason(local_mode, monkeypatch,
                                                                                   trained_artifact):
-    # The Lambda allows what ATTRIBUTES lists; this model's manifest has no "Shoe Size". Only the server
-    # knows that, and its 400 must reach the client as a 4xx that names the attribute.
-    monkeypatch.setenv("ATTRIBUTES", "Pattern,Shoe Size")
+    # This model's manifest has no "Shoe Size". Only the server knows that, and its 400 must reach the
+    # client as a 4xx that names the attribute.
     product_id = next(iter(validation_truth(trained_artifact, products=1)))
     status, body = call(json_event(image_of(trained_artifact, product_id), attributes=["Pattern", "Shoe Size"]))
     assert status == 400, body

@@ -13,10 +13,10 @@ from training.catalog import (
     CatalogError,
     check_catalog,
     image_problem,
-    parse_styles_row,
     product_attributes,
     read_catalog,
     read_styles,
+    styles_row,
 )
 from training.synthetic import draw_shirt, write_catalog
 
@@ -31,7 +31,7 @@ def fields(line: str) -> list[str]:
 
 
 def test_well_formed_row_maps_every_column():
-    row = parse_styles_row(fields("15970,Men,Apparel,Topwear,Shirts,Navy Blue,Fall,2011,Casual,Turtle Check Men Navy Blue Shirt"))
+    row = styles_row(fields("15970,Men,Apparel,Topwear,Shirts,Navy Blue,Fall,2011,Casual,Turtle Check Men Navy Blue Shirt"))[0]
     assert row == {
         "id": "15970", "gender": "Men", "masterCategory": "Apparel", "subCategory": "Topwear",
         "articleType": "Shirts", "baseColour": "Navy Blue", "season": "Fall", "year": "2011",
@@ -41,14 +41,14 @@ def test_well_formed_row_maps_every_column():
 
 @pytest.mark.parametrize("name", ["Basics Men Red Shirt, Pack of 2", "A, B, C shirt", "Shirt,"])
 def test_unquoted_commas_in_the_name_are_recovered(name):
-    row = parse_styles_row(fields(f"1,Men,Apparel,Topwear,Shirts,Red,Summer,2012,Casual,{name}"))
+    row = styles_row(fields(f"1,Men,Apparel,Topwear,Shirts,Red,Summer,2012,Casual,{name}"))[0]
     assert row is not None
     assert row["productDisplayName"] == name
     assert row["usage"] == "Casual" and row["year"] == "2012"
 
 
 def test_recovery_accepts_an_empty_year():
-    row = parse_styles_row(fields("7,Women,Apparel,Topwear,Tshirts,Blue,Summer,,Casual,Blue Tee, Pack of 3"))
+    row = styles_row(fields("7,Women,Apparel,Topwear,Tshirts,Blue,Summer,,Casual,Blue Tee, Pack of 3"))[0]
     assert row is not None and row["year"] == "" and row["productDisplayName"] == "Blue Tee, Pack of 3"
 
 
@@ -64,7 +64,7 @@ def test_recovery_accepts_an_empty_year():
     "",
 ])
 def test_ambiguous_or_short_rows_are_not_recovered(line):
-    assert parse_styles_row(fields(line) if line else []) is None
+    assert styles_row(fields(line) if line else [])[0] is None
 
 
 def test_read_styles_handles_quotes_bom_and_blank_lines(tmp_path):

@@ -121,7 +121,8 @@ USER = {"role": "user", "content": [{"text": attribute_lines(ATTRS)}]}
 
 
 def writer(client, sleeps=None):
-    return BedrockWriter(client=client, sleep=(sleeps.append if sleeps is not None else lambda s: None))
+    return BedrockWriter(client, max_attempts=aws_clients.BEDROCK_MAX_ATTEMPTS,
+                         attempt_s=aws_clients.BEDROCK_ATTEMPT_S, sleep=(sleeps.append if sleeps is not None else lambda s: None))
 
 
 def test_bedrock_success_first_time(bedrock):
@@ -239,3 +240,23 @@ def test_offline_writer_covers_everything_and_says_so(language):
     assert "Loom" in result.text and "shirt" in result.text
     if language == "en":
         assert "offline writer, not by a language model" in result.text
+
+
+def test_the_writer_takes_its_budget_from_its_caller(monkeypatch):
+    # The description writer serves the Lambda (API Gateway's 30 s) and batch jobs (no one waiting):
+    # it must not read the Lambda's budget itself; each caller passes its own.
+    import ast
+    from pathlib import Path
+
+    from inference.api import describe
+    from training.jobs import batch_describe
+
+    tree = ast.parse(Path(describe.__file__).read_text(encoding="utf-8"))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert "aws_clients" not in imported
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    writer = batch_describe.make_writer("bedrock")
+    assert writer.max_attempts == batch_describe.BEDROCK_MAX_ATTEMPTS
+    assert writer._client.meta.config.read_timeout == batch_describe.BEDROCK_READ_TIMEOUT_S
+    assert writer.attempt_s > aws_clients.BEDROCK_ATTEMPT_S  # a batch call may take longer than the API's
+    assert batch_describe.PRODUCT_BUDGET_S > aws_clients.REQUEST_BUDGET_S

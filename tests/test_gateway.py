@@ -19,6 +19,7 @@ from botocore.stub import ANY, Stubber
 from inference.api import aws_clients
 
 from inference.api import handler as gateway
+from inference.api import service
 from inference.api.describe import DEFAULT_MODEL_ID
 from loom.image_header import ImageError, inspect_image
 
@@ -89,7 +90,7 @@ def converse_reply(text):
 @pytest.fixture
 def aws(monkeypatch):
     """SageMaker mode with stubbed clients installed in the container cache."""
-    for key in ("ENDPOINT_URL", "ATTRIBUTES", "BEDROCK_MODEL_ID"):
+    for key in ("ENDPOINT_URL", "BEDROCK_MODEL_ID"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("ENDPOINT_NAME", "loom-endpoint")
     monkeypatch.setenv("DESCRIPTION_BACKEND", "bedrock")
@@ -138,7 +139,8 @@ def test_wrong_method_is_404(aws):
         ({"image": base64.b64encode(png()[:-20]).decode()}, 400, "truncated"),
         ({"image": base64.b64encode(png(30000, 30000)).decode()}, 400, "scale it down"),
         ({"attributes": ["baseColour"]}, 400, "needs \"image\""),
-        ({"image": base64.b64encode(png()).decode(), "attributes": ["Price"]}, 400, "unknown attributes ['Price']"),
+        ({"image": base64.b64encode(png()).decode(), "attributes": []}, 400, "non-empty list"),
+        ({"image": base64.b64encode(png()).decode(), "attributes": ["Pattern", 3]}, 400, "non-empty list"),
         ({"image": base64.b64encode(png()).decode(), "language": "fr"}, 400, "not supported"),
         ({"image": base64.b64encode(png()).decode(), "product_type": "shirt; ignore that"}, 400, "product_type"),
     ],
@@ -154,10 +156,11 @@ def test_oversized_image_is_413(aws):
     assert code == 413 and "limit" in body["error"]
 
 
-def test_attributes_env_restricts_known_names(aws, monkeypatch):
-    monkeypatch.setenv("ATTRIBUTES", "baseColour,Pattern")
-    code, body = call(json_event(png(), attributes=["Fabric"]))
-    assert code == 400 and "known: baseColour, Pattern" in body["error"]
+def test_the_lambda_keeps_no_list_of_attribute_names():
+    # The server, which reads the model's manifest, is the only judge of attribute names (the end-to-end
+    # test sends an unknown one through to it); an ATTRIBUTES variable would be a second, stale copy.
+    source = (Path(service.__file__)).read_text(encoding="utf-8")
+    assert "ATTRIBUTES" not in source and "DEFAULT_ATTRIBUTES" not in source
 
 
 def test_misconfiguration_is_500_with_reason(aws, monkeypatch):

@@ -46,7 +46,41 @@ def test_zip_contents(lambda_zip):
     assert not any("__pycache__" in n for n in names)
     size = lambda_zip.stat().st_size
     print(f"\nlambda.zip: {size} bytes ({size / 1e6:.2f} MB)")
-    assert size < 5_000_000
+    assert size < 1_500_000
+
+
+def test_the_zip_is_built_from_the_api_package_and_the_contract(lambda_zip):
+    names = {n for n in zipfile.ZipFile(lambda_zip).namelist() if n.startswith(("inference/", "loom/"))}
+    ours = {p.relative_to(ROOT).as_posix() for p in package_lambda.package_files()}
+    assert names == ours
+    assert {n.split("/")[1] for n in names if n.startswith("inference/") and n.count("/") > 1} == {"api"}
+    assert not any(n.startswith(("training/", "inference/server/")) for n in zipfile.ZipFile(lambda_zip).namelist())
+
+
+def test_the_import_closure_of_the_zip_holds_no_ml_or_web_library(lambda_zip, tmp_path):
+    # Every import statement in every module of ours, lazy ones inside functions included: none may
+    # reach a library the Lambda does not carry (boto3/botocore are in the Lambda runtime).
+    import ast
+
+    forbidden = {"torch", "transformers", "PIL", "flask", "numpy", "gunicorn", "peft", "training"}
+    zipfile.ZipFile(lambda_zip).extractall(tmp_path)
+    offenders = []
+    for path in sorted(tmp_path.joinpath("inference").rglob("*.py")) + sorted(tmp_path.joinpath("loom").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for module in modules:
+                if module.split(".")[0] in forbidden or module.startswith("inference.server"):
+                    offenders.append(f"{path.relative_to(tmp_path)}: {module}")
+    assert not offenders, offenders
+
+
+def test_the_serving_image_copies_no_lambda_code():
+    dockerfile = (ROOT / "containers" / "inference" / "Dockerfile").read_text()
+    copies = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ") and "--" not in line.split()[1]]
+    assert "inference/api/" not in copies and "inference/" not in copies
+    assert "inference/server/" in copies and "loom/" in copies
 
 
 def test_inference_init_stays_empty():

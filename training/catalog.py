@@ -144,18 +144,13 @@ def image_path(catalog_dir: str | Path, product_id: str) -> Path:
 # styles.csv
 
 
-def parse_styles_row(fields: Sequence[str], columns: Sequence[str] = CSV_COLUMNS) -> dict[str, str] | None:
-    """The row as {column: value}, or None when it is malformed and cannot be recovered.
+def styles_row(fields: Sequence[str], columns: Sequence[str] = CSV_COLUMNS) -> tuple[dict[str, str] | None, str]:
+    """(row as {column: value}, "") or (None, why the row is malformed and cannot be recovered).
 
     Real copies of styles.csv hold product names with unquoted commas. A row with extra fields is
     recovered only when the extra fields can belong to nothing but the name: the name is the last
     column and the fields before it have their expected shapes (a numeric id, a year or nothing).
     """
-    return styles_row(fields, columns)[0]
-
-
-def styles_row(fields: Sequence[str], columns: Sequence[str] = CSV_COLUMNS) -> tuple[dict[str, str] | None, str]:
-    """(row, "") or (None, why the row is malformed): `parse_styles_row` with the reason."""
     n, count = len(columns), len(fields)
     if count < n:
         return None, f"{count} fields, expected {n}"
@@ -351,6 +346,6 @@ def _raw_id(fields: Sequence[str]) -> str:
 
 __all__ = [
     "CSV_COLUMNS", "SKIP_REASONS", "CatalogError", "CatalogReading", "Product", "Skip", "check_catalog",
-    "image_path", "image_problem", "load_product_json", "parse_styles_row", "product_attributes",
+    "image_path", "image_problem", "load_product_json", "product_attributes",
     "read_catalog", "read_styles", "styles_row",
 ]

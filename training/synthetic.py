@@ -18,10 +18,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-CSV_COLUMNS = (
-    "id", "gender", "masterCategory", "subCategory", "articleType",
-    "baseColour", "season", "year", "usage", "productDisplayName",
-)
+from training.catalog import CSV_COLUMNS, IMAGES_DIR, STYLES_CSV, STYLES_DIR
+
 
 # Colours far enough apart to be told from each other in a 64 px picture.
 COLOURS = {
@@ -149,8 +147,8 @@ def write_catalog(out: str | Path, products: int, seed: int = 0, image_size: tup
                   comma_share: float = 0.02, progress: bool = False) -> list[SyntheticProduct]:
     """Write `styles.csv`, `styles/<id>.json` and `images/<id>.jpg` for `products` products."""
     out = Path(out)
-    (out / "styles").mkdir(parents=True, exist_ok=True)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / STYLES_DIR).mkdir(parents=True, exist_ok=True)
+    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     items = [random_product(10000 + i, rng) for i in range(products)]
     iterator = items
@@ -161,11 +159,11 @@ def write_catalog(out: str | Path, products: int, seed: int = 0, image_size: tup
     lines = [",".join(CSV_COLUMNS)]
     for p in iterator:
         lines.append(csv_row(p, rng.random() < comma_share))
-        (out / "styles" / f"{p.id}.json").write_text(json.dumps(product_json(p)), encoding="utf-8")
+        (out / STYLES_DIR / f"{p.id}.json").write_text(json.dumps(product_json(p)), encoding="utf-8")
         pattern = p.attributes.get("Pattern", "Solid")
         sleeve = p.attributes.get("Sleeve Length", "Long Sleeves")
-        draw_shirt(p.colour, pattern, sleeve, image_size).save(out / "images" / f"{p.id}.jpg", quality=90)
-    (out / "styles.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        draw_shirt(p.colour, pattern, sleeve, image_size).save(out / IMAGES_DIR / f"{p.id}.jpg", quality=90)
+    (out / STYLES_CSV).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return items
 
 

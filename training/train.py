@@ -37,10 +37,10 @@ from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.config import ConfigError, TrainingConfig, from_hyperparameters, read_hyperparameters
 from training.data import DataError
 from training.prepare import TRAIN_FILE, VAL_FILE
+from training.job_folders import CHANNELS, SM_ROOT
 from training.metrics_regex import metric_line, slug
 
-DEFAULT_SM_ROOT = Path("/opt/ml")
-CHANNELS = ("train", "validation", "images", "base_model")
+DEFAULT_SM_ROOT = Path(SM_ROOT)
 USER_ERRORS = (ConfigError, DataError, SchemaError)
 
 

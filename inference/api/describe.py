@@ -13,20 +13,19 @@ value verbatim, ignoring case and spacing: that works for Chinese and Japanese, 
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from inference.api import aws_clients
-from loom.schema import attribute_label
+from loom.schema import DEFAULT_PRODUCT_NOUN, attribute_label
 
 DEFAULT_MODEL_ID = "anthropic.claude-3-sonnet-20240229-v1:0"
 OFFLINE_MODEL = "loom-offline-writer"
 MAX_TOKENS = 400
 TEMPERATURE = 0.1
-DEFAULT_PRODUCT_TYPE = "shirt"
 
 SYSTEM_PROMPT = (
     "You are an expert in writing product descriptions for {products}. Use the data below to create "
@@ -71,7 +70,7 @@ def language_code(value: str | None) -> str:
 def clean_product_type(value: str | None) -> str:
     """A product type fit for the prompt: 1 to 4 words of letters, at most 40 characters; else ValueError."""
     if value is None or not str(value).strip():
-        return DEFAULT_PRODUCT_TYPE
+        return DEFAULT_PRODUCT_NOUN
     text = " ".join(str(value).split())
     if len(text) > 40 or not _PRODUCT_TYPE.match(text):
         raise ValueError("product_type must be 1 to 4 words of letters (at most 40 characters), e.g. \"shirt\"")
@@ -131,7 +130,7 @@ class Brief:
     """What the writer is asked to describe."""
 
     attributes: dict[str, str]
-    product_type: str = DEFAULT_PRODUCT_TYPE
+    product_type: str = DEFAULT_PRODUCT_NOUN
     language: str = "en"
 
 
@@ -157,14 +156,18 @@ def write_description(
     attributes: Mapping[str, str],
     confidence: Mapping[str, float],
     *,
-    product_type: str = DEFAULT_PRODUCT_TYPE,
+    product_type: str = DEFAULT_PRODUCT_NOUN,
     language: str = "en",
     min_confidence: float = 0.0,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> DescriptionResult:
-    """Draft, check coverage, revise once if needed; failures come back as `error`, never as exceptions."""
-    deadline = clock() + aws_clients.REQUEST_BUDGET_S if deadline is None else deadline
+    """Draft, check coverage, revise once if needed; failures come back as `error`, never as exceptions.
+
+    `deadline` (a `clock()` value) is the caller's budget: the Lambda's is bound by API Gateway's 30 s, a
+    batch job's is its own. None: no deadline.
+    """
+    deadline = math.inf if deadline is None else deadline
     stated: dict[str, str] = {}
     omitted: list[str] = []
     for name, value in attributes.items():
@@ -214,15 +217,20 @@ _RETRYABLE = {
 
 
 class BedrockWriter:
-    """Claude (or any Converse model) on Amazon Bedrock; retries transient errors while the budget allows."""
+    """Claude (or any Converse model) on Amazon Bedrock; retries transient errors while the budget allows.
+
+    The caller gives the bedrock-runtime client and its own retry settings: `max_attempts` calls at most,
+    and a call is started only while the deadline leaves `attempt_s` (the client's connect + read
+    timeouts), so a call never runs past the caller's deadline.
+    """
 
     def __init__(
         self,
+        client: Any,
         model_id: str = DEFAULT_MODEL_ID,
-        client: Any | None = None,
         *,
-        max_attempts: int = aws_clients.BEDROCK_MAX_ATTEMPTS,
-        attempt_s: float = aws_clients.BEDROCK_ATTEMPT_S,
+        max_attempts: int = 3,
+        attempt_s: float = 0.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -248,7 +256,7 @@ class BedrockWriter:
     def _converse(self, brief: Brief, messages: list[dict[str, Any]], deadline: float) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        client = self._client or aws_clients.client("bedrock-runtime")
+        client = self._client
         last = "no attempt was made"
         for attempt in range(self.max_attempts):
             if deadline - self._clock() < self.attempt_s:

@@ -32,7 +32,6 @@ from inference.api.describe import (
 from inference.api.endpoint_client import AttributeEndpoint, EndpointError, HttpEndpoint, SageMakerEndpoint
 from loom.errors import StatusError
 from loom.image_header import ImageError, inspect_image
-from loom.schema import DEFAULT_ATTRIBUTES
 
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_BODY_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 64 * 1024  # the base64 image plus room for JSON fields
@@ -53,7 +52,6 @@ class Settings:
     description_backend: str
     bedrock_model_id: str
     min_confidence: float
-    attributes: tuple[str, ...]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -71,21 +69,22 @@ class Settings:
             raise ApiError(500, "server misconfigured: MIN_CONFIDENCE must be a number in [0, 1]") from None
         if not 0.0 <= min_confidence <= 1.0:
             raise ApiError(500, "server misconfigured: MIN_CONFIDENCE must be a number in [0, 1]")
-        listed = [a.strip() for a in env.get("ATTRIBUTES", "").split(",") if a.strip()]
         return cls(
             endpoint_name=name,
             endpoint_url=url,
             description_backend=backend,
             bedrock_model_id=env.get("BEDROCK_MODEL_ID", "").strip() or DEFAULT_MODEL_ID,
             min_confidence=min_confidence,
-            attributes=tuple(listed) if listed else tuple(DEFAULT_ATTRIBUTES),
         )
 
     def endpoint(self) -> AttributeEndpoint:
         return HttpEndpoint(self.endpoint_url) if self.endpoint_url else SageMakerEndpoint(self.endpoint_name)
 
     def writer(self) -> DescriptionWriter:
-        return OfflineWriter() if self.description_backend == "offline" else BedrockWriter(self.bedrock_model_id)
+        if self.description_backend == "offline":
+            return OfflineWriter()
+        return BedrockWriter(aws_clients.client("bedrock-runtime"), self.bedrock_model_id,
+                             max_attempts=aws_clients.BEDROCK_MAX_ATTEMPTS, attempt_s=aws_clients.BEDROCK_ATTEMPT_S)
 
 
 @dataclass(frozen=True)
@@ -153,7 +152,7 @@ def parse_request(
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     return ProductRequest(
-        image, _attribute_names(attributes, settings.attributes), language, product_type,
+        image, _attribute_names(attributes), language, product_type,
         info.format, info.width, info.height,
     )  # fmt: skip
 
@@ -165,16 +164,13 @@ def _b64decode(text: str, what: str) -> bytes:
         raise ApiError(400, f"the {what} is not valid base64") from None
 
 
-def _attribute_names(value: Any, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
+def _attribute_names(value: Any) -> tuple[str, ...] | None:
+    """The shape of `attributes` only: the server, which reads the model's manifest, judges the names."""
     if value is None:
         return None
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
         raise ApiError(400, "\"attributes\" must be a non-empty list of attribute names")
-    names = tuple(dict.fromkeys(v.strip() for v in value))
-    unknown = [n for n in names if n not in allowed]
-    if unknown:
-        raise ApiError(400, f"unknown attributes {unknown}; known: {', '.join(allowed)}")
-    return names
+    return tuple(dict.fromkeys(v.strip() for v in value))
 
 
 def answer(

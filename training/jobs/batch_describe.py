@@ -12,12 +12,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, MutableMapping, Sequence
 
-from inference.api.describe import BedrockWriter, DescriptionWriter, OfflineWriter, write_description
+from loom.schema import DEFAULT_PRODUCT_NOUN
+from inference.api.describe import DEFAULT_MODEL_ID, BedrockWriter, DescriptionWriter, OfflineWriter, write_description
 
 DEFAULT_CONCURRENCY = 4
 DEFAULT_RETRIES = 2
-# The Lambda must answer within API Gateway's 30 s; a batch has no caller waiting, so each product gets longer.
-PRODUCT_BUDGET_S = 120.0
+# A batch job's own budget, not the Lambda's (bound by API Gateway's 30 s): nobody waits on one product,
+# so a Bedrock call may take a whole minute and is tried up to 4 times within 5 minutes a product.
+BEDROCK_CONNECT_TIMEOUT_S = 5.0
+BEDROCK_READ_TIMEOUT_S = 60.0
+BEDROCK_MAX_ATTEMPTS = 4
+PRODUCT_BUDGET_S = 300.0
 
 
 def make_writer(kind: str, model_id: str | None = None, *, region: str | None = None) -> DescriptionWriter:
@@ -25,11 +30,15 @@ def make_writer(kind: str, model_id: str | None = None, *, region: str | None = 
     if kind == "offline":
         return OfflineWriter()
     if kind == "bedrock":
-        from inference.api import aws_clients
+        import boto3
+        from botocore.config import Config
 
-        # The Lambda's client settings: botocore retries off, BedrockWriter retries within its budget.
-        client = aws_clients.new_client("bedrock-runtime", region_name=region)
-        return BedrockWriter(model_id, client) if model_id else BedrockWriter(client=client)
+        # botocore retries off: BedrockWriter retries, within the product's budget.
+        config = Config(retries={"mode": "standard", "total_max_attempts": 1},
+                        connect_timeout=BEDROCK_CONNECT_TIMEOUT_S, read_timeout=BEDROCK_READ_TIMEOUT_S)
+        client = boto3.client("bedrock-runtime", region_name=region, config=config)
+        return BedrockWriter(client, model_id or DEFAULT_MODEL_ID, max_attempts=BEDROCK_MAX_ATTEMPTS,
+                             attempt_s=BEDROCK_CONNECT_TIMEOUT_S + BEDROCK_READ_TIMEOUT_S)
     raise ValueError(f"unknown writer {kind!r}; use offline or bedrock")
 
 
@@ -39,7 +48,7 @@ def describe_results(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     retries: int = DEFAULT_RETRIES,
-    product_type: str = "shirt",
+    product_type: str = DEFAULT_PRODUCT_NOUN,
     language: str = "en",
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,

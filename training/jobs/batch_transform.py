@@ -24,12 +24,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from loom.schema import DEFAULT_PRODUCT_NOUN
 from training.jobs import batch_records as records
 from training.jobs import sagemaker_jobs as jobs
 from training.jobs.batch_records import ProductImage
-from training.jobs.sagemaker_jobs import JobConfigError
+from training.jobs.sagemaker_jobs import DEFAULT_INSTANCE_TYPE, JobConfigError
 
-DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
 DEFAULT_PREFIX = "batch/"
 DEFAULT_MAX_PAYLOAD_MB = 6
 DEFAULT_RECORDS_PER_FILE = 1000
@@ -235,7 +235,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--writer", choices=("offline", "bedrock"), default="bedrock")
     p.add_argument("--bedrock-model-id")
     p.add_argument("--language", default="en")
-    p.add_argument("--product-type", default="shirt")
+    p.add_argument("--product-type", default=DEFAULT_PRODUCT_NOUN)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--region")
     p.add_argument("--profile")

@@ -30,20 +30,20 @@ from typing import Any, Mapping, Sequence
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.jobs import sagemaker_jobs as jobs
 from training.metrics_regex import METRIC_DEFINITIONS, attribute_metric_definitions
-from training.jobs.sagemaker_jobs import JobConfigError
+from training.job_folders import BASE_MODEL_CHANNEL, CHECKPOINTS_DIR, IMAGES_CHANNEL, TRAIN_CHANNEL, VALIDATION_CHANNEL
+from training.jobs.sagemaker_jobs import DEFAULT_INSTANCE_TYPE, JobConfigError
+from training.prepare import REPORT_FILE, TRAIN_FILE, VAL_FILE
 
-DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
 DEFAULT_VOLUME_GB = 100
 DEFAULT_MAX_RUN_S = 24 * 3600
 DEFAULT_MAX_WAIT_S = 36 * 3600
-CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 DATA_PREFIX = "data/"
 MODELS_PREFIX = "models/"
 
-# Files of a `training.prepare` output folder, by channel.
-TRAIN_CHANNEL_FILES = ("vqa_train.csv", "attribute_schema.json", "prepare_report.json")
-VALIDATION_CHANNEL_FILES = ("vqa_val.csv",)
-REQUIRED_FILES = ("vqa_train.csv", "attribute_schema.json", "vqa_val.csv")
+# Files of a `loom prepare` output folder, by channel (training.prepare owns the names).
+TRAIN_CHANNEL_FILES = (TRAIN_FILE, SCHEMA_FILE, REPORT_FILE)
+VALIDATION_CHANNEL_FILES = (VAL_FILE,)
+REQUIRED_FILES = (TRAIN_FILE, SCHEMA_FILE, VAL_FILE)
 
 # SageMaker reads metrics from the job's log: the `train` program prints `loom_metric key=value ...`
 # lines and training/metrics_regex.py (no third-party imports) holds the regexes that parse them.
@@ -136,9 +136,10 @@ def check_hyperparameters(hyperparameters: Mapping[str, str]) -> None:
 def training_job_request(spec: TrainingJobSpec) -> dict[str, Any]:
     """The keyword arguments of `sagemaker.create_training_job` for a spec (pure; validates the spec)."""
     jobs.validate_job_name(spec.job_name)
-    channels = [("train", spec.train_uri), ("validation", spec.validation_uri), ("images", spec.images_uri)]
+    channels = [(TRAIN_CHANNEL, spec.train_uri), (VALIDATION_CHANNEL, spec.validation_uri),
+                (IMAGES_CHANNEL, spec.images_uri)]
     if spec.base_model_uri:
-        channels.append(("base_model", spec.base_model_uri))
+        channels.append((BASE_MODEL_CHANNEL, spec.base_model_uri))
     for name, uri in channels:
         jobs.parse_s3_uri(uri)
     jobs.parse_s3_uri(spec.output_uri)
@@ -193,7 +194,7 @@ def training_job_request(spec: TrainingJobSpec) -> dict[str, Any]:
         jobs.parse_s3_uri(spec.checkpoint_uri)
         request["EnableManagedSpotTraining"] = True
         stopping["MaxWaitTimeInSeconds"] = max_wait
-        request["CheckpointConfig"] = {"S3Uri": jobs.as_prefix(spec.checkpoint_uri), "LocalPath": CHECKPOINT_LOCAL_PATH}
+        request["CheckpointConfig"] = {"S3Uri": jobs.as_prefix(spec.checkpoint_uri), "LocalPath": str(CHECKPOINTS_DIR)}
     elif spec.max_wait_s or spec.checkpoint_uri:
         raise JobConfigError("--max-wait-hours and --checkpoint-s3 apply to spot training only; add --spot")
     return request

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 # botocore's standard mode retries throttling and transient errors with jittered exponential backoff.
 # `total_max_attempts` counts calls, the first one included (`max_attempts` would count retries).
+# The instance Loom's jobs run on by default: one A10G (24 GB), enough for BLIP-2 Flan-T5-XL in bf16.
+DEFAULT_INSTANCE_TYPE = "ml.g5.2xlarge"
 TOTAL_MAX_ATTEMPTS = 10
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 JOB_NAME_MAX = 63

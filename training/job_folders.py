@@ -1,0 +1,20 @@
+"""The folders SageMaker gives a training job: the one place their names are written down.
+
+Both sides use it: the `train` program reads these folders inside the job (training/train.py), and the
+launcher names the same channels and checkpoint folder in CreateTrainingJob (training/jobs/launch.py).
+https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-training-algo-running-container.html
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+SM_ROOT = PurePosixPath("/opt/ml")
+# Input channels: /opt/ml/input/data/<channel>. `base_model` is optional (else the hub id is loaded).
+TRAIN_CHANNEL = "train"
+VALIDATION_CHANNEL = "validation"
+IMAGES_CHANNEL = "images"
+BASE_MODEL_CHANNEL = "base_model"
+CHANNELS = (TRAIN_CHANNEL, VALIDATION_CHANNEL, IMAGES_CHANNEL, BASE_MODEL_CHANNEL)
+# Managed spot training syncs this folder with CheckpointConfig.S3Uri.
+CHECKPOINTS_DIR = SM_ROOT / "checkpoints"
