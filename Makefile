@@ -71,7 +71,7 @@ clean:
 # Deployment to AWS, in two phases (docs/deploy.md walks through it). Nothing here runs in tests.
 #   make tf-foundation                      KMS key, bucket, ECR repositories, training + CI roles
 #   make images AWS_ACCOUNT=... AWS_REGION=...           build and push both images (tag: commit SHA)
-#   (train: python -m training.launch ..., see docs/deploy.md)
+#   (train: loom launch ..., see docs/deploy.md)
 #   make tf-serving MODEL_DATA_URL=s3://.../model.tar.gz    endpoint, Lambda and HTTP API
 #   make tf-destroy
 # Optional: GITHUB_REPOSITORY=owner/name (CI role), NAME_PREFIX, TF_VARS='-var x=y ...',

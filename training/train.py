@@ -235,7 +235,8 @@ def write_failure(paths: JobPaths, error: BaseException) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="train", description=__doc__.splitlines()[0])
+    # prog: `train` inside the image (the console script), `loom train` from the front door.
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # SageMaker starts the image as `docker run IMAGE train`; tolerate that word as an argument.
     parser.add_argument("program", nargs="?", choices=["train"], help=argparse.SUPPRESS)
     parser.add_argument("--sm-root", type=Path, help="folder standing in for /opt/ml (local runs, tests)")
