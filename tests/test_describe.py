@@ -4,7 +4,8 @@ which validates each request against the bedrock-runtime model) and the offline 
 from __future__ import annotations
 
 import pytest
-from botocore.stub import ANY, Stubber
+from stubbed_aws import stubbed_client
+from botocore.stub import ANY
 
 from inference.api import aws_clients
 from inference.api.describe import (
@@ -92,11 +93,8 @@ def test_coverage_other_languages_is_verbatim():
 
 @pytest.fixture
 def bedrock():
-    client = aws_clients.new_client("bedrock-runtime", region_name="us-east-1",
-                                    aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
+    with stubbed_client("bedrock-runtime") as pair:
+        yield pair
 
 
 def converse_response(text: str) -> dict:

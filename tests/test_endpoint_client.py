@@ -12,8 +12,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from stubbed_aws import stubbed_client
 from botocore.response import StreamingBody
-from botocore.stub import Stubber
+
 
 from inference.api import aws_clients
 from inference.api.endpoint_client import EndpointError, HttpEndpoint, SageMakerEndpoint, request_body
@@ -143,11 +144,8 @@ def test_http_client_times_out_with_504(server_factory):
 
 @pytest.fixture
 def runtime():
-    client = aws_clients.new_client("sagemaker-runtime", region_name="us-east-1",
-                                    aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
+    with stubbed_client("sagemaker-runtime") as pair:
+        yield pair
 
 
 def _body(data: dict) -> StreamingBody:
