@@ -17,8 +17,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from PIL import Image
 
-from inference.server.app import create_app, parse_parameters
+from inference.server.app import create_app
+from inference.server.request_parsing import RequestError, parse_parameters
 from inference.server.predictor import Answer, AttributeAnswers, interpret_answers
+from loom.errors import StatusError
 from loom.schema import DEFAULT_ATTRIBUTES, AttributeSchema
 
 OPENAPI = json.loads((Path(__file__).resolve().parents[1] / "loom" / "openapi.json").read_text())
@@ -238,7 +240,7 @@ def test_bad_raw_images_get_a_400(client, name):
 def test_pixel_limit_and_bomb_messages_say_to_resize(client):
     for name in ("over the pixel limit", "decompression bomb"):
         error = post_json(client, {"image": b64(BAD_IMAGES[name])}).json["error"]
-        assert "resize" in error
+        assert "resize" in error or "scale it down" in error
 
 
 def test_unknown_content_type_is_415_and_big_body_is_413(client):
@@ -301,8 +303,9 @@ def test_create_app_needs_exactly_one_predictor_source(fake):
 def test_parse_parameters_bounds():
     assert parse_parameters({"max_new_tokens": 64, "num_beams": 4}) == {"max_new_tokens": 64, "num_beams": 4}
     for bad in ({"max_new_tokens": 0}, {"max_new_tokens": True}, {"num_beams": 5}, {"num_beams": 1.0}, [1]):
-        with pytest.raises(ValueError):
+        with pytest.raises(RequestError) as caught:
             parse_parameters(bad)
+        assert caught.value.status == 400 and isinstance(caught.value, StatusError)
 
 
 def test_real_predictor_through_the_app(untrained_artifact):
