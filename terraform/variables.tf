@@ -444,3 +444,19 @@ variable "log_retention_days" {
     error_message = "log_retention_days must be a value CloudWatch Logs accepts (e.g. 30, 90, 365)."
   }
 }
+
+variable "async_inference" {
+  description = "Optional asynchronous endpoint beside the real-time one (modules/endpoint/async.tf): { enabled = true } plus optional max_payload_mb, invocation_timeout_seconds, max_concurrent_invocations_per_instance, max_capacity, target_backlog_per_instance, success_topic_arn, error_topic_arn."
+  type = object({
+    enabled                                 = bool
+    max_payload_mb                          = optional(number, 1024)
+    invocation_timeout_seconds              = optional(number, 3600)
+    max_concurrent_invocations_per_instance = optional(number, 4)
+    max_capacity                            = optional(number, 2)
+    target_backlog_per_instance             = optional(number, 5)
+    success_topic_arn                       = optional(string)
+    error_topic_arn                         = optional(string)
+  })
+  default  = { enabled = false }
+  nullable = false
+}
