@@ -459,4 +459,10 @@ variable "async_inference" {
   })
   default  = { enabled = false }
   nullable = false
+
+  validation {
+    condition = alltrue([for arn in compact([var.async_inference.success_topic_arn, var.async_inference.error_topic_arn]) :
+    can(regex("^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]+$", arn))])
+    error_message = "async_inference.success_topic_arn and error_topic_arn must be SNS topic ARNs (the module checks the limits)."
+  }
 }
