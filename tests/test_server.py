@@ -305,6 +305,23 @@ def test_sagemaker_max_payload_in_mb_raises_the_body_limit(slow_server):
     assert json.loads(slow_server.request("GET", "/execution-parameters")[2])["MaxPayloadInMB"] == 2
 
 
+def test_a_long_asynchronous_request_completes_past_gunicorns_timeout(untrained_artifact, tmp_path):
+    # Asynchronous inference allows up to 1 hour per request (async-inference guide): the container's
+    # deadline comes from REQUEST_TIMEOUT_S, and gunicorn's `timeout` (a worker heartbeat, not a request
+    # limit in the gthread worker) must not kill a worker that is busy with a long JSON Lines request.
+    server = start(Server(untrained_artifact, tmp_path, DRILL_SLOW_S="1.5", DRILL_LOAD_DELAY_S="0",
+                          BATCH_PRODUCTS="1", REQUEST_TIMEOUT_S="30", GUNICORN_TIMEOUT="2"))
+    try:
+        workers = server.workers()
+        started = time.monotonic()
+        status, data = server.post(jsonlines_body(3, attributes=["Fit"]), "application/jsonlines")
+        assert status == 200 and len(data.splitlines()) == 3, data
+        assert time.monotonic() - started > 4.0  # 3 generations of 1.5 s: twice gunicorn's timeout
+        assert server.workers() == workers, server.output()
+    finally:
+        server.stop(timeout=10)
+
+
 def test_sigterm_lets_in_flight_requests_finish(slow_server):
     # SageMaker sends SIGTERM, then SIGKILL 30 s later (BYOC guide, "How SageMaker runs your inference
     # image"): a request in flight at SIGTERM is still answered, and serve exits 0 well before the SIGKILL.
