@@ -140,7 +140,8 @@ def run_load(server, args, Image) -> int:
           f"MAX_PENDING_REQUESTS {args.max_pending}")
     print(f"throughput {answered / wall:.2f} answered req/s; refused with 503 (back-pressure): {len(refused)}")
     if latencies:
-        print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, p99 {percentile(latencies, 0.99) * 1000:.0f} ms")
+        print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+              f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms")
     print(f"ping under load: {len(pings)} pings, p50 {statistics.median(pings) * 1000:.1f} ms, "
           f"p99 {percentile(pings, 0.99) * 1000:.1f} ms, max {max(pings) * 1000:.1f} ms, not 200: {len(ping_errors)}")
     print(f"errors {len(errors)}" + (f" ({sorted(set(errors))[:5]})" if errors else ""))

@@ -4,7 +4,8 @@ The server receives whatever a client sends. JPEG and PNG go through `loom.image
 header check as the Lambda's and the catalog reader's, with its one pixel limit); then Pillow decodes in
 full. Pillow is told nothing about the bytes in advance: the format is checked against a short allow-list,
 the pixel count is checked from the header before any pixel is decoded (decompression bombs),
-truncated files stay errors (`ImageFile.LOAD_TRUNCATED_IMAGES` is left False), and every mode (CMYK, palette, alpha, greyscale, 16-bit) becomes RGB.
+truncated files stay errors (`ImageFile.LOAD_TRUNCATED_IMAGES` is left False), and every mode (CMYK,
+palette, alpha, greyscale, 16-bit) becomes RGB.
 """
 
 from __future__ import annotations

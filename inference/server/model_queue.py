@@ -141,7 +141,8 @@ class Admission:
             raise self._timeout() from None
 
     def _timeout(self) -> StatusError:
-        return StatusError(504, f"the model did not answer within REQUEST_TIMEOUT_S={self.queue.request_timeout_s:g} s; "
+        limit = self.queue.request_timeout_s
+        return StatusError(504, f"the model did not answer within REQUEST_TIMEOUT_S={limit:g} s; "
                                 f"send fewer products per request or retry later")
 
     def close(self) -> None:

@@ -93,7 +93,8 @@ class ServeSettings:
                              f"the threads beyond it answer /ping while every admitted request waits for the model")
         graceful = _number(env, "GUNICORN_GRACEFUL_TIMEOUT", 25, minimum=1)
         if graceful >= SAGEMAKER_SIGKILL_AFTER_S:
-            raise SystemExit(f"serve: GUNICORN_GRACEFUL_TIMEOUT={graceful} must be under {SAGEMAKER_SIGKILL_AFTER_S} s: "
+            raise SystemExit(f"serve: GUNICORN_GRACEFUL_TIMEOUT={graceful} must be under "
+                             f"{SAGEMAKER_SIGKILL_AFTER_S} s: "
                              f"SageMaker sends SIGKILL {SAGEMAKER_SIGKILL_AFTER_S} s after SIGTERM")
         # Batch Transform sets SAGEMAKER_MAX_PAYLOAD_IN_MB to the largest body it will send: take at least that.
         body_mb = max(_number(env, "MAX_BODY_MB", 20.0, float, minimum=0.001),
