@@ -21,7 +21,7 @@ help:
 	@echo "make demo        the whole flow offline on a synthetic catalog (creates .venv)"
 	@echo "make test        the test suite, static checks and Terraform checks (creates .venv)"
 	@echo "make bench       encode-once vs per-question inference benchmark (last line: speedup <ratio>)"
-	@echo "make loadtest    concurrent clients against gunicorn + the tiny model on 127.0.0.1"
+	@echo "make loadtest    concurrent clients against serve + the tiny model on 127.0.0.1: throughput, p50/p99, 503s, /ping latency under load"
 	@echo "make lambda-zip  build/lambda.zip for the API Lambda"
 	@echo "make lint        static checks only (terraform fmt/validate, checkov, hadolint, actionlint, shellcheck)"
 	@echo "make tf-help     the two-phase AWS deployment targets (docs/deploy.md)"

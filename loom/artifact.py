@@ -131,4 +131,24 @@ def read_json(path: Path, *, missing: str) -> dict[str, Any]:
 def write_json(path: Path, data: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.chmod(path.stat().st_mode | READABLE_FILE)
     return path
+
+
+READABLE_FILE = 0o444  # r--r--r-- added to every file of an artifact
+TRAVERSABLE_DIR = 0o555  # r-xr-xr-x added to every folder
+
+
+def make_world_readable(model_dir: str | Path) -> Path:
+    """Let every user read every file of an artifact and enter every folder (write bits are left alone).
+
+    safetensors writes `model.safetensors` with mode 0600 whatever the umask, `tar` keeps the mode in
+    `model.tar.gz`, and the inference image serves as a non-root user: without this, a root-produced
+    artifact cannot be read there ("Permission denied", /ping 500, CreateEndpoint fails).
+    """
+    root = Path(model_dir)
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod(path.stat().st_mode | (TRAVERSABLE_DIR if path.is_dir() else READABLE_FILE))
+    return root

@@ -99,6 +99,7 @@ module "endpoint" {
   alarm_5xx_threshold             = var.alarm_5xx_threshold
   alarm_latency_p90_ms            = var.alarm_latency_p90_ms
   alarm_actions                   = var.alarm_actions
+  async_inference                 = var.async_inference
   tags                            = local.tags
 }
 

@@ -77,3 +77,8 @@ output "api_url" {
   description = "Base URL of the HTTP API: POST <api_url>/describe and <api_url>/attributes (null in phase 1)."
   value       = try(module.api[0].api_url, null)
 }
+
+output "async_endpoint_name" {
+  description = "Name of the asynchronous endpoint (null unless async_inference.enabled): `loom async submit --endpoint`."
+  value       = try(module.endpoint[0].async_endpoint_name, null)
+}

@@ -444,3 +444,25 @@ variable "log_retention_days" {
     error_message = "log_retention_days must be a value CloudWatch Logs accepts (e.g. 30, 90, 365)."
   }
 }
+
+variable "async_inference" {
+  description = "Optional asynchronous endpoint beside the real-time one (modules/endpoint/async.tf): { enabled = true } plus optional max_payload_mb, invocation_timeout_seconds, max_concurrent_invocations_per_instance, max_capacity, target_backlog_per_instance, success_topic_arn, error_topic_arn."
+  type = object({
+    enabled                                 = bool
+    max_payload_mb                          = optional(number, 1024)
+    invocation_timeout_seconds              = optional(number, 3600)
+    max_concurrent_invocations_per_instance = optional(number, 4)
+    max_capacity                            = optional(number, 2)
+    target_backlog_per_instance             = optional(number, 5)
+    success_topic_arn                       = optional(string)
+    error_topic_arn                         = optional(string)
+  })
+  default  = { enabled = false }
+  nullable = false
+
+  validation {
+    condition = alltrue([for arn in compact([var.async_inference.success_topic_arn, var.async_inference.error_topic_arn]) :
+    can(regex("^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]+$", arn))])
+    error_message = "async_inference.success_topic_arn and error_topic_arn must be SNS topic ARNs (the module checks the limits)."
+  }
+}

@@ -17,8 +17,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from PIL import Image
 
-from inference.server.app import create_app, parse_parameters
+from inference.server.app import create_app
+from inference.server.request_parsing import RequestError, parse_parameters
 from inference.server.predictor import Answer, AttributeAnswers, interpret_answers
+from loom.errors import StatusError
 from loom.schema import DEFAULT_ATTRIBUTES, AttributeSchema
 
 OPENAPI = json.loads((Path(__file__).resolve().parents[1] / "loom" / "openapi.json").read_text())
@@ -238,7 +240,7 @@ def test_bad_raw_images_get_a_400(client, name):
 def test_pixel_limit_and_bomb_messages_say_to_resize(client):
     for name in ("over the pixel limit", "decompression bomb"):
         error = post_json(client, {"image": b64(BAD_IMAGES[name])}).json["error"]
-        assert "resize" in error
+        assert "resize" in error or "scale it down" in error
 
 
 def test_unknown_content_type_is_415_and_big_body_is_413(client):
@@ -301,8 +303,9 @@ def test_create_app_needs_exactly_one_predictor_source(fake):
 def test_parse_parameters_bounds():
     assert parse_parameters({"max_new_tokens": 64, "num_beams": 4}) == {"max_new_tokens": 64, "num_beams": 4}
     for bad in ({"max_new_tokens": 0}, {"max_new_tokens": True}, {"num_beams": 5}, {"num_beams": 1.0}, [1]):
-        with pytest.raises(ValueError):
+        with pytest.raises(RequestError) as caught:
             parse_parameters(bad)
+        assert caught.value.status == 400 and isinstance(caught.value, StatusError)
 
 
 def test_real_predictor_through_the_app(untrained_artifact):
@@ -332,3 +335,88 @@ def test_interpret_answers_parses_keeps_raw_and_flags_unknown_values():
     assert result.unknown_values == ["Sleeve Length"]
     assert result.raw == {"Fit": "Colour: Blue"}  # an answer naming another attribute does not parse
     assert result.confidence == {"baseColour": 0.91, "Sleeve Length": 0.5, "Fit": 0.1235}
+
+
+def test_line_wrapped_and_data_url_base64_are_accepted_and_other_forms_refused(client):
+    wrapped = "\n".join(b64(RGB_PNG)[i:i + 76] for i in range(0, len(b64(RGB_PNG)), 76))
+    for image in (wrapped, f"data:image/png;base64,{b64(RGB_PNG)}"):
+        assert post_json(client, {"image": image, "attributes": ["Fit"]}).status_code == 200
+    for image, fragment in ((f"data:image/png,{b64(RGB_PNG)}", ";base64,"),
+                            (b64(RGB_PNG).replace("+", "-").replace("/", "_") + "-_", "not valid base64")):
+        response = post_json(client, {"image": image})
+        assert response.status_code == 400 and fragment in response.json["error"]
+
+
+def test_a_full_queue_refuses_at_once_with_503_and_ping_does_not_wait(fake):
+    release, entered = threading.Event(), threading.Event()
+
+    class Blocking(RecordingPredictor):
+        def answer_attributes(self, image, attributes=None, **params):
+            entered.set()
+            release.wait(10)
+            return super().answer_attributes(image, attributes, **params)
+
+    app = create_app(Blocking(), max_pending=1, request_timeout_s=5)
+    first = threading.Thread(target=lambda: post_json(app.test_client(), {"image": b64(RGB_PNG)}))
+    first.start()
+    try:
+        assert entered.wait(5)
+        started = time.perf_counter()
+        response = post_json(app.test_client(), {"image": b64(RGB_PNG)})
+        assert response.status_code == 503 and "MAX_PENDING_REQUESTS" in response.json["error"]
+        assert app.test_client().get("/ping").status_code == 200
+        assert time.perf_counter() - started < 0.5
+    finally:
+        release.set()
+        first.join(10)
+    assert post_json(app.test_client(), {"image": b64(RGB_PNG)}).status_code == 200  # admitted again
+
+
+def test_deadline_is_504_and_a_stuck_model_call_makes_ping_500():
+    release = threading.Event()
+
+    class Hanging(RecordingPredictor):
+        def answer_attributes(self, image, attributes=None, **params):
+            release.wait(10)
+            return super().answer_attributes(image, attributes, **params)
+
+    client = create_app(Hanging(), request_timeout_s=0.2, stuck_after_s=0.3).test_client()
+    try:
+        response = post_json(client, {"image": b64(RGB_PNG)})
+        assert response.status_code == 504 and "REQUEST_TIMEOUT_S" in response.json["error"]
+        time.sleep(0.2)
+        ping = client.get("/ping")
+        assert ping.status_code == 500 and "MODEL_STUCK_AFTER_S" in ping.json["error"]
+        check_contract(ping.json, "PingFailed")
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while client.get("/ping").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.get("/ping").status_code == 200
+
+
+def test_jsonlines_isolates_the_product_the_model_fails_on():
+    class FailsOnTiny(RecordingPredictor):
+        def answer_attributes_many(self, items, **params):
+            if any(image.size == (3, 3) for image, _ in items):
+                raise RuntimeError("CUDA error on this image")
+            return super().answer_attributes_many(items, **params)
+
+    fake = FailsOnTiny()
+    client = create_app(fake, batch_products=8).test_client()
+    lines = [{"id": f"p{n}", "image": b64(image_bytes(size=(3, 3) if n == 2 else (40, 50)))} for n in range(4)]
+    response = post_json(client, "\n".join(json.dumps(line) for line in lines), "application/jsonlines")
+    out = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    assert response.status_code == 200 and [o["id"] for o in out] == ["p0", "p1", "p2", "p3"]
+    assert set(out[2]) == {"id", "error"} and "line 3" in out[2]["error"]
+    assert all("attributes" in o for i, o in enumerate(out) if i != 2)
+    assert fake.batches == [1, 1, 1]  # the batch of 4 failed; then p0, p1, p3 alone (p2 failed alone)
+
+
+def test_execution_parameters_and_accept(client):
+    assert client.get("/execution-parameters").json == {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD",
+                                                        "MaxPayloadInMB": 1}
+    response = client.post("/invocations", data=json.dumps({"image": b64(RGB_PNG)}), content_type="application/json",
+                           headers={"Accept": "image/png"})
+    assert response.status_code == 406 and "application/json" in response.json["error"]

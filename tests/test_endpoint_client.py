@@ -172,6 +172,10 @@ def test_sagemaker_success_sends_the_contract_request(runtime):
         ("ModelError", {"OriginalStatusCode": 400, "OriginalMessage": '{"error": "unknown attribute \'Foo\'"}'}, 400),
         ("ModelError", {"OriginalStatusCode": 500, "OriginalMessage": "Traceback ..."}, 502),
         ("ModelError", {}, 502),
+        # The container's own 503 (busy: MAX_PENDING_REQUESTS reached) and 504 (REQUEST_TIMEOUT_S): not retried
+        # here, a retryable 503 / a 504 for the API's client.
+        ("ModelError", {"OriginalStatusCode": 503, "OriginalMessage": '{"error": "the model is busy"}'}, 503),
+        ("ModelError", {"OriginalStatusCode": 504, "OriginalMessage": '{"error": "REQUEST_TIMEOUT_S"}'}, 504),
         ("ThrottlingException", {}, 503),
         ("ServiceUnavailable", {}, 503),
         ("ValidationError", {}, 502),
@@ -179,23 +183,85 @@ def test_sagemaker_success_sends_the_contract_request(runtime):
 )
 def test_sagemaker_errors_map_to_statuses(runtime, code, extra, status):
     client, stub = runtime
-    stub.add_client_error("invoke_endpoint", code, "it failed", http_status_code=424 if code == "ModelError" else 400,
-                          response_meta=None, modeled_fields=extra)  # fmt: skip
+    # Throttling never reached the model: it is retried once (so stubbed twice); nothing else is retried.
+    for _ in range(2 if code in ("ThrottlingException", "ServiceUnavailable") else 1):
+        stub.add_client_error("invoke_endpoint", code, "it failed",
+                              http_status_code=424 if code == "ModelError" else 400,
+                              response_meta=None, modeled_fields=extra)  # fmt: skip
     with pytest.raises(EndpointError) as info:
-        SageMakerEndpoint("loom-endpoint", client).predict(IMAGE)
+        SageMakerEndpoint("loom-endpoint", client, sleep=lambda s: None).predict(IMAGE)
     assert info.value.status == status
     if extra.get("OriginalStatusCode") == 400:
         assert "unknown attribute 'Foo'" in info.value.message
 
 
 def test_sagemaker_client_configuration_budget():
+    # The arithmetic of aws_clients' docstring: botocore retries nothing; our one retry of a connection
+    # failure, then a whole attempt, still leave one Bedrock attempt inside the 27 s budget (API Gateway's
+    # hard 30 s integration limit).
     config = aws_clients.new_client("sagemaker-runtime", region_name="us-east-1").meta.config
-    assert config.retries == {"mode": "standard", "total_max_attempts": aws_clients.ENDPOINT_MAX_ATTEMPTS}
-    assert (config.connect_timeout, config.read_timeout) == (1.0, 6.0)
-    worst = aws_clients.ENDPOINT_MAX_ATTEMPTS * (config.connect_timeout + config.read_timeout) + 1
+    assert config.retries == {"mode": "standard", "total_max_attempts": 1}
+    assert (config.connect_timeout, config.read_timeout) == (1.0, 13.0)
+    worst = (config.connect_timeout + aws_clients.ENDPOINT_RETRY_BACKOFF_S  # a failed connection, the back-off
+             + config.connect_timeout + config.read_timeout)  # then a whole attempt
+    assert worst <= aws_clients.ENDPOINT_BUDGET_S
     bedrock = aws_clients.new_client("bedrock-runtime", region_name="us-east-1").meta.config
     assert bedrock.retries == {"mode": "standard", "total_max_attempts": 1}  # describe.py retries, by deadline
     assert worst + aws_clients.BEDROCK_ATTEMPT_S <= aws_clients.REQUEST_BUDGET_S < 29
+
+
+class ScriptedClient:
+    """invoke_endpoint raises or answers from a script; counts the calls."""
+
+    def __init__(self, *outcomes):
+        self.outcomes, self.calls = list(outcomes), 0
+
+    def invoke_endpoint(self, **kwargs):
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return {"Body": _body(outcome)}
+
+
+def test_sagemaker_connection_failure_is_retried_once():
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
+    client = ScriptedClient(EndpointConnectionError(endpoint_url="https://runtime"), CONTRACT_ANSWER)
+    endpoint = SageMakerEndpoint("loom-endpoint", client, sleep=lambda s: None)
+    assert endpoint.predict(IMAGE).attributes["baseColour"] == "Red" and client.calls == 2
+    client = ScriptedClient(*[ConnectTimeoutError(endpoint_url="https://runtime")] * 3)
+    with pytest.raises(EndpointError) as info:
+        SageMakerEndpoint("loom-endpoint", client, sleep=lambda s: None).predict(IMAGE)
+    assert info.value.status == 503 and client.calls == aws_clients.ENDPOINT_MAX_ATTEMPTS
+
+
+def test_sagemaker_retry_only_when_a_whole_attempt_still_fits():
+    from botocore.exceptions import EndpointConnectionError
+
+    now = [0.0]
+    client = ScriptedClient(EndpointConnectionError(endpoint_url="https://runtime"), CONTRACT_ANSWER)
+    original = client.invoke_endpoint
+
+    def slow_failure(**kwargs):
+        now[0] += 3.0  # the failed connection took 3 s: 3 + 0.5 + 1 + 13 > 16
+        return original(**kwargs)
+
+    client.invoke_endpoint = slow_failure
+    with pytest.raises(EndpointError) as info:
+        SageMakerEndpoint("loom-endpoint", client, clock=lambda: now[0], sleep=lambda s: None).predict(IMAGE)
+    assert info.value.status == 503 and client.calls == 1
+
+
+def test_sagemaker_read_timeout_is_not_retried(server_factory, monkeypatch):
+    # The container keeps working on a request whose reader gave up: a retry would double the GPU work.
+    monkeypatch.setattr(aws_clients, "ENDPOINT_READ_TIMEOUT_S", 0.3)
+    server = server_factory([(200, {}, CONTRACT_ANSWER)], delay_s=1.0)
+    with pytest.raises(EndpointError) as info:
+        SageMakerEndpoint("loom-endpoint", _wire_client(server.url)).predict(IMAGE)
+    assert info.value.status == 504
+    time.sleep(0.8)
+    assert len(server.requests) == 1
 
 
 # --- botocore's standard retries, over a real socket --------------------------------------------------

@@ -234,7 +234,8 @@ def test_attributes_route_makes_no_bedrock_call(aws):
      ("ThrottlingException", {}, 503)],
 )  # fmt: skip
 def test_endpoint_errors_map_to_status(aws, code, fields, status):
-    aws.sagemaker.add_client_error("invoke_endpoint", code, "failed", http_status_code=424, modeled_fields=fields)
+    for _ in range(2 if code == "ThrottlingException" else 1):  # throttling is retried once (endpoint_client)
+        aws.sagemaker.add_client_error("invoke_endpoint", code, "failed", http_status_code=424, modeled_fields=fields)
     got, body = call(json_event(png()))
     assert got == status and body["error"]
 
@@ -299,3 +300,25 @@ def test_image_headers_give_format_and_size():
     corrupt[20] ^= 0xFF
     with pytest.raises(ImageError, match="checksum"):
         inspect_image(bytes(corrupt))
+
+
+@pytest.mark.parametrize("form", ["wrapped", "data url"])
+def test_line_wrapped_and_data_url_base64_are_accepted_like_the_server(aws, form):
+    # One reading of the field for the Lambda and the server: loom.base64_image (tests/test_app.py too).
+    encoded = base64.b64encode(png()).decode()
+    image = ("\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76)) if form == "wrapped"
+             else f"data:image/png;base64,{encoded}")
+    aws.sagemaker.add_response("invoke_endpoint", endpoint_reply())
+    code, body = call(event(body=json.dumps({"image": image}), path="/attributes"))
+    assert code == 200, body
+
+
+def test_base64_the_server_refuses_is_refused_with_the_servers_message(aws):
+    from loom.base64_image import decode_base64_image
+    from loom.image_header import ImageError
+
+    url_safe = base64.urlsafe_b64encode(png()).decode() + "-_"
+    with pytest.raises(ImageError) as server_side:
+        decode_base64_image(url_safe)
+    code, body = call(event(body=json.dumps({"image": url_safe}), path="/attributes"))
+    assert code == 400 and body["error"] == str(server_side.value)

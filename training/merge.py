@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
-from loom.artifact import write_manifest, write_metrics
+from loom.artifact import make_world_readable, write_manifest, write_metrics
 from loom.schema import AttributeSchema
 
 
@@ -43,7 +43,7 @@ def save_merged(model, processor, model_dir: str | Path, dtype: torch.dtype = to
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(model_dir, safe_serialization=True)
     processor.save_pretrained(model_dir)
-    return model_dir
+    return make_world_readable(model_dir)
 
 
 def write_loss_history(path: str | Path, history: list[Mapping[str, Any]]) -> Path:

@@ -7,15 +7,22 @@ caller gets a 503 and everything the Lambda did is lost. The request must finish
     Terraform default, so 1 s is left for JSON encoding and API Gateway itself; the 30 s limit also
     covers a cold start, which this package keeps short: no torch, a ~170 ms import).
 
-    1. Endpoint (sagemaker-runtime InvokeEndpoint), botocore standard retries:
-         total_max_attempts 2 x (connect 1 s + read 6 s) + backoff <= 1 s   =  15 s worst case
-       (a BLIP-2 flan-t5-xl answering 8 questions with the image encoded once takes 1-2 s on a g5;
-        6 s without a byte is a sick instance, and one retry may land on a healthy one).
+    1. Endpoint (sagemaker-runtime InvokeEndpoint): botocore retries off (total_max_attempts 1);
+       `endpoint_client.SageMakerEndpoint` retries once, and only what never reached the model:
+       a connection failure (connect timeout, refused, DNS) or throttling (ThrottlingException,
+       ServiceUnavailable). A read timeout is never retried: the container is still working on the
+       request, and a second one would double the GPU work while the first is abandoned.
+         worst case = connect 1 s (failed) + backoff 0.5 s + connect 1 s + read 13 s   = 15.5 s
+       ENDPOINT_BUDGET_S = 27 - 11 = 16 s bounds it: a retry is started only when a whole attempt
+       (connect + read) still fits in what is left of those 16 s.
+       (a BLIP-2 flan-t5-xl answering 8 questions with the image encoded once takes 1-2 s on a g5; a
+        request that waited behind MAX_PENDING_REQUESTS=4 others takes up to ~10 s; the server refuses
+        more with 503 at once rather than queueing them.)
     2. Description (bedrock-runtime Converse): botocore retries off (total_max_attempts 1); `describe.py`
        retries itself, and starts an attempt only while the budget still holds a whole one:
          connect 1 s + read 10 s                                       =  11 s per attempt
        (400 output tokens at Claude 3 Sonnet's 50-80 tokens/s take 5-8 s).
-       In the worst case of step 1 (15 s) one Bedrock attempt still fits: 15 + 11 = 26 s <= 27 s.
+       In the worst case of step 1 (15.5 s) one Bedrock attempt still fits: 15.5 + 11 = 26.5 s <= 27 s.
        When steps 1 and 2 are quick, the same rule leaves room for the coverage retry (a second call).
 
 botocore's `retries["max_attempts"]` counts *retries* (max_attempts 2 means 3 calls); `total_max_attempts`
@@ -32,13 +39,15 @@ from typing import Any
 REQUEST_BUDGET_S = 27.0
 
 ENDPOINT_CONNECT_TIMEOUT_S = 1.0
-ENDPOINT_READ_TIMEOUT_S = 6.0
-ENDPOINT_MAX_ATTEMPTS = 2
+ENDPOINT_READ_TIMEOUT_S = 13.0
+ENDPOINT_MAX_ATTEMPTS = 2  # counted by endpoint_client.py; only connection failures and throttling retry
+ENDPOINT_RETRY_BACKOFF_S = 0.5
 
 BEDROCK_CONNECT_TIMEOUT_S = 1.0
 BEDROCK_READ_TIMEOUT_S = 10.0
 BEDROCK_ATTEMPT_S = BEDROCK_CONNECT_TIMEOUT_S + BEDROCK_READ_TIMEOUT_S
 BEDROCK_MAX_ATTEMPTS = 3  # counted by describe.py, across one description call
+ENDPOINT_BUDGET_S = REQUEST_BUDGET_S - BEDROCK_ATTEMPT_S  # what the endpoint may take, leaving one description
 
 _CLIENTS: dict[str, Any] = {}
 
@@ -48,7 +57,7 @@ def _config(service: str):
 
     if service == "sagemaker-runtime":
         return Config(
-            retries={"mode": "standard", "total_max_attempts": ENDPOINT_MAX_ATTEMPTS},
+            retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=ENDPOINT_CONNECT_TIMEOUT_S,
             read_timeout=ENDPOINT_READ_TIMEOUT_S,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -71,8 +72,10 @@ def error_for_status(status: int, body: bytes | str | None, where: str) -> Endpo
         return EndpointError(400, f"the model rejected the request: {message}")
     if status == 413:
         return EndpointError(413, f"the image is too large for the model server: {message}")
-    if status == 503:
-        return EndpointError(503, f"the model at {where} is not ready yet, try again shortly: {message}")
+    if status == 503:  # loading, or busy (MAX_PENDING_REQUESTS reached): retryable for the API's client
+        return EndpointError(503, f"the model at {where} is busy or not ready yet, try again shortly: {message}")
+    if status == 504:
+        return EndpointError(504, f"the model at {where} did not answer in time, try again later: {message}")
     return EndpointError(502, f"the model at {where} failed (HTTP {status}): {message}")
 
 
@@ -89,32 +92,61 @@ def _error_message(body: bytes | str | None) -> str:
     return text.strip()[:300]
 
 
-class SageMakerEndpoint:
-    """A SageMaker real-time endpoint, through sagemaker-runtime InvokeEndpoint."""
+THROTTLING_CODES = ("ThrottlingException", "ServiceUnavailable")  # refused before the model saw the request
 
-    def __init__(self, endpoint_name: str, client: Any | None = None):
+
+class SageMakerEndpoint:
+    """A SageMaker real-time endpoint, through sagemaker-runtime InvokeEndpoint.
+
+    Retried (once, within `aws_clients.ENDPOINT_BUDGET_S`): connection failures and throttling, which
+    never reached the model. Never retried: a read timeout (the container is still working on it) and
+    any answer of the container itself (its 503 says it is busy: the API's client retries later).
+    """
+
+    def __init__(self, endpoint_name: str, client: Any | None = None, *, clock=time.monotonic, sleep=time.sleep):
         self.name = endpoint_name
         self._client = client
+        self._clock = clock
+        self._sleep = sleep
 
     def predict(self, image: bytes, attributes: Sequence[str] | None = None) -> AttributePrediction:
-        from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
+        from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         client = self._client or aws_clients.client("sagemaker-runtime")
         where = f"endpoint {self.name!r}"
-        try:
-            response = client.invoke_endpoint(
-                EndpointName=self.name,
-                ContentType=CONTENT_TYPE,
-                Accept=CONTENT_TYPE,
-                Body=request_body(image, attributes),
-            )
-            return parse_prediction(response["Body"].read())
-        except ClientError as exc:
-            raise _client_error(exc, where) from exc
-        except (ReadTimeoutError, ConnectTimeoutError) as exc:
-            raise EndpointError(504, f"the {where} did not answer in time, try again") from exc
-        except BotoCoreError as exc:
-            raise EndpointError(502, f"the {where} could not be called: {exc}") from exc
+        body = request_body(image, attributes)
+        started = self._clock()
+        for attempt in range(1, aws_clients.ENDPOINT_MAX_ATTEMPTS + 1):
+            try:
+                response = client.invoke_endpoint(EndpointName=self.name, ContentType=CONTENT_TYPE,
+                                                  Accept=CONTENT_TYPE, Body=body)
+                return parse_prediction(response["Body"].read())
+            except ClientError as exc:
+                throttled = exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
+                if throttled and self._may_retry(attempt, started):
+                    self._sleep(aws_clients.ENDPOINT_RETRY_BACKOFF_S)
+                    continue
+                raise _client_error(exc, where) from exc
+            except ReadTimeoutError as exc:
+                raise EndpointError(504, f"the {where} did not answer within "
+                                         f"{aws_clients.ENDPOINT_READ_TIMEOUT_S:g} s, try again later") from exc
+            except BotoConnectionError as exc:
+                if self._may_retry(attempt, started):
+                    self._sleep(aws_clients.ENDPOINT_RETRY_BACKOFF_S)
+                    continue
+                raise EndpointError(503, f"the {where} could not be reached ({exc}), try again shortly") from exc
+            except BotoCoreError as exc:
+                raise EndpointError(502, f"the {where} could not be called: {exc}") from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _may_retry(self, attempt: int, started: float) -> bool:
+        """Another attempt is allowed, and a whole one (backoff, connect, read) fits in the endpoint budget."""
+        if attempt >= aws_clients.ENDPOINT_MAX_ATTEMPTS:
+            return False
+        attempt_s = (aws_clients.ENDPOINT_RETRY_BACKOFF_S + aws_clients.ENDPOINT_CONNECT_TIMEOUT_S
+                     + aws_clients.ENDPOINT_READ_TIMEOUT_S)
+        return self._clock() - started + attempt_s <= aws_clients.ENDPOINT_BUDGET_S
 
 
 def _client_error(exc: Any, where: str) -> EndpointError:

@@ -30,6 +30,7 @@ from inference.api.describe import (
     write_description,
 )
 from inference.api.endpoint_client import AttributeEndpoint, EndpointError, HttpEndpoint, SageMakerEndpoint
+from loom.base64_image import decode_base64_image
 from loom.errors import StatusError
 from loom.image_header import ImageError, inspect_image
 
@@ -122,10 +123,12 @@ def parse_request(
             raise ApiError(400, f"the body is not valid JSON: {exc}") from None
         if not isinstance(fields, dict):
             raise ApiError(400, "the JSON body must be an object with an \"image\" field")
-        image_b64 = fields.get("image")
-        if not isinstance(image_b64, str) or not image_b64:
+        if not isinstance(fields.get("image"), str) or not fields["image"]:
             raise ApiError(400, "the JSON body needs \"image\": a non-empty base64 string of a JPEG or PNG")
-        image = _b64decode(image_b64, "image")
+        try:  # the server's reading of the field: line-wrapped base64 and data: URLs pass, the rest is refused
+            image = decode_base64_image(fields.get("image"))
+        except ImageError as exc:
+            raise ApiError(400, str(exc)) from None
         attributes = fields.get("attributes")
     elif media in IMAGE_TYPES:
         if not is_base64:

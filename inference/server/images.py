@@ -1,44 +1,26 @@
 """Decode untrusted image bytes into an RGB picture, or fail with a message the caller can act on.
 
-The server receives whatever a client sends. Pillow is told nothing about the bytes in advance: the
-format is checked against a short allow-list, the pixel count is checked from the header before any pixel
-is decoded (decompression bombs), truncated files stay errors (`ImageFile.LOAD_TRUNCATED_IMAGES` is left
-False), and every mode (CMYK, palette, alpha, greyscale, 16-bit) becomes RGB.
+The server receives whatever a client sends. JPEG and PNG go through `loom.image_header` first (the same
+header check as the Lambda's and the catalog reader's, with its one pixel limit); then Pillow decodes in
+full. Pillow is told nothing about the bytes in advance: the format is checked against a short allow-list,
+the pixel count is checked from the header before any pixel is decoded (decompression bombs),
+truncated files stay errors (`ImageFile.LOAD_TRUNCATED_IMAGES` is left False), and every mode (CMYK,
+palette, alpha, greyscale, 16-bit) becomes RGB.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import warnings
 
 from PIL import Image, ImageFile, ImageOps
 
-from loom.image_header import MAX_PIXELS
+from loom.image_header import JPEG_SOI, MAX_PIXELS, PNG_SIGNATURE, ImageError, inspect_image
 
-DEFAULT_MAX_IMAGE_PIXELS = MAX_PIXELS  # the one limit of loom.image_header
+DEFAULT_MAX_IMAGE_PIXELS = MAX_PIXELS  # the one limit of loom.image_header, also the Lambda's and the catalog's
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 
-
-class ImageError(ValueError):
-    """Bytes that cannot be used as a product photo; the message says what is wrong."""
-
-
-def decode_base64(data: object, field: str = "image") -> bytes:
-    """Strictly decode a base64 string (a `data:` URL prefix is accepted)."""
-    if not isinstance(data, str) or not data.strip():
-        raise ImageError(f"'{field}' must be a non-empty base64 string of JPEG or PNG bytes")
-    text = data.strip()
-    if text.startswith("data:") and "," in text:
-        text = text.split(",", 1)[1]
-    try:
-        raw = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ImageError(f"'{field}' is not valid base64: encode the image file's bytes with standard base64") from None
-    if not raw:
-        raise ImageError(f"'{field}' decodes to zero bytes")
-    return raw
+__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_IMAGE_PIXELS", "ImageError", "decode_image"]
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -61,6 +43,11 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Ima
     """Decode image bytes into a fully loaded RGB image; raise ImageError on anything unusable."""
     if not data:
         raise ImageError("the image is empty: send the bytes of a JPEG or PNG file")
+    if data.startswith((JPEG_SOI, PNG_SIGNATURE)):
+        try:  # the stdlib header check first: size, truncation
+            inspect_image(data, max_pixels=max_pixels)
+        except ImageError as exc:
+            raise ImageError(f"the image cannot be used: {exc}") from None
     # Pillow's own bomb check uses a module-wide limit; ours is per call, so the header check below decides.
     # Assert Pillow keeps its default refusal of truncated files (a partial upload must not be answered).
     assert not ImageFile.LOAD_TRUNCATED_IMAGES, "truncated images must stay errors"

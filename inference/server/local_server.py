@@ -2,6 +2,7 @@
 
 It is the same program the inference image runs (gunicorn + the Flask app), started with
 `python -m inference.server.serve --bind 127.0.0.1:PORT` and `SM_MODEL_DIR` pointing at an artifact folder.
+`program` replaces `-m inference.server.serve` (tests run `serve` with a test-only predictor wrapper).
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ class LocalServer:
     """`serve` on 127.0.0.1 in its own process group; stopped (SIGTERM, then SIGKILL) on exit or `stop()`."""
 
     def __init__(self, model_dir: str | Path, *, port: int | None = None, env: Mapping[str, str] | None = None,
-                 log_path: str | Path | None = None):
+                 log_path: str | Path | None = None, program: tuple[str, ...] = ("-m", "inference.server.serve")):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path) if log_path else None
         self._log: IO[str] = open(self.log_path, "w+") if self.log_path else _temporary_log()
         full_env = {**os.environ, "SM_MODEL_DIR": str(model_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "inference.server.serve", "--bind", f"127.0.0.1:{self.port}"],
+            [sys.executable, *program, "--bind", f"127.0.0.1:{self.port}"],
             env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None,

@@ -78,7 +78,8 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 class Predictor:
-    """A loaded model + processor + attribute schema; thread-safe (generation is serialised by a lock)."""
+    """A loaded model + processor + attribute schema; thread-safe (preprocessing and generation are
+    serialised by one lock: Blip2Processor changes its shared tokenizer's padding state on every call)."""
 
     def __init__(self, model: Blip2ForConditionalGeneration, processor: Blip2Processor,
                  schema: AttributeSchema, *, info: dict[str, Any] | None = None):
@@ -147,10 +148,10 @@ class Predictor:
         if not questions:
             return [[] for _ in requests]
         asked = [(image, qs) for image, qs in requests if qs]
-        inputs = self._inputs([image for image, _ in asked], questions)
         # Row r of the text batch belongs to image owner[r].
         owner = torch.tensor([i for i, (_, qs) in enumerate(asked) for _ in qs], device=self.device)
-        with self._lock:
+        with self._lock:  # the processor too: each call resets the shared fast tokenizer's padding state
+            inputs = self._inputs([image for image, _ in asked], questions)
             embeds = self.input_embeddings(inputs, owner)
             cache = {"cache_implementation": self.cache_implementation} if self.cache_implementation else {}
             out = self.model.language_model.generate(
@@ -173,11 +174,11 @@ class Predictor:
     def generate_per_question(self, image: Image.Image, question: str, *,
                               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, num_beams: int = 1) -> Answer:
         """The reference path: the plain `model.generate` for one question (the image is encoded again)."""
-        inputs = self.processor(images=image, text=question, return_tensors="pt")
-        self.check_image_tokens(inputs["input_ids"])
-        inputs = inputs.to(self.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        with self._lock:
+        with self._lock:  # the processor too: each call resets the shared fast tokenizer's padding state
+            inputs = self.processor(images=image, text=question, return_tensors="pt")
+            self.check_image_tokens(inputs["input_ids"])
+            inputs = inputs.to(self.device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=num_beams,
                                       do_sample=False, output_scores=True, return_dict_in_generate=True)
         return self._answers(out)[0]

@@ -6,19 +6,23 @@ SageMaker runs `serve` with no arguments; everything is configured by environmen
 (docs/inference.md lists them). Each worker builds the app after the fork and loads the model in a
 background thread, so `/ping` answers 503 until that worker's model is ready and gunicorn's heartbeat
 never waits on a long load. Workers are never one per CPU: each holds its own ~8 GB copy of the model.
+Inside a worker, model calls run on one model thread behind a bounded queue (model_queue.py), so that
+the request threads left over always answer `/ping` at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from inference.server.app import ServerLimits
+from inference.server.images import DEFAULT_MAX_IMAGE_PIXELS
 from loom.artifact import MANIFEST_FILE, is_artifact
 
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
@@ -59,6 +63,10 @@ def _number(env: Mapping[str, str], name: str, default: float, kind=int, minimum
     return value
 
 
+SAGEMAKER_SIGKILL_AFTER_S = 30  # SageMaker sends SIGKILL this long after SIGTERM (docs/endpoint-contract.md)
+SPARE_THREADS = 4  # request threads never admitted to the model: /ping, /execution-parameters, 503 refusals
+
+
 @dataclass
 class ServeSettings:
     """Everything `serve` reads from its environment, as typed values."""
@@ -67,35 +75,52 @@ class ServeSettings:
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 1
-    threads: int = 4
+    threads: int = 4 + SPARE_THREADS
     timeout_s: int = 120
-    graceful_timeout_s: int = 30
+    graceful_timeout_s: int = 25
     keepalive_s: int = 75
-    max_body_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    batch_products: int = 8
-    load_timeout_s: float = 900.0
-    load_delay_s: float = 0.0
+    limits: ServerLimits = field(default_factory=ServerLimits)
     device: str | None = None
     gpus: list[str] = field(default_factory=list)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "ServeSettings":
         gpus = visible_gpus(env)
+        max_pending = _number(env, "MAX_PENDING_REQUESTS", 4, minimum=1)
+        threads = _number(env, "GUNICORN_THREADS", max_pending + SPARE_THREADS, minimum=1)
+        if threads <= max_pending:
+            raise SystemExit(f"serve: GUNICORN_THREADS={threads} must exceed MAX_PENDING_REQUESTS={max_pending}: "
+                             f"the threads beyond it answer /ping while every admitted request waits for the model")
+        graceful = _number(env, "GUNICORN_GRACEFUL_TIMEOUT", 25, minimum=1)
+        if graceful >= SAGEMAKER_SIGKILL_AFTER_S:
+            raise SystemExit(f"serve: GUNICORN_GRACEFUL_TIMEOUT={graceful} must be under "
+                             f"{SAGEMAKER_SIGKILL_AFTER_S} s: "
+                             f"SageMaker sends SIGKILL {SAGEMAKER_SIGKILL_AFTER_S} s after SIGTERM")
+        # Batch Transform sets SAGEMAKER_MAX_PAYLOAD_IN_MB to the largest body it will send: take at least that.
+        body_mb = max(_number(env, "MAX_BODY_MB", 20.0, float, minimum=0.001),
+                      _number(env, "SAGEMAKER_MAX_PAYLOAD_IN_MB", 0.0, float))
+        request_timeout = _number(env, "REQUEST_TIMEOUT_S", 60.0, float, minimum=0.001)
+        workers = _number(env, "GUNICORN_WORKERS", max(1, len(gpus)), minimum=1)
+        limits = ServerLimits(
+            max_body_bytes=int(body_mb * 1024 * 1024),
+            max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, minimum=1),
+            batch_products=_number(env, "BATCH_PRODUCTS", 8, minimum=1),
+            max_pending=max_pending,
+            request_timeout_s=request_timeout,
+            stuck_after_s=_number(env, "MODEL_STUCK_AFTER_S", max(300.0, request_timeout), float, minimum=0.001),
+            load_timeout_s=_number(env, "MODEL_LOAD_TIMEOUT", 900.0, float, minimum=1),
+            workers=workers,
+        )
         return cls(
             model_dir=resolve_model_dir(env),
             host=env.get("SERVE_HOST", "0.0.0.0"),
             port=_number(env, "SAGEMAKER_BIND_TO_PORT", 8080, minimum=1),
-            workers=_number(env, "GUNICORN_WORKERS", max(1, len(gpus)), minimum=1),
-            threads=_number(env, "GUNICORN_THREADS", 4, minimum=1),
+            workers=workers,
+            threads=threads,
             timeout_s=_number(env, "GUNICORN_TIMEOUT", 120, minimum=1),
-            graceful_timeout_s=_number(env, "GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1),
+            graceful_timeout_s=graceful,
             keepalive_s=_number(env, "GUNICORN_KEEPALIVE", 75, minimum=0),
-            max_body_bytes=int(_number(env, "MAX_BODY_MB", 20.0, float, minimum=0.001) * 1024 * 1024),
-            max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", 40_000_000, minimum=1),
-            batch_products=_number(env, "BATCH_PRODUCTS", 8, minimum=1),
-            load_timeout_s=_number(env, "MODEL_LOAD_TIMEOUT", 900.0, float, minimum=1),
-            load_delay_s=_number(env, "SERVE_LOAD_DELAY_S", 0.0, float),
+            limits=limits,
             device=env.get("SERVE_DEVICE") or None,
             gpus=gpus,
         )
@@ -103,8 +128,6 @@ class ServeSettings:
 
 def load_predictor(settings: ServeSettings):
     """Load the predictor (called in the worker's loader thread; torch is imported here, not in the master)."""
-    if settings.load_delay_s:
-        time.sleep(settings.load_delay_s)  # tests and drills: make the 503-while-loading window visible
     from inference.server.predictor import Predictor
 
     predictor = Predictor.load(settings.model_dir, device=settings.device)
@@ -117,9 +140,8 @@ def wsgi_app(settings: ServeSettings | None = None):
     from inference.server.app import create_app
 
     settings = settings or ServeSettings.from_env()
-    return create_app(predictor_factory=lambda: load_predictor(settings), max_body_bytes=settings.max_body_bytes,
-                      max_image_pixels=settings.max_image_pixels, load_timeout_s=settings.load_timeout_s,
-                      batch_products=settings.batch_products)
+    return create_app(predictor_factory=lambda: load_predictor(settings),
+                      limits=dataclasses.replace(settings.limits, workers=settings.workers))
 
 
 def _pre_fork(server, worker) -> None:
@@ -141,7 +163,8 @@ def gunicorn_options(settings: ServeSettings) -> dict[str, Any]:
         "bind": [f"{settings.host}:{settings.port}"],
         "workers": settings.workers,
         "worker_class": "gthread",
-        "threads": settings.threads,  # I/O and request decoding overlap; the GPU itself is behind a lock
+        # MAX_PENDING_REQUESTS threads may wait for the model; the SPARE_THREADS beyond them answer /ping.
+        "threads": settings.threads,
         "timeout": settings.timeout_s,
         "graceful_timeout": settings.graceful_timeout_s,
         "keepalive": settings.keepalive_s,
@@ -179,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bind", help="HOST:PORT (default $SERVE_HOST:$SAGEMAKER_BIND_TO_PORT, 0.0.0.0:8080)")
     parser.add_argument("--model-dir", type=Path, help="artifact folder (default $SM_MODEL_DIR, /opt/ml/model)")
     parser.add_argument("--workers", type=int, help="worker processes (default $GUNICORN_WORKERS, GPU count)")
-    parser.add_argument("--threads", type=int, help="threads per worker (default $GUNICORN_THREADS, 4)")
+    parser.add_argument("--threads", type=int, help="threads per worker (default $GUNICORN_THREADS, "
+                        "MAX_PENDING_REQUESTS + 4)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     settings = ServeSettings.from_env()
@@ -192,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         settings.workers = args.workers
     if args.threads:
         settings.threads = args.threads
+    if settings.threads <= settings.limits.max_pending:
+        print(f"serve: {settings.threads} threads must exceed MAX_PENDING_REQUESTS={settings.limits.max_pending}",
+              file=sys.stderr)
+        return 2
     if not is_artifact(settings.model_dir):
         print(f"serve: {settings.model_dir} holds no {MANIFEST_FILE}: set SM_MODEL_DIR to a Loom model folder",
               file=sys.stderr)

@@ -245,3 +245,26 @@ variable "tags" {
   default     = {}
   nullable    = false
 }
+
+variable "async_inference" {
+  description = "An optional asynchronous endpoint (same image and artifact): payload limit, invocation timeout, concurrency per instance, autoscaling 0..max_capacity on the backlog per instance, SNS topics."
+  type = object({
+    enabled                                 = bool
+    max_payload_mb                          = optional(number, 1024)
+    invocation_timeout_seconds              = optional(number, 3600)
+    max_concurrent_invocations_per_instance = optional(number, 4)
+    max_capacity                            = optional(number, 2)
+    target_backlog_per_instance             = optional(number, 5)
+    success_topic_arn                       = optional(string)
+    error_topic_arn                         = optional(string)
+  })
+  default  = { enabled = false }
+  nullable = false
+
+  validation {
+    condition = (var.async_inference.max_payload_mb >= 1 && var.async_inference.max_payload_mb <= 1024
+      && var.async_inference.invocation_timeout_seconds >= 1 && var.async_inference.invocation_timeout_seconds <= 3600
+    && var.async_inference.max_capacity >= 1 && var.async_inference.max_concurrent_invocations_per_instance >= 1)
+    error_message = "async_inference: max_payload_mb 1..1024 (1 GB is SageMaker's limit), invocation_timeout_seconds 1..3600, max_capacity and max_concurrent_invocations_per_instance at least 1."
+  }
+}

@@ -1,0 +1,151 @@
+"""Reading and validating one `POST /invocations` request: body, content types, product objects.
+
+Everything here raises `RequestError(status, message)` for what the client must fix; the app turns it
+into `{"error": message}` with that status (docs/endpoint-contract.md lists them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from flask import Request
+
+from inference.server.images import decode_image
+from loom.base64_image import decode_base64_image
+from loom.errors import StatusError
+
+JSON_TYPE = "application/json"
+JSONLINES_TYPE = "application/jsonlines"
+JSON_TYPES = {JSON_TYPE}
+JSONLINES_TYPES = {JSONLINES_TYPE, "application/x-jsonlines", "application/jsonl"}
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "application/x-image"}
+SUPPORTED_TYPES = sorted(JSON_TYPES | JSONLINES_TYPES | IMAGE_TYPES)
+REQUEST_KEYS = {"image", "attributes", "prompt", "parameters", "id"}
+MAX_PROMPT_CHARS = 1000
+# Generation bounds: a request cannot buy more GPU time than this (this module must not import torch).
+MAX_NEW_TOKENS_LIMIT = 64
+MAX_BEAMS = 4
+
+
+class RequestError(StatusError):
+    """A request the client must fix: `RequestError(status, message)` becomes `{"error": message}`."""
+
+
+def body_too_large(max_body_bytes: int) -> str:
+    return (f"the request body is larger than the server's limit of {max_body_bytes} bytes (MAX_BODY_MB, or "
+            f"SAGEMAKER_MAX_PAYLOAD_IN_MB in Batch Transform): send a smaller image or fewer products")
+
+
+def request_content_type(request: Request) -> str:
+    """The request's media type, or RequestError(415) when the server cannot read it."""
+    content_type = (request.mimetype or "").lower()
+    if content_type not in SUPPORTED_TYPES:
+        raise RequestError(415, f"unsupported Content-Type {content_type or '(none)'!r}; use one of {SUPPORTED_TYPES}")
+    return content_type
+
+
+def response_type(request: Request, content_type: str) -> str:
+    """The media type to answer with, from `Accept`; RequestError(406) when the server cannot produce it.
+
+    A JSON Lines request is answered in JSON Lines; any other request in JSON, or in JSON Lines (the same
+    object on one line) when only that is acceptable. A missing `Accept` accepts anything (RFC 9110 12.5.1).
+    """
+    offered = [JSONLINES_TYPE] if content_type in JSONLINES_TYPES else [JSON_TYPE, JSONLINES_TYPE]
+    if not request.accept_mimetypes:
+        return offered[0]
+    aliases = {alias: JSONLINES_TYPE for alias in JSONLINES_TYPES}
+    for accepted, quality in request.accept_mimetypes:
+        if quality <= 0:
+            continue
+        accepted = aliases.get(accepted.lower(), accepted.lower())
+        for media in offered:
+            if accepted in (media, "*/*", media.split("/")[0] + "/*"):
+                return media
+    raise RequestError(406, f"cannot answer in {request.headers.get('Accept')!r}: this request is answered in "
+                            f"{' or '.join(offered)}")
+
+
+def read_body(request: Request, max_body_bytes: int) -> bytes:
+    """The whole body, at most `max_body_bytes` (RequestError 413 past it), with or without Content-Length."""
+    # Werkzeug enforces MAX_CONTENT_LENGTH from the Content-Length header; a chunked body has none,
+    # so read at most one byte past the limit and refuse what does not fit.
+    if request.content_length is not None and request.content_length > max_body_bytes:
+        raise RequestError(413, body_too_large(max_body_bytes))
+    chunks, total = [], 0
+    while True:  # a stream read may return less than asked (one chunk of a chunked body)
+        piece = request.stream.read(min(1 << 20, max_body_bytes + 1 - total))
+        if not piece:
+            return b"".join(chunks)
+        chunks.append(piece)
+        total += len(piece)
+        if total > max_body_bytes:
+            raise RequestError(413, body_too_large(max_body_bytes))
+
+
+def load_json(text: bytes, where: str = "the body") -> Any:
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RequestError(400, f"{where} is not valid JSON ({exc}); send a JSON object") from None
+
+
+def parse_parameters(value: Any) -> dict[str, int]:
+    """Validate generation `parameters`: only `max_new_tokens` (1..64) and `num_beams` (1..4)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RequestError(400, "'parameters' must be an object such as {\"max_new_tokens\": 16}")
+    limits = {"max_new_tokens": MAX_NEW_TOKENS_LIMIT, "num_beams": MAX_BEAMS}
+    unknown = sorted(set(value) - set(limits))
+    if unknown:
+        raise RequestError(400, f"unsupported parameters {unknown}; allowed: {sorted(limits)}")
+    params = {}
+    for key, limit in limits.items():
+        if key in value:
+            v = value[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
+                raise RequestError(400, f"parameters.{key} must be an integer from 1 to {limit}, got {v!r}")
+            params[key] = v
+    return params
+
+
+def parse_attributes(value: Any, known: list[str]) -> list[str] | None:
+    """Validate the requested attribute names against the manifest's (None: all of them)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise RequestError(400, "'attributes' must be a non-empty list of attribute names (omit it to ask all); "
+                                f"known: {known}")
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise RequestError(400, f"unknown attributes {unknown}; this model answers: {known}")
+    if len(set(value)) != len(value):
+        raise RequestError(400, f"'attributes' lists a name twice: {value}")
+    return value
+
+
+def parse_product(item: Any, known: list[str], max_image_pixels: int, *, allow_prompt: bool):
+    """Validate one product request object: (RGB image, attribute names or None, parameters, prompt or None).
+
+    Bad images raise `loom.image_header.ImageError` (a ValueError); everything else RequestError(400).
+    """
+    if not isinstance(item, dict):
+        raise RequestError(400, "the request must be a JSON object such as {\"image\": \"<base64>\"}")
+    extra = sorted(set(item) - REQUEST_KEYS)
+    if extra:
+        raise RequestError(400, f"unexpected fields {extra}; allowed: {sorted(REQUEST_KEYS)}")
+    if "image" not in item:
+        raise RequestError(400, "'image' is missing: send the image file's bytes as a base64 string")
+    params = parse_parameters(item.get("parameters"))
+    prompt = item.get("prompt")
+    if prompt is not None:
+        if not allow_prompt:
+            raise RequestError(400, "'prompt' is not accepted in JSON Lines batches; ask attributes")
+        if "attributes" in item:
+            raise RequestError(400, "send either 'prompt' or 'attributes', not both")
+        if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
+            raise RequestError(400, f"'prompt' must be a non-empty question of at most {MAX_PROMPT_CHARS} characters")
+    names = parse_attributes(item.get("attributes"), known)
+    image = decode_image(decode_base64_image(item["image"]), max_image_pixels)
+    return image, names, params, prompt.strip() if prompt is not None else None
