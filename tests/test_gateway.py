@@ -236,8 +236,11 @@ def test_attributes_route_makes_no_bedrock_call(aws):
 def test_endpoint_errors_map_to_status(aws, code, fields, status):
     for _ in range(2 if code == "ThrottlingException" else 1):  # throttling is retried once (endpoint_client)
         aws.sagemaker.add_client_error("invoke_endpoint", code, "failed", http_status_code=424, modeled_fields=fields)
-    got, body = call(json_event(png()))
+    response = gateway.handler(json_event(png()), CONTEXT)
+    got, body = response["statusCode"], json.loads(response["body"])
     assert got == status and body["error"]
+    # A retryable answer says when to retry; the others do not invite a retry.
+    assert (response["headers"].get("Retry-After") == "2") == (status == 503)
 
 
 def test_bedrock_failure_keeps_the_attributes(aws):

@@ -20,8 +20,13 @@ logger = Logger(service="loom-api")
 app = APIGatewayHttpResolver()
 
 
+# A 503 means "busy or not ready": tell clients when to retry (RFC 9110, section 10.2.3).
+RETRY_AFTER_S = 2
+
+
 def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
 def _serve(describe: bool) -> Response:
