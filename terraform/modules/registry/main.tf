@@ -24,20 +24,36 @@ resource "aws_ecr_repository" "this" {
   tags = var.tags
 }
 
+locals {
+  lifecycle_rules = concat(
+    [{
+      rulePriority = 1
+      description  = "Expire untagged images after ${var.untagged_expire_days} days"
+      selection = {
+        tagStatus   = "untagged"
+        countType   = "sinceImagePushed"
+        countUnit   = "days"
+        countNumber = var.untagged_expire_days
+      }
+      action = { type = "expire" }
+    }],
+    [for i, prefix in var.disposable_tag_prefixes : {
+      rulePriority = 10 + i
+      description  = "Keep the last ${var.keep_last_images} images tagged ${prefix}*"
+      selection = {
+        tagStatus     = "tagged"
+        tagPrefixList = [prefix]
+        countType     = "imageCountMoreThan"
+        countNumber   = var.keep_last_images
+      }
+      action = { type = "expire" }
+    }],
+  )
+}
+
 resource "aws_ecr_lifecycle_policy" "this" {
   for_each = aws_ecr_repository.this
 
   repository = each.value.name
-  policy = jsonencode({
-    rules = [{
-      rulePriority = 1
-      description  = "Keep the last ${var.keep_last_images} images"
-      selection = {
-        tagStatus   = "any"
-        countType   = "imageCountMoreThan"
-        countNumber = var.keep_last_images
-      }
-      action = { type = "expire" }
-    }]
-  })
+  policy     = jsonencode({ rules = local.lifecycle_rules })
 }
