@@ -262,20 +262,21 @@ run "api_alarms_logging_and_endpoint_switch" {
 
   assert {
     condition = (
-      toset([for a in aws_cloudwatch_metric_alarm.lambda : a.metric_name]) == toset(["Errors", "Throttles", "Duration"]) &&
-      aws_cloudwatch_metric_alarm.lambda["duration"].threshold == 22400 &&
-      aws_cloudwatch_metric_alarm.lambda["duration"].extended_statistic == "p99" &&
-      alltrue([for a in aws_cloudwatch_metric_alarm.lambda : a.dimensions.FunctionName == "loom-api" && a.alarm_actions == toset(var.alarm_actions)])
+      toset([for a in aws_cloudwatch_metric_alarm.this : "${a.namespace} ${a.metric_name}"]) == toset(["AWS/Lambda Errors", "AWS/Lambda Throttles", "AWS/Lambda Duration", "AWS/ApiGateway 5xx", "AWS/ApiGateway Latency"]) &&
+      aws_cloudwatch_metric_alarm.this["loom-api-lambda-duration"].threshold == 22400 &&
+      aws_cloudwatch_metric_alarm.this["loom-api-lambda-duration"].extended_statistic == "p99" &&
+      alltrue([for a in aws_cloudwatch_metric_alarm.this : a.alarm_actions == toset(var.alarm_actions)])
     )
-    error_message = "Lambda alarms: errors, throttles, p99 duration at 80 % of the 28 s timeout, notifying alarm_actions."
+    error_message = "Alarms: Lambda errors, throttles, p99 duration at 80 % of the 28 s timeout; API 5xx and latency; all notify alarm_actions."
   }
 
   assert {
     condition = (
-      aws_cloudwatch_metric_alarm.api_5xx.metric_name == "5xx" && aws_cloudwatch_metric_alarm.api_5xx.dimensions.ApiId == "abc123" &&
-      aws_cloudwatch_metric_alarm.api_latency.metric_name == "Latency" && aws_cloudwatch_metric_alarm.api_latency.extended_statistic == "p90"
+      aws_cloudwatch_metric_alarm.this["loom-api-lambda-errors"].dimensions == tomap({ FunctionName = "loom-api" }) &&
+      aws_cloudwatch_metric_alarm.this["loom-api-5xx"].dimensions == tomap({ ApiId = "abc123", Stage = "$default" }) &&
+      aws_cloudwatch_metric_alarm.this["loom-api-latency-p90"].extended_statistic == "p90"
     )
-    error_message = "API alarms: 5xx and p90 latency of this API."
+    error_message = "Lambda alarms watch this function, API alarms this API's $default stage."
   }
 }
 

@@ -3,32 +3,49 @@
 # https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-metrics.html
 
 locals {
-  lambda_alarms = {
-    errors = {
-      metric      = "Errors", statistic = "Sum", extended = null, threshold = 1
+  lambda_dimensions = { FunctionName = aws_lambda_function.api.function_name }
+  api_dimensions    = { ApiId = aws_apigatewayv2_api.this.id, Stage = aws_apigatewayv2_stage.default.name }
+
+  # alarm name -> what it watches; a statistic is either a plain one or a percentile.
+  alarms = {
+    "${local.function_name}-lambda-errors" = {
+      namespace   = "AWS/Lambda", metric = "Errors", statistic = "Sum", percentile = null, threshold = 1,
+      dimensions  = local.lambda_dimensions
       description = "The Lambda ${local.function_name} raised errors (unhandled exceptions or timeouts)."
     }
-    throttles = {
-      metric      = "Throttles", statistic = "Sum", extended = null, threshold = 1
-      description = "Lambda ${local.function_name} was throttled: its concurrency is used up (see lambda_reserved_concurrency)."
+    "${local.function_name}-lambda-throttles" = {
+      namespace   = "AWS/Lambda", metric = "Throttles", statistic = "Sum", percentile = null, threshold = 1,
+      dimensions  = local.lambda_dimensions
+      description = "Lambda ${local.function_name} was throttled: its concurrency is used up (lambda_reserved_concurrency, account quota)."
     }
-    duration = {
-      # p99 above 80 % of the timeout: requests are about to time out.
-      metric      = "Duration", statistic = null, extended = "p99", threshold = var.lambda_timeout_seconds * 1000 * 0.8
-      description = "p99 duration of ${local.function_name} is above 80 % of its ${var.lambda_timeout_seconds} s timeout."
+    "${local.function_name}-lambda-duration" = {
+      # p99 at 80 % of the timeout: requests are about to time out.
+      namespace   = "AWS/Lambda", metric = "Duration", statistic = null, percentile = "p99", threshold = var.lambda_timeout_seconds * 1000 * 0.8,
+      dimensions  = local.lambda_dimensions
+      description = "p99 duration of ${local.function_name} is at 80 % of its ${var.lambda_timeout_seconds} s timeout."
+    }
+    "${var.name_prefix}-api-5xx" = {
+      namespace   = "AWS/ApiGateway", metric = "5xx", statistic = "Sum", percentile = null, threshold = var.alarm_api_5xx_threshold,
+      dimensions  = local.api_dimensions
+      description = "The HTTP API ${var.name_prefix}-api answered with 5xx errors."
+    }
+    "${var.name_prefix}-api-latency-p90" = {
+      namespace   = "AWS/ApiGateway", metric = "Latency", statistic = null, percentile = "p90", threshold = var.alarm_api_latency_p90_ms,
+      dimensions  = local.api_dimensions
+      description = "p90 latency of the HTTP API ${var.name_prefix}-api is at ${var.alarm_api_latency_p90_ms} ms or more."
     }
   }
 }
 
-resource "aws_cloudwatch_metric_alarm" "lambda" {
-  for_each = local.lambda_alarms
+resource "aws_cloudwatch_metric_alarm" "this" {
+  for_each = local.alarms
 
-  alarm_name          = "${local.function_name}-lambda-${each.key}"
+  alarm_name          = each.key
   alarm_description   = each.value.description
-  namespace           = "AWS/Lambda"
+  namespace           = each.value.namespace
   metric_name         = each.value.metric
   statistic           = each.value.statistic
-  extended_statistic  = each.value.extended
+  extended_statistic  = each.value.percentile
   period              = 60
   evaluation_periods  = 5
   datapoints_to_alarm = 3
@@ -37,42 +54,6 @@ resource "aws_cloudwatch_metric_alarm" "lambda" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = var.alarm_actions
   ok_actions          = var.alarm_actions
-  dimensions          = { FunctionName = aws_lambda_function.api.function_name }
-  tags                = var.tags
-}
-
-resource "aws_cloudwatch_metric_alarm" "api_5xx" {
-  alarm_name          = "${var.name_prefix}-api-5xx"
-  alarm_description   = "The HTTP API ${var.name_prefix}-api answered with 5xx errors."
-  namespace           = "AWS/ApiGateway"
-  metric_name         = "5xx"
-  statistic           = "Sum"
-  period              = 60
-  evaluation_periods  = 5
-  datapoints_to_alarm = 3
-  threshold           = var.alarm_api_5xx_threshold
-  comparison_operator = "GreaterThanOrEqualToThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.alarm_actions
-  dimensions          = { ApiId = aws_apigatewayv2_api.this.id, Stage = aws_apigatewayv2_stage.default.name }
-  tags                = var.tags
-}
-
-resource "aws_cloudwatch_metric_alarm" "api_latency" {
-  alarm_name          = "${var.name_prefix}-api-latency-p90"
-  alarm_description   = "p90 latency of the HTTP API ${var.name_prefix}-api is above ${var.alarm_api_latency_p90_ms} ms."
-  namespace           = "AWS/ApiGateway"
-  metric_name         = "Latency"
-  extended_statistic  = "p90"
-  period              = 60
-  evaluation_periods  = 5
-  datapoints_to_alarm = 3
-  threshold           = var.alarm_api_latency_p90_ms
-  comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.alarm_actions
-  dimensions          = { ApiId = aws_apigatewayv2_api.this.id, Stage = aws_apigatewayv2_stage.default.name }
+  dimensions          = each.value.dimensions
   tags                = var.tags
 }
