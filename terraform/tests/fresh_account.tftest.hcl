@@ -429,6 +429,18 @@ run "endpoint_rollout_is_blue_green_with_rollback" {
   }
 }
 
+run "rollout_timeout_must_cover_the_waits" {
+  command = plan
+  module {
+    source = "./modules/endpoint"
+  }
+  variables {
+    rollout_bake_seconds    = 3600
+    rollout_timeout_seconds = 3600
+  }
+  expect_failures = [aws_sagemaker_endpoint.this]
+}
+
 run "capacity_change_keeps_the_configuration" {
   command = plan
   module {

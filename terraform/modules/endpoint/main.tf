@@ -262,6 +262,15 @@ resource "aws_sagemaker_endpoint" "this" {
 
   tags = var.tags
 
+  lifecycle {
+    # UpdateEndpoint refuses a maximum execution time that does not exceed the waits it contains.
+    #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_BlueGreenUpdatePolicy.html
+    precondition {
+      condition     = var.rollout_timeout_seconds > var.rollout_bake_seconds + var.rollout_termination_wait_seconds
+      error_message = "rollout_timeout_seconds (${var.rollout_timeout_seconds}) must exceed rollout_bake_seconds + rollout_termination_wait_seconds (${var.rollout_bake_seconds + var.rollout_termination_wait_seconds})."
+    }
+  }
+
   depends_on = [aws_cloudwatch_log_group.endpoint]
 }
 
