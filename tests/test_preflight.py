@@ -196,3 +196,28 @@ def test_no_credentials_stops_early_and_exits_1(stubs, capsys, monkeypatch):
 def test_bad_model_id_is_a_usage_error(capsys):
     assert preflight.main(["--model-id", "claude"]) == 2
     assert "neither an inference profile id" in capsys.readouterr().err
+
+
+MODEL_IDS = {
+    PROFILE: True, PROFILE_ARN: True, "global.anthropic.claude-sonnet-4-6": True, "eu.anthropic.claude-sonnet-4-6": True,
+    "apac.amazon.nova-pro-v1:0": True, "amazon.nova-lite-v1:0": True, "anthropic.claude-3-haiku-20240307-v1:0": True,
+    "claude": False, "us.anthropic claude": False, "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-6": False,
+    "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc": False,
+}
+
+
+def test_terraform_accepts_the_same_model_ids_as_preflight():
+    """terraform/variables.tf and the api module validate bedrock_model_id with their own regexes (HCL cannot
+    import Python): both accept exactly what ModelRef.parse accepts."""
+    for variables_tf in (ROOT / "terraform" / "variables.tf", ROOT / "terraform" / "modules" / "api" / "variables.tf"):
+        block = variables_tf.read_text().split('variable "bedrock_model_id" {', 1)[1].split("\nvariable ", 1)[0]
+        patterns = [p.replace("\\\\", "\\") for p in re.findall(r'regex\("((?:[^"\\]|\\.)*)"', block)]
+        assert len(patterns) == 2, variables_tf
+        for model_id, valid in MODEL_IDS.items():
+            assert any(re.search(p, model_id) for p in patterns) is valid, (variables_tf.name, model_id)
+            try:
+                ModelRef.parse(model_id)
+                parsed = True
+            except ValueError:
+                parsed = False
+            assert parsed is valid, model_id
