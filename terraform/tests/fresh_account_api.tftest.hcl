@@ -221,6 +221,18 @@ run "explicit_throttling_wins" {
   }
 }
 
+run "throttling_above_the_concurrency_is_reported" {
+  command = plan
+  module {
+    source = "./modules/api"
+  }
+  variables {
+    throttling_burst_limit = 20
+    throttling_rate_limit  = 10
+  }
+  expect_failures = [check.throttling_within_concurrency]
+}
+
 run "reserved_concurrency_zero_is_refused" {
   command = plan
   module {
