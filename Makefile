@@ -72,10 +72,12 @@ clean:
 #   make tf-foundation                      KMS key, bucket, ECR repositories, training + CI roles
 #   make images AWS_ACCOUNT=... AWS_REGION=...           build and push both images (tag: commit SHA)
 #   (train: loom launch ..., see docs/deploy.md)
+#   make preflight AWS_REGION=...           Bedrock model lifecycle + access, one tiny Converse call, quotas
 #   make tf-serving MODEL_DATA_URL=s3://.../model.tar.gz    endpoint, Lambda and HTTP API
 #   make tf-destroy
 # Optional: GITHUB_REPOSITORY=owner/name (CI role), NAME_PREFIX, TF_VARS='-var x=y ...',
-# TF_APPLY_FLAGS=-auto-approve. Give the same values in every phase.
+# TF_APPLY_FLAGS=-auto-approve, BEDROCK_MODEL_ID (preflight; pass the same as -var bedrock_model_id),
+# PREFLIGHT_FLAGS (e.g. --github, --reserved-concurrency N). Give the same values in every phase.
 # ---------------------------------------------------------------------------------------------
 TERRAFORM ?= terraform
 TF_DIR := terraform
@@ -87,10 +89,12 @@ IMAGE_TAG ?= $(shell git rev-parse HEAD 2>/dev/null)
 MODEL_DATA_URL ?=
 TF_VARS ?=
 TF_APPLY_FLAGS ?=
+BEDROCK_MODEL_ID ?=
+PREFLIGHT_FLAGS ?=
 TF_COMMON_VARS = -var name_prefix=$(NAME_PREFIX) $(if $(AWS_REGION),-var region=$(AWS_REGION)) $(if $(GITHUB_REPOSITORY),-var github_repository=$(GITHUB_REPOSITORY)) $(TF_VARS)
 TF_SERVING_VARS = -var model_data_url=$(MODEL_DATA_URL) -var inference_image_tag=$(IMAGE_TAG) -var lambda_zip_path=$(abspath build/lambda.zip)
 
-.PHONY: tf-help tf-init tf-foundation images tf-serving tf-outputs tf-destroy
+.PHONY: tf-help tf-init tf-foundation images preflight tf-serving tf-outputs tf-destroy
 
 tf-help:
 	@sed -n '/^# Deployment to AWS/,/^# ----/p' Makefile | sed 's/^# \{0,1\}//'
@@ -109,6 +113,11 @@ tf-foundation: tf-init
 images:
 	@test -n "$(AWS_ACCOUNT)" -a -n "$(AWS_REGION)" || { echo "images: set AWS_ACCOUNT=<12 digits> AWS_REGION=<region>"; exit 2; }
 	LOOM_NAME_PREFIX=$(NAME_PREFIX) scripts/build_and_push.sh "$(AWS_ACCOUNT)" "$(AWS_REGION)" "$(IMAGE_TAG)"
+
+# Before phase 2, as an administrator: the description model is ACTIVE, this account may use it
+# (the first invocation also starts its Marketplace subscription), and the quotas fit.
+preflight: $(STAMP)
+	$(BIN)/python -m loom.cli preflight $(if $(AWS_REGION),--region $(AWS_REGION)) $(if $(BEDROCK_MODEL_ID),--model-id $(BEDROCK_MODEL_ID)) $(PREFLIGHT_FLAGS)
 
 # Phase 2 (and every later change): needs the trained artifact and a pushed inference image.
 tf-serving: tf-init lambda-zip

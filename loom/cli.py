@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("training.report", "the HTML evaluation report of a model artifact"),
     "launch": ("training.jobs.launch", "start a SageMaker training job and wait for model.tar.gz"),
     "batch": ("training.jobs.batch_transform", "Batch Transform a catalog through a SageMaker model"),
+    "preflight": ("training.jobs.preflight", "check the AWS account before serving: Bedrock model, access, quotas"),
     "demo": ("loom.demo", "the whole flow offline on a synthetic catalog"),
     "async": ("training.jobs.async_inference", "submit a catalog shard to an asynchronous endpoint, collect results"),
 }

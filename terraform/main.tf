@@ -25,6 +25,7 @@ module "kms" {
   partition               = local.partition
   region                  = local.region
   deletion_window_in_days = var.kms_deletion_window_days
+  logs_service_principal  = var.logs_service_principal
   tags                    = local.tags
 }
 
@@ -44,24 +45,27 @@ module "storage" {
 module "registry" {
   source = "./modules/registry"
 
-  name_prefix      = var.name_prefix
-  kms_key_arn      = module.kms.key_arn
-  keep_last_images = var.ecr_keep_last_images
-  force_delete     = var.force_destroy
-  tags             = local.tags
+  name_prefix             = var.name_prefix
+  kms_key_arn             = module.kms.key_arn
+  keep_last_images        = var.ecr_keep_last_images
+  disposable_tag_prefixes = var.ecr_disposable_tag_prefixes
+  force_delete            = var.force_destroy
+  tags                    = local.tags
 }
 
 module "training" {
   source = "./modules/training"
 
-  name_prefix    = var.name_prefix
-  account_id     = local.account_id
-  partition      = local.partition
-  region         = local.region
-  bucket_arn     = module.storage.bucket_arn
-  kms_key_arn    = module.kms.key_arn
-  repository_arn = module.registry.repository_arns["training"]
-  tags           = local.tags
+  name_prefix           = var.name_prefix
+  account_id            = local.account_id
+  partition             = local.partition
+  region                = local.region
+  bucket_arn            = module.storage.bucket_arn
+  kms_key_arn           = module.kms.key_arn
+  repository_arn        = module.registry.repository_arns["training"]
+  create_job_log_groups = var.create_sagemaker_job_log_groups
+  log_retention_days    = var.log_retention_days
+  tags                  = local.tags
 }
 
 module "ci" {
@@ -81,52 +85,63 @@ module "endpoint" {
   source = "./modules/endpoint"
   count  = local.serving_enabled ? 1 : 0
 
-  endpoint_name                   = local.endpoint_name
-  account_id                      = local.account_id
-  partition                       = local.partition
-  region                          = local.region
-  bucket_name                     = module.storage.bucket_name
-  kms_key_arn                     = module.kms.key_arn
-  repository_arn                  = module.registry.repository_arns["inference"]
-  image_uri                       = "${module.registry.repository_urls["inference"]}:${var.inference_image_tag}"
-  model_data_url                  = var.model_data_url
-  environment                     = var.model_environment
-  instance_type                   = var.instance_type
-  min_capacity                    = var.min_capacity
-  max_capacity                    = var.max_capacity
-  target_invocations_per_instance = var.target_invocations_per_instance
-  data_capture                    = var.data_capture
-  alarm_5xx_threshold             = var.alarm_5xx_threshold
-  alarm_latency_p90_ms            = var.alarm_latency_p90_ms
-  alarm_actions                   = var.alarm_actions
-  async_inference                 = var.async_inference
-  tags                            = local.tags
+  endpoint_name                       = local.endpoint_name
+  account_id                          = local.account_id
+  partition                           = local.partition
+  region                              = local.region
+  bucket_name                         = module.storage.bucket_name
+  kms_key_arn                         = module.kms.key_arn
+  repository_arn                      = module.registry.repository_arns["inference"]
+  image_uri                           = "${module.registry.repository_urls["inference"]}:${var.inference_image_tag}"
+  model_data_url                      = var.model_data_url
+  environment                         = var.model_environment
+  instance_type                       = var.instance_type
+  min_capacity                        = var.min_capacity
+  max_capacity                        = var.max_capacity
+  target_invocations_per_instance     = var.target_invocations_per_instance
+  data_capture                        = var.data_capture
+  alarm_5xx_threshold                 = var.alarm_5xx_threshold
+  alarm_latency_p90_ms                = var.alarm_latency_p90_ms
+  alarm_actions                       = var.alarm_actions
+  model_data_compression              = var.model_data_compression
+  model_data_download_timeout_seconds = var.model_data_download_timeout_seconds
+  container_startup_timeout_seconds   = var.container_startup_timeout_seconds
+  autoscaling_enabled                 = var.autoscaling_enabled
+  rollout_instance_count              = var.rollout_instance_count
+  rollout_bake_seconds                = var.rollout_bake_seconds
+  log_retention_days                  = var.log_retention_days
+  async_inference                     = var.async_inference
+  tags                                = local.tags
 }
 
 module "api" {
   source = "./modules/api"
   count  = local.serving_enabled ? 1 : 0
 
-  name_prefix                 = var.name_prefix
-  account_id                  = local.account_id
-  partition                   = local.partition
-  region                      = local.region
-  kms_key_arn                 = module.kms.key_arn
-  endpoint_name               = module.endpoint[0].endpoint_name
-  endpoint_arn                = module.endpoint[0].endpoint_arn_expected
-  bedrock_model_id            = var.bedrock_model_id
-  min_confidence              = var.min_confidence
-  log_level                   = var.log_level
-  lambda_zip_path             = var.lambda_zip_path
-  lambda_runtime              = var.lambda_runtime
-  lambda_timeout_seconds      = var.lambda_timeout_seconds
-  lambda_memory_mb            = var.lambda_memory_mb
-  lambda_reserved_concurrency = var.lambda_reserved_concurrency
-  authorization               = var.api_authorization
-  jwt_issuer                  = var.jwt_issuer
-  jwt_audience                = var.jwt_audience
-  throttling_burst_limit      = var.api_throttling_burst_limit
-  throttling_rate_limit       = var.api_throttling_rate_limit
-  log_retention_days          = var.log_retention_days
-  tags                        = local.tags
+  name_prefix                     = var.name_prefix
+  account_id                      = local.account_id
+  partition                       = local.partition
+  region                          = local.region
+  kms_key_arn                     = module.kms.key_arn
+  endpoint_name                   = module.endpoint[0].endpoint_name
+  endpoint_arn                    = module.endpoint[0].endpoint_arn_expected
+  bedrock_model_id                = var.bedrock_model_id
+  bedrock_destination_regions     = var.bedrock_destination_regions
+  bedrock_marketplace_product_ids = var.bedrock_marketplace_product_ids
+  disable_execute_api_endpoint    = var.api_disable_execute_api_endpoint
+  alarm_actions                   = var.alarm_actions
+  min_confidence                  = var.min_confidence
+  log_level                       = var.log_level
+  lambda_zip_path                 = var.lambda_zip_path
+  lambda_runtime                  = var.lambda_runtime
+  lambda_timeout_seconds          = var.lambda_timeout_seconds
+  lambda_memory_mb                = var.lambda_memory_mb
+  lambda_reserved_concurrency     = var.lambda_reserved_concurrency
+  authorization                   = var.api_authorization
+  jwt_issuer                      = var.jwt_issuer
+  jwt_audience                    = var.jwt_audience
+  throttling_burst_limit          = var.api_throttling_burst_limit
+  throttling_rate_limit           = var.api_throttling_rate_limit
+  log_retention_days              = var.log_retention_days
+  tags                            = local.tags
 }

@@ -38,6 +38,11 @@ output "ci_role_arn" {
   value       = try(module.ci[0].role_arn, null)
 }
 
+output "github_oidc_provider_arn" {
+  description = "GitHub OIDC provider the CI role trusts: the one given in github_oidc_provider_arn, or the one created (null without github_repository)."
+  value       = try(module.ci[0].oidc_provider_arn, null)
+}
+
 output "serving_enabled" {
   description = "Whether phase 2 (endpoint and API) is deployed."
   value       = local.serving_enabled

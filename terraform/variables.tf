@@ -69,7 +69,7 @@ variable "force_destroy" {
 }
 
 variable "ecr_keep_last_images" {
-  description = "How many images each ECR repository keeps."
+  description = "How many images per disposable tag prefix each ECR repository keeps. Images tagged otherwise (commit SHAs, releases) never expire."
   type        = number
   default     = 20
   nullable    = false
@@ -77,6 +77,36 @@ variable "ecr_keep_last_images" {
   validation {
     condition     = var.ecr_keep_last_images >= 1 && var.ecr_keep_last_images <= 1000 && floor(var.ecr_keep_last_images) == var.ecr_keep_last_images
     error_message = "ecr_keep_last_images must be a whole number between 1 and 1000."
+  }
+}
+
+variable "ecr_disposable_tag_prefixes" {
+  description = "Tag prefixes that mark throw-away images (e.g. ci-<sha> branch builds); they expire beyond ecr_keep_last_images. Never deploy an image that carries such a tag."
+  type        = list(string)
+  default     = ["ci-", "pr-"]
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for p in var.ecr_disposable_tag_prefixes : can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", p))])
+    error_message = "ecr_disposable_tag_prefixes must be non-empty tag prefixes."
+  }
+}
+
+variable "create_sagemaker_job_log_groups" {
+  description = "Create SageMaker's /aws/sagemaker/TrainingJobs and /TransformJobs log groups with the KMS key and log_retention_days; false when the account already has them (or import them)."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "logs_service_principal" {
+  description = "CloudWatch Logs service principal in the KMS key policy; null derives it for the partition and Region (aws_service_principal). Override only where that data source is unavailable."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.logs_service_principal == null || can(regex("^logs\\.[a-z0-9-]+\\.amazonaws\\.com(\\.cn)?$", coalesce(var.logs_service_principal, "-")))
+    error_message = "logs_service_principal must look like logs.<region>.amazonaws.com."
   }
 }
 
@@ -132,13 +162,79 @@ variable "github_oidc_provider_arn" {
 # Serving (phase 2): set model_data_url and inference_image_tag to create endpoint and API
 # ---------------------------------------------------------------------------------------------
 variable "model_data_url" {
-  description = "S3 URI of the trained model.tar.gz under s3://<bucket>/models/; null (phase 1) creates no endpoint and no API."
+  description = "S3 URI of the trained model.tar.gz under s3://<bucket>/models/ (or of an uncompressed model folder ending in / with model_data_compression = None); null (phase 1) creates no endpoint and no API."
   type        = string
   default     = null
 
   validation {
-    condition     = var.model_data_url == null || can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\\.tar\\.gz$", var.model_data_url))
-    error_message = "model_data_url must be an s3:// URI of a .tar.gz object, e.g. s3://<bucket>/models/<job>/output/model.tar.gz."
+    condition     = var.model_data_url == null || can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\\.tar\\.gz$", var.model_data_url)) || (var.model_data_compression == "None" && can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+/$", coalesce(var.model_data_url, "-"))))
+    error_message = "model_data_url must be an s3:// URI of a .tar.gz object, e.g. s3://<bucket>/models/<job>/output/model.tar.gz, or with model_data_compression = None of a folder ending in /."
+  }
+}
+
+variable "model_data_compression" {
+  description = "Gzip (default): model_data_url is a model.tar.gz. None: it is a folder of uncompressed model files, which SageMaker copies without unpacking (faster start-up for large models)."
+  type        = string
+  default     = "Gzip"
+  nullable    = false
+
+  validation {
+    condition     = contains(["Gzip", "None"], var.model_data_compression)
+    error_message = "model_data_compression must be Gzip or None."
+  }
+}
+
+variable "model_data_download_timeout_seconds" {
+  description = "Seconds SageMaker allows to download the model data to each endpoint instance (60-3600)."
+  type        = number
+  default     = 1200
+  nullable    = false
+
+  validation {
+    condition     = var.model_data_download_timeout_seconds >= 60 && var.model_data_download_timeout_seconds <= 3600 && floor(var.model_data_download_timeout_seconds) == var.model_data_download_timeout_seconds
+    error_message = "model_data_download_timeout_seconds must be a whole number from 60 to 3600."
+  }
+}
+
+variable "container_startup_timeout_seconds" {
+  description = "Seconds SageMaker allows the inference container to load and warm the model before its first healthy /ping (300-3600); the server's own MODEL_LOAD_TIMEOUT is set 120 s lower."
+  type        = number
+  default     = 1500
+  nullable    = false
+
+  validation {
+    condition     = var.container_startup_timeout_seconds >= 300 && var.container_startup_timeout_seconds <= 3600 && floor(var.container_startup_timeout_seconds) == var.container_startup_timeout_seconds
+    error_message = "container_startup_timeout_seconds must be a whole number from 300 to 3600."
+  }
+}
+
+variable "autoscaling_enabled" {
+  description = "Target-tracking autoscaling of the endpoint. To change instance_type: apply with false, apply the new instance_type, apply with true (SageMaker refuses instance type changes of autoscaled variants)."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "rollout_instance_count" {
+  description = "Instances a rollout (a new model or image) starts with; null uses min_capacity. Give the current instance count to keep capacity through a rollout."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.rollout_instance_count == null || try(var.rollout_instance_count >= 1 && floor(var.rollout_instance_count) == var.rollout_instance_count, false)
+    error_message = "rollout_instance_count must be null or a whole number of at least 1."
+  }
+}
+
+variable "rollout_bake_seconds" {
+  description = "Blue/green baking period of a rollout: the new fleet serves all traffic while the 5xx and latency alarms may roll it back."
+  type        = number
+  default     = 600
+  nullable    = false
+
+  validation {
+    condition     = var.rollout_bake_seconds >= 0 && var.rollout_bake_seconds <= 3600
+    error_message = "rollout_bake_seconds must be between 0 and 3600."
   }
 }
 
@@ -183,8 +279,8 @@ variable "instance_type" {
   nullable    = false
 
   validation {
-    condition     = can(regex("^ml\\.[a-z0-9]+\\.[a-z0-9]+$", var.instance_type))
-    error_message = "instance_type must be a SageMaker instance type starting with ml., e.g. ml.g5.2xlarge."
+    condition     = can(regex("^ml\\.[a-z0-9]+(-[a-z0-9]+)?\\.[a-z0-9]+$", var.instance_type))
+    error_message = "instance_type must be a SageMaker instance type starting with ml., e.g. ml.g5.2xlarge or ml.p6-b200.48xlarge."
   }
 }
 
@@ -327,26 +423,52 @@ variable "lambda_memory_mb" {
 }
 
 variable "lambda_reserved_concurrency" {
-  description = "Reserved concurrency of the Lambda (caps load on the endpoint and Bedrock)."
+  description = "Reserved concurrency of the Lambda; null (default) reserves none. AWS refuses a reservation that leaves fewer than 10 unreserved executions, so a new account (quota 10) must raise its Lambda concurrency quota first."
   type        = number
-  default     = 10
-  nullable    = false
+  default     = null
 
   validation {
-    condition     = var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency
-    error_message = "lambda_reserved_concurrency must be a whole number of at least 1."
+    condition     = var.lambda_reserved_concurrency == null || try(var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency, false)
+    error_message = "lambda_reserved_concurrency must be null or a whole number of at least 1."
   }
 }
 
 variable "bedrock_model_id" {
-  description = "Bedrock foundation model that writes descriptions; the only model the Lambda may invoke."
+  description = "Bedrock model that writes descriptions: a cross-Region inference profile id (default us.anthropic.claude-sonnet-4-6; eu./apac./jp./au./ca./global. in other geographies), its ARN, or a bare foundation model id for models that allow on-demand invocation. The Lambda may invoke only this model."
   type        = string
-  default     = "anthropic.claude-3-sonnet-20240229-v1:0"
+  default     = "us.anthropic.claude-sonnet-4-6"
   nullable    = false
 
   validation {
-    condition     = can(regex("^[a-z0-9-]+\\.[A-Za-z0-9._:-]+$", var.bedrock_model_id))
-    error_message = "bedrock_model_id must be a foundation model id such as anthropic.claude-3-sonnet-20240229-v1:0."
+    condition = (
+      can(regex("^((global|us-gov|us|eu|apac|jp|au|ca)\\.)?[a-z0-9-]+\\.[a-z0-9][a-z0-9._:-]*$", var.bedrock_model_id)) ||
+      can(regex("^arn:aws[a-z-]*:bedrock:[a-z0-9-]+:[0-9]{12}:inference-profile/(global|us-gov|us|eu|apac|jp|au|ca)\\.[a-z0-9-]+\\.[a-z0-9][a-z0-9._:-]*$", var.bedrock_model_id))
+    )
+    error_message = "bedrock_model_id must be an inference profile id such as us.anthropic.claude-sonnet-4-6, its inference-profile ARN, or a foundation model id such as amazon.nova-lite-v1:0."
+  }
+}
+
+variable "bedrock_destination_regions" {
+  description = "Regions the inference profile routes to (aws bedrock get-inference-profile lists them); empty allows the foundation model in every Region, still only through the profile."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for r in var.bedrock_destination_regions : can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", r))])
+    error_message = "bedrock_destination_regions must be Region names such as us-east-1."
+  }
+}
+
+variable "bedrock_marketplace_product_ids" {
+  description = "Marketplace product ids the Lambda role may subscribe to on the model's first invocation; empty (default): an admin invokes the model once instead (make preflight)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for p in var.bedrock_marketplace_product_ids : can(regex("^prod-[a-z0-9]+$", p))])
+    error_message = "bedrock_marketplace_product_ids must be Marketplace product ids such as prod-abc123."
   }
 }
 
@@ -410,31 +532,36 @@ variable "jwt_audience" {
 }
 
 variable "api_throttling_burst_limit" {
-  description = "Burst limit of the API stage (requests)."
+  description = "Burst limit of the API stage (requests); null derives it from the Lambda's concurrency."
   type        = number
-  default     = 20
-  nullable    = false
+  default     = null
 
   validation {
-    condition     = var.api_throttling_burst_limit >= 1 && floor(var.api_throttling_burst_limit) == var.api_throttling_burst_limit
-    error_message = "api_throttling_burst_limit must be a whole number of at least 1."
+    condition     = var.api_throttling_burst_limit == null || try(var.api_throttling_burst_limit >= 1 && floor(var.api_throttling_burst_limit) == var.api_throttling_burst_limit, false)
+    error_message = "api_throttling_burst_limit must be null or a whole number of at least 1."
   }
 }
 
 variable "api_throttling_rate_limit" {
-  description = "Steady-state rate limit of the API stage (requests per second)."
+  description = "Steady-state rate limit of the API stage (requests per second); null derives it so that burst + rate x Lambda timeout stays within the Lambda's concurrency."
   type        = number
-  default     = 10
-  nullable    = false
+  default     = null
 
   validation {
-    condition     = var.api_throttling_rate_limit > 0
-    error_message = "api_throttling_rate_limit must be positive."
+    condition     = var.api_throttling_rate_limit == null || try(var.api_throttling_rate_limit > 0, false)
+    error_message = "api_throttling_rate_limit must be null or positive."
   }
 }
 
+variable "api_disable_execute_api_endpoint" {
+  description = "Turn off the default execute-api URL when a custom domain fronts the API."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "log_retention_days" {
-  description = "Retention of the Lambda and API access log groups (KMS-encrypted)."
+  description = "Retention of every log group Loom creates (Lambda, API access, SageMaker endpoint and job groups; all KMS-encrypted)."
   type        = number
   default     = 365
   nullable    = false

@@ -46,6 +46,8 @@ def apply_patches() -> None:
     _autoscaling_tags()
     _log_policy_with_string_principal()
     _model_network_isolation()
+    _lambda_logging_config()
+    _endpoint_deployment_config()
     _patched = True
 
 
@@ -101,6 +103,68 @@ def _model_network_isolation() -> None:
         return result
 
     SageMakerResponse.create_model = create_model
+
+
+def _lambda_logging_config() -> None:
+    # moto 5.2.5 drops a function's LoggingConfig (JSON format, log levels); the provider reads it
+    # back and a second plan would change it again. Keep what the caller sent, as Lambda does.
+    from moto.awslambda.models import LambdaFunction
+
+    original_init = LambdaFunction.__init__
+    original_configuration = LambdaFunction.get_configuration
+    original_update = LambdaFunction.update_configuration
+
+    def __init__(self: Any, account_id: str, spec: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        original_init(self, account_id, spec, *args, **kwargs)
+        self._loom_logging_config = _logging_config(self.function_name, spec.get("LoggingConfig"))
+
+    def get_configuration(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        config = original_configuration(self, *args, **kwargs)
+        config["LoggingConfig"] = getattr(self, "_loom_logging_config", None) or _logging_config(self.function_name, None)
+        return config
+
+    def update_configuration(self: Any, config_updates: dict[str, Any]) -> dict[str, Any]:
+        if "LoggingConfig" in config_updates:
+            self._loom_logging_config = _logging_config(self.function_name, config_updates["LoggingConfig"])
+        return original_update(self, config_updates)
+
+    LambdaFunction.__init__ = __init__
+    LambdaFunction.get_configuration = get_configuration
+    LambdaFunction.update_configuration = update_configuration
+
+
+def _logging_config(function_name: str, sent: dict[str, Any] | None) -> dict[str, Any]:
+    # Lambda's defaults: Text format, log group /aws/lambda/<name>; levels only with JSON.
+    config = {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{function_name}", **(sent or {})}
+    return config
+
+
+def _endpoint_deployment_config() -> None:
+    # CreateEndpoint drops DeploymentConfig (blue/green policy, rollback alarms); keep it per endpoint
+    # and return it as DescribeEndpoint's LastDeploymentConfig, as SageMaker does.
+    from moto.sagemaker.responses import SageMakerResponse
+
+    original_create = SageMakerResponse.create_endpoint
+    original_describe = SageMakerResponse.describe_endpoint
+
+    def create_endpoint(self: Any) -> Any:
+        result = original_create(self)
+        endpoint = self.sagemaker_backend.endpoints[self._get_param("EndpointName")]
+        endpoint._loom_deployment_config = self._get_param("DeploymentConfig")
+        return result
+
+    def describe_endpoint(self: Any) -> Any:
+        result = original_describe(self)
+        endpoint = self.sagemaker_backend.endpoints.get(self._get_param("EndpointName"))
+        deployment = getattr(endpoint, "_loom_deployment_config", None)
+        if deployment and isinstance(result.result, dict):
+            return ActionResult({**result.result, "LastDeploymentConfig": deployment})
+        return result
+
+    from moto.core.responses import ActionResult
+
+    SageMakerResponse.create_endpoint = create_endpoint
+    SageMakerResponse.describe_endpoint = describe_endpoint
 
 
 def _autoscaling_tags() -> None:

@@ -171,7 +171,12 @@ def test_transform_request():
     kms = "arn:aws:kms:us-east-1:123456789012:key/k"
     sealed = bt.transform_job_request(job_name="j", model_name=MODEL, input_uri="s3://bkt/i/",
                                       output_uri="s3://bkt/o/", kms_key_arn=kms, max_concurrent_transforms=2)
-    assert sealed["TransformOutput"]["KmsKeyId"] == kms and sealed["TransformResources"]["VolumeKmsKeyId"] == kms
+    # ml.g5 (the default) has NVMe instance storage: SageMaker refuses VolumeKmsKeyId there
+    # (API_TransformResources.html); the output key is still sent. An EBS-backed type gets both.
+    assert sealed["TransformOutput"]["KmsKeyId"] == kms and "VolumeKmsKeyId" not in sealed["TransformResources"]
+    ebs = bt.transform_job_request(job_name="j", model_name=MODEL, input_uri="s3://bkt/i/", output_uri="s3://bkt/o/",
+                                   kms_key_arn=kms, instance_type="ml.m5.xlarge")
+    assert ebs["TransformOutput"]["KmsKeyId"] == kms and ebs["TransformResources"]["VolumeKmsKeyId"] == kms
     assert sealed["MaxConcurrentTransforms"] == 2
     assert bt.job_locations("bkt", "batch/", "j") == {
         "input": "s3://bkt/batch/j/input/", "output": "s3://bkt/batch/j/output/",

@@ -111,8 +111,8 @@ def test_spot_job_request_as_sent_and_stored(aws, tmp_path, capsys):
     assert job.hyper_parameters == {"max_steps": "300", "learning_rate": "0.003", "baseline": "false",
                                     "lora_target_modules": "q,v", "batch_size": "32"}
     assert all(isinstance(v, str) for v in job.hyper_parameters.values())
-    assert job.resource_config == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 100,
-                                   "VolumeKmsKeyId": KMS}
+    # ml.g5 has NVMe instance storage: SageMaker refuses VolumeKmsKeyId there (API_ResourceConfig.html).
+    assert job.resource_config == {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 100}
     assert job.output_data_config == {"S3OutputPath": "s3://loom-test/models", "KmsKeyId": KMS}
     assert job.enable_managed_spot_training is True
     assert job.stopping_condition == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 14400}
@@ -217,6 +217,24 @@ def test_on_demand_request_has_no_spot_settings():
     assert request["OutputDataConfig"] == {"S3OutputPath": "s3://bkt/models"}
     assert "VolumeKmsKeyId" not in request["ResourceConfig"]
     assert launch.model_artifact_uri(spec.output_uri, "loom-x") == "s3://bkt/models/loom-x/output/model.tar.gz"
+
+
+def test_volume_key_only_for_ebs_backed_instance_types():
+    # ml.g5 and other NVMe instance-storage types refuse VolumeKmsKeyId (API_ResourceConfig.html);
+    # the output key is sent for every type.
+    def request_for(instance_type):
+        spec = launch.TrainingJobSpec(
+            job_name="loom-x", image_uri=IMAGE, role_arn=ROLE, train_uri="s3://bkt/t", validation_uri="s3://bkt/v",
+            images_uri="s3://bkt/i", output_uri="s3://bkt/models/", instance_type=instance_type, kms_key_arn=KMS,
+        )
+        return launch.training_job_request(spec)
+
+    for local_storage in ("ml.g5.2xlarge", "ml.p4d.24xlarge", "ml.g6e.xlarge", "ml.m6id.large", "ml.p6-b200.48xlarge"):
+        request = request_for(local_storage)
+        assert "VolumeKmsKeyId" not in request["ResourceConfig"], local_storage
+        assert request["OutputDataConfig"]["KmsKeyId"] == KMS
+    ebs = request_for("ml.m5.xlarge")
+    assert ebs["ResourceConfig"]["VolumeKmsKeyId"] == KMS and ebs["OutputDataConfig"]["KmsKeyId"] == KMS
 
 
 def test_hyperparameters_become_strings():

@@ -139,3 +139,45 @@ def test_failure_message_carries_the_reason():
     assert jobs.failure_message(job, jobs.TRANSFORM_JOB, "j1") == \
         "transform job j1 ended Failed: ClientError: model not found"
     assert "no FailureReason" in jobs.failure_message({"TransformJobStatus": "Stopped"}, jobs.TRANSFORM_JOB, "j")
+
+
+# Instance types with local NVMe storage refuse VolumeKmsKeyId / KmsKeyId (API_ResourceConfig.html,
+# API_TransformResources.html, API_CreateEndpointConfig.html); the list of such SageMaker types is
+# https://docs.aws.amazon.com/sagemaker/latest/dg/host-instance-storage.html.
+INSTANCE_STORAGE = {
+    "ml.g5.2xlarge": True, "ml.g5.48xlarge": True, "ml.g6.xlarge": True, "ml.g6e.12xlarge": True,
+    "ml.g4dn.xlarge": True, "ml.p3dn.24xlarge": True, "ml.p4d.24xlarge": True, "ml.p4de.24xlarge": True,
+    "ml.p5.48xlarge": True, "ml.p5e.48xlarge": True, "ml.p5en.48xlarge": True, "ml.p6-b200.48xlarge": True,
+    "ml.trn1.32xlarge": True, "ml.trn1n.32xlarge": True, "ml.c5d.xlarge": True, "ml.m5d.large": True,
+    "ml.r5d.2xlarge": True, "ml.m6id.large": True, "ml.c6id.xlarge": True, "ml.c7gd.large": True, "ml.r6gd.xlarge": True,
+    "ml.m5.xlarge": False, "ml.c5.2xlarge": False, "ml.c5n.xlarge": False, "ml.p3.2xlarge": False,
+    "ml.g4ad.xlarge": True, "ml.inf2.xlarge": False, "ml.m7i.large": False, "ml.c6i.large": False, "ml.t3.medium": False,
+}
+
+
+@pytest.mark.parametrize("instance_type, expected", sorted(INSTANCE_STORAGE.items()))
+def test_instance_storage_rule(instance_type, expected):
+    assert jobs.has_instance_storage(instance_type) is expected
+    key = "arn:aws:kms:us-east-1:123456789012:key/k"
+    assert jobs.volume_kms_key(instance_type, key) == (None if expected else key)
+    assert jobs.volume_kms_key(instance_type, None) is None
+
+
+@pytest.mark.parametrize("bad", ["g5.2xlarge", "ml.g5", "", "ml..xlarge"])
+def test_instance_storage_rule_refuses_non_instance_types(bad):
+    with pytest.raises(JobConfigError, match="not a SageMaker instance type"):
+        jobs.has_instance_storage(bad)
+
+
+def test_terraform_endpoint_module_applies_the_same_instance_storage_rule():
+    """The endpoint module decides KmsKeyId with its own regex (HCL cannot import Python): same answers."""
+    import re
+    from pathlib import Path
+
+    import hcl2
+
+    main_tf = Path(__file__).resolve().parents[1] / "terraform" / "modules" / "endpoint" / "main.tf"
+    local = next(b for b in hcl2.loads(main_tf.read_text())["locals"] if "local_storage_pattern" in b)
+    pattern = local["local_storage_pattern"].strip('"').encode().decode("unicode_escape")
+    for instance_type, expected in INSTANCE_STORAGE.items():
+        assert bool(re.search(pattern, instance_type)) is expected, (instance_type, pattern)

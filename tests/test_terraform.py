@@ -334,7 +334,14 @@ def _check_wiring(client, outputs: dict) -> None:
     model = sagemaker.describe_model(ModelName=outputs["model_name"])
     assert model["PrimaryContainer"]["Image"] == outputs["inference_image_uri"]
     assert model["PrimaryContainer"]["ModelDataUrl"] == MODEL_DATA_URL
-    assert model["PrimaryContainer"]["Environment"] == {"MAX_BODY_MB": "20"}
+    # The server gives up loading 120 s before SageMaker's start-up health check window ends.
+    assert model["PrimaryContainer"]["Environment"] == {"MAX_BODY_MB": "20", "MODEL_LOAD_TIMEOUT": "1380"}
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 1500
+    assert variant["ModelDataDownloadTimeoutInSeconds"] == 1200
+    deployment = endpoint["LastDeploymentConfig"]
+    assert deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
+    assert {a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]} == {
+        f"{ENDPOINT_NAME}-invocation-5xx", f"{ENDPOINT_NAME}-model-latency-p90"}
     assert model["ExecutionRoleArn"] == outputs["endpoint_role_arn"]
 
     # Model role: only its artifact prefix (plus batch input) readable, only its image pullable.
@@ -351,18 +358,21 @@ def _check_wiring(client, outputs: dict) -> None:
     function = lam.get_function_configuration(FunctionName=outputs["lambda_function_name"])
     env = function["Environment"]["Variables"]
     assert env["ENDPOINT_NAME"] == ENDPOINT_NAME
-    assert env["BEDROCK_MODEL_ID"] == "anthropic.claude-3-sonnet-20240229-v1:0"
+    assert env["BEDROCK_MODEL_ID"] == "us.anthropic.claude-sonnet-4-6"
     assert env["POWERTOOLS_SERVICE_NAME"] == "loom-api" and env["DESCRIPTION_BACKEND"] == "bedrock"
     assert function["Handler"] == "inference.api.handler.handler" and function["Runtime"] == "python3.12"
     assert function["Timeout"] < 30 and function["TracingConfig"]["Mode"] == "Active"
-    assert lam.get_function_concurrency(FunctionName=function["FunctionName"])["ReservedConcurrentExecutions"] == 10
+    assert function["LoggingConfig"]["LogFormat"] == "JSON" and function["LoggingConfig"]["ApplicationLogLevel"] == "INFO"
+    # No reservation by default: a new account (concurrency quota 10) refuses any.
+    assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName=function["FunctionName"])
     lambda_role = outputs["lambda_role_arn"].split("/")[-1]
     lambda_policy = _statements(
         iam.get_role_policy(RoleName=lambda_role, PolicyName="invoke-endpoint-and-model")["PolicyDocument"]
     )
     assert _resources(lambda_policy, "sagemaker:InvokeEndpoint") == {endpoint["EndpointArn"]}
     assert _resources(lambda_policy, "bedrock:InvokeModel") == {
-        "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-sonnet-20240229-v1:0"
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6",
+        "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-6",
     }
 
     # HTTP API: both routes -> the Lambda integration, IAM auth, payload 2.0, 30 s.
@@ -375,7 +385,7 @@ def _check_wiring(client, outputs: dict) -> None:
         assert function["FunctionArn"] in integration["IntegrationUri"]
         assert integration["PayloadFormatVersion"] == "2.0" and integration["TimeoutInMillis"] == 30000
     stage = apigw.get_stage(ApiId=api_id, StageName="$default")
-    assert stage["DefaultRouteSettings"]["ThrottlingBurstLimit"] == 20
+    assert stage["DefaultRouteSettings"]["ThrottlingBurstLimit"] == 5  # derived from 10 executions, 28 s timeout
     assert stage["AccessLogSettings"]["DestinationArn"].endswith(":log-group:/aws/apigateway/loom-api")
 
     # Autoscaling on the endpoint variant.
@@ -388,6 +398,16 @@ def _check_wiring(client, outputs: dict) -> None:
         p["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]["PredefinedMetricType"]
         for p in policies
     ] == ["SageMakerVariantInvocationsPerInstance"]
+
+    # SageMaker's log groups exist before SageMaker writes to them: encrypted, with retention.
+    groups = {g["logGroupName"]: g for g in client("logs").describe_log_groups(logGroupNamePrefix="/aws/sagemaker/")["logGroups"]}
+    assert set(groups) == {f"/aws/sagemaker/Endpoints/{ENDPOINT_NAME}", "/aws/sagemaker/TrainingJobs", "/aws/sagemaker/TransformJobs"}
+    assert all(g.get("kmsKeyId") == outputs["kms_key_arn"] and g.get("retentionInDays") == 365 for g in groups.values())
+
+    # Alarms on the endpoint, the Lambda and the API.
+    alarms = {a["AlarmName"] for a in client("cloudwatch").describe_alarms()["MetricAlarms"]}
+    assert {"loom-api-lambda-errors", "loom-api-lambda-throttles", "loom-api-lambda-duration", "loom-api-5xx",
+            "loom-api-latency-p90", f"{ENDPOINT_NAME}-invocation-5xx"} <= alarms
 
     # Registry and bucket defaults.
     for repo in ecr.describe_repositories()["repositories"]:

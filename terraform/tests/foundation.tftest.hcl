@@ -162,12 +162,26 @@ run "registry_is_immutable_scanned_encrypted" {
     error_message = "Repositories must have immutable tags, scan on push and KMS encryption, and no force delete."
   }
 
+  # A running endpoint pulls its tag again on scale-out: no rule may select every image
+  # (tagStatus = any); only untagged images and disposable tag prefixes expire.
+  # https://docs.aws.amazon.com/AmazonECR/latest/userguide/lifecycle_policy_parameters.html
   assert {
     condition = alltrue([
-      for p in aws_ecr_lifecycle_policy.this :
-      jsondecode(p.policy).rules[0].selection.countType == "imageCountMoreThan" && jsondecode(p.policy).rules[0].selection.countNumber == 15
+      for p in aws_ecr_lifecycle_policy.this : alltrue([
+        for r in jsondecode(p.policy).rules :
+        r.selection.tagStatus == "untagged" || try(r.selection.tagStatus == "tagged" && length(r.selection.tagPrefixList) == 1 && contains(["ci-", "pr-"], r.selection.tagPrefixList[0]), false)
+      ])
     ])
-    error_message = "Each repository must keep only the last keep_last_images images."
+    error_message = "The lifecycle may expire only untagged images and disposable (ci-, pr-) tags, never any tagged image."
+  }
+
+  assert {
+    condition = alltrue([
+      for p in aws_ecr_lifecycle_policy.this : length([
+        for r in jsondecode(p.policy).rules : r if r.selection.tagStatus == "tagged" && r.selection.countType == "imageCountMoreThan" && r.selection.countNumber == 15
+      ]) == 2 && length([for r in jsondecode(p.policy).rules : r if r.selection.tagStatus == "untagged"]) == 1
+    ])
+    error_message = "Each disposable prefix keeps keep_last_images images; untagged images expire."
   }
 }
 

@@ -63,8 +63,8 @@ run "endpoint_defaults" {
   }
 
   assert {
-    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "20" }) && aws_sagemaker_model.this.primary_container[0].model_data_url == var.model_data_url && aws_sagemaker_model.this.primary_container[0].image == var.image_uri
-    error_message = "The model must run the given image and artifact with MAX_BODY_MB=20."
+    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "20", MODEL_LOAD_TIMEOUT = "1380" }) && aws_sagemaker_model.this.primary_container[0].model_data_url == var.model_data_url && aws_sagemaker_model.this.primary_container[0].image == var.image_uri
+    error_message = "The model must run the given image and artifact with MAX_BODY_MB=20 and the server's load timeout below the startup window."
   }
 
   assert {
@@ -83,12 +83,12 @@ run "endpoint_defaults" {
   }
 
   assert {
-    condition     = aws_appautoscaling_target.this.resource_id == "endpoint/loom-endpoint/variant/AllTraffic" && aws_appautoscaling_target.this.min_capacity == 1 && aws_appautoscaling_target.this.max_capacity == 2
+    condition     = aws_appautoscaling_target.this[0].resource_id == "endpoint/loom-endpoint/variant/AllTraffic" && aws_appautoscaling_target.this[0].min_capacity == 1 && aws_appautoscaling_target.this[0].max_capacity == 2
     error_message = "Autoscaling must target the AllTraffic variant of loom-endpoint with capacity 1..2."
   }
 
   assert {
-    condition     = aws_appautoscaling_policy.invocations.target_tracking_scaling_policy_configuration[0].predefined_metric_specification[0].predefined_metric_type == "SageMakerVariantInvocationsPerInstance"
+    condition     = aws_appautoscaling_policy.invocations[0].target_tracking_scaling_policy_configuration[0].predefined_metric_specification[0].predefined_metric_type == "SageMakerVariantInvocationsPerInstance"
     error_message = "Autoscaling must track SageMakerVariantInvocationsPerInstance."
   }
 
@@ -165,7 +165,7 @@ run "endpoint_kms_and_data_capture" {
   }
 
   assert {
-    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "8", LOG_LEVEL = "DEBUG" })
+    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "8", LOG_LEVEL = "DEBUG", MODEL_LOAD_TIMEOUT = "1380" })
     error_message = "The environment variable must merge over the MAX_BODY_MB default."
   }
 }
@@ -210,16 +210,16 @@ run "api_defaults" {
       aws_lambda_function.api.runtime == "python3.12" &&
       aws_lambda_function.api.timeout == 28 &&
       aws_lambda_function.api.memory_size == 512 &&
-      aws_lambda_function.api.reserved_concurrent_executions == 10 &&
+      aws_lambda_function.api.reserved_concurrent_executions == -1 &&
       aws_lambda_function.api.tracing_config[0].mode == "Active"
     )
-    error_message = "Lambda: handler, python3.12, 28 s timeout, memory, reserved concurrency and active tracing."
+    error_message = "Lambda: handler, python3.12, 28 s timeout, memory, no reserved concurrency (-1) and active tracing."
   }
 
   assert {
     condition = aws_lambda_function.api.environment[0].variables == tomap({
       ENDPOINT_NAME           = "loom-endpoint"
-      BEDROCK_MODEL_ID        = "anthropic.claude-3-sonnet-20240229-v1:0"
+      BEDROCK_MODEL_ID        = "us.anthropic.claude-sonnet-4-6"
       DESCRIPTION_BACKEND     = "bedrock"
       MIN_CONFIDENCE          = "0.5"
       POWERTOOLS_SERVICE_NAME = "loom-api"
@@ -231,17 +231,17 @@ run "api_defaults" {
   assert {
     condition = toset(flatten([
       for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : flatten([s.Action])
-    ])) == toset(["sagemaker:InvokeEndpoint", "bedrock:InvokeModel", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"])
+    ])) == toset(["sagemaker:InvokeEndpoint", "bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream", "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"])
     error_message = "The Lambda role may only invoke the endpoint and the model, write its logs and traces."
   }
 
   assert {
     condition = (
       one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "InvokeThisEndpoint"]) == var.endpoint_arn &&
-      one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "InvokeThisFoundationModel"]) == "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-sonnet-20240229-v1:0" &&
+      one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "InvokeThroughInferenceProfile"]) == "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6" &&
       one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "WriteOwnLogs"]) == "${aws_cloudwatch_log_group.lambda.arn}:*"
     )
-    error_message = "The Lambda role must name exactly this endpoint, this foundation model and its own log group."
+    error_message = "The Lambda role must name exactly this endpoint, this inference profile and its own log group."
   }
 
   assert {
@@ -266,11 +266,11 @@ run "api_defaults" {
 
   assert {
     condition = (
-      aws_apigatewayv2_stage.default.default_route_settings[0].throttling_burst_limit == 20 &&
-      aws_apigatewayv2_stage.default.default_route_settings[0].throttling_rate_limit == 10 &&
+      aws_apigatewayv2_stage.default.default_route_settings[0].throttling_burst_limit == 5 &&
+      aws_apigatewayv2_stage.default.default_route_settings[0].throttling_rate_limit == 0.17 &&
       aws_apigatewayv2_stage.default.access_log_settings[0].destination_arn == aws_cloudwatch_log_group.access.arn
     )
-    error_message = "The stage must throttle and write access logs."
+    error_message = "The stage must throttle within the 10 executions the function can count on (burst 5 + 0.17/s x 28 s <= 10) and write access logs."
   }
 
   assert {

@@ -156,7 +156,8 @@ def transform_job_request(
         request["MaxConcurrentTransforms"] = max_concurrent_transforms
     if kms_key_arn:  # the bucket's customer-managed key (Terraform output kms_key_arn)
         request["TransformOutput"]["KmsKeyId"] = kms_key_arn
-        request["TransformResources"]["VolumeKmsKeyId"] = kms_key_arn
+    if volume_key := jobs.volume_kms_key(instance_type, kms_key_arn):  # EBS-backed types only
+        request["TransformResources"]["VolumeKmsKeyId"] = volume_key
     return request
 
 
@@ -226,7 +227,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-concurrent-transforms", type=int)
     p.add_argument("--article-types", nargs="+", help="local catalogs: types to keep ('all' for every type)")
     p.add_argument("--attributes", nargs="+", help="ask only these attributes (default: the model's)")
-    p.add_argument("--kms-key-arn", help="KMS key for the outputs and instance volumes (Terraform kms_key_arn)")
+    p.add_argument("--kms-key-arn", help="KMS key for the outputs (Terraform kms_key_arn); also for the EBS volumes of "
+                   "instance types without local NVMe storage (ml.g5 and *d types encrypt theirs in hardware)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--job-name", help="default loom-batch-YYYYmmdd-HHMMSS (UTC)")
     p.add_argument("--wait", action="store_true", help="wait for the job, then join its outputs into --out")

@@ -182,7 +182,8 @@ def training_job_request(spec: TrainingJobSpec) -> dict[str, Any]:
     }
     if spec.kms_key_arn:  # the bucket's customer-managed key (Terraform output kms_key_arn)
         request["OutputDataConfig"]["KmsKeyId"] = spec.kms_key_arn
-        request["ResourceConfig"]["VolumeKmsKeyId"] = spec.kms_key_arn
+    if volume_key := jobs.volume_kms_key(spec.instance_type, spec.kms_key_arn):  # EBS-backed types only
+        request["ResourceConfig"]["VolumeKmsKeyId"] = volume_key
     if spec.spot:
         max_wait = spec.max_wait_s or max(DEFAULT_MAX_WAIT_S, spec.max_run_s)
         if max_wait < spec.max_run_s:
@@ -263,7 +264,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spot", action="store_true", help="use managed spot training (resumes from checkpoints)")
     p.add_argument("--max-wait-hours", type=float, help="spot: give up after this long, waiting included")
     p.add_argument("--checkpoint-s3", help="spot: checkpoint prefix (default s3://BUCKET/checkpoints/JOB/)")
-    p.add_argument("--kms-key-arn", help="KMS key for the model output and the instance volume (Terraform kms_key_arn)")
+    p.add_argument("--kms-key-arn", help="KMS key for the model output (Terraform kms_key_arn); also for the EBS volume of "
+                   "instance types without local NVMe storage (ml.g5 and *d types encrypt theirs in hardware)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a job tag (repeatable)")
     p.add_argument("--job-name", help="default loom-train-YYYYmmdd-HHMMSS (UTC)")
     p.add_argument("--wait", action="store_true", help="wait for the job and stream its status")

@@ -172,6 +172,43 @@ def _outermost(prefixes: Sequence[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Instance storage: which instance types refuse a volume KMS key
+
+# SageMaker refuses VolumeKmsKeyId (training, transform) and KmsKeyId (endpoint configs) for instance
+# types with local NVMe instance storage, which is encrypted by a hardware module on the instance:
+#   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ResourceConfig.html (VolumeKmsKeyId)
+#   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TransformResources.html (VolumeKmsKeyId)
+#   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpointConfig.html (KmsKeyId)
+# List of such types: https://docs.aws.amazon.com/sagemaker/latest/dg/host-instance-storage.html.
+# Rule: EC2's naming convention marks instance store with a "d" attribute after the generation
+# (c5d, g4dn, p3dn, p4d, p4de, m6id, c7gd...; https://docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html),
+# and these accelerated families carry NVMe instance storage without a "d" in their name.
+NVME_FAMILIES_WITHOUT_D = frozenset({"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "p6", "p6e", "trn1", "trn1n", "trn2"})
+# Terraform's endpoint module applies the same rule (terraform/modules/endpoint/main.tf,
+# local.local_storage_instance); tests/test_sagemaker_jobs.py checks that both agree.
+_INSTANCE_TYPE = re.compile(r"^ml\.(?P<series>[a-z]+)(?P<generation>[0-9]+)(?P<attributes>[a-z]*)(?P<variant>-[a-z0-9]+)?\.[a-z0-9]+$")
+
+
+def has_instance_storage(instance_type: str) -> bool:
+    """Whether an ml.* instance type has local NVMe storage (and so refuses a volume KMS key).
+
+    Hyphenated families such as ml.p6-b200.48xlarge are read by their base family (p6).
+    """
+    match = _INSTANCE_TYPE.match(instance_type or "")
+    if not match:
+        raise JobConfigError(f"{instance_type!r} is not a SageMaker instance type such as ml.g5.2xlarge")
+    family = match["series"] + match["generation"] + match["attributes"]
+    return "d" in match["attributes"] or family in NVME_FAMILIES_WITHOUT_D
+
+
+def volume_kms_key(instance_type: str, kms_key_arn: str | None) -> str | None:
+    """The key to send as VolumeKmsKeyId: None for instance-storage types (SageMaker refuses it there)."""
+    if not kms_key_arn or has_instance_storage(instance_type):
+        return None
+    return kms_key_arn
+
+
+# ---------------------------------------------------------------------------------------------------
 # Names and tags
 
 

@@ -4,9 +4,23 @@
 
 locals {
   function_name      = "${var.name_prefix}-api"
-  bedrock_model_arn  = "arn:${var.partition}:bedrock:${var.region}::foundation-model/${var.bedrock_model_id}"
   routes             = toset(["POST /describe", "POST /attributes"])
   authorization_type = var.authorization
+
+  # Concurrency the function can count on: its reservation, or else 10 (AWS keeps at least 10 of an
+  # account's concurrency unreserved, and new accounts often have 10 in total).
+  #   https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html
+  function_concurrency = coalesce(var.lambda_reserved_concurrency, 10)
+  # Throttling that never admits more requests than that concurrency, even if every request ran for
+  # the whole Lambda timeout: burst + rate x timeout <= concurrency (API Gateway's token bucket holds
+  # `burst` tokens and refills `rate` per second). Set throttling_* to override.
+  derived_burst_limit    = max(1, floor(local.function_concurrency / 2))
+  derived_rate_limit     = max(0.01, floor((local.function_concurrency - local.derived_burst_limit) * 100 / var.lambda_timeout_seconds) / 100)
+  throttling_burst_limit = coalesce(var.throttling_burst_limit, local.derived_burst_limit)
+  throttling_rate_limit  = coalesce(var.throttling_rate_limit, local.derived_rate_limit)
+
+  # Lambda's application log levels are TRACE, DEBUG, INFO, WARN, ERROR, FATAL.
+  application_log_level = { DEBUG = "DEBUG", INFO = "INFO", WARNING = "WARN", ERROR = "ERROR" }[var.log_level]
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -39,20 +53,14 @@ resource "aws_iam_role_policy" "lambda" {
   role = aws_iam_role.lambda.id
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = [
+    Statement = concat([
       {
         Sid      = "InvokeThisEndpoint"
         Effect   = "Allow"
         Action   = "sagemaker:InvokeEndpoint"
         Resource = var.endpoint_arn
       },
-      {
-        # Converse and InvokeModel are both authorised by bedrock:InvokeModel.
-        Sid      = "InvokeThisFoundationModel"
-        Effect   = "Allow"
-        Action   = "bedrock:InvokeModel"
-        Resource = local.bedrock_model_arn
-      },
+      ], local.bedrock_statements, local.marketplace_statements, [
       {
         Sid      = "WriteOwnLogs"
         Effect   = "Allow"
@@ -66,8 +74,15 @@ resource "aws_iam_role_policy" "lambda" {
         Action   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
         Resource = "*"
       },
-    ]
+    ])
   })
+
+  lifecycle {
+    precondition {
+      condition     = local.bedrock_geo == null || startswith(var.region, lookup(local.bedrock_source_region_prefix, coalesce(local.bedrock_geo, "global"), ""))
+      error_message = "bedrock_model_id ${var.bedrock_model_id} is a ${coalesce(local.bedrock_geo, "-")}. inference profile, which cannot be called from ${var.region}: use the profile of this Region's geography (e.g. eu.… in eu-*, apac.… in ap-*) or a global.… profile."
+    }
+  }
 }
 
 resource "aws_lambda_function" "api" {
@@ -75,19 +90,29 @@ resource "aws_lambda_function" "api" {
   #checkov:skip=CKV_AWS_117:The function only calls AWS APIs (SageMaker runtime, Bedrock) over TLS with IAM auth; a VPC would add NAT or interface endpoints without reducing exposure.
   #checkov:skip=CKV_AWS_272:The zip is built by make lambda-zip in CI from reviewed source; AWS Signer code signing is a per-organisation choice left to the deployer.
   #checkov:skip=CKV_AWS_173:The environment holds no secrets (endpoint name, model id, log level); a CMK would only add kms:Decrypt to the role. Lambda encrypts it at rest with an AWS-managed key.
-  function_name                  = local.function_name
-  description                    = "Loom API: photo to attributes (SageMaker) and description (Bedrock)"
-  role                           = aws_iam_role.lambda.arn
-  handler                        = "inference.api.handler.handler"
-  runtime                        = var.lambda_runtime
-  filename                       = var.lambda_zip_path
-  source_code_hash               = fileexists(var.lambda_zip_path) ? filebase64sha256(var.lambda_zip_path) : null
-  timeout                        = var.lambda_timeout_seconds
-  memory_size                    = var.lambda_memory_mb
-  reserved_concurrent_executions = var.lambda_reserved_concurrency
+  function_name    = local.function_name
+  description      = "Loom API: photo to attributes (SageMaker) and description (Bedrock)"
+  role             = aws_iam_role.lambda.arn
+  handler          = "inference.api.handler.handler"
+  runtime          = var.lambda_runtime
+  filename         = var.lambda_zip_path
+  source_code_hash = fileexists(var.lambda_zip_path) ? filebase64sha256(var.lambda_zip_path) : null
+  timeout          = var.lambda_timeout_seconds
+  memory_size      = var.lambda_memory_mb
+  # -1 (the provider's "no reservation") unless a reservation is asked for: AWS refuses a reservation
+  # that leaves fewer than 10 unreserved executions, which on a new account (quota 10) is any.
+  reserved_concurrent_executions = coalesce(var.lambda_reserved_concurrency, -1)
 
   tracing_config {
     mode = "Active"
+  }
+
+  # JSON logs whose level Lambda filters (Powertools' Logger writes JSON too).
+  #   https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-advanced.html
+  logging_config {
+    log_format            = "JSON"
+    application_log_level = local.application_log_level
+    system_log_level      = "WARN"
   }
 
   environment {
@@ -120,7 +145,10 @@ resource "aws_apigatewayv2_api" "this" {
   name          = "${var.name_prefix}-api"
   protocol_type = "HTTP"
   description   = "Loom: POST /describe and POST /attributes"
-  tags          = var.tags
+  # With a custom domain in front, turn the default https://<id>.execute-api... URL off so that
+  # clients cannot bypass the domain's settings.
+  disable_execute_api_endpoint = var.disable_execute_api_endpoint
+  tags                         = var.tags
 }
 
 resource "aws_apigatewayv2_authorizer" "jwt" {
@@ -168,8 +196,8 @@ resource "aws_apigatewayv2_stage" "default" {
   auto_deploy = true
 
   default_route_settings {
-    throttling_burst_limit = var.throttling_burst_limit
-    throttling_rate_limit  = var.throttling_rate_limit
+    throttling_burst_limit = local.throttling_burst_limit
+    throttling_rate_limit  = local.throttling_rate_limit
   }
 
   access_log_settings {
@@ -201,4 +229,13 @@ resource "aws_lambda_permission" "api" {
   principal     = "apigateway.amazonaws.com"
   # execution_arn/<stage>/<METHOD>/<path>: only these routes may invoke the function.
   source_arn = "${aws_apigatewayv2_api.this.execution_arn}/*/${replace(each.key, " /", "/")}"
+}
+
+# Explicit throttling that can admit more requests than the function can run turns the excess into
+# Lambda throttles (5xx for the caller) instead of API 429s: say so at plan time.
+check "throttling_within_concurrency" {
+  assert {
+    condition     = local.throttling_burst_limit + local.throttling_rate_limit * var.lambda_timeout_seconds <= local.function_concurrency
+    error_message = "API throttling (burst ${local.throttling_burst_limit}, rate ${local.throttling_rate_limit}/s) can admit more concurrent requests than the Lambda's ${local.function_concurrency} executions when requests run up to ${var.lambda_timeout_seconds} s."
+  }
 }

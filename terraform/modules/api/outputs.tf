@@ -23,9 +23,14 @@ output "role_arn" {
   value       = aws_iam_role.lambda.arn
 }
 
-output "bedrock_model_arn" {
-  description = "Foundation-model ARN the Lambda may invoke."
-  value       = local.bedrock_model_arn
+output "bedrock_invoke_arns" {
+  description = "Bedrock resources the Lambda may invoke: the inference profile (if any) and the foundation model ARNs."
+  value       = compact(concat([local.bedrock_profile_arn], local.bedrock_model_arns))
+}
+
+output "throttling" {
+  description = "Burst and rate limits of the API stage (derived from the Lambda's concurrency unless set)."
+  value       = { burst_limit = local.throttling_burst_limit, rate_limit = local.throttling_rate_limit }
 }
 
 output "access_log_group_name" {

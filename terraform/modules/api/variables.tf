@@ -76,14 +76,41 @@ variable "endpoint_arn" {
 }
 
 variable "bedrock_model_id" {
-  description = "Bedrock foundation model id that writes descriptions (BEDROCK_MODEL_ID); the only model the Lambda may invoke."
+  description = "Bedrock model that writes descriptions (BEDROCK_MODEL_ID): a cross-Region inference profile id (us./eu./apac./jp./au./ca./us-gov./global.), a system inference-profile ARN, or a bare foundation model id for models that allow on-demand invocation. The only model the Lambda may invoke."
   type        = string
-  default     = "anthropic.claude-3-sonnet-20240229-v1:0"
+  default     = "us.anthropic.claude-sonnet-4-6"
   nullable    = false
 
   validation {
-    condition     = can(regex("^[a-z0-9-]+\\.[A-Za-z0-9._:-]+$", var.bedrock_model_id))
-    error_message = "bedrock_model_id must be a foundation model id such as anthropic.claude-3-sonnet-20240229-v1:0."
+    condition = (
+      can(regex("^((global|us-gov|us|eu|apac|jp|au|ca)\\.)?[a-z0-9-]+\\.[a-z0-9][a-z0-9._:-]*$", var.bedrock_model_id)) ||
+      can(regex("^arn:aws[a-z-]*:bedrock:[a-z0-9-]+:[0-9]{12}:inference-profile/(global|us-gov|us|eu|apac|jp|au|ca)\\.[a-z0-9-]+\\.[a-z0-9][a-z0-9._:-]*$", var.bedrock_model_id))
+    )
+    error_message = "bedrock_model_id must be an inference profile id such as us.anthropic.claude-sonnet-4-6, its inference-profile ARN, or a foundation model id such as amazon.nova-lite-v1:0."
+  }
+}
+
+variable "bedrock_destination_regions" {
+  description = "Regions the inference profile routes to, for the foundation-model statement; empty allows every Region (still only through the profile, by the bedrock:InferenceProfileArn condition)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for r in var.bedrock_destination_regions : can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", r))])
+    error_message = "bedrock_destination_regions must be Region names such as us-east-1."
+  }
+}
+
+variable "bedrock_marketplace_product_ids" {
+  description = "AWS Marketplace product ids of the model that the Lambda role may subscribe to on first invocation; empty (default) grants no Marketplace permission: an admin invokes the model once (loom preflight)."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for p in var.bedrock_marketplace_product_ids : can(regex("^prod-[a-z0-9]+$", p))])
+    error_message = "bedrock_marketplace_product_ids must be Marketplace product ids such as prod-abc123."
   }
 }
 
@@ -159,14 +186,13 @@ variable "lambda_memory_mb" {
 }
 
 variable "lambda_reserved_concurrency" {
-  description = "Reserved concurrent executions: caps the load the Lambda can put on the endpoint and Bedrock."
+  description = "Reserved concurrent executions; null (default) reserves none. AWS refuses a reservation that leaves fewer than 10 unreserved executions in the account, so on a new account (quota 10) any reservation fails."
   type        = number
-  default     = 10
-  nullable    = false
+  default     = null
 
   validation {
-    condition     = var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency
-    error_message = "lambda_reserved_concurrency must be a whole number of at least 1 (0 would disable the function)."
+    condition     = var.lambda_reserved_concurrency == null || try(var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency, false)
+    error_message = "lambda_reserved_concurrency must be null or a whole number of at least 1 (0 would disable the function)."
   }
 }
 
@@ -206,26 +232,67 @@ variable "jwt_audience" {
 }
 
 variable "throttling_burst_limit" {
-  description = "Stage-wide burst limit (requests)."
+  description = "Stage-wide burst limit (requests); null derives it from the Lambda's concurrency (half of it)."
   type        = number
-  default     = 20
-  nullable    = false
+  default     = null
 
   validation {
-    condition     = var.throttling_burst_limit >= 1 && floor(var.throttling_burst_limit) == var.throttling_burst_limit
-    error_message = "throttling_burst_limit must be a whole number of at least 1."
+    condition     = var.throttling_burst_limit == null || try(var.throttling_burst_limit >= 1 && floor(var.throttling_burst_limit) == var.throttling_burst_limit, false)
+    error_message = "throttling_burst_limit must be null or a whole number of at least 1."
   }
 }
 
 variable "throttling_rate_limit" {
-  description = "Stage-wide steady-state rate limit (requests per second)."
+  description = "Stage-wide steady-state rate limit (requests per second); null derives it so that burst + rate x timeout stays within the Lambda's concurrency."
   type        = number
-  default     = 10
+  default     = null
+
+  validation {
+    condition     = var.throttling_rate_limit == null || try(var.throttling_rate_limit > 0, false)
+    error_message = "throttling_rate_limit must be null or positive."
+  }
+}
+
+variable "disable_execute_api_endpoint" {
+  description = "Turn off the default execute-api URL (when a custom domain fronts the API); api_url then names an endpoint that answers 403."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "alarm_actions" {
+  description = "ARNs (e.g. SNS topics) notified by the Lambda and API alarms."
+  type        = list(string)
+  default     = []
   nullable    = false
 
   validation {
-    condition     = var.throttling_rate_limit > 0
-    error_message = "throttling_rate_limit must be positive."
+    condition     = alltrue([for a in var.alarm_actions : startswith(a, "arn:")])
+    error_message = "alarm_actions must be ARNs."
+  }
+}
+
+variable "alarm_api_5xx_threshold" {
+  description = "API 5xx responses per minute that count as a breaching datapoint."
+  type        = number
+  default     = 1
+  nullable    = false
+
+  validation {
+    condition     = var.alarm_api_5xx_threshold >= 1
+    error_message = "alarm_api_5xx_threshold must be at least 1."
+  }
+}
+
+variable "alarm_api_latency_p90_ms" {
+  description = "p90 API latency (ms) above which a minute counts as breaching."
+  type        = number
+  default     = 20000
+  nullable    = false
+
+  validation {
+    condition     = var.alarm_api_latency_p90_ms > 0
+    error_message = "alarm_api_latency_p90_ms must be positive."
   }
 }
 

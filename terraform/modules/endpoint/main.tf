@@ -8,21 +8,33 @@
 locals {
   artifact_bucket = split("/", trimprefix(var.model_data_url, "s3://"))[0]
   artifact_key    = join("/", slice(split("/", trimprefix(var.model_data_url, "s3://")), 1, length(split("/", trimprefix(var.model_data_url, "s3://")))))
-  # The "folder" holding model.tar.gz: the role can read only below it.
-  artifact_prefix = join("/", slice(split("/", local.artifact_key), 0, length(split("/", local.artifact_key)) - 1))
+  # model.tar.gz (Gzip) or a folder of model files (None, for large models: no unpacking on startup).
+  #   https://docs.aws.amazon.com/sagemaker/latest/dg/large-model-inference-uncompressed.html
+  compressed_artifact = var.model_data_compression == "Gzip"
+  # The "folder" holding model.tar.gz, or the model folder itself: the role can read only below it.
+  artifact_prefix = local.compressed_artifact ? join("/", slice(split("/", local.artifact_key), 0, length(split("/", local.artifact_key)) - 1)) : trimsuffix(local.artifact_key, "/")
 
-  bucket_arn      = "arn:${var.partition}:s3:::${var.bucket_name}"
-  capture_prefix  = "capture/${var.endpoint_name}"
-  endpoint_arn    = "arn:${var.partition}:sagemaker:${var.region}:${var.account_id}:endpoint/${lower(var.endpoint_name)}"
-  log_group_arns  = [for g in ["/aws/sagemaker/Endpoints/${var.endpoint_name}", "/aws/sagemaker/TransformJobs"] : "arn:${var.partition}:logs:${var.region}:${var.account_id}:log-group:${g}"]
-  environment     = merge({ MAX_BODY_MB = "20" }, var.environment)
-  resource_id     = "endpoint/${var.endpoint_name}/variant/${var.variant_name}"
-  model_name      = "${var.endpoint_name}-${substr(sha1(jsonencode([var.image_uri, var.model_data_url, local.environment])), 0, 8)}"
-  endpoint_config = "${var.endpoint_name}-${substr(sha1(jsonencode([local.model_name, var.instance_type, var.min_capacity, var.kms_key_arn, var.data_capture])), 0, 8)}"
+  bucket_arn     = "arn:${var.partition}:s3:::${var.bucket_name}"
+  capture_prefix = "capture/${var.endpoint_name}"
+  endpoint_arn   = "arn:${var.partition}:sagemaker:${var.region}:${var.account_id}:endpoint/${lower(var.endpoint_name)}"
+  log_group_arns = [for g in ["/aws/sagemaker/Endpoints/${var.endpoint_name}", "/aws/sagemaker/TransformJobs"] : "arn:${var.partition}:logs:${var.region}:${var.account_id}:log-group:${g}"]
+  # The server gives up loading the model (and /ping reports why) before SageMaker's startup health
+  # check window ends, so that the failure carries the server's message, not only a timeout.
+  model_load_timeout = var.container_startup_timeout_seconds - 120
+  environment        = merge({ MAX_BODY_MB = "20", MODEL_LOAD_TIMEOUT = tostring(local.model_load_timeout) }, var.environment)
+  resource_id        = "endpoint/${var.endpoint_name}/variant/${var.variant_name}"
+  model_name         = "${var.endpoint_name}-${substr(sha1(jsonencode([var.image_uri, var.model_data_url, var.model_data_compression, local.environment])), 0, 8)}"
+  # min_capacity is not part of the name: autoscaling owns the instance count once the endpoint
+  # exists, so a capacity change must not create a new configuration (and a rollout).
+  endpoint_config = "${var.endpoint_name}-${substr(sha1(jsonencode([local.model_name, var.instance_type, var.kms_key_arn, var.data_capture, var.container_startup_timeout_seconds, var.model_data_download_timeout_seconds])), 0, 8)}"
 
-  # Instances with NVMe instance storage encrypt it in hardware, and CreateEndpointConfig fails
-  # when KmsKeyId is given for them. Set the key for every other instance type.
-  local_storage_instance   = can(regex("^ml\\.(c5d|m5d|r5d|g4dn|g5|g6|g6e|p3dn|p4d|p4de|p5|p5e|p5en|trn1)\\.", var.instance_type))
+  # Instance types with NVMe instance storage encrypt it in hardware, and CreateEndpointConfig
+  # fails when KmsKeyId is given for them (API_CreateEndpointConfig.html, KmsKeyId). Same rule as
+  # training/jobs/sagemaker_jobs.py has_instance_storage (tests/test_sagemaker_jobs.py compares
+  # them): a "d" attribute after the generation (c5d, g4dn, p4d, m6id, c7gd...) or one of the
+  # accelerated families with NVMe storage; hyphenated families (p6-b200) by their base family.
+  local_storage_pattern    = "^ml\\.([a-z]+[0-9]+[a-z]*d[a-z]*|g5|g6|g6e|gr6|p5|p5e|p5en|p6|p6e|trn1|trn1n|trn2)(-[a-z0-9]+)?\\.[a-z0-9]+$"
+  local_storage_instance   = can(regex(local.local_storage_pattern, var.instance_type))
   endpoint_volume_kms_key  = local.local_storage_instance ? null : var.kms_key_arn
   data_capture_enabled     = var.data_capture.enabled
   batch_input_prefix_arn   = "${local.bucket_arn}/batch/input/*"
@@ -68,11 +80,11 @@ resource "aws_iam_role_policy" "model" {
           Resource = local.batch_input_prefix_arn
         },
         {
-          Sid       = "ListBatchInput"
+          Sid       = "ListBatchInputAndModelFolder"
           Effect    = "Allow"
           Action    = "s3:ListBucket"
           Resource  = local.bucket_arn
-          Condition = { StringLike = { "s3:prefix" = ["batch/input/*"] } }
+          Condition = { StringLike = { "s3:prefix" = concat(["batch/input/*"], local.compressed_artifact ? [] : ["${local.artifact_prefix}/*"]) } }
         },
         {
           Sid      = "WriteBatchOutput"
@@ -134,8 +146,19 @@ resource "aws_sagemaker_model" "this" {
 
   primary_container {
     image          = var.image_uri
-    model_data_url = var.model_data_url
+    model_data_url = local.compressed_artifact ? var.model_data_url : null
     environment    = local.environment
+
+    dynamic "model_data_source" {
+      for_each = local.compressed_artifact ? [] : [var.model_data_url]
+      content {
+        s3_data_source {
+          s3_uri           = model_data_source.value
+          s3_data_type     = "S3Prefix"
+          compression_type = "None"
+        }
+      }
+    }
   }
 
   tags = var.tags
@@ -146,8 +169,13 @@ resource "aws_sagemaker_model" "this" {
     create_before_destroy = true
 
     precondition {
-      condition     = local.artifact_bucket == var.bucket_name && startswith(local.artifact_key, "models/") && endswith(local.artifact_key, ".tar.gz")
-      error_message = "model_data_url must point at a .tar.gz under s3://${var.bucket_name}/models/ (the training output prefix); got ${var.model_data_url}."
+      condition     = local.artifact_bucket == var.bucket_name && startswith(local.artifact_key, "models/") && endswith(local.artifact_key, local.compressed_artifact ? ".tar.gz" : "/")
+      error_message = "model_data_url must point at a .tar.gz (model_data_compression = Gzip) or a folder ending in / (None) under s3://${var.bucket_name}/models/ (the training output prefix); got ${var.model_data_url}."
+    }
+
+    precondition {
+      condition     = try(tonumber(local.environment.MODEL_LOAD_TIMEOUT) < var.container_startup_timeout_seconds, false)
+      error_message = "environment MODEL_LOAD_TIMEOUT (${local.environment.MODEL_LOAD_TIMEOUT} s) must be below container_startup_timeout_seconds (${var.container_startup_timeout_seconds} s), so that the server reports a slow load before SageMaker stops the container."
     }
   }
 
@@ -161,10 +189,17 @@ resource "aws_sagemaker_endpoint_configuration" "this" {
   kms_key_arn = local.endpoint_volume_kms_key
 
   production_variants {
-    variant_name           = var.variant_name
-    model_name             = aws_sagemaker_model.this.name
-    instance_type          = var.instance_type
-    initial_instance_count = var.min_capacity
+    variant_name  = var.variant_name
+    model_name    = aws_sagemaker_model.this.name
+    instance_type = var.instance_type
+    # A new configuration (a rollout) starts with rollout_instance_count (e.g. the current count)
+    # or min_capacity; autoscaling moves it from there. The provider sends no
+    # RetainAllVariantProperties, so this is how a rollout keeps capacity.
+    initial_instance_count = coalesce(var.rollout_instance_count, var.min_capacity)
+    # Download and start-up of a large model (~8 GB) take longer than SageMaker's defaults.
+    #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariant.html
+    model_data_download_timeout_in_seconds            = var.model_data_download_timeout_seconds
+    container_startup_health_check_timeout_in_seconds = var.container_startup_timeout_seconds
   }
 
   dynamic "data_capture_config" {
@@ -192,19 +227,69 @@ resource "aws_sagemaker_endpoint_configuration" "this" {
 
   lifecycle {
     create_before_destroy = true
+    # The count only matters when a configuration is created (its name changes); a changed
+    # min_capacity or rollout_instance_count alone must not replace the configuration in use.
+    ignore_changes = [production_variants[0].initial_instance_count]
   }
 }
 
 resource "aws_sagemaker_endpoint" "this" {
   name                 = var.endpoint_name
   endpoint_config_name = aws_sagemaker_endpoint_configuration.this.name
-  tags                 = var.tags
+
+  # Rollouts are blue/green: the new fleet takes all traffic once healthy, bakes for
+  # rollout_bake_seconds, and SageMaker rolls back to the old fleet if the 5xx or latency alarm
+  # fires meanwhile.  https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green.html
+  deployment_config {
+    blue_green_update_policy {
+      traffic_routing_configuration {
+        type                     = "ALL_AT_ONCE"
+        wait_interval_in_seconds = var.rollout_bake_seconds
+      }
+      termination_wait_in_seconds          = var.rollout_termination_wait_seconds
+      maximum_execution_timeout_in_seconds = var.rollout_timeout_seconds
+    }
+
+    auto_rollback_configuration {
+      alarms {
+        alarm_name = aws_cloudwatch_metric_alarm.invocation_5xx.alarm_name
+      }
+      alarms {
+        alarm_name = aws_cloudwatch_metric_alarm.model_latency.alarm_name
+      }
+    }
+  }
+
+  tags = var.tags
+
+  lifecycle {
+    # UpdateEndpoint refuses a maximum execution time that does not exceed the waits it contains.
+    #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_BlueGreenUpdatePolicy.html
+    precondition {
+      condition     = var.rollout_timeout_seconds > var.rollout_bake_seconds + var.rollout_termination_wait_seconds
+      error_message = "rollout_timeout_seconds (${var.rollout_timeout_seconds}) must exceed rollout_bake_seconds + rollout_termination_wait_seconds (${var.rollout_bake_seconds + var.rollout_termination_wait_seconds})."
+    }
+  }
+
+  depends_on = [aws_cloudwatch_log_group.endpoint]
+}
+
+# SageMaker would create this group itself, unencrypted and kept forever.
+resource "aws_cloudwatch_log_group" "endpoint" {
+  name              = "/aws/sagemaker/Endpoints/${var.endpoint_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
 }
 
 # ---------------------------------------------------------------------------------------------
 # Autoscaling on invocations per instance
 # ---------------------------------------------------------------------------------------------
+# Changing the instance type of an autoscaled variant fails (endpoint-scaling-update.html): apply
+# with autoscaling_enabled = false first, then change instance_type, then enable it again.
 resource "aws_appautoscaling_target" "this" {
+  count = var.autoscaling_enabled ? 1 : 0
+
   service_namespace  = "sagemaker"
   resource_id        = local.resource_id
   scalable_dimension = "sagemaker:variant:DesiredInstanceCount"
@@ -215,11 +300,13 @@ resource "aws_appautoscaling_target" "this" {
 }
 
 resource "aws_appautoscaling_policy" "invocations" {
+  count = var.autoscaling_enabled ? 1 : 0
+
   name               = "${var.endpoint_name}-invocations-per-instance"
   policy_type        = "TargetTrackingScaling"
-  service_namespace  = aws_appautoscaling_target.this.service_namespace
-  resource_id        = aws_appautoscaling_target.this.resource_id
-  scalable_dimension = aws_appautoscaling_target.this.scalable_dimension
+  service_namespace  = aws_appautoscaling_target.this[0].service_namespace
+  resource_id        = aws_appautoscaling_target.this[0].resource_id
+  scalable_dimension = aws_appautoscaling_target.this[0].scalable_dimension
 
   target_tracking_scaling_policy_configuration {
     target_value       = var.target_invocations_per_instance
@@ -249,8 +336,9 @@ resource "aws_cloudwatch_metric_alarm" "invocation_5xx" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = var.alarm_actions
   ok_actions          = var.alarm_actions
+  # By name, not by reference: the endpoint's rollback configuration refers to this alarm.
   dimensions = {
-    EndpointName = aws_sagemaker_endpoint.this.name
+    EndpointName = var.endpoint_name
     VariantName  = var.variant_name
   }
   tags = var.tags
@@ -270,8 +358,9 @@ resource "aws_cloudwatch_metric_alarm" "model_latency" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = var.alarm_actions
   ok_actions          = var.alarm_actions
+  # By name, not by reference: the endpoint's rollback configuration refers to this alarm.
   dimensions = {
-    EndpointName = aws_sagemaker_endpoint.this.name
+    EndpointName = var.endpoint_name
     VariantName  = var.variant_name
   }
   tags = var.tags

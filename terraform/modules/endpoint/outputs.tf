@@ -29,11 +29,16 @@ output "role_arn" {
 }
 
 output "autoscaling_resource_id" {
-  description = "Application Auto Scaling resource id of the production variant."
-  value       = aws_appautoscaling_target.this.resource_id
+  description = "Application Auto Scaling resource id of the production variant (null with autoscaling_enabled = false)."
+  value       = try(aws_appautoscaling_target.this[0].resource_id, null)
 }
 
 output "artifact_prefix" {
   description = "S3 key prefix the execution role may read the model artifact from."
   value       = local.artifact_prefix
+}
+
+output "log_group_name" {
+  description = "KMS-encrypted log group of the endpoint's containers."
+  value       = aws_cloudwatch_log_group.endpoint.name
 }

@@ -87,13 +87,13 @@ variable "image_uri" {
 }
 
 variable "model_data_url" {
-  description = "S3 URI of model.tar.gz (SageMaker extracts it to /opt/ml/model)."
+  description = "S3 URI of model.tar.gz (SageMaker extracts it to /opt/ml/model), or of a folder of model files ending in / with model_data_compression = None."
   type        = string
   nullable    = false
 
   validation {
-    condition     = can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+\\.tar\\.gz$", var.model_data_url))
-    error_message = "model_data_url must be an s3:// URI of a .tar.gz object."
+    condition     = can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+(\\.tar\\.gz|/)$", var.model_data_url))
+    error_message = "model_data_url must be an s3:// URI of a .tar.gz object, or of a folder ending in / (model_data_compression = None)."
   }
 }
 
@@ -111,7 +111,7 @@ variable "instance_type" {
   nullable    = false
 
   validation {
-    condition     = can(regex("^ml\\.[a-z0-9]+\\.[a-z0-9]+$", var.instance_type))
+    condition     = can(regex("^ml\\.[a-z0-9]+(-[a-z0-9]+)?\\.[a-z0-9]+$", var.instance_type))
     error_message = "instance_type must be a SageMaker instance type such as ml.g5.2xlarge."
   }
 }
@@ -266,5 +266,107 @@ variable "async_inference" {
       && var.async_inference.invocation_timeout_seconds >= 1 && var.async_inference.invocation_timeout_seconds <= 3600
     && var.async_inference.max_capacity >= 1 && var.async_inference.max_concurrent_invocations_per_instance >= 1)
     error_message = "async_inference: max_payload_mb 1..1024 (1 GB is SageMaker's limit), invocation_timeout_seconds 1..3600, max_capacity and max_concurrent_invocations_per_instance at least 1."
+  }
+}
+
+variable "model_data_compression" {
+  description = "Gzip: model_data_url is a model.tar.gz. None: it is a folder (ending in /) of uncompressed model files that SageMaker copies without unpacking, faster for large models."
+  type        = string
+  default     = "Gzip"
+  nullable    = false
+
+  validation {
+    condition     = contains(["Gzip", "None"], var.model_data_compression)
+    error_message = "model_data_compression must be Gzip or None."
+  }
+}
+
+variable "model_data_download_timeout_seconds" {
+  description = "Seconds SageMaker allows to download the model data to each instance (60-3600)."
+  type        = number
+  default     = 1200
+  nullable    = false
+
+  validation {
+    condition     = var.model_data_download_timeout_seconds >= 60 && var.model_data_download_timeout_seconds <= 3600 && floor(var.model_data_download_timeout_seconds) == var.model_data_download_timeout_seconds
+    error_message = "model_data_download_timeout_seconds must be a whole number from 60 to 3600."
+  }
+}
+
+variable "container_startup_timeout_seconds" {
+  description = "Seconds SageMaker allows the container to pass its first /ping (load and warm the model; 300-3600). The server's MODEL_LOAD_TIMEOUT defaults to 120 s less."
+  type        = number
+  default     = 1500
+  nullable    = false
+
+  validation {
+    condition     = var.container_startup_timeout_seconds >= 300 && var.container_startup_timeout_seconds <= 3600 && floor(var.container_startup_timeout_seconds) == var.container_startup_timeout_seconds
+    error_message = "container_startup_timeout_seconds must be a whole number from 300 to 3600."
+  }
+}
+
+variable "rollout_instance_count" {
+  description = "Instances a new endpoint configuration (a rollout) starts with; null uses min_capacity. Set it to the current instance count to keep capacity through a rollout."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.rollout_instance_count == null || try(var.rollout_instance_count >= 1 && floor(var.rollout_instance_count) == var.rollout_instance_count, false)
+    error_message = "rollout_instance_count must be null or a whole number of at least 1."
+  }
+}
+
+variable "rollout_bake_seconds" {
+  description = "Blue/green baking period: seconds the new fleet serves all traffic, watched by the alarms, before the old fleet is released."
+  type        = number
+  default     = 600
+  nullable    = false
+
+  validation {
+    condition     = var.rollout_bake_seconds >= 0 && var.rollout_bake_seconds <= 3600
+    error_message = "rollout_bake_seconds must be between 0 and 3600."
+  }
+}
+
+variable "rollout_termination_wait_seconds" {
+  description = "Seconds the old fleet is kept after a rollout succeeds (a quick way back)."
+  type        = number
+  default     = 300
+  nullable    = false
+
+  validation {
+    condition     = var.rollout_termination_wait_seconds >= 0 && var.rollout_termination_wait_seconds <= 3600
+    error_message = "rollout_termination_wait_seconds must be between 0 and 3600."
+  }
+}
+
+variable "rollout_timeout_seconds" {
+  description = "Longest a rollout may take (new fleet start-up, baking and termination wait), 600-14400."
+  type        = number
+  default     = 7200
+  nullable    = false
+
+  validation {
+    condition     = var.rollout_timeout_seconds >= 600 && var.rollout_timeout_seconds <= 14400
+    error_message = "rollout_timeout_seconds must be between 600 and 14400."
+  }
+}
+
+variable "autoscaling_enabled" {
+  description = "Target-tracking autoscaling of the variant. Set false for one apply before changing instance_type (SageMaker refuses an instance type change of an autoscaled variant), then true again."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "log_retention_days" {
+  description = "Retention of the endpoint's log group /aws/sagemaker/Endpoints/<name>."
+  type        = number
+  default     = 365
+  nullable    = false
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a value CloudWatch Logs accepts (e.g. 30, 90, 365)."
   }
 }

@@ -3,6 +3,20 @@
 # Principals in the account get access through their IAM policies (the root statement delegates
 # to IAM); CloudWatch Logs gets a service statement scoped to this account's log groups.
 
+# The CloudWatch Logs service principal differs by partition and Region (logs.<region>.amazonaws.com,
+# logs.<region>.amazonaws.com.cn, ...): the provider's aws_service_principal data source knows it
+# without calling AWS; logs_service_principal overrides it.
+#   https://registry.terraform.io/providers/hashicorp/aws/latest/docs/data-sources/service_principal
+data "aws_service_principal" "logs" {
+  count        = var.logs_service_principal == null ? 1 : 0
+  service_name = "logs"
+  region       = var.region
+}
+
+locals {
+  logs_service_principal = coalesce(var.logs_service_principal, try(data.aws_service_principal.logs[0].name, null))
+}
+
 resource "aws_kms_key" "this" {
   description             = "${var.name_prefix}: data, models, images and logs"
   enable_key_rotation     = true
@@ -19,9 +33,11 @@ resource "aws_kms_key" "this" {
         Resource  = "*"
       },
       {
-        Sid       = "CloudWatchLogsEncryptsThisAccountsLogGroups"
-        Effect    = "Allow"
-        Principal = { Service = "logs.${var.region}.amazonaws.com" }
+        Sid    = "CloudWatchLogsEncryptsThisAccountsLogGroups"
+        Effect = "Allow"
+        # Covers every log group of the account in this Region: the Lambda and API groups and
+        # SageMaker's /aws/sagemaker/{Endpoints/<name>,TrainingJobs,TransformJobs}.
+        Principal = { Service = local.logs_service_principal }
         Action = [
           "kms:Encrypt*",
           "kms:Decrypt*",

@@ -60,3 +60,14 @@ variable "tags" {
   default     = {}
   nullable    = false
 }
+
+variable "logs_service_principal" {
+  description = "CloudWatch Logs service principal for the key policy; null asks the provider's aws_service_principal data source (e.g. logs.us-east-1.amazonaws.com)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.logs_service_principal == null || can(regex("^logs\\.[a-z0-9-]+\\.amazonaws\\.com(\\.cn)?$", coalesce(var.logs_service_principal, "-")))
+    error_message = "logs_service_principal must look like logs.<region>.amazonaws.com."
+  }
+}

@@ -21,7 +21,7 @@ variable "kms_key_arn" {
 }
 
 variable "keep_last_images" {
-  description = "How many images each repository keeps; older ones expire."
+  description = "How many images each disposable tag prefix keeps; older ones expire. Other tagged images never expire."
   type        = number
   default     = 20
   nullable    = false
@@ -44,4 +44,28 @@ variable "tags" {
   type        = map(string)
   default     = {}
   nullable    = false
+}
+
+variable "disposable_tag_prefixes" {
+  description = "Tag prefixes CI uses for throw-away images (branch builds); images with such a tag expire beyond keep_last_images per prefix. Deployed images must carry no such tag."
+  type        = list(string)
+  default     = ["ci-", "pr-"]
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for p in var.disposable_tag_prefixes : can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", p))])
+    error_message = "disposable_tag_prefixes must be non-empty tag prefixes (letters, digits, _ . -)."
+  }
+}
+
+variable "untagged_expire_days" {
+  description = "Days after which untagged images expire."
+  type        = number
+  default     = 7
+  nullable    = false
+
+  validation {
+    condition     = var.untagged_expire_days >= 1 && floor(var.untagged_expire_days) == var.untagged_expire_days
+    error_message = "untagged_expire_days must be a whole number of at least 1."
+  }
 }

@@ -91,3 +91,15 @@ resource "aws_iam_role_policy" "training" {
     ]
   })
 }
+
+# SageMaker's account-wide job log groups, created here with the KMS key and a retention; SageMaker
+# would otherwise create them unencrypted and keep them forever. An account that already has them
+# (from earlier jobs) sets create_job_log_groups = false or imports them (docs/deploy.md).
+resource "aws_cloudwatch_log_group" "jobs" {
+  for_each = var.create_job_log_groups ? toset(["TrainingJobs", "TransformJobs"]) : toset([])
+
+  name              = "/aws/sagemaker/${each.key}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
+}

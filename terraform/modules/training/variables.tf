@@ -81,3 +81,22 @@ variable "tags" {
   default     = {}
   nullable    = false
 }
+
+variable "create_job_log_groups" {
+  description = "Create /aws/sagemaker/TrainingJobs and /aws/sagemaker/TransformJobs with the KMS key and retention (false when the account already has them)."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "log_retention_days" {
+  description = "Retention of the SageMaker job log groups."
+  type        = number
+  default     = 365
+  nullable    = false
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a value CloudWatch Logs accepts (e.g. 30, 90, 365)."
+  }
+}

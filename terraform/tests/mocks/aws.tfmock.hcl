@@ -119,3 +119,10 @@ mock_resource "aws_apigatewayv2_authorizer" {
     id = "auth01"
   }
 }
+
+mock_data "aws_service_principal" {
+  defaults = {
+    name   = "logs.us-east-1.amazonaws.com"
+    suffix = "amazonaws.com"
+  }
+}
