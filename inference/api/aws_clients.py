@@ -21,7 +21,7 @@ caller gets a 503 and everything the Lambda did is lost. The request must finish
     2. Description (bedrock-runtime Converse): botocore retries off (total_max_attempts 1); `describe.py`
        retries itself, and starts an attempt only while the budget still holds a whole one:
          connect 1 s + read 10 s                                       =  11 s per attempt
-       (400 output tokens at Claude 3 Sonnet's 50-80 tokens/s take 5-8 s).
+       (400 output tokens at a Claude Sonnet model's 50-80 tokens/s take 5-8 s).
        In the worst case of step 1 (15.5 s) one Bedrock attempt still fits: 15.5 + 11 = 26.5 s <= 27 s.
        When steps 1 and 2 are quick, the same rule leaves room for the coverage retry (a second call).
 
