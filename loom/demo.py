@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         base_model, base_dir = build_base(args, data_dir, catalog)
 
     with stage("train, evaluate, merge"):
-        from training.config import TINY_BASE_HYPERPARAMETERS
+        from training.tiny_base import TINY_BASE_HYPERPARAMETERS
         from training.train import layout_job
 
         sm_root = work / "opt_ml"

@@ -1,7 +1,8 @@
 """VQA examples (`id,Question,Answer` CSV rows + `<id>.jpg` images) as model inputs.
 
-Images are read at the processor's own resolution (the processor resizes; nothing is pre-resized) and
-each image's pixel tensor is computed once per run: the same image appears once per question.
+Images are decoded by the inference server's own decoder (`inference.server.images.decode_image`: EXIF
+rotation, alpha on white, 16-bit rescaled, every mode to RGB), so training and serving see the same pixels,
+and read at the processor's own resolution (the processor resizes; nothing is pre-resized).
 Every batch is checked to hold exactly `num_query_tokens` image tokens per row: without them BLIP-2
 silently ignores the image.
 """
@@ -16,6 +17,7 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
+from inference.server.images import ImageError, decode_image
 from loom.schema import AttributeSchema
 from training.prepare import VQA_COLUMNS
 
@@ -78,6 +80,20 @@ def count_known_values(schema: AttributeSchema, examples: Sequence[VqaExample]) 
     return fresh
 
 
+def image_path(images_dir: Path, product_id: str) -> Path:
+    """A product's photo in the images channel."""
+    return images_dir / f"{product_id}.jpg"
+
+
+def read_image(images_dir: Path, product_id: str) -> Image.Image:
+    """A product's photo decoded exactly as the server decodes an uploaded one; DataError when unusable."""
+    path = image_path(images_dir, product_id)
+    try:
+        return decode_image(path.read_bytes())
+    except (OSError, ImageError) as exc:
+        raise DataError(f"product {product_id}: cannot read {path}: {exc}") from exc
+
+
 class PixelCache:
     """Pixel tensors of product photos, computed by the processor once per image id."""
 
@@ -88,7 +104,7 @@ class PixelCache:
         self._cache: dict[str, torch.Tensor] = {}
 
     def path(self, product_id: str) -> Path:
-        return self.images_dir / f"{product_id}.jpg"
+        return image_path(self.images_dir, product_id)
 
     def check(self, product_ids: Sequence[str]) -> None:
         """DataError listing (a few of) the ids whose image is missing."""
@@ -100,11 +116,8 @@ class PixelCache:
     def __getitem__(self, product_id: str) -> torch.Tensor:
         pixels = self._cache.get(product_id)
         if pixels is None:
-            try:
-                with Image.open(self.path(product_id)) as image:
-                    pixels = self.image_processor(image.convert("RGB"), return_tensors="pt").pixel_values[0]
-            except (OSError, ValueError) as exc:
-                raise DataError(f"product {product_id}: cannot read {self.path(product_id)}: {exc}") from exc
+            image = read_image(self.images_dir, product_id)
+            pixels = self.image_processor(image, return_tensors="pt").pixel_values[0]
             if self.enabled:
                 self._cache[product_id] = pixels
         return pixels
@@ -146,10 +159,10 @@ def encode_answers(processor, answers: Sequence[str]) -> torch.Tensor:
     return labels
 
 
-def training_batch(examples: Sequence[VqaExample], processor, pixels: PixelCache) -> dict[str, torch.Tensor]:
-    """pixel_values, input_ids, attention_mask and labels for a list of examples."""
+def training_batch(examples: Sequence[VqaExample], processor) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask and labels for a list of examples (the images come as features:
+    training/features.py)."""
     batch = encode_questions(processor, [e.question for e in examples])
-    batch["pixel_values"] = pixels.batch([e.id for e in examples])
     batch["labels"] = encode_answers(processor, [e.answer for e in examples])
     return batch
 
