@@ -145,3 +145,21 @@ def test_features_once_per_image_give_the_loss_and_gradients_of_the_plain_forwar
     assert features.frozen == (targets == "q,v")
     features([e.id for e in chunk])
     assert features.encoded == (3 if features.frozen else 6)  # frozen: cached for the run; else once per step
+
+
+@pytest.mark.slow
+def test_bench_train_runs_both_ways_and_ends_with_a_speedup_line():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "scripts/bench_train.py", "--quick"], cwd=root, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.strip().splitlines()
+    assert re.fullmatch(r"speedup \d+\.\d\d", lines[-1])
+    assert "24 image encodings" in run.stdout and "3 image encodings" in run.stdout  # 3 products x 8 questions
+    difference = re.search(r"largest loss difference over the run: (\S+)", run.stdout).group(1)
+    assert float(difference) < 1e-4
