@@ -153,6 +153,8 @@ def test_training_image_installs_only_the_train_extra_on_the_pinned_torch():
     runs = " ".join(i["value"] for i in parser.structure if i["instruction"] == "RUN")
     assert '".[train]"' in runs and "serve]" not in runs and "command -v train" in runs
     assert parser.cmd == '["train"]' or "train" in parser.cmd
+    # The hub cache on the job's volume (/tmp is one of SageMaker's default training paths), not the image layer.
+    assert parser.envs["HF_HOME"].startswith("/tmp/")
 
 
 def test_merged_model_is_saved_in_the_asked_dtype_and_reloads(untrained_artifact, tmp_path):
