@@ -163,3 +163,18 @@ def test_bench_train_runs_both_ways_and_ends_with_a_speedup_line():
     assert "24 image encodings" in run.stdout and "3 image encodings" in run.stdout  # 3 products x 8 questions
     difference = re.search(r"largest loss difference over the run: (\S+)", run.stdout).group(1)
     assert float(difference) < 1e-4
+
+
+def test_photos_decode_ahead_on_a_thread_pool_into_the_same_pixels(untrained_artifact, photos):
+    from transformers import Blip2Processor
+
+    processor = Blip2Processor.from_pretrained(untrained_artifact)
+    inline = PixelCache(photos, processor.image_processor)
+    ahead = PixelCache(photos, processor.image_processor, workers=2)
+    try:
+        ahead.prefetch(["0", "1", "2", "0"])
+        assert sorted(ahead._pending) == ["0", "1", "2"]  # started once each, before anyone asks
+        assert torch.equal(ahead.batch(["2", "0"]), inline.batch(["2", "0"]))
+        assert torch.equal(ahead["1"], inline["1"]) and not ahead._pending
+    finally:
+        ahead.close()

@@ -84,6 +84,7 @@ class TrainingConfig:
     keep_checkpoints: int = 2
     checkpoint_dir: str = ""  # "" = <sm root>/checkpoints, i.e. /opt/ml/checkpoints in a job
     cache_pixels: bool = True
+    decode_workers: int = 4  # threads decoding the next step's photos while a step trains (0: in the loop)
     # Each photo through the frozen vision tower and Q-Former once for the run (training/features.py).
     cache_image_features: bool = True
 
@@ -94,7 +95,7 @@ class TrainingConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "max_eval_examples", "weight_decay", "max_grad_norm", "lora_alpha",
+        for name in ("max_steps", "max_eval_examples", "decode_workers", "weight_decay", "max_grad_norm", "lora_alpha",
                      "served_tolerance"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")

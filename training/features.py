@@ -71,6 +71,10 @@ class ImageFeatures:
         with torch.no_grad(), eval_mode(inner.vision_model, inner.qformer, inner.language_projection):
             return inner.get_image_features(pixel_values=pixel_values).pooler_output.detach()
 
+    def prefetch(self, product_ids: Sequence[str]) -> None:
+        """Start decoding the photos whose features are not cached yet (those of the next step)."""
+        self.pixels.prefetch([pid for pid in product_ids if pid not in self._features])
+
     def __call__(self, product_ids: Sequence[str]) -> torch.Tensor:
         """Features for each id (ids may repeat: a product's questions share its features)."""
         distinct = list(dict.fromkeys(product_ids))

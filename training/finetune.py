@@ -211,12 +211,14 @@ def train_lora(model, processor, examples: Sequence[VqaExample], pixels: PixelCa
     model.train()
     # Each product photo through the frozen image side once for the run (training/features.py).
     features = ImageFeatures(model, pixels, device=device, dtype=dtype, cache=config.cache_image_features)
+    upcoming = [examples[i] for i in next(micro)]
     started = time.perf_counter()
     running: list[float] = []
     while step < steps and (stop_after is None or step - resumed_from < stop_after):
         step_loss = 0.0
         for _ in range(accumulation):
-            chunk = [examples[i] for i in next(micro)]
+            chunk, upcoming = upcoming, [examples[i] for i in next(micro)]
+            features.prefetch([e.id for e in upcoming])  # decoded on the pool while this batch trains
             batch = {k: v.to(device) for k, v in training_batch(chunk, processor).items()}
             with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
                 loss = loss_with_features(model, batch, features([e.id for e in chunk])) / accumulation

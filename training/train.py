@@ -148,7 +148,8 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     stage(3, "loading the base model")
     model, processor = finetune.load_base(base_model, device_, dtype, config.load_in_8bit)
     pixels = PixelCache(paths.images, processor.image_processor,
-                        enabled=config.cache_pixels and not config.cache_image_features)
+                        enabled=config.cache_pixels and not config.cache_image_features,
+                        workers=config.decode_workers)
     pixels.check([e.id for e in train_examples + val_examples])
 
     def answers_of(m) -> list[evaluate.Prediction]:
@@ -174,6 +175,7 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     model = finetune.add_lora(model, config)
     result = finetune.train_lora(model, processor, train_examples, pixels, config, device=device_, dtype=dtype,
                                  checkpoint_dir=checkpoint_dir, log=log, stop_after=stop_after)
+    pixels.close()
     if result.steps < finetune.total_steps(config, len(train_examples)):
         raise InterruptedError(f"stopped after step {result.steps} as asked; a checkpoint is in {checkpoint_dir}")
 
