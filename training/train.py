@@ -11,8 +11,13 @@ SageMaker runs it as `train` in the training image. Locally, a folder stands in 
     DIR/input/data/base_model/              optional: a base model folder (else hyperparameter base_model)
     DIR/model/                              the artifact (merged model, processor, manifest, metrics)
     DIR/output/data/adapter/                the LoRA adapter (SageMaker uploads it as output.tar.gz)
+    DIR/output/data/evaluation/             metrics and predictions of a model that failed the quality gate
     DIR/output/failure                      why the job failed (only on failure)
     DIR/checkpoints/                        checkpoints (hyperparameter checkpoint_dir overrides)
+
+The manifest's `base_model` is the hyperparameter `base_model` (name there what the channel holds). The
+reported metrics are those of the saved artifact, reloaded and answered as `serve` does; a model that does
+not beat the baseline fails the job (exit 3) and is not shipped (docs/training.md, "The quality gate").
 
 Without --sm-root the root is /opt/ml, and the SM_* variables (SM_MODEL_DIR, SM_CHANNEL_<NAME>,
 SM_OUTPUT_DATA_DIR, SM_OUTPUT_DIR, SM_INPUT_CONFIG_DIR) win where set. Stages are logged in order;
