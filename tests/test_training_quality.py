@@ -54,3 +54,34 @@ def test_the_kept_baseline_is_reused_only_for_the_same_questions(tmp_path):
     assert load_baseline(tmp_path, baseline_key("other base", examples, 16)) is None
     assert load_baseline(tmp_path, baseline_key("base", examples, 8)) is None
     assert load_baseline(tmp_path / "missing", key) is None
+
+
+def test_predict_asks_each_product_once_in_chunks_and_returns_records_in_example_order(tmp_path):
+    from inference.server.predictor import Answer
+    from loom.schema import AttributeSchema
+    from training.evaluate import predict
+    from training.synthetic import draw_shirt
+
+    schema = AttributeSchema.from_names(["baseColour", "Pattern"])
+    for pid in ("a", "b", "c"):
+        draw_shirt("Red", "Solid", "Short Sleeves").save(tmp_path / f"{pid}.jpg")
+    examples = [VqaExample(pid, schema.question(n), schema.format_answer(n, v), n, v)
+                for pid, n, v in [("a", "baseColour", "Red"), ("b", "Pattern", "Solid"), ("a", "Pattern", "Solid"),
+                                  ("c", "baseColour", "Blue"), ("b", "baseColour", "Red")]]
+
+    class Fake:  # answers "Colour: Red" / "a striped shirt", and records how it was asked
+        def __init__(self):
+            self.schema, self.calls = schema, []
+
+        def generate_many(self, requests, max_new_tokens):
+            self.calls.append([len(questions) for _, questions in requests])
+            return [[Answer("Colour: Red" if "colour" in q else "a striped shirt", [], 0.9) for q in questions]
+                    for image, questions in requests]
+
+    fake = Fake()
+    records = predict(fake, examples, tmp_path, batch_size=3)
+    assert fake.calls == [[2], [2, 1]]  # a's two questions; then b's two and c's one: at most 3 per generation
+    assert [(r.id, r.attribute) for r in records] == [(e.id, e.attribute) for e in examples]
+    assert [r.predicted for r in records] == ["Red", None, None, "Red", "Red"]
+    assert [r.correct for r in records] == [True, False, False, False, True]
+    assert records[1].text == "a striped shirt" and records[1].confidence == 0.9

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -69,35 +70,49 @@ def names_value(text: str, value: str) -> bool:
 
 
 def predict(predictor, examples: Sequence[VqaExample], images_dir: str | Path, *, batch_size: int = 32,
-            max_new_tokens: int = 16, progress: bool = False) -> list[Prediction]:
+            max_new_tokens: int = 16, progress: bool = False, decode_workers: int = 4) -> list[Prediction]:
     """Answers of a `Predictor` to every example, in the examples' order.
 
     Products are answered together, up to about `batch_size` questions per generation: each photo is
-    decoded with the server's decoder and encoded once, its questions asked as the server asks them.
+    decoded with the server's decoder (on `decode_workers` threads, one chunk ahead) and encoded once, its
+    questions asked as the server asks them.
     """
-    from inference.server.predictor import interpret_answers
-
     asked = values_by_product(examples)
     chunks: list[list[str]] = [[]]
     for pid, values in asked.items():
         if chunks[-1] and sum(len(asked[p]) for p in chunks[-1]) + len(values) > batch_size:
             chunks.append([])
         chunks[-1].append(pid)
-    if progress:
-        from tqdm import tqdm
-
-        chunks = tqdm(chunks, desc="evaluating", unit="batch", leave=False)
-    schema = predictor.schema
     found: dict[tuple[str, str], tuple[str | None, str, float]] = {}
-    for chunk in chunks:
-        requests = [(read_image(Path(images_dir), pid), [schema.question(a) for a in asked[pid]]) for pid in chunk]
-        answers = predictor.generate_many(requests, max_new_tokens=max_new_tokens)
-        for pid, product_answers in zip(chunk, answers, strict=True):
-            names = list(asked[pid])
-            parsed = interpret_answers(schema, names, product_answers)
-            for name, answer in zip(names, product_answers, strict=True):
-                found[(pid, name)] = (parsed.attributes.get(name), answer.text, round(answer.confidence, 4))
+    with ThreadPoolExecutor(max(1, decode_workers), thread_name_prefix="decode") as pool:
+        def decode(n: int) -> list[Future]:  # the photos of chunk n, decoded while chunk n - 1 is answered
+            return [pool.submit(read_image, Path(images_dir), pid) for pid in chunks[n]] if n < len(chunks) else []
+
+        upcoming = decode(0)
+        numbers = range(len(chunks))
+        if progress:
+            from tqdm import tqdm
+
+            numbers = tqdm(numbers, desc="evaluating", unit="batch", leave=False)
+        for n in numbers:
+            images, upcoming = [f.result() for f in upcoming], decode(n + 1)
+            requests = [(image, [predictor.schema.question(a) for a in asked[pid]])
+                        for image, pid in zip(images, chunks[n])]
+            _record(found, predictor.schema, chunks[n], asked, predictor.generate_many(requests,
+                                                                                    max_new_tokens=max_new_tokens))
     return [Prediction(e.id, e.attribute, e.value, *found[(e.id, e.attribute)]) for e in examples]
+
+
+def _record(found: dict, schema: AttributeSchema, chunk: list[str], asked: dict[str, dict[str, str]],
+            answers) -> None:
+    """Each answer's parsed value (as the server parses it), raw text and confidence, by (product, attribute)."""
+    from inference.server.predictor import interpret_answers
+
+    for pid, product_answers in zip(chunk, answers, strict=True):
+        names = list(asked[pid])
+        parsed = interpret_answers(schema, names, product_answers)
+        for name, answer in zip(names, product_answers, strict=True):
+            found[(pid, name)] = (parsed.attributes.get(name), answer.text, round(answer.confidence, 4))
 
 
 def in_memory_predictor(model, processor, schema: AttributeSchema):
