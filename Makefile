@@ -15,12 +15,13 @@ CATALOG ?=
 BASE_MODEL ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test test-fast demo bench loadtest lambda-zip lint checkov-venv clean help
+.PHONY: venv test test-fast demo bench bench-train loadtest lambda-zip lint checkov-venv clean help
 
 help:
 	@echo "make demo        the whole flow offline on a synthetic catalog (creates .venv)"
 	@echo "make test        the test suite, static checks and Terraform checks (creates .venv)"
 	@echo "make bench       encode-once vs per-question inference benchmark (last line: speedup <ratio>)"
+	@echo "make bench-train training steps: every row through the vision tower vs each photo once (last line: speedup <ratio>)"
 	@echo "make loadtest    concurrent clients against serve + the tiny model on 127.0.0.1: throughput, p50/p99, 503s, /ping latency under load"
 	@echo "make lambda-zip  build/lambda.zip for the API Lambda"
 	@echo "make lint        static checks only (terraform fmt/validate, checkov, hadolint, actionlint, shellcheck)"
@@ -54,6 +55,9 @@ demo: venv
 
 bench: venv
 	$(BIN)/python scripts/bench.py
+
+bench-train: venv
+	$(BIN)/python scripts/bench_train.py
 
 loadtest: venv
 	$(BIN)/python scripts/loadtest.py

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiny-base": ("training.tiny_base", "build the tiny demo BLIP-2 base from a catalog (a stand-in)"),
     "train": ("training.train", "the SageMaker `train` program, run locally with --sm-root DIR"),
     "report": ("training.report", "the HTML evaluation report of a model artifact"),
+    "stage-base": ("training.jobs.stage_base", "stage a bf16 copy of a base model in S3 for the base_model channel"),
     "launch": ("training.jobs.launch", "start a SageMaker training job and wait for model.tar.gz"),
     "batch": ("training.jobs.batch_transform", "Batch Transform a catalog through a SageMaker model"),
     "preflight": ("training.jobs.preflight", "check the AWS account before serving: Bedrock model, access, quotas"),

@@ -157,6 +157,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def format_accuracy(metrics: dict) -> str:
+    """One line per attribute and overall: the fine-tuned exact match beside the baseline's."""
+    def pct(x) -> str:
+        return "   -" if x is None else f"{100 * x:5.1f}%"
+
+    rows = [*metrics["attributes"].items(), ("overall", metrics["overall"])]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"   {'attribute':<{width}}  fine-tuned  baseline"]
+    lines += [f"   {name:<{width}}  {pct(m['exact_match']):>10}  {pct(m['baseline_exact_match']):>8}" for name, m in rows]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stage = Stages()
@@ -187,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         base_model, base_dir = build_base(args, data_dir, catalog)
 
     with stage("train, evaluate, merge"):
-        from training.config import TINY_BASE_HYPERPARAMETERS
+        from training.tiny_base import TINY_BASE_HYPERPARAMETERS
         from training.train import layout_job
 
         sm_root = work / "opt_ml"
@@ -224,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                   "report": str(ArtifactPaths.of(model_dir).report), "server_log": str(work / "serve.log")},
     }
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n== exact match on the validation split: fine-tuned (served model) vs the base model (baseline)")
+    print(format_accuracy(metrics))
     print("\n== summary")
     print(json.dumps(summary, indent=2))
     return 0

@@ -40,7 +40,7 @@ def trained_artifact(tmp_path_factory) -> TrainedArtifact:
 
     from loom.schema import DEFAULT_ATTRIBUTES, AttributeSchema
     from training import tiny_base
-    from training.config import TINY_BASE_HYPERPARAMETERS
+    from training.tiny_base import TINY_BASE_HYPERPARAMETERS
     from training.prepare import prepare
     from training.synthetic import write_catalog
     from training.train import layout_job, main

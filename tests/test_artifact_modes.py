@@ -14,6 +14,7 @@ import stat
 import tarfile
 from pathlib import Path
 
+import pytest
 from dockerfile_parse import DockerfileParser
 
 from loom.artifact import make_world_readable, write_json
@@ -68,3 +69,12 @@ def test_inference_dockerfile_serves_as_non_root_with_a_readable_model():
     users = [value for kind, value in instructions if kind == "USER"]
     assert users[-1] == "${SERVE_USER}"
     assert "SERVE_USER=1000" in [value for kind, value in instructions if kind == "ARG"]
+
+
+@pytest.mark.slow
+def test_every_file_the_train_program_leaves_in_the_artifact_is_world_readable(trained_artifact):
+    # The evaluation files and the report are written after the merge; the whole folder must be readable
+    # by the serving container's non-root user, not only what save_merged wrote.
+    unreadable = [p for p in trained_artifact.model_dir.rglob("*")
+                  if not (p.stat().st_mode & (stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0)))]
+    assert not unreadable, unreadable

@@ -179,3 +179,16 @@ def test_report_survives_a_missing_loss_history_and_writes_where_told(model_fold
     assert "No loss history was recorded" in page
     assert not (out / "loss.png").exists() and (out / "accuracy.png").exists()
     assert page.count("class='card ") == 2
+
+
+def test_the_demo_prints_the_baseline_beside_the_fine_tuned_figures():
+    from loom.demo import format_accuracy
+
+    metrics = {"attributes": {"Pattern": {"exact_match": 1.0, "baseline_exact_match": 0.7719},
+                              "Fabric": {"exact_match": 0.175, "baseline_exact_match": None}},
+               "overall": {"exact_match": 0.6677, "baseline_exact_match": 0.4116}}
+    lines = format_accuracy(metrics).splitlines()
+    assert lines[0].split() == ["attribute", "fine-tuned", "baseline"]
+    assert lines[1].split() == ["Pattern", "100.0%", "77.2%"]
+    assert lines[2].split() == ["Fabric", "17.5%", "-"]
+    assert lines[3].split() == ["overall", "66.8%", "41.2%"]

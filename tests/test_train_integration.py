@@ -39,10 +39,18 @@ def test_fine_tuned_tiny_base_reaches_the_accuracy_floor(trained_artifact):
         m = metrics["attributes"][name]
         assert m["examples"] >= 40, f"too few validation examples for {name}"
         assert m["exact_match"] >= 0.9, f"{name}: exact match {m['exact_match']} < 0.9"
-        assert m["baseline_exact_match"] is not None and m["baseline_exact_match"] < m["exact_match"]
+        # The caption-trained base names the visible values in its own words: a baseline above zero.
+        assert 0.3 < m["baseline_exact_match"] < m["exact_match"]
+        assert m["adapter_exact_match"] == pytest.approx(m["exact_match"], abs=0.02)
         assert m["unknown_value_rate"] <= 0.05
     overall = metrics["overall"]
-    assert overall["exact_match"] > overall["baseline_exact_match"]
+    assert overall["exact_match"] > overall["baseline_exact_match"] > 0
+    # Measured on what ships: the saved artifact reloaded by the server's loader, in the dtype it picks.
+    evaluation = metrics["evaluation"]
+    assert evaluation["path"].startswith("inference.server.predictor.Predictor.load")
+    assert evaluation["device"] == "cpu" and evaluation["dtype"] == "float32" and evaluation["saved_dtype"] == "float32"
+    assert evaluation["agrees_with_adapter"] is True
+    assert metrics["quality_gate"]["enabled"] and metrics["quality_gate"]["passed"]
     training = metrics["training"]
     assert training["steps"] == 300 and training["device"] == "cpu" and training["dtype"] == "float32"
     assert training["final_loss"] < 1.0 and training["train_examples"] > training["validation_examples"] > 0
@@ -72,21 +80,28 @@ def test_artifact_holds_model_processor_manifest_and_evaluation(trained_artifact
 
 
 def test_predictions_and_loss_history_files(trained_artifact):
+    from training.evaluate import names_value
+
     evaluation = trained_artifact.model_dir / "evaluation"
     with (evaluation / "predictions.csv").open() as handle:
-        assert handle.readline().strip() == "id,attribute,expected,predicted,baseline,correct,baseline_correct"
+        assert handle.readline().strip() == ("id,attribute,expected,predicted,baseline,correct,baseline_correct,"
+                                             "confidence")
     rows = _rows(evaluation / "predictions.csv")
     val_rows = _rows(trained_artifact.data_dir / "vqa_val.csv")
     assert len(rows) == len(val_rows) == trained_artifact.metrics["overall"]["examples"]
     assert [r["id"] for r in rows] == [r["id"] for r in val_rows]
     for row in rows:
         assert row["correct"] == str(int(row["predicted"] == row["expected"]))
-        assert row["baseline_correct"] == str(int(row["baseline"] == row["expected"]))
+        # The baseline is the base model's raw answer; it counts when it names the expected value.
+        assert row["baseline_correct"] == str(int(names_value(row["baseline"], row["expected"])))
         assert ": " not in row["expected"]  # values, not "Label: Value"
+        assert 0.0 <= float(row["confidence"]) <= 1.0
     for name in VISIBLE:
         mine = [r for r in rows if r["attribute"] == name]
         share = sum(r["correct"] == "1" for r in mine) / len(mine)
         assert share == pytest.approx(trained_artifact.metrics["attributes"][name]["exact_match"], abs=1e-4)
+        base = sum(r["baseline_correct"] == "1" for r in mine) / len(mine)
+        assert base == pytest.approx(trained_artifact.metrics["attributes"][name]["baseline_exact_match"], abs=1e-4)
 
     history = _rows(evaluation / "loss_history.csv")
     assert list(history[0]) == ["step", "loss", "learning_rate"]
@@ -117,19 +132,14 @@ def test_training_writes_the_evaluation_report_into_the_artifact(trained_artifac
 
 
 _RELOAD = r"""
-import json, sys, torch
-from transformers import Blip2ForConditionalGeneration, Blip2Processor
+import json, sys
 from loom.artifact import read_manifest
-from training.data import PixelCache, read_vqa_csv
-from training.evaluate import generate_answers
+from training.data import read_vqa_csv
+from training.evaluate import served_predictions
 model_dir, data_dir, images = sys.argv[1:4]
-schema = read_manifest(model_dir)["schema"]
-processor = Blip2Processor.from_pretrained(model_dir)
-model = Blip2ForConditionalGeneration.from_pretrained(model_dir)
-examples = read_vqa_csv(f"{data_dir}/vqa_val.csv", schema)
-answers = generate_answers(model, processor, examples, PixelCache(images, processor.image_processor), schema,
-                           batch_size=128)
-print(json.dumps([a.text for a in answers]))
+examples = read_vqa_csv(f"{data_dir}/vqa_val.csv", read_manifest(model_dir)["schema"])
+predictions, _ = served_predictions(model_dir, examples, images, batch_size=128)
+print(json.dumps([p.text for p in predictions]))
 """
 
 
@@ -137,44 +147,114 @@ def test_merged_model_answers_like_the_adapter_and_reloads_offline(trained_artif
     from peft import PeftModel
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-    from training.data import PixelCache, read_vqa_csv
-    from training.evaluate import generate_answers
+    from training.data import read_vqa_csv
+    from training.evaluate import in_memory_predictor, predict, served_predictions
 
     schema = read_manifest(trained_artifact.model_dir)["schema"]
     processor = Blip2Processor.from_pretrained(trained_artifact.base_dir)
     examples = read_vqa_csv(trained_artifact.data_dir / "vqa_val.csv", schema)
-    pixels = PixelCache(trained_artifact.catalog_dir / "images", processor.image_processor)
+    images = trained_artifact.catalog_dir / "images"
 
     base = Blip2ForConditionalGeneration.from_pretrained(trained_artifact.base_dir, dtype=torch.float32)
     adapter_model = PeftModel.from_pretrained(base, str(trained_artifact.adapter_dir))
-    adapter_answers = [a.text for a in generate_answers(adapter_model, processor, examples, pixels, schema,
-                                                        batch_size=128)]
-    merged = Blip2ForConditionalGeneration.from_pretrained(trained_artifact.model_dir)
-    merged_answers = [a.text for a in generate_answers(merged, processor, examples, pixels, schema, batch_size=128)]
-    assert merged_answers == adapter_answers
+    adapter_answers = [p.text for p in predict(in_memory_predictor(adapter_model, processor, schema), examples,
+                                               images, batch_size=128)]
+    served, _ = served_predictions(trained_artifact.model_dir, examples, images, batch_size=128)
+    assert [p.text for p in served] == adapter_answers
 
     predicted = [r["predicted"] for r in _rows(trained_artifact.model_dir / "evaluation" / "predictions.csv")]
-    assert [schema.parse_answer(a)[1] if schema.parse_answer(a) else a for a in merged_answers] == predicted
+    assert [p.shown for p in served] == predicted
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", _RELOAD, str(trained_artifact.model_dir),
-                           str(trained_artifact.data_dir), str(trained_artifact.catalog_dir / "images")],
+                           str(trained_artifact.data_dir), str(images)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == merged_answers
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == adapter_answers
 
 
-def test_a_restarted_job_resumes_from_its_last_checkpoint(trained_artifact, tmp_path, capsys):
-    """A spot restart after training finished: no step is trained again, the artifact is the same."""
+def test_a_restarted_job_resumes_from_its_last_checkpoint(trained_artifact, tmp_path, capsys, monkeypatch):
+    """A spot restart after training finished: no step is trained again, the baseline is read from the
+    checkpoint folder instead of answering the validation split again, the artifact is the same."""
+    from training import evaluate
     from training.train import main
 
     sm_root = tmp_path / "opt_ml"
     shutil.copytree(trained_artifact.sm_root, sm_root, symlinks=True)
     shutil.rmtree(sm_root / "model")
+    passes = []
+    real_predict = evaluate.predict
+    monkeypatch.setattr(evaluate, "predict", lambda *a, **k: passes.append(1) or real_predict(*a, **k))
     assert main(["--sm-root", str(sm_root)]) == 0
     log = capsys.readouterr().out
     assert "resumed from" in log and "step-00000300" in log and "train_loss" not in log
+    assert "baseline read from" in log and len(passes) == 2  # the adapter and the served model, no baseline
     again = json.loads((sm_root / "model" / "metrics.json").read_text())
     assert again["training"]["steps"] == 300
     for name in VISIBLE:
-        assert again["attributes"][name]["exact_match"] == trained_artifact.metrics["attributes"][name]["exact_match"]
+        for key in ("exact_match", "baseline_exact_match"):
+            assert again["attributes"][name][key] == trained_artifact.metrics["attributes"][name][key]
+
+
+def _short_job(trained_artifact, sm_root: Path, **hyperparameters) -> Path:
+    """A job on the fixture's data and tiny base that learns nothing: 2 steps at a vanishing learning rate."""
+    from training.tiny_base import TINY_BASE_HYPERPARAMETERS
+    from training.train import layout_job
+
+    settings = {**TINY_BASE_HYPERPARAMETERS, "device": "cpu", "max_steps": "2", "learning_rate": "1e-9",
+                **hyperparameters}
+    layout_job(sm_root, train=trained_artifact.data_dir, validation=trained_artifact.data_dir,
+               images=trained_artifact.catalog_dir / "images", base_model=trained_artifact.base_dir,
+               hyperparameters=settings)
+    return sm_root
+
+
+def test_a_run_that_learns_nothing_fails_the_gate_and_ships_no_model(trained_artifact, tmp_path, capsys):
+    from training.train import main
+
+    sm_root = _short_job(trained_artifact, tmp_path / "opt_ml")
+    assert main(["--sm-root", str(sm_root)]) == 3
+    failure = (sm_root / "output" / "failure").read_text()
+    assert failure.startswith("QualityGateFailed: ") and "does not beat the baseline" in failure
+    kept = json.loads((sm_root / "output" / "data" / "evaluation" / "metrics.json").read_text())
+    served, base = kept["overall"]["exact_match"], kept["overall"]["baseline_exact_match"]
+    assert served <= base and f"served exact match {served:.4f}" in failure and f"baseline {base}" in failure
+    assert not list((sm_root / "model").iterdir())  # nothing deployable is uploaded
+    assert (sm_root / "output" / "data" / "evaluation" / "predictions.csv").is_file()
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_gate_can_be_turned_off_and_then_warns(trained_artifact, tmp_path, capsys):
+    from training.train import main
+
+    sm_root = _short_job(trained_artifact, tmp_path / "opt_ml", quality_gate="false")
+    assert main(["--sm-root", str(sm_root)]) == 0
+    assert "WARNING: quality gate off" in capsys.readouterr().out
+    metrics = json.loads((sm_root / "model" / "metrics.json").read_text())
+    assert metrics["quality_gate"] == {**metrics["quality_gate"], "enabled": False, "passed": True}
+    assert (sm_root / "model" / "model.safetensors").is_file()
+
+
+def test_a_served_model_that_answers_unlike_the_adapter_is_reported_loudly(trained_artifact, tmp_path, capsys,
+                                                                          monkeypatch):
+    """The served figures are what the artifact reports; a gap to the adapter's is a WARNING in the log."""
+    from dataclasses import replace
+
+    from training import evaluate
+    from training.train import main
+
+    real = evaluate.served_predictions
+
+    def moved(*args, **kwargs):  # as if the saved weights answered colours unlike the adapter they came from
+        predictions, info = real(*args, **kwargs)
+        return [replace(p, predicted=p.expected) if p.attribute == "baseColour" else p for p in predictions], info
+
+    monkeypatch.setattr(evaluate, "served_predictions", moved)
+    sm_root = _short_job(trained_artifact, tmp_path / "opt_ml", quality_gate="false")
+    assert main(["--sm-root", str(sm_root)]) == 0
+    log = capsys.readouterr().out
+    assert re.search(r"WARNING: the saved model does not answer like the adapter it was merged from: "
+                     r"baseColour: served 1\.000 vs adapter 0\.000", log)
+    metrics = json.loads((sm_root / "model" / "metrics.json").read_text())
+    assert metrics["evaluation"]["agrees_with_adapter"] is False
+    assert metrics["attributes"]["baseColour"]["exact_match"] == 1.0  # the artifact reports the served figures

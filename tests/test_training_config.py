@@ -8,7 +8,6 @@ import re
 import pytest
 
 from training.config import (
-    TINY_BASE_HYPERPARAMETERS,
     ConfigError,
     TrainingConfig,
     from_hyperparameters,
@@ -78,6 +77,8 @@ def test_out_of_range_values_are_refused(key, value, message):
 
 
 def test_round_trip_through_strings():
+    from training.tiny_base import TINY_BASE_HYPERPARAMETERS
+
     config = from_hyperparameters(TINY_BASE_HYPERPARAMETERS)
     strings = config.to_hyperparameters()
     assert all(isinstance(v, str) for v in strings.values())

@@ -148,10 +148,13 @@ def test_training_image_installs_only_the_train_extra_on_the_pinned_torch():
     parser = DockerfileParser(str(ROOT / "containers" / "training" / "Dockerfile"))
     assert "2.13.0" in parser.baseimage and "cuda" in parser.baseimage  # torch pin of pyproject.toml
     copies = [i["value"].split()[0] for i in parser.structure if i["instruction"] == "COPY"]
-    assert copies == ["pyproject.toml", "loom/", "training/"]  # the contract and the training package only
+    # the contract, the server's predictor and image decoder (one path for training and serving), training
+    assert copies == ["pyproject.toml", "loom/", "inference/__init__.py", "inference/server/", "training/"]
     runs = " ".join(i["value"] for i in parser.structure if i["instruction"] == "RUN")
     assert '".[train]"' in runs and "serve]" not in runs and "command -v train" in runs
     assert parser.cmd == '["train"]' or "train" in parser.cmd
+    # The hub cache on the job's volume (/tmp is one of SageMaker's default training paths), not the image layer.
+    assert parser.envs["HF_HOME"].startswith("/tmp/")
 
 
 def test_merged_model_is_saved_in_the_asked_dtype_and_reloads(untrained_artifact, tmp_path):

@@ -1,7 +1,8 @@
 """VQA examples (`id,Question,Answer` CSV rows + `<id>.jpg` images) as model inputs.
 
-Images are read at the processor's own resolution (the processor resizes; nothing is pre-resized) and
-each image's pixel tensor is computed once per run: the same image appears once per question.
+Images are decoded by the inference server's own decoder (`inference.server.images.decode_image`: EXIF
+rotation, alpha on white, 16-bit rescaled, every mode to RGB), so training and serving see the same pixels,
+and read at the processor's own resolution (the processor resizes; nothing is pre-resized).
 Every batch is checked to hold exactly `num_query_tokens` image tokens per row: without them BLIP-2
 silently ignores the image.
 """
@@ -9,6 +10,7 @@ silently ignores the image.
 from __future__ import annotations
 
 import csv
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -16,6 +18,7 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
+from inference.server.images import ImageError, decode_image
 from loom.schema import AttributeSchema
 from training.prepare import VQA_COLUMNS
 
@@ -78,17 +81,39 @@ def count_known_values(schema: AttributeSchema, examples: Sequence[VqaExample]) 
     return fresh
 
 
-class PixelCache:
-    """Pixel tensors of product photos, computed by the processor once per image id."""
+def image_path(images_dir: Path, product_id: str) -> Path:
+    """A product's photo in the images channel."""
+    return images_dir / f"{product_id}.jpg"
 
-    def __init__(self, images_dir: str | Path, image_processor, enabled: bool = True):
+
+def read_image(images_dir: Path, product_id: str) -> Image.Image:
+    """A product's photo decoded exactly as the server decodes an uploaded one; DataError when unusable."""
+    path = image_path(images_dir, product_id)
+    try:
+        return decode_image(path.read_bytes())
+    except (OSError, ImageError) as exc:
+        raise DataError(f"product {product_id}: cannot read {path}: {exc}") from exc
+
+
+class PixelCache:
+    """Pixel tensors of product photos, computed by the processor once per image id.
+
+    With `workers`, photos are decoded on a thread pool: `prefetch` starts the photos of the next step while
+    the current one trains (Pillow releases the GIL while it decodes and resizes), so a large JPEG's ~0.1 s
+    decode does not leave the GPU idle. Decoding stays the server's, at full size (no JPEG draft mode), so
+    that training and serving pixels stay equal.
+    """
+
+    def __init__(self, images_dir: str | Path, image_processor, enabled: bool = True, workers: int = 0):
         self.images_dir = Path(images_dir)
         self.image_processor = image_processor
         self.enabled = enabled
         self._cache: dict[str, torch.Tensor] = {}
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="decode") if workers > 0 else None
+        self._pending: dict[str, Future] = {}
 
     def path(self, product_id: str) -> Path:
-        return self.images_dir / f"{product_id}.jpg"
+        return image_path(self.images_dir, product_id)
 
     def check(self, product_ids: Sequence[str]) -> None:
         """DataError listing (a few of) the ids whose image is missing."""
@@ -97,20 +122,35 @@ class PixelCache:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise DataError(f"{len(missing)} image(s) missing from {self.images_dir}: {shown}")
 
+    def _load(self, product_id: str) -> torch.Tensor:
+        image = read_image(self.images_dir, product_id)
+        return self.image_processor(image, return_tensors="pt").pixel_values[0]
+
+    def prefetch(self, product_ids: Sequence[str]) -> None:
+        """Start decoding these photos in the background (no-op without workers)."""
+        if self._pool is None:
+            return
+        for pid in dict.fromkeys(product_ids):
+            if pid not in self._cache and pid not in self._pending:
+                self._pending[pid] = self._pool.submit(self._load, pid)
+
     def __getitem__(self, product_id: str) -> torch.Tensor:
         pixels = self._cache.get(product_id)
         if pixels is None:
-            try:
-                with Image.open(self.path(product_id)) as image:
-                    pixels = self.image_processor(image.convert("RGB"), return_tensors="pt").pixel_values[0]
-            except (OSError, ValueError) as exc:
-                raise DataError(f"product {product_id}: cannot read {self.path(product_id)}: {exc}") from exc
+            pending = self._pending.pop(product_id, None)
+            pixels = pending.result() if pending is not None else self._load(product_id)
             if self.enabled:
                 self._cache[product_id] = pixels
         return pixels
 
     def batch(self, product_ids: Sequence[str]) -> torch.Tensor:
+        self.prefetch(product_ids)  # the photos of one batch decode in parallel
         return torch.stack([self[pid] for pid in product_ids])
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pending.clear()
 
 
 def encode_questions(processor, questions: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -146,10 +186,10 @@ def encode_answers(processor, answers: Sequence[str]) -> torch.Tensor:
     return labels
 
 
-def training_batch(examples: Sequence[VqaExample], processor, pixels: PixelCache) -> dict[str, torch.Tensor]:
-    """pixel_values, input_ids, attention_mask and labels for a list of examples."""
+def training_batch(examples: Sequence[VqaExample], processor) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask and labels for a list of examples (the images come as features:
+    training/features.py)."""
     batch = encode_questions(processor, [e.question for e in examples])
-    batch["pixel_values"] = pixels.batch([e.id for e in examples])
     batch["labels"] = encode_answers(processor, [e.answer for e in examples])
     return batch
 

@@ -22,6 +22,7 @@ import torch
 
 from training.config import TrainingConfig
 from training.data import PixelCache, VqaExample, micro_batches, training_batch
+from training.features import ImageFeatures, loss_with_features
 from training.metrics_regex import metric_line
 
 CHECKPOINT_PREFIX = "step-"
@@ -59,23 +60,20 @@ def load_base(path: str, device: torch.device, dtype: torch.dtype, load_in_8bit:
     """(model, processor) of a BLIP-2 base from a hub id or a folder, on `device` in `dtype`."""
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+    from inference.server.predictor import check_image_token_setup
+
     processor = Blip2Processor.from_pretrained(path)
-    if not processor.num_query_tokens:
-        raise ValueError(f"the processor of {path} has no num_query_tokens: BLIP-2 would ignore the images")
     kwargs = {"dtype": dtype}
     if load_in_8bit:
-        if device.type != "cuda":
-            raise ValueError("load_in_8bit needs a CUDA device")
+        # bitsandbytes runs 8-bit layers on CUDA and (since 0.45) on CPU.
         from transformers import BitsAndBytesConfig
 
         kwargs.update(quantization_config=BitsAndBytesConfig(load_in_8bit=True),
-                      device_map={"": device.index or 0})
+                      device_map={"": device.index or 0} if device.type == "cuda" else {"": "cpu"})
     model = Blip2ForConditionalGeneration.from_pretrained(path, **kwargs)
     if not load_in_8bit:
         model.to(device)
-    if model.config.num_query_tokens != processor.num_query_tokens:
-        raise ValueError(f"{path}: model has {model.config.num_query_tokens} query tokens, "
-                         f"processor {processor.num_query_tokens}")
+    check_image_token_setup(model, processor)  # the same check the server makes at load
     return model, processor
 
 
@@ -211,16 +209,19 @@ def train_lora(model, processor, examples: Sequence[VqaExample], pixels: PixelCa
 
         bar = tqdm(total=steps, initial=step, desc="training", unit="step")
     model.train()
+    # Each product photo through the frozen image side once for the run (training/features.py).
+    features = ImageFeatures(model, pixels, device=device, dtype=dtype, cache=config.cache_image_features)
+    upcoming = [examples[i] for i in next(micro)]
     started = time.perf_counter()
     running: list[float] = []
     while step < steps and (stop_after is None or step - resumed_from < stop_after):
         step_loss = 0.0
         for _ in range(accumulation):
-            batch = training_batch([examples[i] for i in next(micro)], processor, pixels)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            batch["pixel_values"] = batch["pixel_values"].to(dtype)
+            chunk, upcoming = upcoming, [examples[i] for i in next(micro)]
+            features.prefetch([e.id for e in upcoming])  # decoded on the pool while this batch trains
+            batch = {k: v.to(device) for k, v in training_batch(chunk, processor).items()}
             with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
-                loss = model(**batch).loss / accumulation
+                loss = loss_with_features(model, batch, features([e.id for e in chunk])) / accumulation
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}: stopping without saving a model "
                                        f"(try a lower learning_rate, or precision fp32)")

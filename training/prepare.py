@@ -5,18 +5,21 @@
 
 Writes into --out: vqa_train.csv and vqa_val.csv (columns id,Question,Answer; id names images/<id>.jpg
 in the catalog), the attribute schema (attribute_schema.json: questions and the values seen in
-training, with counts) and prepare_report.json (what was read, kept, skipped and why, and examples per
-attribute and value in each split).
+training, with counts) and prepare_report.json (what was read, kept, skipped and why, the values merged,
+and examples per attribute and value in each split). Values are normalised first: characters Flan-T5
+cannot spell are replaced and case variants of one value are merged (`normalise_values`).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -32,6 +35,9 @@ TRAIN_FILE = "vqa_train.csv"
 VAL_FILE = "vqa_val.csv"
 REPORT_FILE = "prepare_report.json"
 VQA_COLUMNS = ("id", "Question", "Answer")
+# Characters Flan-T5's SentencePiece vocabulary cannot spell: they become <unk>, so a value holding one could
+# never be generated, let alone match. Each is replaced by the nearest character it can spell.
+UNSPELLABLE = {"{": "(", "}": ")", "<": "(", "~": "-"}
 DEFAULT_VAL_FRACTION = 0.2
 DEFAULT_SEED = 0
 
@@ -70,6 +76,51 @@ def split_products(
     train = [p for p in ordered if p.id not in val_ids]
     val = [p for p in ordered if p.id in val_ids]
     return train, val
+
+
+def spellable(value: str) -> str:
+    """The value with the characters T5 cannot spell replaced (see UNSPELLABLE)."""
+    return "".join(UNSPELLABLE.get(c, c) for c in value)
+
+
+def normalise_values(products: Sequence[Product], attributes: Sequence[str]
+                     ) -> tuple[list[Product], dict[str, list[dict[str, Any]]]]:
+    """Products whose values T5 can spell and whose case variants are merged, and the merges made.
+
+    Per attribute, values that differ only in case ("Navy Blue", "navy blue") become the most frequent
+    spelling (ties: the first in sorted order): they are one value to a shopper, two to exact match.
+    The merges are `{attribute: [{"from", "to", "products", "why"}]}`.
+    """
+    counts: dict[str, Counter] = {name: Counter() for name in attributes}
+    for p in products:
+        for name, value in p.attributes.items():
+            if name in counts:
+                counts[name][spellable(value)] += 1
+    canonical: dict[tuple[str, str], str] = {}
+    for name, spellings in counts.items():
+        by_key: dict[str, list[str]] = {}
+        for value in sorted(spellings):
+            by_key.setdefault(value.casefold(), []).append(value)
+        for variants in by_key.values():
+            best = max(variants, key=lambda v: (spellings[v], [-ord(c) for c in v]))
+            canonical.update({(name, v): best for v in variants})
+    merges: dict[tuple[str, str, str], int] = Counter()
+    out = []
+    for p in products:
+        values = {}
+        for name, value in p.attributes.items():
+            new = canonical.get((name, spellable(value)), value)
+            if new != value:
+                merges[(name, value, new)] += 1
+            values[name] = new
+        out.append(dataclasses.replace(p, attributes=values) if values != p.attributes else p)
+    report: dict[str, list[dict[str, Any]]] = {}
+    for (name, old, new), n in sorted(merges.items()):
+        why = "spelling" if spellable(old) != old else "case"
+        if why == "spelling" and spellable(old) != new:
+            why = "spelling and case"
+        report.setdefault(name, []).append({"from": old, "to": new, "products": n, "why": why})
+    return out, report
 
 
 def _id_order(product: Product) -> tuple[int, int, str]:
@@ -136,7 +187,8 @@ def prepare(
     article_types = list(article_types)
     schema = AttributeSchema.from_names(attributes)  # attribute order = the order asked for
     reading = read_catalog(catalog_dir, article_types=article_types, attributes=attributes, progress=progress)
-    train, val = split_products(reading.products, val_fraction, seed)
+    products, merges = normalise_values(reading.products, attributes)
+    train, val = split_products(products, val_fraction, seed)
     train_counts = split_summary(train, schema, 0)["per_value"]
     for name, values in train_counts.items():  # known values = what the model is trained on
         for value, n in values.items():
@@ -171,6 +223,7 @@ def prepare(
             reason: [s.to_dict() for s in reading.examples.get(reason, [])]
             for reason in SKIP_REASONS if reading.examples.get(reason)
         },
+        "merged_values": merges,
         "splits": {"train": train_summary, "validation": val_summary},
         "val_fraction_actual": round(len(val) / len(reading.products), 4) if reading.products else 0.0,
         "files": {"train": TRAIN_FILE, "validation": VAL_FILE, "schema": SCHEMA_FILE, "report": REPORT_FILE},
@@ -196,6 +249,9 @@ def format_summary(report: dict[str, Any]) -> str:
         s = report["splits"][key]
         per_attr = ", ".join(f"{a} {n}" for a, n in s["per_attribute"].items())
         lines.append(f"  {label:5s} {s['products']} products, {s['examples']} examples ({per_attr})")
+    for name, merged in report["merged_values"].items():
+        lines.append(f"  merged {name}: " + ", ".join(f"{m['from']!r} -> {m['to']!r} ({m['products']}, {m['why']})"
+                                                     for m in merged))
     lines += [f"  warning: {w}" for w in report["warnings"]]
     lines.append(f"wrote {', '.join(report['files'].values())} to {report['out']} in {report['elapsed_s']} s")
     return "\n".join(lines)

@@ -11,8 +11,13 @@ SageMaker runs it as `train` in the training image. Locally, a folder stands in 
     DIR/input/data/base_model/              optional: a base model folder (else hyperparameter base_model)
     DIR/model/                              the artifact (merged model, processor, manifest, metrics)
     DIR/output/data/adapter/                the LoRA adapter (SageMaker uploads it as output.tar.gz)
+    DIR/output/data/evaluation/             metrics and predictions of a model that failed the quality gate
     DIR/output/failure                      why the job failed (only on failure)
     DIR/checkpoints/                        checkpoints (hyperparameter checkpoint_dir overrides)
+
+The manifest's `base_model` is the hyperparameter `base_model` (name there what the channel holds). The
+reported metrics are those of the saved artifact, reloaded and answered as `serve` does; a model that does
+not beat the baseline fails the job (exit 3) and is not shipped (docs/training.md, "The quality gate").
 
 Without --sm-root the root is /opt/ml, and the SM_* variables (SM_MODEL_DIR, SM_CHANNEL_<NAME>,
 SM_OUTPUT_DATA_DIR, SM_OUTPUT_DIR, SM_INPUT_CONFIG_DIR) win where set. Stages are logged in order;
@@ -32,13 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loom.artifact import ArtifactPaths
+from loom.artifact import ArtifactPaths, make_world_readable
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.config import ConfigError, TrainingConfig, from_hyperparameters, read_hyperparameters
 from training.data import DataError
 from training.prepare import TRAIN_FILE, VAL_FILE
 from training.job_folders import CHANNELS, SM_ROOT
 from training.metrics_regex import metric_line, slug
+from training.quality import QualityGateFailed
 
 DEFAULT_SM_ROOT = Path(SM_ROOT)
 USER_ERRORS = (ConfigError, DataError, SchemaError)
@@ -110,11 +116,7 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     import torch
     from transformers import set_seed
 
-    from training import evaluate
-
-    from training import finetune
-
-    from training import merge
+    from training import evaluate, finetune, merge, quality
     from training.data import PixelCache, count_known_values, read_vqa_csv
 
     log = log or (lambda line: print(line, flush=True))
@@ -150,31 +152,70 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
 
     stage(3, "loading the base model")
     model, processor = finetune.load_base(base_model, device_, dtype, config.load_in_8bit)
-    pixels = PixelCache(paths.images, processor.image_processor, enabled=config.cache_pixels)
+    pixels = PixelCache(paths.images, processor.image_processor,
+                        enabled=config.cache_pixels and not config.cache_image_features,
+                        workers=config.decode_workers)
     pixels.check([e.id for e in train_examples + val_examples])
 
-    def answers_of(m):
-        return evaluate.generate_answers(m, processor, val_examples, pixels, schema,
-                                         batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens,
-                                         device=device_, dtype=dtype, progress=sys.stderr.isatty())
+    def answers_of(m) -> list[evaluate.Prediction]:
+        return evaluate.predict(evaluate.in_memory_predictor(m, processor, schema), val_examples, paths.images,
+                                batch_size=config.eval_batch_size, max_new_tokens=config.max_new_tokens,
+                                progress=sys.stderr.isatty())
 
     stage(4, "baseline: the base model on the validation split")
-    baseline = answers_of(model) if config.baseline and val_examples else None
-    if baseline is not None:
-        base_metrics = evaluate.score(val_examples, baseline, schema)
-        log(metric_line(val_baseline_exact_match=float(base_metrics["overall"]["exact_match"] or 0.0)))
+    baseline = None
+    if config.baseline and val_examples:
+        key = quality.baseline_key(config.base_model, val_examples, config.max_new_tokens)
+        baseline = quality.load_baseline(checkpoint_dir, key)
+        if baseline is not None:
+            log(f"baseline read from {checkpoint_dir / quality.BASELINE_FILE} (computed before an interruption)")
+        else:
+            baseline = answers_of(model)
+            quality.save_baseline(checkpoint_dir, key, baseline)
+        base_metrics = evaluate.score(val_examples, baseline, schema, baseline)["overall"]
+        log(metric_line(val_baseline_exact_match=float(base_metrics["baseline_exact_match"] or 0.0)))
 
     stage(5, f"LoRA fine-tuning (r={config.lora_r}, alpha={config.lora_alpha}, "
              f"targets {','.join(config.lora_target_modules)})")
     model = finetune.add_lora(model, config)
     result = finetune.train_lora(model, processor, train_examples, pixels, config, device=device_, dtype=dtype,
                                  checkpoint_dir=checkpoint_dir, log=log, stop_after=stop_after)
+    pixels.close()
     if result.steps < finetune.total_steps(config, len(train_examples)):
         raise InterruptedError(f"stopped after step {result.steps} as asked; a checkpoint is in {checkpoint_dir}")
 
-    stage(6, "evaluating the fine-tuned model")
-    answers = answers_of(model) if val_examples else []
-    metrics = evaluate.score(val_examples, answers, schema, baseline)
+    stage(6, f"the adapter on the validation split; merging it into the full-precision base; saving to {paths.model}")
+    adapter_answers = answers_of(model) if val_examples else []
+    adapter_dir = paths.output_data / "adapter"
+    model.save_pretrained(adapter_dir)
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    merged = merge.merge_adapter(base_model, adapter_dir)
+    save_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "auto": dtype}[config.save_dtype]
+    merge.save_merged(merged, processor, paths.model, dtype=save_dtype)
+    del merged
+
+    stage(7, "the saved artifact on the validation split, loaded and answered as serve does")
+    artifact = ArtifactPaths.of(paths.model)
+    merge.write_artifact_files(  # the manifest first: the server's loader reads it
+        paths.model, schema, base_model=config.base_model, lora=config.lora_settings(), metrics={},
+        name=config.artifact_name, hyperparameters=config.to_hyperparameters(),
+        num_query_tokens=processor.num_query_tokens)
+    answers, measured = evaluate.served_predictions(
+        paths.model, val_examples, paths.images, device=device_, batch_size=config.eval_batch_size,
+        max_new_tokens=config.max_new_tokens, progress=sys.stderr.isatty())
+    metrics = evaluate.score(val_examples, answers, schema, baseline, adapter_answers or None)
+    differences = quality.disagreements(metrics, config.served_tolerance)
+    for line in differences:
+        log(f"WARNING: the saved model does not answer like the adapter it was merged from: {line}")
+    metrics["evaluation"] = {
+        **measured, "saved_dtype": str(save_dtype).replace("torch.", ""),
+        "adapter_dtype": str(dtype).replace("torch.", ""), "tolerance": config.served_tolerance,
+        "agrees_with_adapter": not differences,
+        "baseline": "the base model's raw answer names the expected value (case-insensitive, whole words)",
+    }
+    metrics["quality_gate"] = quality.gate(metrics, config)
     metrics["training"] = {
         "steps": result.steps, "epochs": result.epochs, "seconds": result.seconds,
         "final_loss": result.final_loss, "device": str(device_), "dtype": str(dtype).replace("torch.", ""),
@@ -187,23 +228,21 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
         log(metric_line(**{f"val_{k}.{slug(name)}": float(m[k]) for k in ("exact_match", "baseline_exact_match")
                            if m[k] is not None}))
     log(evaluate.format_metrics(metrics))
-
-    stage(7, f"merging the adapter into the full-precision base and saving to {paths.model}")
-    adapter_dir = paths.output_data / "adapter"
-    model.save_pretrained(adapter_dir)
-    del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    merged = merge.merge_adapter(base_model, adapter_dir)
-    save_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "auto": dtype}[config.save_dtype]
-    merge.save_merged(merged, processor, paths.model, dtype=save_dtype)
-    artifact = ArtifactPaths.of(paths.model)
-    evaluate.write_predictions(artifact.predictions, val_examples, answers, baseline)
+    evaluate.write_predictions(artifact.predictions, answers, baseline)
     merge.write_loss_history(artifact.loss_history, result.loss_history)
     merge.write_artifact_files(
-        paths.model, schema, base_model=_base_model_id(base_model, config), lora=config.lora_settings(),
-        metrics=metrics, name=config.artifact_name, hyperparameters=config.to_hyperparameters(),
+        paths.model, schema, base_model=config.base_model, lora=config.lora_settings(), metrics=metrics,
+        name=config.artifact_name, hyperparameters=config.to_hyperparameters(),
         num_query_tokens=processor.num_query_tokens)
+    verdict = metrics["quality_gate"]
+    if not verdict["passed"]:
+        kept = reject_artifact(paths)
+        raise QualityGateFailed(
+            f"the fine-tuned model is not shipped: {verdict['reason']} (served exact match "
+            f"{verdict['exact_match']:.4f}, baseline {verdict['baseline_exact_match']}); its evaluation is in "
+            f"{kept}; set hyperparameter min_exact_match, or quality_gate=false to ship anyway")
+    if not verdict["enabled"] and verdict["reason"]:
+        log(f"WARNING: quality gate off; shipping a model that fails it: {verdict['reason']}")
 
     stage(8, "evaluation report")
     try:
@@ -213,19 +252,24 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     except Exception as exc:  # noqa: BLE001 - the model is saved; a broken report must not lose it
         log(f"WARNING: the evaluation report could not be written ({type(exc).__name__}: {exc}); "
             f"the model in {paths.model} is complete")
+    # Files written after the merge (evaluation, report) too: the serving container's user must read them all.
+    make_world_readable(paths.model)
     log(f"done in {time.perf_counter() - started:.1f} s: {paths.model}")
     return metrics
 
 
-def _base_model_id(base_model: str, config: TrainingConfig) -> str:
-    """The id recorded in the manifest: the folder's own note (tiny base) or hub id, else what was given."""
-    info = Path(base_model) / "tiny_base.json"
-    if info.is_file():
-        try:
-            return json.loads(info.read_text(encoding="utf-8"))["base_model"]
-        except (ValueError, KeyError):
-            pass
-    return config.base_model if Path(base_model).is_dir() and config.base_model != base_model else base_model
+def reject_artifact(paths: JobPaths) -> Path:
+    """A model that failed the gate: its metrics and predictions move to output/data/evaluation (uploaded
+    with the adapter), and the model folder is emptied so that nothing deployable is uploaded."""
+    kept = paths.output_data / "evaluation"
+    if kept.exists():
+        shutil.rmtree(kept)
+    artifact = ArtifactPaths.of(paths.model)
+    shutil.copytree(artifact.evaluation, kept)
+    shutil.copy2(artifact.metrics, kept / artifact.metrics.name)
+    for item in paths.model.iterdir():
+        shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+    return kept
 
 
 def write_failure(paths: JobPaths, error: BaseException) -> None:
@@ -251,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             raise
         write_failure(paths, exc)
-        if not isinstance(exc, USER_ERRORS):
+        if not isinstance(exc, USER_ERRORS + (QualityGateFailed,)):
             traceback.print_exc()
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return 2 if isinstance(exc, USER_ERRORS) else 1
+        return 2 if isinstance(exc, USER_ERRORS) else 3 if isinstance(exc, QualityGateFailed) else 1
     return 0
 
 

@@ -66,6 +66,23 @@ def interpret_answers(schema: AttributeSchema, names: Sequence[str], answers: Se
     return result
 
 
+def check_image_token_setup(model, processor) -> None:
+    """Raise unless the processor writes the image tokens the model reads: the same token id, and as many
+    as the model has query tokens. Otherwise BLIP-2 silently ignores every image (training and serving)."""
+    config = model.config
+    expected = getattr(processor, "num_query_tokens", None)
+    if expected != config.num_query_tokens:
+        raise ImageTokenError(
+            f"the processor inserts {expected} image tokens but the model expects {config.num_query_tokens}: "
+            f"the image would be ignored; re-save the processor with num_query_tokens={config.num_query_tokens}")
+    token = getattr(processor, "image_token", None)
+    token_id = processor.tokenizer.convert_tokens_to_ids(getattr(token, "content", token)) if token else None
+    if token_id != config.image_token_id:
+        raise ImageTokenError(
+            f"the processor's image token {token!s} has id {token_id} but the model's image_token_id is "
+            f"{config.image_token_id}: the image features would never reach the language model")
+
+
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -88,13 +105,9 @@ class Predictor:
         self.schema = schema
         self.info = dict(info or {})
         self.device = next(model.parameters()).device
+        check_image_token_setup(model, processor)
         self.num_query_tokens = model.config.num_query_tokens
         self.image_token_id = model.config.image_token_id
-        if getattr(processor, "num_query_tokens", None) != self.num_query_tokens:
-            raise ImageTokenError(
-                f"the processor inserts {getattr(processor, 'num_query_tokens', None)} image tokens but the model "
-                f"expects {self.num_query_tokens}: the image would be ignored; re-save the processor with "
-                f"num_query_tokens={self.num_query_tokens}")
         # None: transformers' dynamic cache. "static": a fixed-size decoder cache, which transformers compiles
         # (CUDA graphs) on GPUs; same answers, fewer kernel launches per step (scripts/bench.py --static-cache).
         self.cache_implementation: str | None = None
