@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping
 
 from loom.artifact import ArtifactPaths, make_world_readable
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
-from training.config import ConfigError, TrainingConfig, from_hyperparameters, read_hyperparameters
+from training.config import ConfigError, from_hyperparameters, read_hyperparameters
 from training.data import DataError
 from training.prepare import TRAIN_FILE, VAL_FILE
 from training.job_folders import CHANNELS, SM_ROOT
