@@ -17,6 +17,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from inference.server.images import DEFAULT_MAX_IMAGE_PIXELS, ImageError, decode_base64, decode_image
+from loom.abstention import check_known_attributes
+from loom.calibration import check_min_precision
 
 log = logging.getLogger("loom.serve")
 
@@ -25,7 +27,8 @@ DEFAULT_BATCH_PRODUCTS = 8
 JSONLINES_TYPES = {"application/jsonlines", "application/x-jsonlines", "application/jsonl"}
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "application/x-image"}
 SUPPORTED_TYPES = sorted(JSON_TYPES | JSONLINES_TYPES | IMAGE_TYPES)
-REQUEST_KEYS = {"image", "attributes", "prompt", "parameters", "id"}
+REQUEST_KEYS = {"image", "attributes", "prompt", "parameters", "id", "product_type", "known_attributes", "min_precision"}
+FACT_KEYS = ("product_type", "known_attributes", "min_precision")  # loom.abstention: what a product's answer may use
 MAX_PROMPT_CHARS = 1000
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 # Generation bounds: a request cannot buy more GPU time than this (this module must not import torch).
@@ -107,6 +110,25 @@ def parse_attributes(value: Any, known: list[str]) -> list[str] | None:
     return value
 
 
+def parse_facts(predictor: Any, item: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a product's `product_type`, `known_attributes` and `min_precision` (loom.abstention)."""
+    facts = {key: item[key] for key in FACT_KEYS if item.get(key) is not None}
+    if facts and "prompt" in item:
+        raise RequestError(f"{sorted(facts)} apply to attribute requests, not to a 'prompt'")
+    try:
+        if "product_type" in facts:
+            if not isinstance(facts["product_type"], str) or not facts["product_type"].strip():
+                raise ValueError("'product_type' must be a non-empty string such as \"Shirts\"")
+            facts["product_type"] = predictor.product_type(facts["product_type"].strip())
+        if "known_attributes" in facts:
+            facts["known_attributes"] = check_known_attributes(predictor.schema, facts["known_attributes"])
+        if "min_precision" in facts:
+            facts["min_precision"] = check_min_precision(facts["min_precision"])
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+    return facts
+
+
 def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                load_timeout_s: float | None = None, batch_products: int = DEFAULT_BATCH_PRODUCTS) -> Flask:
@@ -185,16 +207,17 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
             if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
                 raise RequestError(f"'prompt' must be a non-empty question of at most {MAX_PROMPT_CHARS} characters")
         names = parse_attributes(item.get("attributes"), predictor.schema.names)
+        facts = parse_facts(predictor, item)
         image = decode_image(decode_base64(item["image"]), max_image_pixels)
-        return image, names, params, prompt.strip() if prompt is not None else None
+        return image, names, params, prompt.strip() if prompt is not None else None, facts
 
     def answer_product(predictor: Any, item: Any, *, allow_prompt: bool) -> dict[str, Any]:
         """Validate one product request object and answer it."""
-        image, names, params, prompt = parse_product(predictor, item, allow_prompt=allow_prompt)
+        image, names, params, prompt, facts = parse_product(predictor, item, allow_prompt=allow_prompt)
         if prompt is not None:
             answer = predictor.answer_prompt(image, prompt, **params)
             return {"answer": answer.text, "confidence": round(answer.confidence, 4)}
-        return predictor.answer_attributes(image, names, **params).to_dict()
+        return predictor.answer_attributes(image, names, facts, **params).to_dict()
 
     def load_json(text: bytes, where: str = "the body") -> Any:
         try:
@@ -247,13 +270,13 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
         if not lines:
             raise RequestError("the JSON Lines body holds no products: one {\"id\", \"image\"} object per line")
         results: list[dict[str, Any] | None] = [None] * len(lines)
-        batch: list[tuple[int, Any, Any, list[str] | None]] = []
+        batch: list[tuple[int, Any, Any, list[str] | None, dict[str, Any]]] = []
         batch_params: dict[str, int] = {}
 
         def answer_batch() -> None:
-            answers = predictor.answer_attributes_many([(image, names) for _, _, image, names in batch],
+            answers = predictor.answer_attributes_many([(image, names, facts) for _, _, image, names, facts in batch],
                                                        **batch_params)
-            for (index, product_id, _, _), answer in zip(batch, answers, strict=True):
+            for (index, product_id, *_), answer in zip(batch, answers, strict=True):
                 results[index] = {"id": product_id, **answer.to_dict()}
             batch.clear()
 
@@ -262,14 +285,14 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
             try:
                 item = load_json(line, f"line {index + 1}")
                 product_id = item.get("id") if isinstance(item, dict) else None
-                image, names, params, _ = parse_product(predictor, item, allow_prompt=False)
+                image, names, params, _, facts = parse_product(predictor, item, allow_prompt=False)
             except (RequestError, ImageError) as exc:
                 results[index] = {"id": product_id, "error": f"line {index + 1}: {exc}"}
                 continue
             if batch and params != batch_params:
                 answer_batch()  # products in one generation share its parameters
             batch_params = params
-            batch.append((index, product_id, image, names))
+            batch.append((index, product_id, image, names, facts))
             if len(batch) >= batch_products:
                 answer_batch()
         if batch:
