@@ -125,3 +125,35 @@ def state_answers(
     if calibration is not None:
         body["min_precision"] = calibration.target_precision if min_precision is None else min_precision
     return body
+
+
+def stated_quality(schema: AttributeSchema, results: Sequence[tuple[Mapping[str, str], Mapping[str, Any]]]
+                   ) -> dict[str, Any]:
+    """Precision and coverage of the model-stated attributes over products with known true values.
+
+    `results`: (true values {attribute: value}, response body) per product. Per attribute: `stated` (by the
+    model, merchant facts excluded), `correct`, `precision` (correct / stated), `coverage` (correct and
+    stated over products whose true values hold the attribute) and `inapplicable_stated` (stated for a
+    product whose true type the attribute does not apply to).
+    """
+    per: dict[str, dict[str, int]] = {}
+    type_name = schema.type_attribute
+    for truth, body in results:
+        true_type = truth.get(type_name) if type_name else None
+        sources = body.get("sources", {})
+        for name in schema.names:
+            counts = per.setdefault(name, {"products": 0, "stated": 0, "correct": 0, "inapplicable_stated": 0})
+            counts["products"] += name in truth
+            if sources.get(name, "model") != "model" or name not in body["attributes"]:
+                continue
+            counts["stated"] += 1
+            counts["correct"] += truth.get(name) == body["attributes"][name]
+            counts["inapplicable_stated"] += not schema.applies(name, true_type)
+
+    def summary(c: Mapping[str, int]) -> dict[str, Any]:
+        return {**c, "precision": round(c["correct"] / c["stated"], 4) if c["stated"] else None,
+                "coverage": round(c["correct"] / c["products"], 4) if c["products"] else None,
+                "stated_share": round(c["stated"] / c["products"], 4) if c["products"] else None}
+
+    total = {k: sum(c[k] for c in per.values()) for k in ("products", "stated", "correct", "inapplicable_stated")}
+    return {"overall": summary(total), "attributes": {name: summary(c) for name, c in per.items() if c["products"]}}

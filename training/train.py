@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loom.artifact import ArtifactPaths
+from loom.artifact import ArtifactPaths, read_metrics
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.config import ConfigError, TrainingConfig, from_hyperparameters, read_hyperparameters
 from training.data import DataError
@@ -204,6 +204,13 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
         paths.model, schema, base_model=_base_model_id(base_model, config), lora=config.lora_settings(),
         metrics=metrics, name=config.artifact_name, hyperparameters=config.to_hyperparameters(),
         num_query_tokens=processor.num_query_tokens)
+    if val_examples:
+        from training import calibrate
+
+        records = calibrate.served_records(paths.model, val_examples, paths.images, device_)
+        calibration = calibrate.calibrate_artifact(paths.model, records, config.target_precision)
+        metrics = read_metrics(paths.model)
+        log(calibrate.format_calibration(calibration))
 
     stage(8, "evaluation report")
     try:

@@ -1,0 +1,82 @@
+"""The issue's targets, measured on the tiny base trained as the demo trains (session fixture `trained_artifact`).
+
+Thresholds are fitted on the validation split, so precision there is in-sample; a fresh catalog drawn with
+another seed (products the model never saw, thresholds not fitted on them) measures it out of sample.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from loom.abstention import stated_quality
+from loom.artifact import read_manifest
+from training.data import read_vqa_csv, values_by_product
+
+pytestmark = pytest.mark.slow
+VISIBLE = ("baseColour", "Pattern", "Sleeve Length")
+HIDDEN = ("Fabric", "Fit", "Collar", "Neck")
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_artifact):
+    from inference.server.predictor import Predictor
+
+    return Predictor.load(trained_artifact.model_dir, device="cpu")
+
+
+def measure(predictor, images_dir, truth):
+    results = []
+    for start in range(0, len(truth), 16):
+        chunk = list(truth.items())[start:start + 16]
+        items = [(Image.open(images_dir / f"{pid}.jpg").convert("RGB"), None) for pid, _ in chunk]
+        results += [(values, a.to_dict()) for (_, values), a in zip(chunk, predictor.answer_attributes_many(items))]
+    return stated_quality(predictor.schema, results), results
+
+
+def check_targets(quality):
+    overall = quality["overall"]
+    assert overall["precision"] >= 0.95, json.dumps(quality, indent=1)
+    for name in VISIBLE:
+        assert quality["attributes"][name]["coverage"] >= 0.9, (name, quality["attributes"][name])
+    for name in HIDDEN:
+        a = quality["attributes"][name]
+        assert a["stated_share"] <= 0.10 or a["precision"] >= 0.95, (name, a)
+    assert overall["inapplicable_stated"] == 0
+
+
+def test_the_manifest_holds_thresholds_for_every_attribute(trained_artifact):
+    manifest = read_manifest(trained_artifact.model_dir)
+    calibration = manifest["calibration"]
+    assert calibration["target_precision"] == 0.95
+    assert set(calibration["attributes"]) == set(manifest["schema"].names)
+    for entry in calibration["attributes"].values():
+        assert entry["threshold"] is None or entry["precision"] >= 0.95
+    assert json.loads((trained_artifact.model_dir / "metrics.json").read_text())["calibration"]["attributes"]
+
+
+def test_targets_on_the_validation_products(trained_artifact, predictor):
+    schema = predictor.schema
+    truth = values_by_product(read_vqa_csv(trained_artifact.data_dir / "vqa_val.csv", schema))
+    quality, results = measure(predictor, trained_artifact.catalog_dir / "images", truth)
+    print("validation:", json.dumps(quality))
+    check_targets(quality)
+    for _, body in results:  # every asked attribute is stated or withheld, never both
+        assert not set(body["attributes"]) & set(body["withheld"])
+        assert set(body["confidence"]) <= set(body["attributes"]) | set(body["withheld"])
+
+
+def test_targets_on_products_the_model_never_saw(trained_artifact, predictor, tmp_path):
+    from training.prepare import prepare
+    from training.synthetic import write_catalog
+
+    write_catalog(tmp_path / "catalog", products=200, seed=2026)
+    prepare(tmp_path / "catalog", tmp_path / "data", article_types=("Shirts", "Tshirts"), val_fraction=0.5,
+            progress=False)
+    examples = read_vqa_csv(tmp_path / "data" / "vqa_train.csv", predictor.schema)
+    examples += read_vqa_csv(tmp_path / "data" / "vqa_val.csv", predictor.schema)
+    quality, _ = measure(predictor, tmp_path / "catalog" / "images", values_by_product(examples))
+    print("fresh catalog:", json.dumps(quality))
+    check_targets(quality)
