@@ -80,3 +80,26 @@ def test_targets_on_products_the_model_never_saw(trained_artifact, predictor, tm
     quality, _ = measure(predictor, tmp_path / "catalog" / "images", values_by_product(examples))
     print("fresh catalog:", json.dumps(quality))
     check_targets(quality)
+
+
+def test_value_confidence_is_the_probability_of_the_value_tokens_given_the_label(trained_artifact, predictor):
+    import torch
+
+    image = Image.open(next((trained_artifact.catalog_dir / "images").glob("*.jpg"))).convert("RGB")
+    for name in ("baseColour", "Fabric"):
+        question = predictor.schema.question(name)
+        answer = predictor.generate(image, [question])[0]
+        assert predictor.schema.parse_answer(answer.text, expected=name), answer.text
+        # An independent teacher-forced pass over the generated tokens gives each token's probability.
+        inputs = predictor.processor(images=image, text=question, return_tensors="pt")
+        start = predictor.model.config.text_config.decoder_start_token_id
+        decoder_input_ids = torch.tensor([[start] + answer.token_ids[:-1]])
+        with torch.no_grad():
+            logits = predictor.model(**inputs, decoder_input_ids=decoder_input_ids).logits[0]
+        probs = logits.softmax(-1)[torch.arange(len(answer.token_ids)), torch.tensor(answer.token_ids)]
+        pieces = predictor.processor.tokenizer.convert_ids_to_tokens(answer.token_ids)
+        label_end = next(i for i, piece in enumerate(pieces) if ":" in piece) + 1
+        assert answer.value_confidence == pytest.approx(probs[label_end:].prod().item(), abs=1e-5)
+        assert answer.confidence == pytest.approx(probs.mean().item(), abs=1e-5)
+        if name == "Fabric":  # not visible in the picture: the value is a guess, and its confidence says so
+            assert answer.value_confidence < answer.confidence - 0.2
