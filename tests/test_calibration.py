@@ -79,3 +79,15 @@ def test_min_precision_bounds(bad):
 def test_malformed_calibration_is_refused():
     with pytest.raises(ValueError, match="malformed calibration"):
         Calibration.from_dict({"attributes": {}})
+
+
+def test_report_plots_precision_against_coverage_with_the_chosen_point(tmp_path):
+    from PIL import Image
+
+    from training.report import plot_calibration
+
+    records = [("Colour", True, 0.9 - i / 100) for i in range(20)] + [("Fabric", i % 3 == 0, 0.7) for i in range(20)]
+    calibration = fit_calibration(records)
+    path = plot_calibration(records, calibration, ["Colour", "Fabric"], {"Colour": "Colour"}, tmp_path / "c.png")
+    with Image.open(path) as image:
+        assert image.size[0] > 400 and image.size[1] > 200

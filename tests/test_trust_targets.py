@@ -103,3 +103,11 @@ def test_value_confidence_is_the_probability_of_the_value_tokens_given_the_label
         assert answer.confidence == pytest.approx(probs.mean().item(), abs=1e-5)
         if name == "Fabric":  # not visible in the picture: the value is a guess, and its confidence says so
             assert answer.value_confidence < answer.confidence - 0.2
+
+
+def test_the_report_shows_the_calibration(trained_artifact):
+    evaluation = trained_artifact.model_dir / "evaluation"
+    page = (evaluation / "report.html").read_text()
+    assert "Calibration: what Loom states" in page and "never stated" in page
+    assert (evaluation / "calibration.png").stat().st_size > 5000
+    assert (evaluation / "calibration.csv").read_text().startswith("attribute,correct,confidence")
