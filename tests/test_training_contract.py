@@ -148,7 +148,8 @@ def test_training_image_installs_only_the_train_extra_on_the_pinned_torch():
     parser = DockerfileParser(str(ROOT / "containers" / "training" / "Dockerfile"))
     assert "2.13.0" in parser.baseimage and "cuda" in parser.baseimage  # torch pin of pyproject.toml
     copies = [i["value"].split()[0] for i in parser.structure if i["instruction"] == "COPY"]
-    assert copies == ["pyproject.toml", "loom/", "training/"]  # the contract and the training package only
+    # The contract, the training package and the served predictor (calibration runs it on the validation split).
+    assert copies == ["pyproject.toml", "loom/", "training/", "inference/__init__.py", "inference/server/"]
     runs = " ".join(i["value"] for i in parser.structure if i["instruction"] == "RUN")
     assert '".[train]"' in runs and "serve]" not in runs and "command -v train" in runs
     assert parser.cmd == '["train"]' or "train" in parser.cmd
