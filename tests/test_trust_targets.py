@@ -111,3 +111,42 @@ def test_the_report_shows_the_calibration(trained_artifact):
     assert "Calibration: what Loom states" in page and "never stated" in page
     assert (evaluation / "calibration.png").stat().st_size > 5000
     assert (evaluation / "calibration.csv").read_text().startswith("attribute,correct,confidence")
+
+
+def test_the_server_answers_every_field_with_the_trained_model(trained_artifact, predictor):
+    import base64
+
+    from inference.server.app import create_app
+
+    client = create_app(predictor).test_client()
+    image = next((trained_artifact.catalog_dir / "images").glob("*.jpg")).read_bytes()
+    b64 = base64.b64encode(image).decode()
+
+    def post(**fields):
+        return client.post("/invocations", json={"image": b64, **fields})
+
+    plain = post().json
+    assert plain["min_precision"] == 0.95 and "articleType" in plain["confidence"]
+    assert set(plain["attributes"]) | set(plain["withheld"]) == set(predictor.schema.names)
+    # A named product type: not asked; what does not apply to it is withheld as not applicable, not asked.
+    typed = post(product_type="t-shirt", known_attributes={"Fabric": "Organic Cotton"}).json
+    assert typed["product_type"] == "Tshirts" and "articleType" not in typed["confidence"]
+    assert typed["withheld"]["Collar"] == {"value": None, "confidence": None, "reason": "not_applicable"}
+    assert "Collar" not in typed["confidence"] and "Neck" in typed["confidence"]
+    assert typed["attributes"]["Fabric"] == "Organic Cotton" and typed["sources"]["Fabric"] == "merchant"
+    assert typed["attributes"]["articleType"] == "Tshirts" and typed["sources"]["articleType"] == "merchant"
+    # A laxer precision target moves the thresholds down: it states at least as much.
+    lax = post(min_precision=0.5).json
+    assert set(plain["attributes"]) <= set(lax["attributes"]) and lax["min_precision"] == 0.5
+    for fields, fragment in (({"product_type": "dress"}, "unknown product_type"),
+                             ({"known_attributes": {"articleType": "dress"}}, "unknown product_type"),
+                             ({"min_precision": 0.3}, "min_precision"),
+                             ({"known_attributes": {"Smell": "x"}}, "unknown attributes")):
+        response = post(**fields)
+        assert response.status_code == 400 and fragment in response.json["error"], (fields, response.json)
+    lines = "\n".join(json.dumps({"id": n, "image": b64, **f}) for n, f in
+                      enumerate([{}, {"product_type": "Shirts"}, {"min_precision": 2}]))
+    out = [json.loads(x) for x in client.post("/invocations", data=lines,
+                                              content_type="application/jsonlines").get_data(as_text=True).splitlines()]
+    assert out[0]["attributes"] == plain["attributes"] and out[1]["product_type"] == "Shirts"
+    assert out[1]["withheld"]["Neck"]["reason"] == "not_applicable" and "min_precision" in out[2]["error"]

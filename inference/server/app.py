@@ -121,7 +121,10 @@ def parse_facts(predictor: Any, item: Mapping[str, Any]) -> dict[str, Any]:
                 raise ValueError("'product_type' must be a non-empty string such as \"Shirts\"")
             facts["product_type"] = predictor.product_type(facts["product_type"].strip())
         if "known_attributes" in facts:
-            facts["known_attributes"] = check_known_attributes(predictor.schema, facts["known_attributes"])
+            known = facts["known_attributes"] = check_known_attributes(predictor.schema, facts["known_attributes"])
+            type_name = predictor.schema.type_attribute
+            if type_name in known:  # the merchant's product type must be one the model knows, as product_type
+                known[type_name] = predictor.product_type(known[type_name])
         if "min_precision" in facts:
             facts["min_precision"] = check_min_precision(facts["min_precision"])
     except ValueError as exc:
