@@ -117,6 +117,7 @@ def test_the_server_answers_every_field_with_the_trained_model(trained_artifact,
     import base64
 
     from inference.server.app import create_app
+    from tests.test_app import check_contract
 
     client = create_app(predictor).test_client()
     image = next((trained_artifact.catalog_dir / "images").glob("*.jpg")).read_bytes()
@@ -135,6 +136,8 @@ def test_the_server_answers_every_field_with_the_trained_model(trained_artifact,
     assert "Collar" not in typed["confidence"] and "Neck" in typed["confidence"]
     assert typed["attributes"]["Fabric"] == "Organic Cotton" and typed["sources"]["Fabric"] == "merchant"
     assert typed["attributes"]["articleType"] == "Tshirts" and typed["sources"]["articleType"] == "merchant"
+    for body in (plain, typed):
+        check_contract(body, "AttributeResponse")  # loom/openapi.json describes the real answers
     # A laxer precision target moves the thresholds down: it states at least as much.
     lax = post(min_precision=0.5).json
     assert set(plain["attributes"]) <= set(lax["attributes"]) and lax["min_precision"] == 0.5
@@ -150,3 +153,5 @@ def test_the_server_answers_every_field_with_the_trained_model(trained_artifact,
                                               content_type="application/jsonlines").get_data(as_text=True).splitlines()]
     assert out[0]["attributes"] == plain["attributes"] and out[1]["product_type"] == "Shirts"
     assert out[1]["withheld"]["Neck"]["reason"] == "not_applicable" and "min_precision" in out[2]["error"]
+    for line in out:
+        check_contract(line, "BatchResult")
