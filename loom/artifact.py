@@ -6,6 +6,7 @@ A model artifact is a folder (SageMaker tars it as `model.tar.gz`):
     MODEL_DIR/loom_manifest.json          what the server asks and how: schema, base model, LoRA, metrics
     MODEL_DIR/metrics.json                the same metrics as the manifest's "metrics"
     MODEL_DIR/evaluation/predictions.csv  one row per validation question
+    MODEL_DIR/evaluation/calibration.csv  attribute,correct,confidence: what the thresholds were fitted on
     MODEL_DIR/evaluation/loss_history.csv step,loss,learning_rate
     MODEL_DIR/evaluation/report.html      the evaluation report and its figures
 
@@ -14,10 +15,11 @@ This module owns those names: everything else reads and writes the artifact thro
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from loom.schema import AttributeSchema, SchemaError
 
@@ -26,6 +28,7 @@ MANIFEST_VERSION = 1
 METRICS_FILE = "metrics.json"
 EVALUATION_DIR = "evaluation"
 PREDICTIONS_FILE = "predictions.csv"
+CALIBRATION_FILE = "calibration.csv"
 LOSS_HISTORY_FILE = "loss_history.csv"
 REPORT_FILE = "report.html"
 
@@ -55,6 +58,10 @@ class ArtifactPaths:
     @property
     def predictions(self) -> Path:
         return self.evaluation / PREDICTIONS_FILE
+
+    @property
+    def calibration_records(self) -> Path:
+        return self.evaluation / CALIBRATION_FILE
 
     @property
     def loss_history(self) -> Path:
@@ -102,6 +109,41 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
         raise SchemaError(f"{path} has no attribute schema")
     manifest["schema"] = AttributeSchema.from_dict(manifest["schema"])
     return manifest
+
+
+def write_calibration(model_dir: str | Path, calibration: Mapping[str, Any],
+                      records: Iterable[tuple[str, bool, float | None]]) -> Path:
+    """Store thresholds (loom.calibration's dict) in the manifest, and the records they were fitted on.
+
+    The metrics (manifest and metrics.json) get "calibration": threshold, precision and coverage per attribute.
+    """
+    paths = ArtifactPaths.of(model_dir)
+    manifest = read_json(paths.manifest, missing=f"{model_dir} has no {MANIFEST_FILE}: write the manifest first")
+    manifest["calibration"] = dict(calibration)
+    summary = {"target_precision": calibration["target_precision"], "attributes": {
+        name: {k: a[k] for k in ("threshold", "precision", "coverage", "examples")}
+        for name, a in calibration["attributes"].items()}}
+    manifest.setdefault("metrics", {})["calibration"] = summary
+    write_json(paths.manifest, manifest)
+    if paths.metrics.is_file():
+        write_metrics(model_dir, {**read_metrics(model_dir), "calibration": summary})
+    paths.evaluation.mkdir(parents=True, exist_ok=True)
+    with paths.calibration_records.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("attribute", "correct", "confidence"))
+        for name, correct, confidence in records:
+            writer.writerow((name, int(bool(correct)), "" if confidence is None else f"{confidence:.6f}"))
+    return paths.manifest
+
+
+def read_calibration_records(model_dir: str | Path) -> list[tuple[str, bool, float | None]]:
+    """evaluation/calibration.csv as (attribute, correct, confidence or None); [] when absent."""
+    path = ArtifactPaths.of(model_dir).calibration_records
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as handle:
+        return [(row["attribute"], row["correct"] == "1", float(row["confidence"]) if row["confidence"] else None)
+                for row in csv.DictReader(handle)]
 
 
 def write_metrics(model_dir: str | Path, metrics: Mapping[str, Any]) -> Path:

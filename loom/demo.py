@@ -72,8 +72,8 @@ def build_base(args, data_dir: Path, catalog: Path) -> tuple[str, Path | None]:
     return tiny_base.TINY_BASE_ID, out
 
 
-def validation_products(data_dir: Path, count: int) -> dict[str, dict[str, str]]:
-    """The true attribute values of the first `count` validation products, keyed by product id."""
+def validation_products(data_dir: Path, count: int | None) -> dict[str, dict[str, str]]:
+    """The true attribute values of the first `count` (None: all) validation products, keyed by product id."""
     from loom.schema import AttributeSchema
     from training.data import read_vqa_csv, values_by_product
     from training.prepare import VAL_FILE
@@ -82,9 +82,9 @@ def validation_products(data_dir: Path, count: int) -> dict[str, dict[str, str]]
     return dict(list(truth.items())[:count])
 
 
-def api_event(image: bytes, path: str = "/describe") -> dict:
+def api_event(image: bytes, path: str = "/describe", **fields) -> dict:
     """An API Gateway HTTP API (payload 2.0) event carrying a JSON body, as the Lambda receives it."""
-    body = json.dumps({"image": base64.b64encode(image).decode("ascii")})
+    body = json.dumps({"image": base64.b64encode(image).decode("ascii"), **fields})
     return {
         "version": "2.0",
         "routeKey": f"POST {path}",
@@ -123,23 +123,56 @@ def call_api(url: str, images: Path, truth: dict[str, dict[str, str]]) -> list[d
     from inference.api import handler as gateway
 
     results = []
-    for pid, expected in truth.items():
+    for index, (pid, expected) in enumerate(truth.items()):
+        # Every other product comes with the merchant's fabric, as a supplier sheet would give it.
+        known = {"Fabric": expected["Fabric"]} if index % 2 and "Fabric" in expected else {}
+        fields = {"known_attributes": known} if known else {}
         start = time.perf_counter()
-        response = gateway.handler(api_event((images / f"{pid}.jpg").read_bytes()), LambdaContext())
+        response = gateway.handler(api_event((images / f"{pid}.jpg").read_bytes(), **fields), LambdaContext())
         latency_ms = (time.perf_counter() - start) * 1000
         body = json.loads(response["body"])
         if response["statusCode"] != 200:
             raise RuntimeError(f"API answered {response['statusCode']} for product {pid}: {body}")
-        predicted = body.get("attributes", {})
         print(f"\n-- product {pid} ({latency_ms:.0f} ms)")
-        print(f"   {'attribute':<16}{'true':<22}{'predicted':<22}")
-        for name in sorted(set(expected) | set(predicted)):
-            mark = "" if expected.get(name) == predicted.get(name) else "  <- differs"
-            print(f"   {name:<16}{expected.get(name, '-'):<22}{predicted.get(name, '-'):<22}{mark}")
+        print_product(expected, body)
         print(f"   description: {body.get('description')}")
-        results.append({"id": pid, "latency_ms": round(latency_ms, 1), "attributes": predicted,
-                        "expected": expected, "coverage": body.get("coverage")})
+        results.append({"id": pid, "latency_ms": round(latency_ms, 1), "attributes": body.get("attributes", {}),
+                        "withheld": body.get("withheld", {}), "sources": body.get("sources", {}),
+                        "conflicts": body.get("conflicts", []), "expected": expected,
+                        "coverage": body.get("coverage")})
     return results
+
+
+def print_product(expected: dict[str, str], body: dict) -> None:
+    """What was stated (by the model or the merchant) and withheld (with the reason) against the true values."""
+    stated, withheld, sources = body.get("attributes", {}), body.get("withheld", {}), body.get("sources", {})
+    print(f"   {'attribute':<16}{'true':<20}{'stated':<30}{'withheld (reason, confidence)'}")
+    for name in sorted(set(expected) | set(stated) | set(withheld)):
+        said = stated.get(name)
+        shown = "-" if said is None else f"{said} ({sources.get(name, 'model')})"
+        if said is not None and sources.get(name, "model") == "model" and expected.get(name) != said:
+            shown += " <- wrong"
+        held = withheld.get(name)
+        why = "" if held is None else (f"{held['value'] or '-'} ({held['reason']}"
+                                       + (f", {held['confidence']:.2f})" if held["confidence"] is not None else ")"))
+        print(f"   {name:<16}{expected.get(name, '-'):<20}{shown:<30}{why}")
+    for conflict in body.get("conflicts", []):
+        print(f"   conflict: {conflict['attribute']}: merchant {conflict['merchant_value']!r}, "
+              f"model {conflict['model_value']!r} ({conflict['confidence']:.2f})")
+
+
+def stated_on_validation(images: Path, truth: dict[str, dict[str, str]], schema) -> dict:
+    """Precision and coverage of what the API states (route /attributes) over every validation product."""
+    from inference.api import handler as gateway
+    from loom.abstention import stated_quality
+
+    results = []
+    for pid, expected in truth.items():
+        response = gateway.handler(api_event((images / f"{pid}.jpg").read_bytes(), "/attributes"), LambdaContext())
+        if response["statusCode"] != 200:
+            raise RuntimeError(f"API answered {response['statusCode']} for product {pid}: {response['body']}")
+        results.append((expected, json.loads(response["body"])))
+    return stated_quality(schema, results)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -222,12 +255,21 @@ def main(argv: list[str] | None = None) -> int:
             server.wait_ready(timeout=300)
             print(f"   serve is healthy at {server.url}")
             results = call_api(server.url, catalog / "images", truth)
+            from loom.artifact import read_manifest
+
+            stated = stated_on_validation(catalog / "images", validation_products(data_dir, None),
+                                          read_manifest(model_dir)["schema"])
 
     latencies = sorted(r["latency_ms"] for r in results)
     summary = {
         "accuracy": {name: m["exact_match"] for name, m in metrics["attributes"].items()},
         "baseline_accuracy": {name: m["baseline_exact_match"] for name, m in metrics["attributes"].items()},
         "overall_exact_match": metrics["overall"]["exact_match"],
+        # What Loom states over every validation product (API /attributes): precision = right / stated,
+        # coverage = right and stated / products carrying the attribute. Thresholds were fitted on this split.
+        "stated": {"overall": {k: stated["overall"][k] for k in ("precision", "coverage", "stated", "products")},
+                   "attributes": {name: {k: a[k] for k in ("precision", "coverage", "stated", "products")}
+                                  for name, a in stated["attributes"].items()}},
         "api_latency_ms": {"median": latencies[len(latencies) // 2], "max": latencies[-1]} if latencies else {},
         "api_products": len(results),
         "stage_seconds": stage.seconds,

@@ -23,11 +23,14 @@ DEFAULT_ATTRIBUTES = (
     "baseColour",
 )
 DEFAULT_PRODUCT_NOUN = "shirt"
+# The product type is one more trained question, asked first; its catalog column is "articleType".
+PRODUCT_TYPE_ATTRIBUTE = "articleType"
+PRODUCT_TYPE_QUESTION = "What type of product is in this picture?"
 QUESTION_TEMPLATE = "What is the {noun} of the {product} in this picture?"
 ANSWER_SEPARATOR = ": "
 
 # Attribute names in the catalog are not always what a shopper reads ("baseColour").
-_LABELS = {"baseColour": "Colour"}
+_LABELS = {"baseColour": "Colour", PRODUCT_TYPE_ATTRIBUTE: "Product Type"}
 
 def attribute_label(name: str) -> str:
     """The human label of an attribute, used in questions and answers ("baseColour" -> "Colour")."""
@@ -36,6 +39,8 @@ def attribute_label(name: str) -> str:
 
 def default_question(name: str, product_noun: str = DEFAULT_PRODUCT_NOUN) -> str:
     """The default question for an attribute: "What is the sleeve length of the shirt in this picture?"."""
+    if name == PRODUCT_TYPE_ATTRIBUTE:
+        return PRODUCT_TYPE_QUESTION
     return QUESTION_TEMPLATE.format(noun=attribute_label(name).lower(), product=product_noun)
 
 
@@ -57,9 +62,15 @@ class SchemaError(ValueError):
 
 
 class AttributeSchema:
-    """The ordered attributes with their questions, answer format and known values."""
+    """The ordered attributes with their questions, answer format and known values.
 
-    def __init__(self, attributes: Iterable[Attribute], product_noun: str = DEFAULT_PRODUCT_NOUN):
+    `applies_to` maps each product type to the attributes its products carry (None: every attribute
+    applies to every product); `type_attribute` names the trained product-type question, when there is one.
+    Schemas written before these existed load with both None and behave as before.
+    """
+
+    def __init__(self, attributes: Iterable[Attribute], product_noun: str = DEFAULT_PRODUCT_NOUN, *,
+                 applies_to: Mapping[str, Iterable[str]] | None = None, type_attribute: str | None = None):
         self.attributes: dict[str, Attribute] = {}
         for attribute in attributes:
             if attribute.name in self.attributes:
@@ -67,13 +78,49 @@ class AttributeSchema:
             self.attributes[attribute.name] = attribute
         self.product_noun = product_noun
         self._by_label = {a.label.lower(): a.name for a in self.attributes.values()}
+        if type_attribute is not None and type_attribute not in self.attributes:
+            raise SchemaError(f"type_attribute {type_attribute!r} is not an attribute of the schema")
+        self.type_attribute = type_attribute
+        self.applies_to: dict[str, list[str]] | None = None
+        if applies_to is not None:
+            self.applies_to = {str(t): list(names) for t, names in applies_to.items()}
+            stray = sorted({n for names in self.applies_to.values() for n in names} - set(self.attributes))
+            if stray:
+                raise SchemaError(f"applies_to names attributes the schema does not have: {stray}")
+
+    # -- applicability ----------------------------------------------------------------------------------
+
+    @property
+    def product_types(self) -> list[str]:
+        """The product types the schema knows applicability for (empty without applicability)."""
+        return list(self.applies_to or {})
+
+    def applies(self, name: str, product_type: str | None) -> bool:
+        """Whether attribute `name` applies to `product_type`; True when that is not known."""
+        if self.applies_to is None or product_type is None or product_type not in self.applies_to:
+            return True
+        return name in self.applies_to[product_type]
+
+    def applies_to_every_type(self, name: str) -> bool:
+        return self.applies_to is None or all(name in names for names in self.applies_to.values())
+
+    def match_product_type(self, text: str) -> str | None:
+        """The schema's product type that `text` names ("t-shirt", "T-Shirts" -> "Tshirts"), else None."""
+        def key(value: str) -> str:
+            letters = "".join(c for c in value.lower() if c.isalnum())
+            return letters[:-1] if letters.endswith("s") else letters
+
+        wanted = key(text)
+        return next((t for t in self.product_types if key(t) == wanted), None)
 
     @classmethod
     def from_names(cls, names: Iterable[str], product_noun: str = DEFAULT_PRODUCT_NOUN) -> "AttributeSchema":
         """A schema with the default question for each attribute name and no known values yet."""
+        names = list(names)
         return cls(
             (Attribute(n, default_question(n, product_noun), attribute_label(n)) for n in names),
             product_noun=product_noun,
+            type_attribute=PRODUCT_TYPE_ATTRIBUTE if PRODUCT_TYPE_ATTRIBUTE in names else None,
         )
 
     @property
@@ -126,11 +173,16 @@ class AttributeSchema:
             raise KeyError(f"unknown attribute {name!r}; known: {', '.join(self.attributes)}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "product_noun": self.product_noun,
             "answer_format": "{label}" + ANSWER_SEPARATOR + "{value}",
             "attributes": [a.to_dict() for a in self.attributes.values()],
         }
+        if self.type_attribute is not None:
+            data["type_attribute"] = self.type_attribute
+        if self.applies_to is not None:
+            data["applies_to"] = {t: list(names) for t, names in self.applies_to.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AttributeSchema":
@@ -144,9 +196,13 @@ class AttributeSchema:
                 )
                 for a in data["attributes"]
             ]
+            applies_to = data.get("applies_to")
+            if applies_to is not None:
+                applies_to = {str(t): [str(n) for n in names] for t, names in dict(applies_to).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"malformed attribute schema: {exc!r}") from exc
-        return cls(attributes, product_noun=data.get("product_noun", DEFAULT_PRODUCT_NOUN))
+        return cls(attributes, product_noun=data.get("product_noun", DEFAULT_PRODUCT_NOUN),
+                   applies_to=applies_to, type_attribute=data.get("type_attribute"))
 
     def save(self, path: str | Path) -> Path:
         from loom.artifact import write_json

@@ -34,12 +34,12 @@ class DrillPredictor:
 
     def answer_attributes_many(self, items, **params):
         time.sleep(self._slow_s)
-        if self._poison and any(image.size == self._poison for image, _ in items):
+        if self._poison and any(item[0].size == self._poison for item in items):
             raise RuntimeError(f"drill: the model fails on {self._poison} images")
         return self._predictor.answer_attributes_many(items, **params)
 
-    def answer_attributes(self, image, attributes=None, **params):
-        return self.answer_attributes_many([(image, attributes)], **params)[0]
+    def answer_attributes(self, image, attributes=None, facts=None, **params):
+        return self.answer_attributes_many([(image, attributes, facts)], **params)[0]
 
 
 def load_drill_predictor(settings):

@@ -86,16 +86,16 @@ class RecordingPredictor:
         self.calls: list[tuple[str, Image.Image, object, dict]] = []
         self.batches: list[int] = []  # products per batched generation
 
-    def answer_attributes(self, image, attributes=None, **params):
+    def answer_attributes(self, image, attributes=None, facts=None, **params):
         names = list(attributes) if attributes is not None else self.schema.names
         self.calls.append(("attributes", image, names, params))
         texts = {"baseColour": "Colour: Red", "Fit": "Fit: Baggy", "Collar": "no idea"}
         answers = [Answer(texts.get(n, f"{self.schema.attributes[n].label}: Plain"), [1], 0.5) for n in names]
-        return interpret_answers(self.schema, names, answers)
+        return interpret_answers(self.schema, names, answers, known=(facts or {}).get("known_attributes"))
 
     def answer_attributes_many(self, items, **params):
         self.batches.append(len(items))
-        return [self.answer_attributes(image, names, **params) for image, names in items]
+        return [self.answer_attributes(image, names, facts, **params) for image, names, facts in items]
 
     def answer_prompt(self, image, prompt, **params):
         self.calls.append(("prompt", image, prompt, params))
@@ -129,7 +129,9 @@ def test_attribute_request_answers_the_named_attributes_in_the_contract_shape(cl
     assert response.status_code == 200, response.json
     body = response.json
     check_contract(body, "AttributeResponse")
-    assert body["attributes"] == {"baseColour": "Red", "Fit": "Baggy"}
+    assert body["attributes"] == {"baseColour": "Red"}  # an unknown value is withheld, not stated
+    assert body["withheld"] == {"Fit": {"value": "Baggy", "confidence": 0.5, "reason": "unknown_value"},
+                                "Collar": {"value": None, "confidence": 0.5, "reason": "unparsed"}}
     assert body["raw"] == {"Collar": "no idea"}
     assert body["unknown_values"] == ["Fit"]
     assert set(body["confidence"]) == {"baseColour", "Fit", "Collar"}
@@ -186,7 +188,8 @@ def test_jsonlines_products_are_answered_in_batches_that_share_parameters(fake):
     response = post_json(client, body, content_type="application/jsonlines")
     out = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
     assert [o["id"] for o in out] == [line["id"] for line in lines]
-    assert "error" in out[2] and all(o["attributes"] == {"Pattern": "Plain"} for i, o in enumerate(out) if i != 2)
+    assert "error" in out[2] and all(o["withheld"]["Pattern"]["value"] == "Plain"
+                                   for i, o in enumerate(out) if i != 2)
     assert fake.batches == [4, 1, 1, 3]  # p0 p1 p3 p4 | p5 | p6 (max_new_tokens 4) | p7 p8 p9
     assert [c[3] for c in fake.calls][5] == {"max_new_tokens": 4}
 
@@ -331,7 +334,8 @@ def test_interpret_answers_parses_keeps_raw_and_flags_unknown_values():
                Answer("Colour: Blue", [1], 0.123456)]
     result = interpret_answers(schema, ["baseColour", "Sleeve Length", "Fit"], answers)
     assert isinstance(result, AttributeAnswers)
-    assert result.attributes == {"baseColour": "Red", "Sleeve Length": "Elbow"}
+    assert result.attributes == {"baseColour": "Red"}
+    assert result.withheld["Sleeve Length"] == {"value": "Elbow", "confidence": 0.5, "reason": "unknown_value"}
     assert result.unknown_values == ["Sleeve Length"]
     assert result.raw == {"Fit": "Colour: Blue"}  # an answer naming another attribute does not parse
     assert result.confidence == {"baseColour": 0.91, "Sleeve Length": 0.5, "Fit": 0.1235}
@@ -351,10 +355,10 @@ def test_a_full_queue_refuses_at_once_with_503_and_ping_does_not_wait(fake):
     release, entered = threading.Event(), threading.Event()
 
     class Blocking(RecordingPredictor):
-        def answer_attributes(self, image, attributes=None, **params):
+        def answer_attributes(self, image, attributes=None, facts=None, **params):
             entered.set()
             release.wait(10)
-            return super().answer_attributes(image, attributes, **params)
+            return super().answer_attributes(image, attributes, facts, **params)
 
     app = create_app(Blocking(), max_pending=1, request_timeout_s=5)
     first = threading.Thread(target=lambda: post_json(app.test_client(), {"image": b64(RGB_PNG)}))
@@ -376,9 +380,9 @@ def test_deadline_is_504_and_a_stuck_model_call_makes_ping_500():
     release = threading.Event()
 
     class Hanging(RecordingPredictor):
-        def answer_attributes(self, image, attributes=None, **params):
+        def answer_attributes(self, image, attributes=None, facts=None, **params):
             release.wait(10)
-            return super().answer_attributes(image, attributes, **params)
+            return super().answer_attributes(image, attributes, facts, **params)
 
     client = create_app(Hanging(), request_timeout_s=0.2, stuck_after_s=0.3).test_client()
     try:
@@ -399,7 +403,7 @@ def test_deadline_is_504_and_a_stuck_model_call_makes_ping_500():
 def test_jsonlines_isolates_the_product_the_model_fails_on():
     class FailsOnTiny(RecordingPredictor):
         def answer_attributes_many(self, items, **params):
-            if any(image.size == (3, 3) for image, _ in items):
+            if any(item[0].size == (3, 3) for item in items):
                 raise RuntimeError("CUDA error on this image")
             return super().answer_attributes_many(items, **params)
 

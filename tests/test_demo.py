@@ -25,11 +25,16 @@ def test_demo_runs_every_stage_and_stops_its_server(tmp_path):
     assert set(summary["stage_seconds"]) == {"catalog", "prepare", "base model", "train, evaluate, merge",
                                              "serve + API"}
     assert summary["api_products"] == 2
-    assert set(summary["accuracy"]) == {"Fabric", "Fit", "Collar", "Pattern", "Neck", "Sleeve Length",
-                                        "Sleeve Styling", "baseColour"}
+    assert set(summary["accuracy"]) == {"articleType", "Fabric", "Fit", "Collar", "Pattern", "Neck",
+                                        "Sleeve Length", "Sleeve Styling", "baseColour"}
+    # What was stated over every validation product, per attribute (loom.abstention.stated_quality).
+    stated = summary["stated"]
+    assert set(stated["attributes"]) == set(summary["accuracy"])
+    assert stated["overall"]["stated"] > 0 and 0.0 <= stated["overall"]["precision"] <= 1.0
+    assert "withheld (reason, confidence)" in run.stdout and "(merchant)" in run.stdout
     assert Path(summary["paths"]["report"]).is_file()
     assert "serve is healthy at http://127.0.0.1:" in run.stdout
-    assert "description:" in run.stdout and "predicted" in run.stdout
+    assert "description:" in run.stdout and "stated" in run.stdout
     # The tiny base was built into the given cache, and the server's log shows it shut down.
     assert len(list(cache.glob("tiny-base-*/tiny_base.json"))) == 1
     log = Path(summary["paths"]["server_log"]).read_text()

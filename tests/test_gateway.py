@@ -223,7 +223,7 @@ def test_raw_body_declared_png_but_jpeg_is_400(aws):
 def test_attributes_route_makes_no_bedrock_call(aws):
     aws.sagemaker.add_response("invoke_endpoint", endpoint_reply())
     code, body = call(json_event(png(), path="/attributes"))
-    assert code == 200 and set(body) == {"attributes", "confidence", "model"}
+    assert code == 200 and set(body) == {"attributes", "withheld", "confidence", "sources", "conflicts", "model"}
     assert body["model"] == {"vlm": "loom-blip2-lora"}
 
 

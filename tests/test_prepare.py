@@ -181,7 +181,8 @@ def split_counts(rows: list[dict[str, str]]) -> dict:
 def test_prepare_on_a_damaged_catalog_counts_everything(tmp_path, capsys):
     expected = damaged_catalog(tmp_path / "catalog")
     out = tmp_path / "out"
-    assert main(["--catalog", str(tmp_path / "catalog"), "--out", str(out), "--seed", "3"]) == 0
+    # Without the product-type question (tests/test_applicability.py covers it), rows are the attributes'.
+    assert main(["--catalog", str(tmp_path / "catalog"), "--out", str(out), "--seed", "3", "--no-product-type"]) == 0
 
     report = json.loads((out / REPORT_FILE).read_text())
     products = report["products"]
@@ -198,7 +199,7 @@ def test_prepare_on_a_damaged_catalog_counts_everything(tmp_path, capsys):
     assert "year is 'Fall'" in malformed[0]["detail"] and "4 fields" in malformed[1]["detail"]
     assert "not a number" in malformed[2]["detail"]
     assert report["settings"] == {"article_types": list(SHIRT_TYPES), "attributes": list(DEFAULT_ATTRIBUTES),
-                                  "val_fraction": 0.2, "seed": 3}
+                                  "val_fraction": 0.2, "seed": 3, "product_type_question": False}
 
     train_rows, val_rows = read_vqa(out / TRAIN_FILE), read_vqa(out / VAL_FILE)
     train_ids, val_ids = {r["id"] for r in train_rows}, {r["id"] for r in val_rows}

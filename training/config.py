@@ -78,6 +78,10 @@ class TrainingConfig:
     quality_gate: bool = True
     min_exact_match: float = 0.0
 
+    # Calibration: per attribute, the lowest value confidence at which stated answers reached this precision
+    # on the validation split (loom/calibration.py); an attribute that reaches it nowhere is never stated.
+    target_precision: float = 0.95
+
     # Logging and checkpoints (spot training: resume from the newest complete checkpoint).
     log_every: int = 10
     checkpoint_every: int = 200
@@ -101,6 +105,8 @@ class TrainingConfig:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.max_steps == 0 and not self.epochs > 0:
             raise ConfigError(f"epochs must be positive when max_steps is 0, got {self.epochs}")
+        if not 0.5 <= self.target_precision <= 1.0:
+            raise ConfigError(f"target_precision must be in [0.5, 1], got {self.target_precision}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.warmup_ratio < 1.0:

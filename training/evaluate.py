@@ -39,7 +39,7 @@ class Prediction:
     expected: str
     predicted: str | None  # the parsed value; None when the answer is not `Label: Value` for this attribute
     text: str              # the raw generated text
-    confidence: float      # mean token probability of the answer (the server's `confidence`)
+    confidence: float      # the server's `confidence`: probability of the value tokens given the label
 
     @property
     def correct(self) -> bool:
@@ -112,7 +112,7 @@ def _record(found: dict, schema: AttributeSchema, chunk: list[str], asked: dict[
         names = list(asked[pid])
         parsed = interpret_answers(schema, names, product_answers)
         for name, answer in zip(names, product_answers, strict=True):
-            found[(pid, name)] = (parsed.attributes.get(name), answer.text, round(answer.confidence, 4))
+            found[(pid, name)] = (parsed.attributes.get(name), answer.text, round(answer.attribute_confidence, 4))
 
 
 def in_memory_predictor(model, processor, schema: AttributeSchema):

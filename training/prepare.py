@@ -20,11 +20,13 @@ import random
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from loom.schema import (
     DEFAULT_ATTRIBUTES,
+    PRODUCT_TYPE_ATTRIBUTE,
     SCHEMA_FILE,
     AttributeSchema,
     SchemaError,
@@ -40,6 +42,9 @@ VQA_COLUMNS = ("id", "Question", "Answer")
 UNSPELLABLE = {"{": "(", "}": ")", "<": "(", "~": "-"}
 DEFAULT_VAL_FRACTION = 0.2
 DEFAULT_SEED = 0
+# An attribute applies to a product type when at least this share of that type's products carry it: a
+# few mislabelled rows (a collar recorded on a T-shirt) do not make it apply.
+MIN_APPLICABLE_SHARE = 0.05
 
 
 def split_products(
@@ -127,6 +132,23 @@ def _id_order(product: Product) -> tuple[int, int, str]:
     return (0, int(product.id), "") if product.id.isdigit() else (1, 0, product.id)
 
 
+def applicability(products: Sequence[Product], names: Sequence[str],
+                  min_share: float = MIN_APPLICABLE_SHARE) -> dict[str, list[str]]:
+    """{article type: the attributes (in `names` order) that at least `min_share` of its products carry}."""
+    counts: dict[str, dict[str, int]] = {}
+    totals: dict[str, int] = {}
+    for p in products:
+        totals[p.article_type] = totals.get(p.article_type, 0) + 1
+        carried = counts.setdefault(p.article_type, {})
+        for name in p.attributes:
+            carried[name] = carried.get(name, 0) + 1
+    return {
+        article_type: [n for n in names if n != PRODUCT_TYPE_ATTRIBUTE
+                       and counts[article_type].get(n, 0) >= min_share * totals[article_type]]
+        for article_type in sorted(totals)
+    }
+
+
 def vqa_rows(products: Iterable[Product], schema: AttributeSchema) -> list[tuple[str, str, str]]:
     """(id, Question, Answer) for each present attribute of each product, in schema order."""
     rows = []
@@ -174,8 +196,13 @@ def prepare(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = DEFAULT_SEED,
     progress: bool | None = None,
+    ask_product_type: bool = True,
 ) -> dict[str, Any]:
     """Read a catalog, write the VQA files, schema and report into out_dir; return the report.
+
+    The schema records which attributes apply to each article type (`applicability`); with
+    `ask_product_type` and more than one article type, the article type is one more trained question,
+    asked first.
 
     Raises CatalogError for a folder that is not a catalog, SchemaError for a repeated attribute and
     ValueError for a val_fraction outside [0, 1).
@@ -184,10 +211,18 @@ def prepare(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     attributes = list(attributes)
+    asked = list(attributes)
     article_types = list(article_types)
-    schema = AttributeSchema.from_names(attributes)  # attribute order = the order asked for
+    AttributeSchema.from_names(attributes)  # refuses a repeated attribute before the catalog is read
     reading = read_catalog(catalog_dir, article_types=article_types, attributes=attributes, progress=progress)
     products, merges = normalise_values(reading.products, attributes)
+    applies_to = applicability(products, attributes)
+    if ask_product_type and len(article_types) > 1 and PRODUCT_TYPE_ATTRIBUTE not in attributes:
+        attributes.insert(0, PRODUCT_TYPE_ATTRIBUTE)
+        products = [replace(p, attributes={PRODUCT_TYPE_ATTRIBUTE: p.article_type, **p.attributes})
+                    for p in products]
+    schema = AttributeSchema.from_names(attributes)  # attribute order = the order asked for
+    schema.applies_to = applies_to
     train, val = split_products(products, val_fraction, seed)
     train_counts = split_summary(train, schema, 0)["per_value"]
     for name, values in train_counts.items():  # known values = what the model is trained on
@@ -210,7 +245,8 @@ def prepare(
         "catalog": str(Path(catalog_dir)),
         "out": str(out),
         "settings": {
-            "article_types": article_types, "attributes": attributes, "val_fraction": val_fraction, "seed": seed,
+            "article_types": article_types, "attributes": asked, "val_fraction": val_fraction, "seed": seed,
+            "product_type_question": PRODUCT_TYPE_ATTRIBUTE in attributes and PRODUCT_TYPE_ATTRIBUTE not in asked,
         },
         "products": {
             "read": reading.rows_read,
@@ -277,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                         help=f"share of products in validation, in [0, 1) (default {DEFAULT_VAL_FRACTION})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the split (default 0)")
+    parser.add_argument("--no-product-type", action="store_true",
+                        help="do not train the article type as a question nor record which attributes apply to it")
     args = parser.parse_args(argv)
     if not 0.0 <= args.val_fraction < 1.0:
         parser.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
@@ -286,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--attributes and --article-types need at least one name")
     try:
         report = prepare(args.catalog, args.out, article_types=article_types, attributes=attributes,
-                         val_fraction=args.val_fraction, seed=args.seed)
+                         val_fraction=args.val_fraction, seed=args.seed,
+                         ask_product_type=not args.no_product_type)
     except (CatalogError, SchemaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from matplotlib.figure import Figure
 from PIL import Image
 
-from loom.artifact import REPORT_FILE, ArtifactPaths, read_manifest, read_metrics
+from loom.artifact import REPORT_FILE, ArtifactPaths, read_calibration_records, read_manifest, read_metrics
+from loom.calibration import Calibration, precision_curve
 
 OTHER = "(other)"
 THUMBNAIL = (160, 160)
@@ -99,6 +100,53 @@ def plot_accuracy(metrics: Mapping[str, Any], attributes: Sequence[str], labels:
     ax.set_title("Exact match per attribute (validation)")
     fig.savefig(path, dpi=110)
     return path
+
+
+def plot_calibration(records: Sequence[tuple[str, bool, float | None]], calibration: Calibration,
+                     attributes: Sequence[str], labels: Mapping[str, str], path: Path) -> Path:
+    """Precision against coverage per attribute as the threshold falls, the target and the chosen point marked."""
+    names = [a for a in attributes if a in calibration.attributes]
+    cols = min(3, len(names)) or 1
+    rows = (len(names) + cols - 1) // cols or 1
+    fig = Figure(figsize=(3.4 * cols, 2.8 * rows), layout="constrained")
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        _, points = precision_curve(((ok, c) for a, ok, c in records if a == name), min_stated=1)
+        ax.plot([p[2] for p in points], [p[1] for p in points], color=FINE_TUNED_COLOUR, linewidth=1.5)
+        ax.axhline(calibration.target_precision, color="#e53e3e", linewidth=1, linestyle="--")
+        chosen = calibration.attributes[name]
+        if chosen.threshold is not None:
+            ax.plot([chosen.coverage], [chosen.precision], "o", color="#e53e3e")
+            ax.annotate(f"t={chosen.threshold:.2f}", (chosen.coverage, chosen.precision), fontsize=8,
+                        textcoords="offset points", xytext=(-30, -14))
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(labels.get(name, name) + ("" if chosen.threshold is not None else " (never stated)"), fontsize=9)
+        ax.set_xlabel("coverage", fontsize=8)
+        ax.set_ylabel("precision", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def render_calibration(model_dir: Path, manifest: Mapping[str, Any], attributes: Sequence[str],
+                       labels: Mapping[str, str], out: Path) -> str:
+    """The calibration section: the precision-coverage figure and the threshold table (empty without calibration)."""
+    if not manifest.get("calibration"):
+        return ""
+    calibration = Calibration.from_dict(manifest["calibration"])
+    plot_calibration(read_calibration_records(model_dir), calibration, attributes, labels, out / "calibration.png")
+    rows = "".join(
+        f"<tr><td>{escape(shown_name(name, labels))}</td><td>{a.examples}</td>"
+        f"<td>{'never stated' if a.threshold is None else f'{a.threshold:.4f}'}</td>"
+        f"<td>{pct(a.precision)}</td><td>{pct(a.coverage)}</td></tr>"
+        for name, a in calibration.attributes.items())
+    return ("<h2>Calibration: what Loom states</h2><p>Per attribute, precision of the stated answers against the "
+            "share of validation questions stated (coverage) as the value-confidence threshold falls; the dashed line "
+            f"is the target precision {calibration.target_precision:g}, the dot the chosen threshold: the lowest one "
+            "that reaches it. Thresholds are fitted on this same split.</p><img class='fig' src='calibration.png' "
+            "alt='precision against coverage per attribute'><table><tr><th>attribute</th><th>questions</th>"
+            f"<th>threshold</th><th>precision</th><th>coverage</th></tr>{rows}</table>")
 
 
 def plot_confusion(labels: Sequence[str], counts: Sequence[Sequence[int]], title: str, path: Path) -> Path:
@@ -312,6 +360,7 @@ def write_report(model_dir: str | Path, images_dir: str | Path, out_dir: str | P
             "<h2>Accuracy per attribute</h2><p>Exact match of the answer on validation products, fine-tuned model "
             "vs the base model asked the same questions.</p><img class='fig' src='accuracy.png' alt='accuracy per "
             f"attribute'>{render_accuracy_table(metrics, attributes, labels)}"
+            f"{render_calibration(model_dir, manifest, attributes, labels, out)}"
             "<h2>Confusion matrices</h2><p>Rows are the true values, columns the predicted ones; the 15 most frequent "
             f"values are shown, the rest and unparsable answers are grouped as {OTHER}.</p>"
             f"<div class='grid'>{''.join(confusions)}</div><h2>Training loss</h2>{loss_html}"

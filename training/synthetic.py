@@ -40,6 +40,7 @@ COLLARS = ("Spread Collar", "Button-Down Collar", "Mandarin Collar")
 NECKS = ("Round Neck", "V Neck", "Polo Collar")
 SLEEVE_STYLES = ("Regular Sleeves", "Roll-up Sleeves")
 OTHER_TYPES = (("Jeans", "Bottomwear"), ("Watches", "Watches"), ("Casual Shoes", "Shoes"))
+ARTICLE_TYPES = ("Shirts", "Tshirts", *(t for t, _ in OTHER_TYPES))
 BACKGROUND = (238, 238, 238)
 
 

@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
-from loom.schema import DEFAULT_ATTRIBUTES, AttributeSchema
+from loom.schema import DEFAULT_ATTRIBUTES, PRODUCT_TYPE_ATTRIBUTE, AttributeSchema
 from training import synthetic
 
 TINY_BASE_ID = "loom/tiny-blip2-flan-t5"
@@ -172,6 +172,10 @@ def vocabulary_texts(schema: AttributeSchema, values: dict[str, Iterable[str]]) 
     for name, vals in values.items():
         texts += [schema.format_answer(name, v) for v in vals]
     texts += [caption(c, p, s) for c in synthetic.COLOURS for p in synthetic.PATTERNS for s in synthetic.SLEEVES]
+    # The product type question (training.prepare asks it first) and the synthetic catalog's article types.
+    types = AttributeSchema.from_names([PRODUCT_TYPE_ATTRIBUTE])
+    texts.append(types.question(PRODUCT_TYPE_ATTRIBUTE))
+    texts += [types.format_answer(PRODUCT_TYPE_ATTRIBUTE, t) for t in synthetic.ARTICLE_TYPES]
     return texts
 
 

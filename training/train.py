@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loom.artifact import ArtifactPaths, make_world_readable
+from loom.artifact import ArtifactPaths, make_world_readable, read_metrics
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.config import ConfigError, from_hyperparameters, read_hyperparameters
 from training.data import DataError
@@ -234,6 +234,15 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
         paths.model, schema, base_model=config.base_model, lora=config.lora_settings(), metrics=metrics,
         name=config.artifact_name, hyperparameters=config.to_hyperparameters(),
         num_query_tokens=processor.num_query_tokens)
+    if answers:
+        from training import calibrate
+
+        # Thresholds from the served answers just measured (one generation path): each value confidence
+        # against whether the value was right; unparsed or unknown values are never stated.
+        records = calibrate.records_from_predictions(answers, schema)
+        calibration = calibrate.calibrate_artifact(paths.model, records, config.target_precision)
+        metrics = read_metrics(paths.model)
+        log(calibrate.format_calibration(calibration))
     verdict = metrics["quality_gate"]
     if not verdict["passed"]:
         kept = reject_artifact(paths)

@@ -28,26 +28,37 @@ class EndpointError(StatusError):
 
 @dataclass
 class AttributePrediction:
-    """The endpoint's answer for one image (see the contract for each field)."""
+    """The endpoint's answer for one image (see the contract for each field).
+
+    `attributes` holds only the stated values (the model's above threshold and the merchant's); servers
+    older than abstention send no `withheld`, `sources` or `conflicts`, which then stay empty.
+    """
 
     attributes: dict[str, str]
     confidence: dict[str, float]
     raw: dict[str, str] = field(default_factory=dict)
     unknown_values: list[str] = field(default_factory=list)
     model: dict[str, Any] = field(default_factory=dict)
+    withheld: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    product_type: str | None = None
 
 
 class AttributeEndpoint(Protocol):
     name: str
 
-    def predict(self, image: bytes, attributes: Sequence[str] | None = None) -> AttributePrediction: ...
+    def predict(self, image: bytes, attributes: Sequence[str] | None = None,
+                facts: dict[str, Any] | None = None) -> AttributePrediction: ...
 
 
-def request_body(image: bytes, attributes: Sequence[str] | None) -> bytes:
-    """The contract's attribute request: `{"image": <base64>, "attributes": [...]}` (attributes optional)."""
+def request_body(image: bytes, attributes: Sequence[str] | None, facts: dict[str, Any] | None = None) -> bytes:
+    """The contract's attribute request: `{"image": <base64>, "attributes": [...]}` (attributes optional),
+    plus the product's facts: `product_type`, `known_attributes`, `min_precision` (each optional)."""
     body: dict[str, Any] = {"image": base64.b64encode(image).decode("ascii")}
     if attributes:
         body["attributes"] = list(attributes)
+    body.update({k: v for k, v in (facts or {}).items() if v not in (None, {})})
     return json.dumps(body).encode("utf-8")
 
 
@@ -60,9 +71,14 @@ def parse_prediction(payload: bytes | str) -> AttributePrediction:
         raw = {str(k): str(v) for k, v in (data.get("raw") or {}).items()}
         unknown = [str(v) for v in (data.get("unknown_values") or [])]
         model = dict(data.get("model") or {})
+        withheld = {str(k): dict(v) for k, v in (data.get("withheld") or {}).items()}
+        sources = {str(k): str(v) for k, v in (data.get("sources") or {}).items()}
+        conflicts = [dict(c) for c in (data.get("conflicts") or [])]
+        product_type = data.get("product_type")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EndpointError(502, f"the endpoint answered with a body that breaks the contract: {exc!r}") from exc
-    return AttributePrediction(attributes, confidence, raw, unknown, model)
+    return AttributePrediction(attributes, confidence, raw, unknown, model, withheld, sources, conflicts,
+                               None if product_type is None else str(product_type))
 
 
 def error_for_status(status: int, body: bytes | str | None, where: str) -> EndpointError:
@@ -109,13 +125,14 @@ class SageMakerEndpoint:
         self._clock = clock
         self._sleep = sleep
 
-    def predict(self, image: bytes, attributes: Sequence[str] | None = None) -> AttributePrediction:
+    def predict(self, image: bytes, attributes: Sequence[str] | None = None,
+                facts: dict[str, Any] | None = None) -> AttributePrediction:
         from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
         from botocore.exceptions import ConnectionError as BotoConnectionError
 
         client = self._client or aws_clients.client("sagemaker-runtime")
         where = f"endpoint {self.name!r}"
-        body = request_body(image, attributes)
+        body = request_body(image, attributes, facts)
         started = self._clock()
         for attempt in range(1, aws_clients.ENDPOINT_MAX_ATTEMPTS + 1):
             try:
@@ -174,11 +191,12 @@ class HttpEndpoint:
         self.name = self.url
         self.timeout_s = timeout_s
 
-    def predict(self, image: bytes, attributes: Sequence[str] | None = None) -> AttributePrediction:
+    def predict(self, image: bytes, attributes: Sequence[str] | None = None,
+                facts: dict[str, Any] | None = None) -> AttributePrediction:
         where = f"{self.url}/invocations"
         request = urllib.request.Request(
             where,
-            data=request_body(image, attributes),
+            data=request_body(image, attributes, facts),
             headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
             method="POST",
         )

@@ -31,6 +31,8 @@ from inference.api.describe import (
 )
 from inference.api.endpoint_client import AttributeEndpoint, EndpointError, HttpEndpoint, SageMakerEndpoint
 from loom.base64_image import decode_base64_image
+from loom.abstention import check_known_attributes
+from loom.calibration import check_min_precision
 from loom.errors import StatusError
 from loom.image_header import ImageError, inspect_image
 
@@ -97,6 +99,9 @@ class ProductRequest:
     image_format: str
     width: int
     height: int
+    # What the endpoint is told about the product (loom.abstention): the product type when the client named
+    # it, merchant facts ("known_attributes") and a precision target ("min_precision").
+    facts: tuple[tuple[str, Any], ...] = ()
 
 
 def parse_request(
@@ -152,12 +157,32 @@ def parse_request(
     try:
         language = language_code(fields.get("language"))
         product_type = clean_product_type(fields.get("product_type"))
+        facts = _product_facts(fields)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+    if fields.get("product_type") is not None:
+        facts["product_type"] = product_type
     return ProductRequest(
         image, _attribute_names(attributes), language, product_type,
-        info.format, info.width, info.height,
+        info.format, info.width, info.height, tuple(facts.items()),
     )  # fmt: skip
+
+
+def _product_facts(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """`known_attributes` and `min_precision` of a request, checked before the endpoint is paid for."""
+    facts: dict[str, Any] = {}
+    if fields.get("min_precision") is not None:
+        value = fields["min_precision"]
+        if isinstance(value, str):  # from the query string of a raw-image request
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"'min_precision' must be a number, got {value!r}") from None
+        facts["min_precision"] = check_min_precision(value)
+    if fields.get("known_attributes") is not None:
+        # Here the shape only: the endpoint, which reads the model's manifest, judges the names.
+        facts["known_attributes"] = check_known_attributes(None, fields["known_attributes"])
+    return facts
 
 
 def _b64decode(text: str, what: str) -> bytes:
@@ -194,23 +219,32 @@ def answer(
     endpoint = endpoint or settings.endpoint()
     called = clock()
     try:
-        prediction = endpoint.predict(request.image, request.attributes)
+        prediction = endpoint.predict(request.image, request.attributes, dict(request.facts))
     except EndpointError as exc:
         raise ApiError(exc.status, exc.message) from None
     endpoint_ms = round((clock() - called) * 1000, 1)
     body: dict[str, Any] = {
         "attributes": prediction.attributes,
+        "withheld": prediction.withheld,
         "confidence": prediction.confidence,
+        "sources": prediction.sources,
+        "conflicts": prediction.conflicts,
         "model": {"vlm": prediction.model.get("name") or endpoint.name},
     }
+    if prediction.product_type is not None:
+        body["product_type"] = prediction.product_type
     if prediction.unknown_values:
         body["unknown_values"] = prediction.unknown_values
-    log = {"endpoint_ms": endpoint_ms, "attributes_returned": len(prediction.attributes)}
+    log = {"endpoint_ms": endpoint_ms, "attributes_returned": len(prediction.attributes),
+           "attributes_withheld": len(prediction.withheld), "conflicts": len(prediction.conflicts)}
     if not describe:
         return body, log
     writer = writer or settings.writer()
+    # Only stated values reach the writer: the model's above threshold and the merchant's (whose wording is
+    # the merchant's own; the model's confidence says nothing about it).
+    model_confidence = {n: c for n, c in prediction.confidence.items() if prediction.sources.get(n) != "merchant"}
     result = write_description(
-        writer, prediction.attributes, prediction.confidence,
+        writer, prediction.attributes, model_confidence,
         product_type=request.product_type, language=request.language,
         min_confidence=settings.min_confidence,
         deadline=started + aws_clients.REQUEST_BUDGET_S, clock=clock,

@@ -30,6 +30,7 @@ from inference.server.request_parsing import (
     RequestError,
     body_too_large,
     load_json,
+    parse_facts,
     parse_product,
     read_body,
     request_content_type,
@@ -151,12 +152,13 @@ def answer_product(body: bytes, content_type: str, predictor: Any, admission: Ad
     if content_type in IMAGE_TYPES:
         image = decode_image(body, max_image_pixels)
         return admission.run(predictor.answer_attributes, image, None).to_dict()
-    image, names, params, prompt = parse_product(load_json(body), predictor.schema.names, max_image_pixels,
-                                                 allow_prompt=True)
+    item = load_json(body)
+    image, names, params, prompt = parse_product(item, predictor.schema.names, max_image_pixels, allow_prompt=True)
+    facts = parse_facts(predictor, item)
     if prompt is not None:
         answer = admission.run(predictor.answer_prompt, image, prompt, **params)
         return {"answer": answer.text, "confidence": round(answer.confidence, 4)}
-    return admission.run(predictor.answer_attributes, image, names, **params).to_dict()
+    return admission.run(predictor.answer_attributes, image, names, facts, **params).to_dict()
 
 
 # -- errors: every one is {"error": ...} ----------------------------------------------------------------------

@@ -13,14 +13,14 @@ import logging
 from typing import Any
 
 from inference.server.model_queue import Admission
-from inference.server.request_parsing import RequestError, load_json, parse_product
+from inference.server.request_parsing import RequestError, load_json, parse_facts, parse_product
 from loom.errors import StatusError
 from loom.image_header import ImageError
 
 log = logging.getLogger("loom.serve")
 
 # (line index, product id, image, attribute names or None)
-Product = tuple[int, Any, Any, "list[str] | None"]
+Product = tuple[int, Any, Any, "list[str] | None", "dict[str, Any]"]  # (line, id, image, names, facts)
 
 
 def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch_products: int,
@@ -39,6 +39,7 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
             product_id = item.get("id") if isinstance(item, dict) else None
             image, names, params, _ = parse_product(item, predictor.schema.names, max_image_pixels,
                                                     allow_prompt=False)
+            facts = parse_facts(predictor, item)
         except (RequestError, ImageError) as exc:
             results[index] = {"id": product_id, "error": f"line {index + 1}: {exc}"}
             continue
@@ -46,7 +47,7 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
             answer_batch(batch, batch_params, predictor, admission, results)
             batch = []
         batch_params = params
-        batch.append((index, product_id, image, names))
+        batch.append((index, product_id, image, names, facts))
         if len(batch) >= batch_products:
             answer_batch(batch, batch_params, predictor, admission, results)
             batch = []
@@ -63,8 +64,8 @@ def answer_batch(batch: list[Product], params: dict[str, int], predictor: Any, a
     whole request.
     """
     try:
-        answers = admission.run(predictor.answer_attributes_many, [(image, names) for _, _, image, names in batch],
-                                **params)
+        answers = admission.run(predictor.answer_attributes_many,
+                                [(image, names, facts) for _, _, image, names, facts in batch], **params)
     except StatusError:
         raise  # the admission's deadline
     except Exception as exc:
@@ -73,10 +74,10 @@ def answer_batch(batch: list[Product], params: dict[str, int], predictor: Any, a
             for product in batch:
                 answer_batch([product], params, predictor, admission, results)
             return
-        index, product_id, _, _ = batch[0]
+        index, product_id, *_ = batch[0]
         log.exception("the model failed on line %d (id %r)", index + 1, product_id)
         results[index] = {"id": product_id, "error": f"line {index + 1}: the model failed on this product "
                                                      f"({type(exc).__name__}); the other products were answered"}
         return
-    for (index, product_id, _, _), answer in zip(batch, answers, strict=True):
+    for (index, product_id, *_), answer in zip(batch, answers, strict=True):
         results[index] = {"id": product_id, **answer.to_dict()}

@@ -11,14 +11,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+from loom.abstention import ModelAnswer, check_known_attributes, state_answers, withheld_reason
 from loom.artifact import read_manifest
-from loom.schema import AttributeSchema
+from loom.calibration import Calibration
+from loom.schema import ANSWER_SEPARATOR, AttributeSchema
 
 DEFAULT_MAX_NEW_TOKENS = 16
 
@@ -29,41 +31,53 @@ class ImageTokenError(RuntimeError):
 
 @dataclass
 class Answer:
-    """One generated answer: its text, its token ids (without the decoder start) and its confidence."""
+    """One generated answer: its text, its token ids (without the decoder start) and its confidence.
+
+    `confidence` is the mean token probability of the whole text (free prompts); `value_confidence` is the
+    probability of the value given the label: the product of the probabilities of the tokens after the
+    `Label:` separator, end-of-sequence included (the forced label tokens are near 1 and say nothing about
+    the value). Without a separator it is the probability of the whole sequence.
+    """
 
     text: str
     token_ids: list[int]
     confidence: float
+    value_confidence: float | None = None
+
+    @property
+    def attribute_confidence(self) -> float:
+        return self.confidence if self.value_confidence is None else self.value_confidence
 
 
 @dataclass
 class AttributeAnswers:
-    """The parsed answers to the attribute questions about one image (the contract's response fields)."""
+    """What Loom states and withholds about one image: the contract's response fields (loom.abstention)."""
 
-    attributes: dict[str, str] = field(default_factory=dict)
-    confidence: dict[str, float] = field(default_factory=dict)
-    raw: dict[str, str] = field(default_factory=dict)
-    unknown_values: list[str] = field(default_factory=list)
+    body: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:  # attributes, withheld, confidence, raw, unknown_values, ...
+        try:
+            return self.__dict__["body"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"attributes": self.attributes, "confidence": self.confidence, "raw": self.raw,
-                "unknown_values": self.unknown_values}
+        return self.body
 
 
-def interpret_answers(schema: AttributeSchema, names: Sequence[str], answers: Sequence[Answer]) -> AttributeAnswers:
-    """Parse `Label: Value` answers into attributes; keep unparsable text in `raw`; flag unknown values."""
-    result = AttributeAnswers()
+def model_answers(schema: AttributeSchema, names: Sequence[str], answers: Sequence[Answer]) -> dict[str, ModelAnswer]:
+    """Parse `Label: Value` answers to the attributes `names` (an answer naming another attribute does not parse)."""
+    parsed = {}
     for name, answer in zip(names, answers, strict=True):
-        result.confidence[name] = round(answer.confidence, 4)
-        parsed = schema.parse_answer(answer.text, expected=name)
-        if parsed is None:
-            result.raw[name] = answer.text
-            continue
-        value = parsed[1]
-        result.attributes[name] = value
-        if not schema.is_known_value(name, value):
-            result.unknown_values.append(name)
-    return result
+        value = schema.parse_answer(answer.text, expected=name)
+        parsed[name] = ModelAnswer(answer.text, value[1] if value else None, answer.attribute_confidence)
+    return parsed
+
+
+def interpret_answers(schema: AttributeSchema, names: Sequence[str], answers: Sequence[Answer], *,
+                      calibration: Calibration | None = None, **facts: Any) -> AttributeAnswers:
+    """Parse the answers and decide what is stated and withheld (`facts`: see loom.abstention.state_answers)."""
+    return AttributeAnswers(state_answers(schema, calibration, model_answers(schema, names, answers), **facts))
 
 
 def check_image_token_setup(model, processor) -> None:
@@ -99,10 +113,12 @@ class Predictor:
     serialised by one lock: Blip2Processor changes its shared tokenizer's padding state on every call)."""
 
     def __init__(self, model: Blip2ForConditionalGeneration, processor: Blip2Processor,
-                 schema: AttributeSchema, *, info: dict[str, Any] | None = None):
+                 schema: AttributeSchema, *, info: dict[str, Any] | None = None,
+                 calibration: Calibration | None = None):
         self.model = model.eval()
         self.processor = processor
         self.schema = schema
+        self.calibration = calibration  # None: an artifact trained before calibration; every known value is stated
         self.info = dict(info or {})
         self.device = next(model.parameters()).device
         check_image_token_setup(model, processor)
@@ -126,7 +142,8 @@ class Predictor:
         model.to(device)
         info = {"name": manifest.get("name", model_dir.name), "base_model": manifest.get("base_model"),
                 "device": str(device), "dtype": str(dtype).removeprefix("torch.")}
-        return cls(model, processor, manifest["schema"], info=info)
+        calibration = Calibration.from_dict(manifest["calibration"]) if manifest.get("calibration") else None
+        return cls(model, processor, manifest["schema"], info=info, calibration=calibration)
 
     # -- the encode-once path ---------------------------------------------------------------------------
 
@@ -202,38 +219,92 @@ class Predictor:
                                               normalize_logits=True)
         pad = lm.generation_config.pad_token_id
         tokenizer = self.processor.tokenizer
+        separator = ANSWER_SEPARATOR.strip()
         answers = []
         for sequence, logprobs in zip(out.sequences, scores):
             generated = sequence[1:]  # drop the decoder start token
             steps = min(len(generated), len(logprobs))
             keep = generated[:steps] != pad if pad is not None else torch.ones(steps, dtype=torch.bool)
             ids = generated[:steps][keep].tolist()
-            probs = logprobs[:steps][keep].float().exp()
+            token_logprobs = logprobs[:steps][keep].float()
+            probs = token_logprobs.exp()
             confidence = float(probs.mean()) if len(probs) else 0.0
             text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-            answers.append(Answer(text=text, token_ids=ids, confidence=min(max(confidence, 0.0), 1.0)))
+            # The value starts after the first token that carries the separator (its own piece in T5's
+            # SentencePiece vocabulary, the end of "Colour:" in the tiny base's word-level one).
+            pieces = tokenizer.convert_ids_to_tokens(ids)
+            start = next((i + 1 for i, piece in enumerate(pieces) if separator in piece), 0)
+            value_confidence = float(token_logprobs[start:].sum().exp()) if len(ids) else 0.0
+            answers.append(Answer(text=text, token_ids=ids, confidence=min(max(confidence, 0.0), 1.0),
+                                  value_confidence=min(max(value_confidence, 0.0), 1.0)))
         return answers
 
     # -- what the server asks -----------------------------------------------------------------------------
 
     def answer_attributes(self, image: Image.Image, attributes: Iterable[str] | None = None,
-                          **params: Any) -> AttributeAnswers:
+                          facts: Mapping[str, Any] | None = None, **params: Any) -> AttributeAnswers:
         """Ask every attribute in `attributes` (default: all of the manifest) about one image."""
-        return self.answer_attributes_many([(image, attributes)], **params)[0]
+        return self.answer_attributes_many([(image, attributes, facts)], **params)[0]
 
-    def answer_attributes_many(self, items: Sequence[tuple[Image.Image, Iterable[str] | None]],
+    def answer_attributes_many(self, items: Sequence[tuple[Image.Image, Iterable[str] | None]]
+                               | Sequence[tuple[Image.Image, Iterable[str] | None, Mapping[str, Any]]],
                                **params: Any) -> list[AttributeAnswers]:
-        """`answer_attributes` for several images in one batched generation (see `generate_many`)."""
-        asked = []
-        for image, attributes in items:
-            names = list(attributes) if attributes is not None else self.schema.names
-            unknown = self.schema.unknown(names)
+        """`answer_attributes` for several images in batched generations (see `generate_many`).
+
+        An item may carry a third element, the product's facts: `product_type`, `known_attributes`,
+        `min_precision` (loom.abstention). Without a product type, the product-type question is asked
+        first (one batch), then the attributes that apply to the stated type (a second batch).
+        """
+        schema, type_name = self.schema, self.schema.type_attribute
+        products = []
+        for image, attributes, *rest in items:
+            facts = dict(rest[0]) if rest and rest[0] else {}
+            names = list(attributes) if attributes is not None else schema.names
+            unknown = schema.unknown(names)
             if unknown:
-                raise KeyError(f"unknown attributes {unknown}; known: {self.schema.names}")
-            asked.append((image, names))
-        answers = self.generate_many([(image, [self.schema.question(n) for n in names]) for image, names in asked],
-                                     **params)
-        return [interpret_answers(self.schema, names, a) for (_, names), a in zip(asked, answers, strict=True)]
+                raise KeyError(f"unknown attributes {unknown}; known: {schema.names}")
+            known = check_known_attributes(schema, facts.get("known_attributes"))
+            given_type = facts.get("product_type") or (known.get(type_name) if type_name else None)
+            if given_type is not None and type_name is not None:
+                known[type_name] = self.product_type(given_type)
+            products.append({"image": image, "names": names, "known": known, "answers": {},
+                             "min_precision": facts.get("min_precision")})
+        # 1. The product type, where it is not given and applicability depends on it.
+        to_type = [p for p in products if type_name and type_name not in p["known"]
+                  and any(n == type_name or not schema.applies_to_every_type(n) for n in p["names"])]
+        typed = self.generate_many([(p["image"], [schema.question(type_name)]) for p in to_type], **params)
+        for product, answers in zip(to_type, typed, strict=True):
+            product["answers"] = model_answers(schema, [type_name], answers)
+        # 2. The attributes that apply to the product's type (the merchant's, or the model's when stated).
+        for product in products:
+            product_type = product["known"].get(type_name) if type_name else None
+            answer = product["answers"].get(type_name)
+            if product_type is None and answer is not None and withheld_reason(
+                    schema, self.calibration, type_name, answer, product["min_precision"]) is None:
+                product_type = answer.value
+            product["asked"] = [n for n in product["names"] if n != type_name and schema.applies(n, product_type)]
+            product["not_applicable"] = [n for n in product["names"]
+                                         if n != type_name and n not in product["asked"]]
+        generated = self.generate_many([(p["image"], [schema.question(n) for n in p["asked"]]) for p in products],
+                                       **params)
+        results = []
+        for product, answers in zip(products, generated, strict=True):
+            product["answers"].update(model_answers(schema, product["asked"], answers))
+            if type_name in product["answers"] and type_name not in product["names"]:
+                del product["answers"][type_name]  # asked only to know which attributes apply
+            results.append(AttributeAnswers(state_answers(
+                schema, self.calibration, product["answers"], not_applicable=product["not_applicable"],
+                min_precision=product["min_precision"], known=product["known"])))
+        return results
+
+    def product_type(self, text: str) -> str:
+        """The schema's product type a request names ("t-shirt" -> "Tshirts"); ValueError for one it lacks."""
+        if not self.schema.product_types:
+            return text  # an artifact without applicability: any type is taken as given
+        matched = self.schema.match_product_type(text)
+        if matched is None:
+            raise ValueError(f"unknown product_type {text!r}; this model knows: {', '.join(self.schema.product_types)}")
+        return matched
 
     def answer_prompt(self, image: Image.Image, prompt: str, **params: Any) -> Answer:
         """Answer one free question (the reference notebook's request)."""

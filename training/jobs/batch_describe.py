@@ -58,7 +58,9 @@ def describe_results(
 
     def describe(row: MutableMapping[str, Any]) -> bool:
         for attempt in range(retries + 1):
-            outcome = write_description(writer, row["attributes"], row.get("confidence", {}),
+            # Only stated values are described; a merchant value carries no model confidence.
+            confidence = {n: c for n, c in row.get("confidence", {}).items() if row.get("sources", {}).get(n) != "merchant"}
+            outcome = write_description(writer, row["attributes"], confidence,
                                         product_type=product_type, language=language,
                                         deadline=clock() + PRODUCT_BUDGET_S, clock=clock)
             if outcome.text is not None:

@@ -26,6 +26,7 @@ class ProductImage:
     id: str
     read: Callable[[], bytes]
     where: str = ""
+    facts: Mapping[str, Any] = field(default_factory=dict)  # known_attributes, product_type, min_precision
 
 
 @dataclass
@@ -46,11 +47,14 @@ class ShardingReport:
     shards: dict[str, list[str]] = field(default_factory=dict)
 
 
-def encode_record(product_id: str, image: bytes, attributes: Sequence[str] | None = None) -> bytes:
-    """One input line: `{"id": ..., "image": <base64>[, "attributes": [...]]}` and a newline."""
+def encode_record(product_id: str, image: bytes, attributes: Sequence[str] | None = None,
+                  facts: Mapping[str, Any] | None = None) -> bytes:
+    """One input line: `{"id": ..., "image": <base64>[, "attributes": [...]]}` plus the product's facts
+    (`known_attributes`, `product_type`, `min_precision`), and a newline."""
     record: dict[str, Any] = {"id": str(product_id), "image": base64.b64encode(image).decode("ascii")}
     if attributes:
         record["attributes"] = list(attributes)
+    record.update({k: v for k, v in (facts or {}).items() if v not in (None, {})})
     return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
@@ -101,7 +105,7 @@ def write_shards(
             if not image:
                 report.skipped.append({"id": product.id, "reason": "empty image file", "where": product.where})
                 continue
-            line = encode_record(product.id, image, attributes)
+            line = encode_record(product.id, image, attributes, product.facts)
             if len(line) > limit:
                 report.skipped.append({
                     "id": product.id, "where": product.where,
@@ -194,13 +198,16 @@ def _result(pid: str, record: Mapping[str, Any] | None) -> dict[str, Any]:
         return {"id": pid, "error": "no output line for this product"}
     if record.get("error") is not None:
         return {"id": pid, "error": str(record["error"])}
-    return {
+    result = {
         "id": pid,
         "attributes": dict(record.get("attributes") or {}),
         "confidence": dict(record.get("confidence") or {}),
         "raw": dict(record.get("raw") or {}),
         "unknown_values": list(record.get("unknown_values") or []),
     }
+    # Abstention fields (servers with calibration): what was withheld, who stated what, merchant conflicts.
+    result.update({key: record[key] for key in ("withheld", "sources", "conflicts", "product_type") if key in record})
+    return result
 
 
 def summarise(results: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -209,6 +216,29 @@ def summarise(results: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     for row in results:
         counts["errors" if "error" in row else "answered"] += 1
     return counts
+
+
+def summarise_conflicts(results: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Per attribute, how many products' merchant value the model confidently contradicts (most first)."""
+    counts: dict[str, int] = {}
+    for row in results:
+        for conflict in row.get("conflicts", []):
+            counts[conflict["attribute"]] = counts.get(conflict["attribute"], 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def read_known_attributes(path: str | Path) -> dict[str, dict[str, str]]:
+    """Merchant facts from a CSV: an `id` column and one column per attribute; empty cells are not facts."""
+    with Path(path).open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "id" not in reader.fieldnames:
+            raise ValueError(f"{path}: the known-attributes CSV needs an 'id' column and one column per attribute")
+        known = {}
+        for row in reader:
+            facts = {k: " ".join(v.split()) for k, v in row.items() if k != "id" and v and v.strip()}
+            if facts:
+                known[row["id"].strip()] = facts
+        return known
 
 
 def attribute_columns(results: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -233,7 +263,9 @@ def write_results(results: Sequence[Mapping[str, Any]], path: str | Path,
         return path
     names = list(attributes) if attributes else attribute_columns(results)
     described = any("description" in row or "description_error" in row for row in results)
+    abstained = any(row.get("withheld") or row.get("conflicts") for row in results)
     header = ["id", *names, *(f"{n} confidence" for n in names), "unknown_values", "raw", "error"]
+    header += ["withheld", "conflicts"] if abstained else []
     header += ["description", "description_error"] if described else []
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
@@ -247,6 +279,8 @@ def write_results(results: Sequence[Mapping[str, Any]], path: str | Path,
                 ";".join(row.get("unknown_values", [])),
                 json.dumps(row["raw"], ensure_ascii=False) if row.get("raw") else "",
                 row.get("error", ""),
+                *([json.dumps(row.get("withheld") or {}, ensure_ascii=False),
+                   json.dumps(row.get("conflicts") or [], ensure_ascii=False)] if abstained else []),
                 *([row.get("description", ""), row.get("description_error", "")] if described else []),
             ])
     return path

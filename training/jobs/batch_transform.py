@@ -22,9 +22,10 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from loom.schema import DEFAULT_PRODUCT_NOUN
+from loom.calibration import check_min_precision
 from training.jobs import batch_records as records
 from training.jobs import sagemaker_jobs as jobs
 from training.jobs.batch_records import ProductImage
@@ -68,6 +69,16 @@ def local_products(catalog: str | Path, article_types: Sequence[str] | None = ()
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
             yield ProductImage(path.stem, path.read_bytes, str(path))
+
+
+def with_facts(products: Iterable[ProductImage], known: Mapping[str, Mapping[str, str]],
+               min_precision: float | None) -> Iterator[ProductImage]:
+    """The products with their merchant facts (by id) and the precision target attached to their records."""
+    if min_precision is not None:
+        check_min_precision(min_precision)
+    for product in products:
+        facts: dict[str, Any] = {"known_attributes": dict(known.get(product.id, {})), "min_precision": min_precision}
+        yield ProductImage(product.id, product.read, product.where, facts)
 
 
 def s3_products(s3: Any, catalog_uri: str) -> Iterator[ProductImage]:
@@ -227,6 +238,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-concurrent-transforms", type=int)
     p.add_argument("--article-types", nargs="+", help="local catalogs: types to keep ('all' for every type)")
     p.add_argument("--attributes", nargs="+", help="ask only these attributes (default: the model's)")
+    p.add_argument("--known-attributes", metavar="CSV",
+                   help="merchant facts: a CSV with an id column and one column per attribute; stated as given, "
+                        "and the model's confident disagreements are listed as conflicts")
+    p.add_argument("--min-precision", type=float, help="precision target for stated attributes (0.5..1)")
     p.add_argument("--kms-key-arn", help="KMS key for the outputs (Terraform kms_key_arn); also for the EBS volumes of "
                    "instance types without local NVMe storage (ml.g5 and *d types encrypt theirs in hardware)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
@@ -272,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             types = () if not args.article_types else (None if args.article_types == ["all"] else args.article_types)
             products = local_products(args.catalog, types)
+        products = with_facts(products, records.read_known_attributes(args.known_attributes)
+                              if args.known_attributes else {}, args.min_precision)
         report = records.ShardingReport()
         with tempfile.TemporaryDirectory(prefix="loom-batch-") as tmp:
             shards = records.write_shards(products, tmp, records_per_file=args.records_per_file,
@@ -322,6 +339,10 @@ def _collect(s3: Any, args: argparse.Namespace, where: Mapping[str, str],
     counts = records.summarise(results)
     print(f"{counts['answered']} products answered, {counts['errors']} errors, "
           f"{len(manifest.get('skipped', []))} skipped before the job; results in {args.out}")
+    conflicts = records.summarise_conflicts(results)
+    if conflicts:
+        print(f"conflicts with merchant values: {', '.join(f'{name} {n}' for name, n in conflicts.items())} "
+              f"(products listed in the results' conflicts column)")
     for row in [r for r in results if "error" in r][:10]:
         print(f"  {row['id']}: {row['error']}", file=sys.stderr)
     return 0

@@ -1,0 +1,114 @@
+"""What is stated and withheld, and why: every reason, applicability, min_precision and merchant facts."""
+
+from __future__ import annotations
+
+import pytest
+
+from loom.abstention import ModelAnswer, check_known_attributes, state_answers
+from loom.calibration import AttributeCalibration, Calibration
+from loom.schema import AttributeSchema
+
+
+def schema_with_types() -> AttributeSchema:
+    schema = AttributeSchema.from_names(["articleType", "baseColour", "Fabric", "Collar", "Neck"])
+    for name, values in {"articleType": ["Shirts", "Tshirts"], "baseColour": ["Red", "Blue"],
+                         "Fabric": ["Cotton", "Linen"], "Collar": ["Spread Collar"], "Neck": ["Round Neck"]}.items():
+        for value in values:
+            schema.count(name, value)
+    schema.applies_to = {"Shirts": ["baseColour", "Fabric", "Collar"], "Tshirts": ["baseColour", "Fabric", "Neck"]}
+    return schema
+
+
+def entry(threshold, curve=()):
+    return AttributeCalibration(threshold, 0.95 if threshold is not None else None, 0.5, 60, tuple(curve))
+
+
+CALIBRATION = Calibration(0.95, {
+    "articleType": entry(0.9, [(0.9, 0.95, 0.5)]),
+    "baseColour": entry(0.6, [(0.3, 0.8, 0.9), (0.6, 0.95, 0.8)]),
+    "Fabric": entry(None, [(0.4, 0.6, 0.9)]),
+    "Collar": entry(0.5, [(0.5, 0.96, 0.3)]),
+    "Neck": entry(0.5, [(0.5, 0.96, 0.3)]),
+})
+
+
+def answer(text, value, confidence):
+    return ModelAnswer(text, value, confidence)
+
+
+def test_every_reason_and_the_stated_values():
+    schema = schema_with_types()
+    answers = {
+        "articleType": answer("Product Type: Shirts", "Shirts", 0.97),
+        "baseColour": answer("Colour: Red", "Red", 0.7),
+        "Fabric": answer("Fabric: Linen", "Linen", 0.99),          # Fabric reaches 0.95 nowhere
+        "Collar": answer("Collar: Wing Collar", "Wing Collar", 0.9),  # never seen in training
+    }
+    body = state_answers(schema, CALIBRATION, answers, not_applicable=["Neck"])
+    assert body["attributes"] == {"articleType": "Shirts", "baseColour": "Red"}
+    assert body["withheld"] == {
+        "Fabric": {"value": "Linen", "confidence": 0.99, "reason": "below_threshold"},
+        "Collar": {"value": "Wing Collar", "confidence": 0.9, "reason": "unknown_value"},
+        "Neck": {"value": None, "confidence": None, "reason": "not_applicable"},
+    }
+    assert body["confidence"] == {"articleType": 0.97, "baseColour": 0.7, "Fabric": 0.99, "Collar": 0.9}
+    assert body["product_type"] == "Shirts" and body["sources"] == {"articleType": "model", "baseColour": "model"}
+    assert body["unknown_values"] == ["Collar"] and body["conflicts"] == [] and body["min_precision"] == 0.95
+
+    unparsed = state_answers(schema, CALIBRATION, {"baseColour": answer("a red one", None, 0.2)})
+    assert unparsed["withheld"]["baseColour"] == {"value": None, "confidence": 0.2, "reason": "unparsed"}
+    assert unparsed["raw"] == {"baseColour": "a red one"}
+
+
+def test_attributes_of_only_some_types_wait_for_a_stated_product_type():
+    schema = schema_with_types()
+    answers = {"articleType": answer("Product Type: Shirts", "Shirts", 0.6),  # below its 0.9 threshold
+               "baseColour": answer("Colour: Red", "Red", 0.7), "Collar": answer("Collar: Spread Collar",
+                                                                                 "Spread Collar", 0.99)}
+    body = state_answers(schema, CALIBRATION, answers)
+    assert body["attributes"] == {"baseColour": "Red"}  # colour applies to every type
+    assert body["withheld"]["Collar"]["reason"] == "below_threshold"
+    assert body["withheld"]["articleType"]["reason"] == "below_threshold" and body["product_type"] is None
+
+
+def test_min_precision_moves_the_thresholds():
+    schema = schema_with_types()
+    answers = {"baseColour": answer("Colour: Red", "Red", 0.4), "Fabric": answer("Fabric: Linen", "Linen", 0.5)}
+    assert state_answers(schema, CALIBRATION, answers)["attributes"] == {}
+    lax = state_answers(schema, CALIBRATION, answers, min_precision=0.6)
+    assert lax["attributes"] == {"baseColour": "Red", "Fabric": "Linen"} and lax["min_precision"] == 0.6
+    strict = state_answers(schema, CALIBRATION, {"baseColour": answer("Colour: Red", "Red", 0.99)}, min_precision=1.0)
+    assert strict["withheld"]["baseColour"]["reason"] == "below_threshold"  # 1.0 is reached at no threshold
+
+
+def test_merchant_facts_are_stated_as_given_and_confident_disagreement_is_a_conflict():
+    schema = schema_with_types()
+    answers = {"baseColour": answer("Colour: Blue", "Blue", 0.9), "Fabric": answer("Fabric: Linen", "Linen", 0.9)}
+    body = state_answers(schema, CALIBRATION, answers, known={"baseColour": "Red", "Fabric": "Cotton",
+                                                              "articleType": "Tshirts"})
+    assert body["attributes"] == {"baseColour": "Red", "Fabric": "Cotton", "articleType": "Tshirts"}
+    assert body["sources"] == {"baseColour": "merchant", "Fabric": "merchant", "articleType": "merchant"}
+    # Colour: the model would state Blue: a conflict. Fabric: the model's Linen is below threshold: none.
+    assert body["conflicts"] == [{"attribute": "baseColour", "merchant_value": "Red", "model_value": "Blue",
+                                  "confidence": 0.9}]
+    assert body["withheld"] == {} and body["product_type"] == "Tshirts"
+    assert body["confidence"] == {"baseColour": 0.9, "Fabric": 0.9}  # the model's confidence is kept
+    agree = state_answers(schema, CALIBRATION, {"baseColour": answer("Colour: red", "red", 0.9)},
+                          known={"baseColour": "Red"})
+    assert agree["conflicts"] == []  # same value up to case
+
+
+def test_without_calibration_every_known_value_is_stated_as_before():
+    schema = schema_with_types()
+    body = state_answers(schema, None, {"baseColour": answer("Colour: Red", "Red", 0.01)})
+    assert body["attributes"] == {"baseColour": "Red"} and "min_precision" not in body
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["Fabric"], "must be an object"), ({"Smell": "Nice"}, "unknown attributes"), ({"Fabric": ""}, "non-empty"),
+    ({"Fabric": 3}, "non-empty"), ({"Fabric": "x" * 101}, "at most 100"),
+])
+def test_known_attributes_are_validated(bad, message):
+    with pytest.raises(ValueError, match=message):
+        check_known_attributes(schema_with_types(), bad)
+    assert check_known_attributes(schema_with_types(), {"Fabric": "  Organic   Cotton "}) == {"Fabric": "Organic Cotton"}
