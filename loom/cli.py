@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("training.report", "the HTML evaluation report of a model artifact"),
     "launch": ("training.jobs.launch", "start a SageMaker training job and wait for model.tar.gz"),
     "batch": ("training.jobs.batch_transform", "Batch Transform a catalog through a SageMaker model"),
+    "tiny-clip": ("training.clip_model", "build and train the tiny demo CLIP from a catalog (a stand-in)"),
+    "clip-artifact": ("training.clip_artifact", "turn a real CLIP checkpoint (id, folder or s3://) into an artifact"),
+    "index": ("training.index_build", "build, add to or remove from a search index bundle"),
     "demo": ("loom.demo", "the whole flow offline on a synthetic catalog"),
 }
 
