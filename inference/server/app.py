@@ -211,6 +211,9 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
                                f"{SUPPORTED_TYPES}", 415)
         predictor = ready_predictor()
         body = read_body()
+        if getattr(predictor, "kind", None) == "clip":  # search hook: CLIP requests live in clip_app.py
+            from inference.server.clip_app import answer_clip_request
+            return answer_clip_request(predictor, content_type, body, max_image_pixels)
         if content_type in JSONLINES_TYPES:
             return jsonlines(predictor, body)
         try:
