@@ -3,6 +3,7 @@
     loom index build  --catalog DIR --model CLIP_DIR --out INDEX_DIR [--batch 64] [--article-types all]
     loom index add    --index INDEX_DIR --catalog DIR --model CLIP_DIR [--ids 1,2,...]
     loom index remove --index INDEX_DIR --ids 1,2,...
+    loom index push   --index INDEX_DIR --endpoint https://... --region R [--kind domain|serverless] [--name NAME]
 
 The catalog is read with training/catalog.py (bad rows, JSON and images are skipped and counted, as in
 `prepare`); photos are opened a batch at a time and each batch's vectors are appended to a file on disk,
@@ -123,6 +124,18 @@ def remove(index_dir: Path, ids: set[str]) -> dict:
     return {**manifest, "removed": len(rows) - len(keep)}
 
 
+def push(index_dir: Path, endpoint: str, region: str, *, kind: str = "domain", name: str = "loom-products",
+         batch: int = 500, client=None) -> dict:
+    """Bulk-ingest a bundle into an OpenSearch index (created with Loom's mapping when missing), idempotently."""
+    from inference.api.opensearch import OpenSearchClient, document
+
+    embeddings, rows, manifest = load_embeddings(index_dir)
+    client = client or OpenSearchClient(endpoint, region, kind)
+    created = client.ensure_index(name, manifest["dimension"])
+    counts = client.push(name, (document(row.to_dict(), vector) for row, vector in zip(rows, embeddings)), batch)
+    return {"index": name, "created": created, **counts, "products": len(rows)}
+
+
 def parse_ids(text: str) -> set[str]:
     ids = {part.strip() for part in text.split(",") if part.strip()}
     if not ids:
@@ -156,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     remove_cmd = commands.add_parser("remove", help="drop products from a bundle")
     remove_cmd.add_argument("--index", required=True, type=Path)
     remove_cmd.add_argument("--ids", required=True, type=parse_ids)
+    push_cmd = commands.add_parser("push", help="bulk-ingest a bundle into Amazon OpenSearch (SigV4)")
+    push_cmd.add_argument("--index", required=True, type=Path)
+    push_cmd.add_argument("--endpoint", required=True, help="https:// endpoint of the domain or collection")
+    push_cmd.add_argument("--region", required=True)
+    push_cmd.add_argument("--kind", choices=("domain", "serverless"), default="domain")
+    push_cmd.add_argument("--name", default="loom-products", help="OpenSearch index name (default loom-products)")
     args = parser.parse_args(argv)
     if getattr(args, "batch", 1) < 1:
         parser.error("--batch must be at least 1")
@@ -167,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         result = add(args.index, args.catalog, args.model, ids=args.ids, batch=args.batch,
                      article_types=args.article_types)
         print(f"index {args.index}: {result['added']} added, {result['replaced']} replaced, {result['count']} now")
+    elif args.command == "push":
+        result = push(args.index, args.endpoint, args.region, kind=args.kind, name=args.name)
+        print(f"pushed {args.index} to {args.endpoint} index {result['index']}: {result['indexed']} indexed, "
+              f"{result['deleted']} old documents deleted{' (index created)' if result['created'] else ''}")
     else:
         result = remove(args.index, args.ids)
         print(f"index {args.index}: {result['removed']} products removed, {result['count']} left")
