@@ -24,15 +24,14 @@ from flask import Response
 
 from inference.server.embedder import ClipEmbedder
 from inference.server.images import ImageError, decode_base64, decode_image
-from inference.server.search_index import MAX_K, SearchIndex
+from inference.server.search_index import SearchIndex
 from loom.artifact import IndexPaths, index_dir_of
 from loom.errors import StatusError
+from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
 
 log = logging.getLogger("loom.serve")
 
-DEFAULT_K = 10
 MAX_TEXTS = 64
-MAX_TEXT_CHARS = 1000
 EMBED_BATCH = 16
 EMBED_KEYS = {"task", "texts", "image"}
 SEARCH_KEYS = {"task", "text", "image", "k", "filters"}
@@ -78,15 +77,13 @@ class ClipService:
         raise StatusError(400, f"'task' must be \"embed\" or \"search\" for this CLIP model, got {task!r}")
 
     def embed(self, request: Mapping[str, Any], max_image_pixels: int) -> dict[str, Any]:
-        _refuse_extra(request, EMBED_KEYS)
-        has_texts, has_image = "texts" in request, "image" in request
-        if has_texts == has_image:
-            raise StatusError(400, "send either 'texts' (a list of strings) or 'image' (base64), exactly one")
-        if has_texts:
+        check_fields(request, EMBED_KEYS, "task 'embed'")
+        check_one_query(request, "texts")
+        if "texts" in request:
             texts = request["texts"]
             if not isinstance(texts, list) or not 1 <= len(texts) <= MAX_TEXTS:
                 raise StatusError(400, f"'texts' must be a list of 1 to {MAX_TEXTS} strings")
-            vectors = self.embedder.embed_texts([_text(t, "texts[]") for t in texts])
+            vectors = self.embedder.embed_texts([check_text(t, "texts[]") for t in texts])
         else:
             vectors = self.embedder.embed_images([_image(request["image"], max_image_pixels)])
         return self.embeddings(vectors)
@@ -96,20 +93,16 @@ class ClipService:
                 "dimension": self.embedder.dimension, "normalized": True}
 
     def search(self, request: Mapping[str, Any], max_image_pixels: int) -> dict[str, Any]:
-        _refuse_extra(request, SEARCH_KEYS)
+        check_fields(request, SEARCH_KEYS, "task 'search'")
         if self.index is None:
             raise StatusError(400, "this endpoint has no index bundle (MODEL_DIR/index): search is not available; "
                                    "use {\"task\": \"embed\"} and an OpenSearch index instead")
-        has_text, has_image = "text" in request, "image" in request
-        if has_text == has_image:
-            raise StatusError(400, "send either 'text' or 'image' (base64), exactly one")
-        k = request.get("k", DEFAULT_K)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise StatusError(400, f"'k' must be an integer from 1 to {MAX_K}, got {k!r}")
-        filters = parse_filters(request.get("filters"))
+        check_one_query(request)
+        k = check_k(request.get("k"))
+        filters = check_filters(request.get("filters"))
         self.index.filter_mask(filters)  # unknown fields are refused before any model work
-        if has_text:
-            vector = self.embedder.embed_texts([_text(request["text"], "text")])[0]
+        if "text" in request:
+            vector = self.embedder.embed_texts([check_text(request["text"])])[0]
         else:
             vector = self.embedder.embed_images([_image(request["image"], max_image_pixels)])[0]
         found = self.index.search(vector, k, filters)
@@ -146,34 +139,6 @@ class ClipService:
         if pending:
             flush()
         return results  # type: ignore[return-value]
-
-
-def parse_filters(value: Any) -> dict[str, str | list[str]] | None:
-    """`filters`: an object of attribute -> value (or list of values, any of which matches)."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise StatusError(400, "'filters' must be an object such as {\"baseColour\": \"Green\"}")
-    for field, wanted in value.items():
-        ok = isinstance(wanted, str) and wanted != "" or (
-            isinstance(wanted, list) and wanted and all(isinstance(v, str) and v for v in wanted))
-        if not ok:
-            raise StatusError(400, f"filters.{field} must be a non-empty string or a list of them")
-    return value
-
-
-def _refuse_extra(request: Mapping[str, Any], allowed: set[str]) -> None:
-    extra = sorted(set(request) - allowed)
-    if extra:
-        raise StatusError(400, f"unexpected fields {extra} for task {request.get('task')!r}; allowed: {sorted(allowed)}")
-
-
-def _text(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise StatusError(400, f"'{field}' must be a non-empty string")
-    if len(value) > MAX_TEXT_CHARS:
-        raise StatusError(400, f"'{field}' is longer than {MAX_TEXT_CHARS} characters")
-    return value
 
 
 def _image(value: Any, max_image_pixels: int):

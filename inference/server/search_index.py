@@ -22,7 +22,6 @@ from loom.artifact import INDEX_VERSION, IndexPaths, read_json, write_json
 from loom.errors import StatusError
 from loom.schema import SchemaError
 
-MAX_K = 50
 BACKEND = "embedded"
 
 
