@@ -20,12 +20,13 @@ from inference.server.search_index import ProductRow, SearchIndex, index_manifes
 COLOURS = ("Green", "Red", "Blue", "Black", "Yellow", "Pink", "Purple", "Orange")
 
 
-def make_index(size: int, dimension: int, seed: int = 0) -> SearchIndex:
+def make_index(size: int, dimension: int, seed: int = 0, fast_path: bool | None = None) -> SearchIndex:
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((size, dimension), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = [ProductRow(str(i), "", {"baseColour": COLOURS[i % len(COLOURS)]}, "") for i in range(size)]
-    return SearchIndex(vectors, rows, index_manifest({"base_model": "bench", "checksum": "-"}, dimension, size))
+    return SearchIndex(vectors, rows, index_manifest({"base_model": "bench", "checksum": "-"}, dimension, size),
+                       fast_path=fast_path)
 
 
 def p50_ms(index: SearchIndex, queries: np.ndarray, filters=None) -> float:
@@ -44,14 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(1)
-    print(f"{'products':>9} {'dim':>4} {'p50 ms':>7} {'p50 ms, filtered':>17} {'memory MB':>10}")
+    print(f"{'products':>9} {'dim':>4} {'path':>16} {'p50 ms':>7} {'p50 ms, filtered':>17} {'recall@10':>9}")
     for size in (int(s) for s in args.sizes.split(",")):
-        index = make_index(size, args.dimension)
+        exact = make_index(size, args.dimension, fast_path=False)
+        fast = SearchIndex(exact.embeddings, exact.products, exact.manifest, fast_path=True)
         queries = rng.standard_normal((args.queries, args.dimension), dtype=np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-        p50_ms(index, queries[:10])  # warm caches
-        print(f"{size:>9} {args.dimension:>4} {p50_ms(index, queries):>7.2f} "
-              f"{p50_ms(index, queries, {'baseColour': 'Green'}):>17.2f} {index.embeddings.nbytes / 2**20:>10.0f}")
+        for name, index in (("exact float32", exact), ("float16 shortlist", fast)):
+            p50_ms(index, queries[:10])  # warm caches
+            recall = np.mean([len({r.id for r, _ in index.search(q, 10)} & {r.id for r, _ in exact.search(q, 10)}) / 10
+                              for q in queries[:50]])
+            print(f"{size:>9} {args.dimension:>4} {name:>16} {p50_ms(index, queries):>7.2f} "
+                  f"{p50_ms(index, queries, {'baseColour': 'Green'}):>17.2f} {recall:>9.3f}")
     return 0
 
 

@@ -96,3 +96,18 @@ def test_a_bundle_from_other_weights_is_refused():
     index.check_embedder(EMBEDDER)
     with pytest.raises(BundleError, match="rebuild"):
         index.check_embedder({**EMBEDDER, "checksum": "sha256:other"})
+
+
+def test_float16_shortlist_path_returns_the_exact_ranking_and_scores():
+    exact, vectors, rows = random_index(n=3000, d=64, seed=3)
+    fast = SearchIndex(vectors, rows, exact.manifest, fast_path=True)
+    assert fast._half is not None and exact._half is None  # 3000 rows: below the automatic threshold
+    rng = np.random.default_rng(4)
+    for query in rng.standard_normal((30, 64)).astype(np.float32):
+        query /= np.linalg.norm(query)
+        for filters in (None, {"baseColour": "Green"}, {"Fit": "Slim", "Pattern": "Solid"}):
+            want = exact.search(query, 10, filters)
+            got = fast.search(query, 10, filters)
+            assert [r.id for r, _ in got] == [r.id for r, _ in want]
+            assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-6)  # rescored in float32
+    assert fast.search(vectors[0], 5, {"baseColour": "Mauve"}) == []

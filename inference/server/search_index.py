@@ -3,8 +3,15 @@
 A bundle (file names in loom/artifact.py) holds L2-normalised float32 embeddings, a JSON Lines product
 table in the same row order, and a manifest naming the embedder (model id + weight checksum) that made
 them. `SearchIndex` keeps everything in memory: a query is one float32 matrix-vector product over all rows,
-filters are precomputed integer codes per attribute, and top-k is an `argpartition`. It is exact (recall 1).
-scripts/bench_search_index.py measures its latency; above ~1 M products use OpenSearch (docs/search.md).
+filters are precomputed integer codes per attribute, and top-k is an `argpartition`.
+
+Exact cosine over N x 512 float32 rows reads 2 KB per product per query: at 100k products that is 200 MB,
+and a CPU core spends its time waiting on memory. From FAST_PATH_MIN_ROWS rows on, when torch is present
+(it is in the inference image), a float16 copy scores every row at half the bytes and the best
+max(SHORTLIST_FACTOR * k, SHORTLIST_MIN) rows are re-scored exactly in float32, so the returned scores are
+exact cosines and the ranking equals the exact one unless float16 rounding (~1e-3) moves a true top-k row
+below the shortlist (tests/test_search_index.py checks recall 1.0 against the exact path).
+scripts/bench_search_index.py measures both paths; docs/search.md says when to move to OpenSearch.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from loom.errors import StatusError
 from loom.schema import SchemaError
 
 BACKEND = "embedded"
+FAST_PATH_MIN_ROWS = 50_000
+SHORTLIST_FACTOR = 4
+SHORTLIST_MIN = 64
 
 
 class BundleError(SchemaError):
@@ -118,8 +128,12 @@ class SearchIndex:
 
     backend = BACKEND
 
-    def __init__(self, embeddings: np.ndarray, products: Sequence[ProductRow], manifest: Mapping[str, Any]):
+    def __init__(self, embeddings: np.ndarray, products: Sequence[ProductRow], manifest: Mapping[str, Any],
+                 fast_path: bool | None = None):
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self._half = None  # the float16 copy of the fast path (a torch tensor), or None
+        if fast_path or (fast_path is None and len(self.embeddings) >= FAST_PATH_MIN_ROWS):
+            self._half = _half_copy(self.embeddings)
         self.products = list(products)
         self.manifest = dict(manifest)
         self.dimension = self.embeddings.shape[1]
@@ -170,8 +184,10 @@ class SearchIndex:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         if query.shape[0] != self.dimension:
             raise StatusError(400, f"the query vector has {query.shape[0]} dimensions, the index {self.dimension}")
-        scores = self.embeddings @ query  # float32 throughout: a float64 operand would promote (40x slower)
         mask = self.filter_mask(filters)
+        if self._half is not None:
+            return self._search_shortlist(query, k, mask)
+        scores = self.embeddings @ query  # float32 throughout: a float64 operand would promote (40x slower)
         if mask is not None:
             scores = np.where(mask, scores, np.float32(-np.inf))
             k = min(k, int(mask.sum()))
@@ -181,3 +197,28 @@ class SearchIndex:
         top = np.argpartition(-scores, k - 1)[:k] if k < self.size else np.arange(self.size)
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.products[i], float(scores[i])) for i in top]
+
+    def _search_shortlist(self, query: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[ProductRow, float]]:
+        import torch
+
+        rough = self._half @ torch.from_numpy(query).to(torch.float16)
+        if mask is not None:
+            rough[torch.from_numpy(~mask)] = -torch.inf
+            k = min(k, int(mask.sum()))
+        k = min(k, self.size)
+        if k <= 0:
+            return []
+        shortlist = torch.topk(rough, min(self.size, max(SHORTLIST_FACTOR * k, SHORTLIST_MIN))).indices.numpy()
+        if mask is not None:
+            shortlist = shortlist[mask[shortlist]]
+        exact = self.embeddings[shortlist] @ query
+        order = np.argsort(-exact, kind="stable")[:k]
+        return [(self.products[shortlist[i]], float(exact[i])) for i in order]
+
+
+def _half_copy(embeddings: np.ndarray):
+    try:
+        import torch
+    except ImportError:  # the exact float32 path serves alone
+        return None
+    return torch.from_numpy(embeddings).to(torch.float16)
