@@ -151,6 +151,12 @@ def test_opensearch_backend_embeds_on_the_endpoint_and_ranks_in_opensearch(endpo
         assert body["results"][0]["score"] == pytest.approx(fixture("search_knn.json")["hits"]["hits"][0]["_score"] - 1)
 
 
+def test_hybrid_on_serverless_is_refused(endpoint, opensearch, monkeypatch):
+    monkeypatch.setenv("SEARCH_BACKEND", "opensearch_serverless")
+    status, body = call(search_event(text="green shirt", mode="hybrid"))
+    assert status == 400 and "domain" in body["error"]
+
+
 def test_opensearch_backend_refuses_unknown_filter_fields(endpoint, opensearch):
     status, body = call(search_event(text="green shirt", filters={"colour": "Green"}))
     assert status == 400 and "unknown filter field 'colour'" in body["error"]

@@ -131,7 +131,8 @@ def push(index_dir: Path, endpoint: str, region: str, *, kind: str = "domain", n
 
     embeddings, rows, manifest = load_embeddings(index_dir)
     client = client or OpenSearchClient(endpoint, region, kind)
-    created = client.ensure_index(name, manifest["dimension"])
+    # Search pipelines (hybrid mode) are set up on domains only: their support on Serverless is not verified.
+    created = client.ensure_index(name, manifest["dimension"], hybrid=not client.serverless)
     counts = client.push(name, (document(row.to_dict(), vector) for row, vector in zip(rows, embeddings)), batch)
     return {"index": name, "created": created, **counts, "products": len(rows)}
 
