@@ -27,6 +27,7 @@ from typing import Any, Mapping
 from inference.api import aws_clients
 from inference.api.endpoint_client import EndpointError, _client_error, error_for_status
 from inference.api.opensearch import OpenSearchClient
+from inference.api.service import MAX_BODY_CHARS, MAX_IMAGE_BYTES, _b64decode
 from loom.errors import StatusError
 from loom.image_header import ImageError, inspect_image
 from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
@@ -34,7 +35,6 @@ from loom.search_request import check_fields, check_filters, check_k, check_one_
 BACKENDS = ("embedded", "opensearch_domain", "opensearch_serverless")
 MODES = ("vector", "hybrid")
 REQUEST_KEYS = {"text", "image", "k", "filters", "mode"}
-MAX_IMAGE_BYTES = 4 * 1024 * 1024  # as /describe (service.py): fits the 6 MB Lambda and InvokeEndpoint limits
 INDEX_INFO_TTL_S = 300.0
 
 
@@ -70,6 +70,8 @@ def parse_search(body: str | None, is_base64: bool) -> dict[str, Any]:
     """The validated request (the image stays base64); StatusError 400/413 says what to fix."""
     if not body:
         raise StatusError(400, 'the body is empty: send {"text": "..."} or {"image": "<base64>"}')
+    if len(body) > MAX_BODY_CHARS:  # the same limits as /describe (service.py): 6 MB Lambda and endpoint bodies
+        raise StatusError(413, f"the request body is too large: images may be at most {MAX_IMAGE_BYTES} bytes")
     try:
         request = json.loads(base64.b64decode(body) if is_base64 else body)
     except (ValueError, binascii.Error, RecursionError):
@@ -98,10 +100,7 @@ def parse_search(body: str | None, is_base64: bool) -> dict[str, Any]:
 def _checked_image(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise StatusError(400, "'image' must be a non-empty base64 string of JPEG or PNG bytes")
-    try:
-        raw = base64.b64decode("".join(value.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise StatusError(400, "'image' is not valid base64") from None
+    raw = _b64decode("".join(value.split()), "'image'")
     if len(raw) > MAX_IMAGE_BYTES:
         raise StatusError(413, f"the image is {len(raw)} bytes, over the {MAX_IMAGE_BYTES} byte limit")
     try:
