@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,3 +72,34 @@ def test_index_add_and_remove_update_a_bundle_without_a_rebuild(tiny_clip, tmp_p
     row = next(i for i, r in enumerate(added.products) if r.id == victims[0])
     original = next(i for i, r in enumerate(before.products) if r.id == victims[0])
     assert np.allclose(added.embeddings[row], before.embeddings[original], atol=1e-5)
+
+
+def test_batch_transform_embeddings_import_into_the_same_bundle(tiny_clip, tmp_path):
+    """The catalog-scale path: the Batch Transform input shards (training/jobs/batch_records.py), answered by
+    the CLIP service's JSON Lines handler as the endpoint would, joined and written as `loom batch` does,
+    then `loom index import`: the same vectors as `loom index build`."""
+    from inference.server.clip_app import ClipService
+    from training.jobs import batch_records, batch_transform
+
+    service = ClipService.load(tiny_clip.clip_dir, device="cpu")
+    products = batch_transform.local_products(tiny_clip.catalog_dir, ("Shirts", "Tshirts"))
+    results = []
+    for shard in batch_records.write_shards(products, tmp_path / "shards", records_per_file=100, max_payload_mb=6):
+        body = Path(shard.path).read_bytes()
+        outputs = list(batch_records.parse_output_lines(
+            json.dumps(line) for line in service.embed_lines(body, 40_000_000)))
+        results += batch_records.join_shard(shard.ids, outputs)
+    batch_records.write_results(results, tmp_path / "embeddings.jsonl")
+    with (tmp_path / "embeddings.jsonl").open("a") as out:  # a failed product and an unknown id are skipped
+        out.write(json.dumps({"id": "10001", "error": "line 2: bad image"}) + "\n")
+        out.write(json.dumps({"id": "999999", "embedding": [0.5] * 64}) + "\n")
+    bundle = tmp_path / "imported"
+    assert cli.main(["index", "import", "--embeddings", str(tmp_path / "embeddings.jsonl"), "--catalog",
+                     str(tiny_clip.catalog_dir), "--model", str(tiny_clip.clip_dir), "--out", str(bundle)]) == 0
+    imported, built = SearchIndex.load(bundle), SearchIndex.load(tiny_clip.index_dir)
+    assert imported.manifest["skipped"]["batch_error"] == 1 and imported.manifest["skipped"]["not_in_catalog"] == 1
+    assert imported.size == built.size
+    order = {row.id: i for i, row in enumerate(built.products)}
+    for i, row in enumerate(imported.products):
+        assert np.allclose(imported.embeddings[i], built.embeddings[order[row.id]], atol=1e-5)
+    imported.check_embedder(ClipEmbedder.load(tiny_clip.clip_dir, device="cpu").model_info)

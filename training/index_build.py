@@ -3,18 +3,22 @@
     loom index build  --catalog DIR --model CLIP_DIR --out INDEX_DIR [--batch 64] [--article-types all]
     loom index add    --index INDEX_DIR --catalog DIR --model CLIP_DIR [--ids 1,2,...]
     loom index remove --index INDEX_DIR --ids 1,2,...
+    loom index import --embeddings BATCH.jsonl --catalog DIR --model CLIP_DIR --out INDEX_DIR
     loom index push   --index INDEX_DIR --endpoint https://... --region R [--kind domain|serverless] [--name NAME]
 
 The catalog is read with training/catalog.py (bad rows, JSON and images are skipped and counted, as in
 `prepare`); photos are opened a batch at a time and each batch's vectors are appended to a file on disk,
 so a 44,000-product catalog never sits in memory as images. `add` replaces products whose id is already
 in the bundle. To serve a bundle, put it at MODEL_DIR/index of the CLIP artifact (loom.artifact.INDEX_DIR).
-At catalog scale on AWS, embed with Batch Transform instead (`loom batch --task embed`, docs/search.md).
+At catalog scale on AWS, embed with Batch Transform instead: `loom batch --model-name <the CLIP model>
+--out embeddings.jsonl` sends the photos (no --attributes), and `loom index import` turns its
+{"id", "embedding"} lines into a bundle, with the product table from the catalog (docs/search.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -111,6 +115,48 @@ def add(index_dir: Path, catalog: Path, model: Path, *, ids: set[str] | None = N
     return {**manifest, "added": len(new_rows) - replaced, "replaced": replaced}
 
 
+def import_embeddings(embeddings_jsonl: Path, catalog: Path, model: Path, out: Path, *,
+                      article_types: Iterable[str] | None = DEFAULT_ARTICLE_TYPES) -> dict:
+    """A bundle from Batch Transform output lines ({"id", "embedding"} or {"id", "error"}) and the catalog.
+
+    The model is not loaded: its manifest gives the dimension and its weight files the checksum, so the
+    bundle is tied to the weights that made the vectors. Lines with an error, a wrong size, a zero vector
+    or an id the catalog does not hold are skipped and counted.
+    """
+    from inference.server.embedder import model_checksum
+    from loom.artifact import read_clip_manifest
+
+    manifest = read_clip_manifest(model)
+    dimension = int(manifest["embedding_dimension"])
+    products, skipped = read_products(catalog, article_types)
+    by_id = {p.id: p for p in products}
+    vectors, rows, seen = [], [], set()
+    counts = {"batch_error": 0, "bad_embedding": 0, "not_in_catalog": 0, "duplicate_id": 0}
+    with embeddings_jsonl.open(encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            pid = str(record.get("id"))
+            vector = np.asarray(record.get("embedding") or [], dtype=np.float32)
+            norm = float(np.linalg.norm(vector)) if vector.size else 0.0
+            reason = ("batch_error" if "error" in record else "bad_embedding" if vector.shape != (dimension,)
+                      or not np.isfinite(vector).all() or norm == 0.0 else "not_in_catalog" if pid not in by_id
+                      else "duplicate_id" if pid in seen else None)
+            if reason:
+                counts[reason] += 1
+                continue
+            seen.add(pid)
+            vectors.append(vector / np.float32(norm))
+            rows.append(product_row(by_id[pid]))
+    skipped.update({k: v for k, v in counts.items() if v})
+    embedder = {"base_model": manifest["base_model"], "checksum": model_checksum(model)}
+    result = index_manifest(embedder, dimension, len(rows), skipped=skipped, catalog=str(catalog),
+                            source=str(embeddings_jsonl))
+    write_bundle(out, np.asarray(vectors, dtype=np.float32).reshape(len(rows), dimension), rows, result)
+    return result
+
+
 def remove(index_dir: Path, ids: set[str]) -> dict:
     """Drop the rows whose id is in `ids`; unknown ids are an error (nothing is written)."""
     embeddings, rows, manifest = load_embeddings(index_dir)
@@ -170,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     remove_cmd = commands.add_parser("remove", help="drop products from a bundle")
     remove_cmd.add_argument("--index", required=True, type=Path)
     remove_cmd.add_argument("--ids", required=True, type=parse_ids)
+    import_cmd = commands.add_parser("import", help="a bundle from Batch Transform embeddings (JSON Lines)")
+    import_cmd.add_argument("--embeddings", required=True, type=Path, help='loom batch output: {"id", "embedding"} lines')
+    import_cmd.add_argument("--catalog", required=True, type=Path)
+    import_cmd.add_argument("--model", required=True, type=Path, help="the CLIP artifact the job ran")
+    import_cmd.add_argument("--out", required=True, type=Path)
+    import_cmd.add_argument("--article-types", **common["--article-types"])
     push_cmd = commands.add_parser("push", help="bulk-ingest a bundle into Amazon OpenSearch (SigV4)")
     push_cmd.add_argument("--index", required=True, type=Path)
     push_cmd.add_argument("--endpoint", required=True, help="https:// endpoint of the domain or collection")
@@ -187,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         result = add(args.index, args.catalog, args.model, ids=args.ids, batch=args.batch,
                      article_types=args.article_types)
         print(f"index {args.index}: {result['added']} added, {result['replaced']} replaced, {result['count']} now")
+    elif args.command == "import":
+        result = import_embeddings(args.embeddings, args.catalog, args.model, args.out,
+                                   article_types=args.article_types)
+        print(f"index built at {args.out} from {args.embeddings}: {result['count']} products, "
+              f"skipped {result['skipped'] or 'none'}")
     elif args.command == "push":
         result = push(args.index, args.endpoint, args.region, kind=args.kind, name=args.name)
         print(f"pushed {args.index} to {args.endpoint} index {result['index']}: {result['indexed']} indexed, "
