@@ -170,3 +170,22 @@ run "search_rejects_a_bad_backend" {
 
   expect_failures = [var.search_backend]
 }
+
+run "root_wires_search_into_the_api" {
+  command = plan
+
+  variables {
+    partition           = "aws"
+    lambda_zip_path     = "tests/fixtures/lambda.zip"
+    model_data_url      = "s3://loom-data-123456789012-us-east-1/models/job-1/output/model.tar.gz"
+    inference_image_tag = "0123abc"
+    search = {
+      model_data_url = "s3://loom-data-123456789012-us-east-1/models/clip-1/model.tar.gz"
+    }
+  }
+
+  assert {
+    condition     = module.search[0].route_key == "POST /search" && module.search[0].endpoint_name == "loom-clip"
+    error_message = "With var.search set, the root module adds the CLIP endpoint and POST /search."
+  }
+}

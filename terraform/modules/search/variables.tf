@@ -5,8 +5,8 @@ variable "name_prefix" {
   default     = "loom"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,18}[a-z0-9]$", var.name_prefix))
-    error_message = "name_prefix must be 3-20 lower-case letters, digits and hyphens, starting with a letter (OpenSearch names are short)."
+    condition     = can(regex("^[a-z][a-z0-9-]{1,19}$", var.name_prefix))
+    error_message = "name_prefix must be 2-20 lower-case letters, digits and hyphens, starting with a letter (as the root module's)."
   }
 }
 
@@ -218,8 +218,8 @@ variable "api_id" {
   nullable    = false
 
   validation {
-    condition     = can(regex("^[a-z0-9]{10}$", var.api_id))
-    error_message = "api_id must be an API Gateway id (10 lower-case letters and digits)."
+    condition     = can(regex("^[a-z0-9]+$", var.api_id))
+    error_message = "api_id must be an API Gateway id (lower-case letters and digits)."
   }
 }
 
