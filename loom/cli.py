@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiny-clip": ("training.clip_model", "build and train the tiny demo CLIP from a catalog (a stand-in)"),
     "clip-artifact": ("training.clip_artifact", "turn a real CLIP checkpoint (id, folder or s3://) into an artifact"),
     "index": ("training.index_build", "build, add to or remove from a search index bundle"),
+    "search-demo": ("loom.search_demo", "product search offline: tiny CLIP, index, queries and a search page"),
     "demo": ("loom.demo", "the whole flow offline on a synthetic catalog"),
 }
 
