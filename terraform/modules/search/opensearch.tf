@@ -19,7 +19,7 @@ resource "aws_opensearch_domain" "search" {
   #checkov:skip=CKV_AWS_317:Audit logs need fine-grained access control, which IAM-only access (the resource policy) does not use.
   #checkov:skip=CKV2_AWS_52:Access is IAM-only (SigV4 + resource policy); fine-grained access control would add an internal user database.
   #checkov:skip=CKV_AWS_318:Dedicated master nodes triple the cost of a small product index; set them for production clusters above ~10 data nodes.
-  #checkov:skip=CKV2_AWS_59:Dedicated master nodes: see CKV_AWS_318.
+  #checkov:skip=CKV2_AWS_59:Dedicated master nodes triple the cost of a small product index (as CKV_AWS_318).
   #checkov:skip=CKV_AWS_248:The domain has no VPC options (see CKV_AWS_137), so no security group at all, default or not.
   count = local.domain ? 1 : 0
 
