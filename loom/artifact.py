@@ -10,6 +10,14 @@ A model artifact is a folder (SageMaker tars it as `model.tar.gz`):
     MODEL_DIR/evaluation/loss_history.csv step,loss,learning_rate
     MODEL_DIR/evaluation/report.html      the evaluation report and its figures
 
+A CLIP artifact (`kind: "clip"`, for search) has the same layout with a different manifest: embedding
+dimension, whether embeddings are L2-normalised, prompt templates and base model id; an index bundle may
+sit beside the model in `MODEL_DIR/index/`. A manifest without "kind" is an attribute (BLIP-2) artifact.
+
+    MODEL_DIR/index/index_manifest.json   embedder id + checksum, dimension, count
+    MODEL_DIR/index/embeddings.npy        float32 (count x dimension), rows L2-normalised
+    MODEL_DIR/index/products.jsonl        one {"id", "name", "attributes", "image"} per row, same order
+
 This module owns those names: everything else reads and writes the artifact through it.
 """
 
@@ -31,6 +39,14 @@ PREDICTIONS_FILE = "predictions.csv"
 CALIBRATION_FILE = "calibration.csv"
 LOSS_HISTORY_FILE = "loss_history.csv"
 REPORT_FILE = "report.html"
+KIND_ATTRIBUTES = "attributes"  # the BLIP-2 attribute model; what a manifest without "kind" means
+KIND_CLIP = "clip"
+KINDS = (KIND_ATTRIBUTES, KIND_CLIP)
+INDEX_DIR = "index"
+INDEX_MANIFEST_FILE = "index_manifest.json"
+INDEX_EMBEDDINGS_FILE = "embeddings.npy"
+INDEX_PRODUCTS_FILE = "products.jsonl"
+INDEX_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,34 @@ class ArtifactPaths:
         return self.evaluation / REPORT_FILE
 
 
+@dataclass(frozen=True)
+class IndexPaths:
+    """Where each file of an index bundle lives (a folder; `MODEL_DIR/index` when served by the endpoint)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, index_dir: str | Path) -> "IndexPaths":
+        return cls(Path(index_dir))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / INDEX_MANIFEST_FILE
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / INDEX_EMBEDDINGS_FILE
+
+    @property
+    def products(self) -> Path:
+        return self.root / INDEX_PRODUCTS_FILE
+
+
+def index_dir_of(model_dir: str | Path) -> Path:
+    """Where the endpoint looks for an index bundle inside a CLIP artifact."""
+    return Path(model_dir) / INDEX_DIR
+
+
 def is_artifact(model_dir: str | Path) -> bool:
     """True when the folder holds a Loom manifest."""
     return ArtifactPaths.of(model_dir).manifest.is_file()
@@ -105,6 +149,9 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     version = manifest.get("manifest_version")
     if version != MANIFEST_VERSION:
         raise SchemaError(f"{path}: manifest_version {version!r} is not supported (expected {MANIFEST_VERSION})")
+    if manifest.get("kind", KIND_ATTRIBUTES) != KIND_ATTRIBUTES:
+        raise SchemaError(f"{path}: this is a {manifest['kind']!r} artifact, not an attribute model; "
+                          "read it with read_clip_manifest")
     if "schema" not in manifest:
         raise SchemaError(f"{path} has no attribute schema")
     manifest["schema"] = AttributeSchema.from_dict(manifest["schema"])
@@ -144,6 +191,68 @@ def read_calibration_records(model_dir: str | Path) -> list[tuple[str, bool, flo
     with path.open(encoding="utf-8", newline="") as handle:
         return [(row["attribute"], row["correct"] == "1", float(row["confidence"]) if row["confidence"] else None)
                 for row in csv.DictReader(handle)]
+
+
+def manifest_kind(model_dir: str | Path) -> str:
+    """The artifact's kind: "clip", or "attributes" when the manifest names none (every BLIP-2 artifact)."""
+    path = ArtifactPaths.of(model_dir).manifest
+    manifest = read_json(path, missing=f"{model_dir} is not a Loom model folder: {MANIFEST_FILE} is missing")
+    kind = manifest.get("kind", KIND_ATTRIBUTES)
+    if kind not in KINDS:
+        raise SchemaError(f"{path}: kind {kind!r} is not one of {list(KINDS)}")
+    return kind
+
+
+def write_clip_manifest(
+    model_dir: str | Path,
+    *,
+    base_model: str,
+    dimension: int,
+    prompt_templates: list[str],
+    normalized: bool = True,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the manifest of a CLIP artifact (checked as `read_clip_manifest` will check it)."""
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "kind": KIND_CLIP,
+        "base_model": base_model,
+        "embedding_dimension": dimension,
+        "normalized": normalized,
+        "prompt_templates": list(prompt_templates),
+        "metrics": dict(metrics or {}),
+        **dict(extra or {}),
+    }
+    _check_clip_manifest(manifest, "the CLIP manifest to write")
+    return write_json(ArtifactPaths.of(model_dir).manifest, manifest)
+
+
+def read_clip_manifest(model_dir: str | Path) -> dict[str, Any]:
+    """Read and check a CLIP artifact's manifest; SchemaError says what is wrong."""
+    path = ArtifactPaths.of(model_dir).manifest
+    manifest = read_json(path, missing=f"{model_dir} is not a Loom model folder: {MANIFEST_FILE} is missing")
+    _check_clip_manifest(manifest, str(path))
+    return manifest
+
+
+def _check_clip_manifest(manifest: Mapping[str, Any], where: str) -> None:
+    if manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise SchemaError(f"{where}: manifest_version {manifest.get('manifest_version')!r} is not supported "
+                          f"(expected {MANIFEST_VERSION})")
+    if manifest.get("kind") != KIND_CLIP:
+        raise SchemaError(f"{where}: kind is {manifest.get('kind', KIND_ATTRIBUTES)!r}, not {KIND_CLIP!r}")
+    dimension = manifest.get("embedding_dimension")
+    if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
+        raise SchemaError(f"{where}: embedding_dimension must be a positive integer, got {dimension!r}")
+    if not isinstance(manifest.get("normalized"), bool):
+        raise SchemaError(f"{where}: normalized must be true or false")
+    templates = manifest.get("prompt_templates")
+    if (not isinstance(templates, list) or not templates
+            or not all(isinstance(t, str) and t.count("{}") == 1 for t in templates)):
+        raise SchemaError(f"{where}: prompt_templates must be a non-empty list of strings with one {{}} each")
+    if not isinstance(manifest.get("base_model"), str) or not manifest["base_model"]:
+        raise SchemaError(f"{where}: base_model must name the model the weights come from")
 
 
 def write_metrics(model_dir: str | Path, metrics: Mapping[str, Any]) -> Path:

@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("training.jobs.launch", "start a SageMaker training job and wait for model.tar.gz"),
     "batch": ("training.jobs.batch_transform", "Batch Transform a catalog through a SageMaker model"),
     "preflight": ("training.jobs.preflight", "check the AWS account before serving: Bedrock model, access, quotas"),
+    "tiny-clip": ("training.clip_model", "build and train the tiny demo CLIP from a catalog (a stand-in)"),
+    "clip-artifact": ("training.clip_artifact", "turn a real CLIP checkpoint (id, folder or s3://) into an artifact"),
+    "index": ("training.index_build", "build, add to or remove from a search index bundle"),
+    "search-demo": ("loom.search_demo", "product search offline: tiny CLIP, index, queries and a search page"),
     "demo": ("loom.demo", "the whole flow offline on a synthetic catalog"),
     "async": ("training.jobs.async_inference", "submit a catalog shard to an asynchronous endpoint, collect results"),
 }

@@ -145,3 +145,27 @@ module "api" {
   log_retention_days              = var.log_retention_days
   tags                            = local.tags
 }
+
+# Product search (docs/search.md): the CLIP endpoint, its backend and POST /search on the API above.
+module "search" {
+  source = "./modules/search"
+  count  = local.serving_enabled && var.search != null ? 1 : 0
+
+  name_prefix              = var.name_prefix
+  account_id               = local.account_id
+  partition                = local.partition
+  region                   = local.region
+  bucket_name              = module.storage.bucket_name
+  kms_key_arn              = module.kms.key_arn
+  repository_arn           = module.registry.repository_arns["inference"]
+  image_uri                = "${module.registry.repository_urls["inference"]}:${var.inference_image_tag}"
+  model_data_url           = var.search.model_data_url
+  endpoint_type            = var.search.endpoint_type
+  search_backend           = var.search.backend
+  ingest_role_arns         = var.search.ingest_role_arns
+  api_id                   = module.api[0].api_id
+  lambda_function_arn      = module.api[0].function_arn
+  lambda_role_arn          = module.api[0].role_arn
+  route_authorization_type = var.api_authorization
+  tags                     = local.tags
+}

@@ -593,3 +593,19 @@ variable "async_inference" {
     error_message = "async_inference.success_topic_arn and error_topic_arn must be SNS topic ARNs (the module checks the limits)."
   }
 }
+
+variable "search" {
+  description = "Product search by text or photo (docs/search.md, modules/search): null (default) creates nothing; otherwise the CLIP artifact (s3://<bucket>/models/.../model.tar.gz) and the backend. Needs the API (model_data_url set)."
+  type = object({
+    model_data_url   = string
+    backend          = optional(string, "embedded")
+    endpoint_type    = optional(string, "serverless")
+    ingest_role_arns = optional(list(string), [])
+  })
+  default = null
+
+  validation {
+    condition     = var.search == null || try(contains(["embedded", "opensearch_domain", "opensearch_serverless"], var.search.backend) && contains(["serverless", "realtime"], var.search.endpoint_type), false)
+    error_message = "search.backend must be embedded, opensearch_domain or opensearch_serverless; search.endpoint_type serverless or realtime."
+  }
+}

@@ -175,7 +175,7 @@ def test_version_constraints_admit_the_shipped_tools() -> None:
             providers.update(line.split('"')[1] for line in tf_file.read_text().splitlines() if line.strip().startswith("source ") and "hashicorp/" in line)
     assert providers == {"hashicorp/aws"}, f"only the mirrored AWS provider is available offline: {providers}"
     modules = {p.parent.name for p in TF_DIR.glob("modules/*/main.tf")}
-    assert modules == {"kms", "storage", "registry", "training", "endpoint", "api", "ci"}
+    assert modules == {"kms", "storage", "registry", "training", "endpoint", "api", "ci", "search"}
     for module in TF_DIR.glob("modules/*"):
         for name in ("main.tf", "variables.tf", "outputs.tf", "versions.tf"):
             assert (module / name).is_file(), f"{module.name} lacks {name}"

@@ -66,6 +66,15 @@ def product_attributes() -> Response:
     return _serve(describe=False)
 
 
+@app.post("/search")
+def search_products() -> Response:  # search hook: the logic lives in inference/api/search.py
+    from inference.api.search import answer_search
+
+    status, body = answer_search(app.current_event)
+    logger.info("search answered", extra={"route": "POST /search", "status": status})
+    return _json(status, body)
+
+
 @app.not_found
 def no_route(exc: Exception) -> Response:
     event = app.current_event

@@ -136,6 +136,10 @@ def invocations() -> Response:
     predictor = server.slot.ready_predictor()
     with server.queue.admitted() as admission:  # before the body is read: a refusal costs nothing
         body = read_body(request, server.limits.max_body_bytes)
+        if getattr(predictor, "kind", None) == "clip":  # search hook: CLIP requests live in clip_app.py
+            from inference.server.clip_app import answer_clip_request
+
+            return admission.run(answer_clip_request, predictor, content_type, body, server.limits.max_image_pixels)
         if content_type in JSONLINES_TYPES:
             text = answer_jsonlines(body, predictor, admission, batch_products=server.limits.batch_products,
                                     max_image_pixels=server.limits.max_image_pixels)

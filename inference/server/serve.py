@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from inference.server.app import ServerLimits
 from inference.server.images import DEFAULT_MAX_IMAGE_PIXELS
-from loom.artifact import MANIFEST_FILE, is_artifact
+from loom.artifact import KIND_CLIP, MANIFEST_FILE, is_artifact, manifest_kind
 
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 BAKED_MODEL_DIR = "/opt/loom/model"  # where containers/inference/Dockerfile bakes an artifact in
@@ -128,6 +128,12 @@ class ServeSettings:
 
 def load_predictor(settings: ServeSettings):
     """Load the predictor (called in the worker's loader thread; torch is imported here, not in the master)."""
+    if manifest_kind(settings.model_dir) == KIND_CLIP:  # search hook: a CLIP artifact (clip_app.py)
+        from inference.server.clip_app import ClipService
+
+        service = ClipService.load(settings.model_dir, device=settings.device)
+        service.warm_up()
+        return service
     from inference.server.predictor import Predictor
 
     predictor = Predictor.load(settings.model_dir, device=settings.device)

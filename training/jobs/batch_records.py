@@ -204,6 +204,8 @@ def _result(pid: str, record: Mapping[str, Any] | None) -> dict[str, Any]:
         "confidence": dict(record.get("confidence") or {}),
         "raw": dict(record.get("raw") or {}),
         "unknown_values": list(record.get("unknown_values") or []),
+        # A CLIP model's line (docs/search.md): its embedding, for `loom index import`.
+        **({"embedding": list(record["embedding"])} if "embedding" in record else {}),
     }
     # Abstention fields (servers with calibration): what was withheld, who stated what, merchant conflicts.
     result.update({key: record[key] for key in ("withheld", "sources", "conflicts", "product_type") if key in record})

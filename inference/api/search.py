@@ -1,0 +1,188 @@
+"""`POST /search` on the API: a text or a photo -> the catalog's closest products (docs/search.md).
+
+    {"text": "green striped shirt" | "image": "<base64>", "k": 1-50, "filters": {"baseColour": "Green"},
+     "mode": "vector" | "hybrid"}
+    -> {"results": [{"id", "score", "name", "attributes"}], "index": {"backend", "size"}}
+
+SEARCH_BACKEND picks where the results come from:
+- `embedded` (default): the CLIP endpoint searches the index bundle it holds (`{"task": "search"}`);
+- `opensearch_domain` / `opensearch_serverless`: the CLIP endpoint embeds the query (`{"task": "embed"}`)
+  and OpenSearch (inference/api/opensearch.py, SigV4-signed) ranks the products; `mode: "hybrid"` adds a
+  lexical match on names and descriptions (OpenSearch only).
+The Lambda never imports an ML library: the model runs on the endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from inference.api import aws_clients
+from inference.api.endpoint_client import EndpointError, _client_error, error_for_status
+from inference.api.opensearch import OpenSearchClient
+from inference.api.service import MAX_BODY_CHARS, MAX_IMAGE_BYTES, _b64decode
+from loom.errors import StatusError
+from loom.image_header import ImageError, inspect_image
+from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
+
+BACKENDS = ("embedded", "opensearch_domain", "opensearch_serverless")
+MODES = ("vector", "hybrid")
+REQUEST_KEYS = {"text", "image", "k", "filters", "mode"}
+INDEX_INFO_TTL_S = 300.0
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Where the CLIP endpoint and the index are (Terraform's search module sets these variables)."""
+
+    endpoint_name: str | None
+    endpoint_url: str | None
+    backend: str
+    opensearch_endpoint: str | None
+    opensearch_index: str
+    region: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "SearchSettings":
+        env = os.environ if env is None else env
+        name = env.get("SEARCH_ENDPOINT_NAME", "").strip() or None
+        url = env.get("SEARCH_ENDPOINT_URL", "").strip() or None
+        if bool(name) == bool(url):
+            raise StatusError(500, "search misconfigured: set exactly one of SEARCH_ENDPOINT_NAME or SEARCH_ENDPOINT_URL")
+        backend = env.get("SEARCH_BACKEND", "embedded").strip().lower()
+        if backend not in BACKENDS:
+            raise StatusError(500, f"search misconfigured: SEARCH_BACKEND={backend!r}, expected one of {list(BACKENDS)}")
+        opensearch = env.get("OPENSEARCH_ENDPOINT", "").strip() or None
+        if backend != "embedded" and not opensearch:
+            raise StatusError(500, f"search misconfigured: SEARCH_BACKEND={backend} needs OPENSEARCH_ENDPOINT")
+        return cls(name, url, backend, opensearch, env.get("OPENSEARCH_INDEX", "").strip() or "loom-products",
+                   env.get("AWS_REGION", "us-east-1"))
+
+
+def parse_search(body: str | None, is_base64: bool) -> dict[str, Any]:
+    """The validated request (the image stays base64); StatusError 400/413 says what to fix."""
+    if not body:
+        raise StatusError(400, 'the body is empty: send {"text": "..."} or {"image": "<base64>"}')
+    if len(body) > MAX_BODY_CHARS:  # the same limits as /describe (service.py): 6 MB Lambda and endpoint bodies
+        raise StatusError(413, f"the request body is too large: images may be at most {MAX_IMAGE_BYTES} bytes")
+    try:
+        request = json.loads(base64.b64decode(body) if is_base64 else body)
+    except (ValueError, binascii.Error, RecursionError):
+        raise StatusError(400, "the body is not valid JSON: send a JSON object") from None
+    if not isinstance(request, dict):
+        raise StatusError(400, 'the body must be a JSON object such as {"text": "green shirt"}')
+    check_fields(request, REQUEST_KEYS, "POST /search")
+    check_one_query(request)
+    query: dict[str, Any] = {"k": check_k(request.get("k"))}
+    filters = check_filters(request.get("filters"))
+    if filters:
+        query["filters"] = filters
+    mode = request.get("mode", "vector")
+    if mode not in MODES:
+        raise StatusError(400, f"'mode' must be one of {list(MODES)}, got {mode!r}")
+    if "text" in request:
+        query["text"] = check_text(request["text"]).strip()
+    else:
+        if mode == "hybrid":
+            raise StatusError(400, "'mode': 'hybrid' needs a 'text' (a photo has no words to match)")
+        query["image"] = _checked_image(request["image"])
+    query["mode"] = mode
+    return query
+
+
+def _checked_image(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise StatusError(400, "'image' must be a non-empty base64 string of JPEG or PNG bytes")
+    raw = _b64decode("".join(value.split()), "'image'")
+    if len(raw) > MAX_IMAGE_BYTES:
+        raise StatusError(413, f"the image is {len(raw)} bytes, over the {MAX_IMAGE_BYTES} byte limit")
+    try:
+        inspect_image(raw)
+    except ImageError as exc:
+        raise StatusError(400, f"'image': {exc}") from None
+    return base64.b64encode(raw).decode("ascii")
+
+
+def invoke_endpoint(settings: SearchSettings, body: Mapping[str, Any]) -> dict[str, Any]:
+    """POST a JSON request to the CLIP endpoint (SageMaker, or HTTP in local mode); its JSON answer."""
+    data = json.dumps(body).encode()
+    if settings.endpoint_url:
+        where = f"{settings.endpoint_url.rstrip('/')}/invocations"
+        request = urllib.request.Request(where, data=data, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=aws_clients.ENDPOINT_READ_TIMEOUT_S) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise error_for_status(exc.code, exc.read(), where) from exc
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise EndpointError(503, f"cannot reach the CLIP server at {where}: {exc}") from exc
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    where = f"endpoint {settings.endpoint_name!r}"
+    try:
+        response = aws_clients.client("sagemaker-runtime").invoke_endpoint(
+            EndpointName=settings.endpoint_name, ContentType="application/json", Accept="application/json", Body=data)
+        return json.loads(response["Body"].read())
+    except ClientError as exc:
+        raise _client_error(exc, where) from exc
+    except BotoCoreError as exc:
+        raise EndpointError(502, f"the {where} could not be called: {exc}") from exc
+
+
+_INDEX_INFO: dict[str, tuple[float, int, set[str]]] = {}
+
+
+def opensearch_index_info(client: OpenSearchClient, index: str) -> tuple[int, set[str]]:
+    """(document count, attribute fields) of an OpenSearch index, cached for INDEX_INFO_TTL_S per container."""
+    cached = _INDEX_INFO.get(index)
+    if cached and time.monotonic() - cached[0] < INDEX_INFO_TTL_S:
+        return cached[1], cached[2]
+    mapping = client.request("GET", f"{index}/_mapping")
+    properties = next(iter(mapping.values()), {}).get("mappings", {}).get("properties", {})
+    fields = set(properties.get("attributes", {}).get("properties", {}))
+    count = client.count(index)
+    _INDEX_INFO[index] = (time.monotonic(), count, fields)
+    return count, fields
+
+
+def search(settings: SearchSettings, query: Mapping[str, Any], client: OpenSearchClient | None = None
+           ) -> dict[str, Any]:
+    """Answer a validated search request from the configured backend."""
+    if settings.backend == "embedded":
+        if query["mode"] == "hybrid":
+            raise StatusError(400, "'mode': 'hybrid' needs an OpenSearch backend; this API searches the endpoint's "
+                                   "embedded index (vector only)")
+        task = {"task": "search", **{k: v for k, v in query.items() if k != "mode"}}
+        return invoke_endpoint(settings, task)
+    kind = "serverless" if settings.backend == "opensearch_serverless" else "domain"
+    if kind == "serverless" and query["mode"] == "hybrid":
+        raise StatusError(400, "'mode': 'hybrid' needs an OpenSearch domain (loom index push sets up its search "
+                               "pipeline on domains only); use 'vector'")
+    client = client or OpenSearchClient(settings.opensearch_endpoint, settings.region, kind)  # type: ignore[arg-type]
+    size, fields = opensearch_index_info(client, settings.opensearch_index)
+    unknown = sorted(set(query.get("filters") or {}) - fields)
+    if unknown:
+        raise StatusError(400, f"unknown filter field {unknown[0]!r}; this index can filter on {sorted(fields)}")
+    embed = {"task": "embed", **({"texts": [query["text"]]} if "text" in query else {"image": query["image"]})}
+    vector = invoke_endpoint(settings, embed)["embeddings"][0]
+    hybrid_text = query.get("text") if query["mode"] == "hybrid" else None
+    results = client.search(settings.opensearch_index, vector, query["k"], query.get("filters"), hybrid_text)
+    return {"results": results, "index": {"backend": settings.backend, "size": size}}
+
+
+def answer_search(event: Any, client: OpenSearchClient | None = None) -> tuple[int, dict[str, Any]]:
+    """(status, body) for one API Gateway event on POST /search; never raises for a bad request."""
+    try:
+        settings = SearchSettings.from_env()
+        query = parse_search(event.body, event.is_base64_encoded)
+        return 200, search(settings, query, client)
+    except StatusError as exc:
+        return exc.status, exc.body()

@@ -1,0 +1,42 @@
+output "endpoint_name" {
+  description = "Name of the CLIP endpoint (the API Lambda's SEARCH_ENDPOINT_NAME)."
+  value       = aws_sagemaker_endpoint.clip.name
+}
+
+output "endpoint_arn" {
+  description = "ARN of the CLIP endpoint."
+  value       = local.endpoint_arn
+}
+
+output "model_name" {
+  description = "SageMaker model of the CLIP artifact (Batch Transform embeds catalogs with it)."
+  value       = aws_sagemaker_model.clip.name
+}
+
+output "model_role_arn" {
+  description = "Execution role of the CLIP model."
+  value       = aws_iam_role.model.arn
+}
+
+output "opensearch_endpoint" {
+  description = "https:// endpoint of the domain or collection (null with the embedded backend)."
+  value = (local.domain ? "https://${aws_opensearch_domain.search[0].endpoint}"
+  : local.collection ? aws_opensearchserverless_collection.search[0].collection_endpoint : null)
+}
+
+output "lambda_environment" {
+  description = "Environment variables the API Lambda needs for POST /search (merge them into its environment)."
+  value = merge(
+    { SEARCH_ENDPOINT_NAME = aws_sagemaker_endpoint.clip.name, SEARCH_BACKEND = var.search_backend },
+    var.search_backend == "embedded" ? {} : {
+      OPENSEARCH_ENDPOINT = (local.domain ? "https://${aws_opensearch_domain.search[0].endpoint}"
+      : aws_opensearchserverless_collection.search[0].collection_endpoint)
+      OPENSEARCH_INDEX = var.opensearch_index
+    },
+  )
+}
+
+output "route_key" {
+  description = "The route this module adds to the HTTP API."
+  value       = aws_apigatewayv2_route.search.route_key
+}

@@ -1,0 +1,41 @@
+"""Session fixtures for search: a synthetic catalog, the tiny CLIP trained on it, and its index bundle.
+
+Built once per test session (about 1.5 min on one quiet core, most of it the tiny CLIP's training) and
+shared by every search test. Registered in conftest.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SEARCH_CATALOG_PRODUCTS = 400
+SEARCH_CATALOG_SEED = 5
+TINY_CLIP_STEPS = 500
+
+
+@dataclass(frozen=True)
+class SearchBuild:
+    catalog_dir: Path
+    clip_dir: Path      # the CLIP artifact (tiny stand-in), with its index bundle in clip_dir/index
+    index_dir: Path
+    summary: dict
+    index_manifest: dict
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> SearchBuild:
+    from loom.artifact import index_dir_of
+    from training.clip_model import build_tiny_clip
+    from training.index_build import build
+    from training.synthetic import write_catalog
+
+    root = tmp_path_factory.mktemp("search")
+    catalog = root / "catalog"
+    write_catalog(catalog, products=SEARCH_CATALOG_PRODUCTS, seed=SEARCH_CATALOG_SEED)
+    clip_dir = root / "clip"
+    summary = build_tiny_clip(catalog, clip_dir, steps=TINY_CLIP_STEPS, seed=0)
+    index_manifest = build(catalog, clip_dir, index_dir_of(clip_dir), progress=False)
+    return SearchBuild(catalog, clip_dir, index_dir_of(clip_dir), summary, index_manifest)

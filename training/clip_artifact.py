@@ -1,0 +1,103 @@
+"""`loom clip-artifact`: turn a real CLIP checkpoint into a Loom CLIP artifact.
+
+    loom clip-artifact --base openai/clip-vit-base-patch32 --out DIR
+    loom clip-artifact --base ./my-clip-folder --out DIR
+    loom clip-artifact --base s3://bucket/prefix/ --out DIR
+
+The checkpoint is loaded with `CLIPModel` and its own tokenizer and image processor, saved with
+`save_pretrained`, given a `kind: "clip"` manifest (dimension = the model's projection size) and checked:
+one text and one image must embed to vectors of that size and norm 1 before the folder counts as made.
+A Hugging Face id needs network access (or a warm HF cache); an S3 prefix is downloaded with boto3 first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from loom.artifact import write_clip_manifest
+
+DEFAULT_TEMPLATES = ["a photo of a {}"]
+
+
+def download_s3_prefix(uri: str, target: Path) -> Path:
+    """Copy every object under an s3://bucket/prefix into `target` (flat checkpoint folders only)."""
+    import boto3
+
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    s3 = boto3.client("s3")
+    found = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            name = item["Key"][len(prefix):].lstrip("/")
+            if not name or name.endswith("/"):
+                continue
+            destination = target / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(destination))
+            found += 1
+    if not found:
+        raise SystemExit(f"clip-artifact: nothing under {uri}")
+    return target
+
+
+def make_clip_artifact(base: str, out: Path, prompt_templates: list[str] | None = None,
+                       base_model_id: str | None = None) -> dict:
+    """Load `base` (folder or model id), save it as a CLIP artifact in `out`, check it; returns the manifest."""
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    model = CLIPModel.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    image_processor = AutoImageProcessor.from_pretrained(base)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    write_clip_manifest(out, base_model=base_model_id or base, dimension=int(model.config.projection_dim),
+                        prompt_templates=prompt_templates or DEFAULT_TEMPLATES, normalized=True)
+    check_artifact(out)
+    from loom.artifact import read_clip_manifest
+
+    return read_clip_manifest(out)
+
+
+def check_artifact(model_dir: Path) -> None:
+    """Embed one text and one image through the serving code; raise if sizes or norms are wrong."""
+    import numpy as np
+    from PIL import Image
+
+    from inference.server.embedder import ClipEmbedder
+
+    embedder = ClipEmbedder.load(model_dir, device="cpu")
+    vectors = np.concatenate([embedder.embed_texts(["a shirt"]),
+                              embedder.embed_images([Image.new("RGB", (64, 64), (200, 30, 30))])])
+    if vectors.shape != (2, embedder.dimension) or not np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4):
+        raise SystemExit(f"clip-artifact: {model_dir} embeds to {vectors.shape}, expected 2 x {embedder.dimension} "
+                         "unit vectors")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loom clip-artifact", description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="a CLIP model id, a local save_pretrained folder or s3://")
+    parser.add_argument("--out", required=True, type=Path, help="artifact folder to write")
+    parser.add_argument("--template", action="append", dest="templates",
+                        help="query prompt template with one {} (repeatable; default 'a photo of a {}')")
+    args = parser.parse_args(argv)
+    for template in args.templates or []:
+        if template.count("{}") != 1:
+            parser.error(f"--template must hold exactly one {{}}: {template!r}")
+    if args.base.startswith("s3://"):
+        with tempfile.TemporaryDirectory(prefix="loom-clip-") as tmp:
+            local = download_s3_prefix(args.base, Path(tmp))
+            manifest = make_clip_artifact(str(local), args.out, args.templates, base_model_id=args.base)
+    else:
+        manifest = make_clip_artifact(args.base, args.out, args.templates)
+    print(f"CLIP artifact written to {args.out}: {manifest['base_model']}, "
+          f"{manifest['embedding_dimension']}-d, templates {manifest['prompt_templates']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
