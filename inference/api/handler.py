@@ -7,6 +7,7 @@ Logs are structured JSON (Powertools Logger): request ids, latencies, coverage; 
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -14,7 +15,10 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 
+from inference.api import aws_clients, restyle
 from inference.api.service import ApiError, Settings, answer, parse_request
+from loom.errors import StatusError
+from loom.schema import DEFAULT_PRODUCT_NOUN
 
 logger = Logger(service="loom-api")
 app = APIGatewayHttpResolver()
@@ -73,6 +77,27 @@ def search_products() -> Response:  # search hook: the logic lives in inference/
     status, body = answer_search(app.current_event)
     logger.info("search answered", extra={"route": "POST /search", "status": status})
     return _json(status, body)
+
+
+@app.post("/restyle")
+def restyle_product() -> Response:
+    started = time.monotonic()
+    event = app.current_event
+    try:
+        settings = restyle.RestyleSettings.from_env(os.environ)
+        settings.require_enabled()
+        request = restyle.parse_restyle_request(event.body, event.is_base64_encoded, event.headers.get("content-type"))
+        body = restyle.answer_restyle(
+            settings, request, endpoint=Settings.from_env().endpoint(), default_product=DEFAULT_PRODUCT_NOUN,
+            bedrock=restyle.image_client(), s3=restyle.storage_client, deadline=started + aws_clients.REQUEST_BUDGET_S,
+            clock=time.monotonic)
+        logger.info("restyle answered", extra={"route": "POST /restyle", "status": 200, "delivery":
+                                               "url" if "url" in body else "inline",
+                                               "total_ms": round((time.monotonic() - started) * 1000, 1)})
+        return _json(200, body)
+    except StatusError as exc:
+        logger.warning("request refused", extra={"route": "POST /restyle", "status": exc.status, "error": exc.message})
+        return _json(exc.status, exc.body())
 
 
 @app.not_found
