@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 POWERTOOLS = "aws-lambda-powertools==3.37.0"
 # The Lambda's own package and the contract it shares; nothing else of the repository enters the zip.
 PACKAGES = ("inference/api", "loom")
-EXCLUDE = {"loom/cli.py", "loom/demo.py"}  # operator commands: they import training code; the Lambda never runs them
+# Operator commands: they import training code; the Lambda never runs them.
+EXCLUDE = {"loom/cli.py", "loom/demo.py", "loom/search_demo.py"}
 FORBIDDEN = ("torch", "transformers", "PIL", "flask", "boto3", "botocore")
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # the same inputs give the same zip, byte for byte
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server(tiny_clip, tmp_path_factory):
     with LocalServer(tiny_clip.clip_dir, log_path=tmp_path_factory.mktemp("clip_serve") / "serve.log",
-                     env={"GUNICORN_THREADS": "2", "MAX_IMAGE_PIXELS": "1000000"}) as running:
+                     env={"MAX_IMAGE_PIXELS": "1000000"}) as running:
         running.wait_ready(180)
         yield running
 

@@ -105,14 +105,14 @@ def predict(predictor, examples: Sequence[VqaExample], images_dir: str | Path, *
 
 def _record(found: dict, schema: AttributeSchema, chunk: list[str], asked: dict[str, dict[str, str]],
             answers) -> None:
-    """Each answer's parsed value (as the server parses it), raw text and confidence, by (product, attribute)."""
-    from inference.server.predictor import interpret_answers
+    """Each answer's parsed value (as the server parses it, whether or not it would be stated), raw text and
+    value confidence, by (product, attribute): evaluation and calibration score every answer."""
+    from inference.server.predictor import model_answers
 
     for pid, product_answers in zip(chunk, answers, strict=True):
-        names = list(asked[pid])
-        parsed = interpret_answers(schema, names, product_answers)
-        for name, answer in zip(names, product_answers, strict=True):
-            found[(pid, name)] = (parsed.attributes.get(name), answer.text, round(answer.attribute_confidence, 4))
+        parsed = model_answers(schema, list(asked[pid]), product_answers)
+        for name, answer in parsed.items():
+            found[(pid, name)] = (answer.value, answer.text, round(answer.confidence, 4))
 
 
 def in_memory_predictor(model, processor, schema: AttributeSchema):
