@@ -15,7 +15,7 @@ CATALOG ?=
 BASE_MODEL ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test test-fast demo bench bench-train loadtest lambda-zip lint checkov-venv clean help
+.PHONY: venv test test-fast demo search-demo bench bench-train loadtest lambda-zip lint checkov-venv clean help
 
 help:
 	@echo "make demo        the whole flow offline on a synthetic catalog (creates .venv)"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench       encode-once vs per-question inference benchmark (last line: speedup <ratio>)"
 	@echo "make bench-train training steps: every row through the vision tower vs each photo once (last line: speedup <ratio>)"
 	@echo "make loadtest    concurrent clients against serve + the tiny model on 127.0.0.1: throughput, p50/p99, 503s, /ping latency under load"
+	@echo "make search-demo product search offline: tiny CLIP, index, queries, and the search page on 127.0.0.1"
 	@echo "make lambda-zip  build/lambda.zip for the API Lambda"
 	@echo "make lint        static checks only (terraform fmt/validate, checkov, hadolint, actionlint, shellcheck)"
 	@echo "make tf-help     the two-phase AWS deployment targets (docs/deploy.md)"
@@ -58,6 +59,9 @@ bench: venv
 
 bench-train: venv
 	$(BIN)/python scripts/bench_train.py
+
+search-demo: venv
+	$(BIN)/loom search-demo
 
 loadtest: venv
 	$(BIN)/python scripts/loadtest.py

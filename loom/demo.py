@@ -186,6 +186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--show", type=int, default=5, help="validation products sent through the API")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-search", action="store_true", help="skip the product search stage (tiny CLIP)")
     parser.add_argument("--hyperparameters", default="{}", help="JSON object of extra train hyperparameters")
     return parser.parse_args(argv)
 
@@ -259,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
 
             stated = stated_on_validation(catalog / "images", validation_products(data_dir, None),
                                           read_manifest(model_dir)["schema"])
+
+    if not args.no_search:
+        with stage("search"):
+            # Product search on its own synthetic catalog: tiny CLIP (cached), index, three text queries and
+            # a shopper's photo. `make search-demo` also serves the search page.
+            subprocess.run([sys.executable, "-m", "loom.cli", "search-demo", "--no-serve",
+                            "--work", str(args.cache / "search-demo")], check=True)
 
     latencies = sorted(r["latency_ms"] for r in results)
     summary = {

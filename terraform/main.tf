@@ -143,6 +143,7 @@ module "api" {
   throttling_burst_limit          = var.api_throttling_burst_limit
   throttling_rate_limit           = var.api_throttling_rate_limit
   log_retention_days              = var.log_retention_days
+  extra_environment               = try(module.search[0].lambda_environment, {})
   tags                            = local.tags
 }
 

@@ -18,7 +18,8 @@ def test_demo_runs_every_stage_and_stops_its_server(tmp_path):
     work, cache = tmp_path / "demo", tmp_path / "cache"
     run = subprocess.run(
         [sys.executable, "-m", "loom.cli", "demo", "--workdir", str(work), "--cache", str(cache),
-         "--products", "240", "--base-steps", "300", "--show", "2"],
+         "--products", "240", "--base-steps", "300", "--show", "2",
+         "--no-search"],  # the search stage is tests/test_search_page.py's subject
         capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = json.loads((work / "summary.json").read_text())

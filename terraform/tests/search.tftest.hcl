@@ -188,4 +188,11 @@ run "root_wires_search_into_the_api" {
     condition     = module.search[0].route_key == "POST /search" && module.search[0].endpoint_name == "loom-clip"
     error_message = "With var.search set, the root module adds the CLIP endpoint and POST /search."
   }
+
+  # Without these the Lambda answers /search with "not configured": the search module's outputs reach it.
+  assert {
+    condition = (module.api[0].lambda_environment["SEARCH_ENDPOINT_NAME"] == "loom-clip"
+    && module.api[0].lambda_environment["SEARCH_BACKEND"] == "embedded")
+    error_message = "The API Lambda's environment carries the search module's SEARCH_ENDPOINT_NAME and SEARCH_BACKEND."
+  }
 }

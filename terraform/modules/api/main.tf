@@ -116,14 +116,15 @@ resource "aws_lambda_function" "api" {
   }
 
   environment {
-    variables = {
+    # extra_environment (e.g. the search module's SEARCH_ENDPOINT_NAME) cannot override these.
+    variables = merge(var.extra_environment, {
       ENDPOINT_NAME           = var.endpoint_name
       BEDROCK_MODEL_ID        = var.bedrock_model_id
       DESCRIPTION_BACKEND     = "bedrock"
       MIN_CONFIDENCE          = tostring(var.min_confidence)
       POWERTOOLS_SERVICE_NAME = "loom-api"
       LOG_LEVEL               = var.log_level
-    }
+    })
   }
 
   tags = var.tags

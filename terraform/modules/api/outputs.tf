@@ -37,3 +37,8 @@ output "access_log_group_name" {
   description = "Log group holding the API access logs."
   value       = aws_cloudwatch_log_group.access.name
 }
+
+output "lambda_environment" {
+  description = "The API Lambda's environment variables (no secrets: names, ids and levels)."
+  value       = aws_lambda_function.api.environment[0].variables
+}

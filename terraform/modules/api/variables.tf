@@ -314,3 +314,15 @@ variable "tags" {
   default     = {}
   nullable    = false
 }
+
+variable "extra_environment" {
+  description = "More environment variables for the API Lambda, from other modules (the search module's SEARCH_ENDPOINT_NAME, SEARCH_BACKEND, OPENSEARCH_*). The API's own variables win over these."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for k in keys(var.extra_environment) : can(regex("^[A-Z][A-Z0-9_]*$", k))])
+    error_message = "extra_environment names must be upper-case environment variable names."
+  }
+}
