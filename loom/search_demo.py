@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-serve", action="store_true", help="run the queries and stop")
     args = parser.parse_args(argv)
     from inference.server.local_server import LocalServer
-    from loom.artifact import index_dir_of, is_artifact
+    from loom.artifact import IndexPaths, index_dir_of, is_artifact
     from training import clip_model, index_build, synthetic
 
     catalog = args.catalog or args.work / "catalog"
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         page = SearchPage(catalog, server.url, args.port)
         for text in TEXT_QUERIES:
             print_results(f"text: {text!r}", *page.answer(json.dumps({"text": text, "k": 5})))
-        first = json.loads((index_dir_of(model) / "products.jsonl").read_text().splitlines()[0])
+        first = json.loads(IndexPaths.of(index_dir_of(model)).products.read_text().splitlines()[0])
         photo = shopper_photo_b64(catalog / first["image"])
         print_results(f"photo: a shopper's photo of product {first['id']} ({first['name']})",
                       *page.answer(json.dumps({"image": photo, "k": 5})))

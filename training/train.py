@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loom.artifact import ArtifactPaths, make_world_readable, read_metrics
+from loom.artifact import EVALUATION_DIR, ArtifactPaths, make_world_readable, read_metrics
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.config import ConfigError, from_hyperparameters, read_hyperparameters
 from training.data import DataError
@@ -270,7 +270,7 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
 def reject_artifact(paths: JobPaths) -> Path:
     """A model that failed the gate: its metrics and predictions move to output/data/evaluation (uploaded
     with the adapter), and the model folder is emptied so that nothing deployable is uploaded."""
-    kept = paths.output_data / "evaluation"
+    kept = paths.output_data / EVALUATION_DIR
     if kept.exists():
         shutil.rmtree(kept)
     artifact = ArtifactPaths.of(paths.model)
