@@ -1,7 +1,7 @@
 """Training sees what serving sees, and does no work twice:
 
 - one image decode for training and serving (inference.server.images.decode_image), on every awkward kind
-  of product photo;
+  of product photo, large JPEGs drafted to the same side in both;
 - the image-token set-up is checked at load in training and in serving;
 - each photo goes through the frozen vision tower and Q-Former once, with the loss and gradients of the
   plain per-question forward pass.
@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 from inference.server.images import decode_image
+from inference.server.request_parsing import image_draft_side, parse_product
 from inference.server.predictor import ImageTokenError, Predictor
 from loom.schema import AttributeSchema
 from training.config import from_hyperparameters
@@ -56,6 +58,7 @@ def _awkward_images() -> dict[str, bytes]:
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
     save("exif_rotated", shirt.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=90, exif=exif)
+    save("large", _shirt((600, 800)), "JPEG", quality=90)  # over twice the draft side: decoded DCT-scaled
     return out
 
 
@@ -63,14 +66,23 @@ def test_training_pixels_equal_serving_pixels_for_every_kind_of_image(untrained_
     from transformers import Blip2Processor
 
     processor = Blip2Processor.from_pretrained(untrained_artifact)
+    predictor = Predictor.load(untrained_artifact, device="cpu")
     images = _awkward_images()
     for name, data in images.items():
         (tmp_path / f"{name}.jpg").write_bytes(data)
     pixels = PixelCache(tmp_path, processor.image_processor)
     for name, data in images.items():
-        # What the server feeds the model: decode_image(request bytes), then the processor (predictor._inputs).
-        served = processor(images=[decode_image(data)], text=["q"], return_tensors="pt").pixel_values[0]
+        # What the server feeds the model: the request's image decoded (parse_product, with the predictor's
+        # draft side), then the processor (predictor._inputs).
+        item = {"image": base64.b64encode(data).decode("ascii")}
+        image = parse_product(item, predictor.schema.names, 10**8, allow_prompt=False,
+                              draft_side=image_draft_side(predictor))[0]
+        served = predictor._inputs([image], ["q"])["pixel_values"][0]
         assert torch.equal(pixels[name], served), name
+    assert predictor.image_draft_side == 128  # twice the tiny processor's 64: "large" is drafted, 1/4 scale
+    assert decode_image(images["large"], draft_side=128).size == (150, 200)
+    full = processor.image_processor(decode_image(images["large"]), return_tensors="pt").pixel_values[0]
+    assert not torch.equal(pixels["large"], full)  # the draft is used, in training as in serving
     # The decoder's rules, seen in the training pixels: a plain convert("RGB") breaks each of these.
     white = processor.image_processor(Image.new("RGB", (64, 64), "white"), return_tensors="pt").pixel_values[0]
     assert torch.allclose(pixels["rgba"][:, 0, :], white[:, 0, :], atol=1e-5)  # transparent row -> white

@@ -1,8 +1,9 @@
 """VQA examples (`id,Question,Answer` CSV rows + `<id>.jpg` images) as model inputs.
 
 Images are decoded by the inference server's own decoder (`inference.server.images.decode_image`: EXIF
-rotation, alpha on white, 16-bit rescaled, every mode to RGB), so training and serving see the same pixels,
-and read at the processor's own resolution (the processor resizes; nothing is pre-resized).
+rotation, alpha on white, 16-bit rescaled, every mode to RGB), so training and serving see the same pixels:
+a large JPEG is decoded DCT-scaled to twice the processor's input side, as the server does
+(`draft_side_for`), and the processor does the final resize; nothing is pre-resized on disk.
 Every batch is checked to hold exactly `num_query_tokens` image tokens per row: without them BLIP-2
 silently ignores the image.
 """
@@ -18,7 +19,7 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
-from inference.server.images import ImageError, decode_image
+from inference.server.images import ImageError, decode_image, draft_side_for
 from loom.schema import AttributeSchema
 from training.prepare import VQA_COLUMNS
 
@@ -86,11 +87,14 @@ def image_path(images_dir: Path, product_id: str) -> Path:
     return images_dir / f"{product_id}.jpg"
 
 
-def read_image(images_dir: Path, product_id: str) -> Image.Image:
-    """A product's photo decoded exactly as the server decodes an uploaded one; DataError when unusable."""
+def read_image(images_dir: Path, product_id: str, draft_side: int | None = None) -> Image.Image:
+    """A product's photo decoded exactly as the server decodes an uploaded one; DataError when unusable.
+
+    `draft_side`: `draft_side_for(image_processor)`, the server's (`Predictor.image_draft_side`).
+    """
     path = image_path(images_dir, product_id)
     try:
-        return decode_image(path.read_bytes())
+        return decode_image(path.read_bytes(), draft_side=draft_side)
     except (OSError, ImageError) as exc:
         raise DataError(f"product {product_id}: cannot read {path}: {exc}") from exc
 
@@ -99,14 +103,14 @@ class PixelCache:
     """Pixel tensors of product photos, computed by the processor once per image id.
 
     With `workers`, photos are decoded on a thread pool: `prefetch` starts the photos of the next step while
-    the current one trains (Pillow releases the GIL while it decodes and resizes), so a large JPEG's ~0.1 s
-    decode does not leave the GPU idle. Decoding stays the server's, at full size (no JPEG draft mode), so
-    that training and serving pixels stay equal.
+    the current one trains (Pillow releases the GIL while it decodes and resizes). Decoding is the server's,
+    with the server's JPEG draft side for this processor, so training and serving pixels stay equal.
     """
 
     def __init__(self, images_dir: str | Path, image_processor, enabled: bool = True, workers: int = 0):
         self.images_dir = Path(images_dir)
         self.image_processor = image_processor
+        self.draft_side = draft_side_for(image_processor)
         self.enabled = enabled
         self._cache: dict[str, torch.Tensor] = {}
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="decode") if workers > 0 else None
@@ -123,7 +127,7 @@ class PixelCache:
             raise DataError(f"{len(missing)} image(s) missing from {self.images_dir}: {shown}")
 
     def _load(self, product_id: str) -> torch.Tensor:
-        image = read_image(self.images_dir, product_id)
+        image = read_image(self.images_dir, product_id, self.draft_side)
         return self.image_processor(image, return_tensors="pt").pixel_values[0]
 
     def prefetch(self, product_ids: Sequence[str]) -> None:

@@ -84,9 +84,11 @@ def predict(predictor, examples: Sequence[VqaExample], images_dir: str | Path, *
             chunks.append([])
         chunks[-1].append(pid)
     found: dict[tuple[str, str], tuple[str | None, str, float]] = {}
+    draft_side = getattr(predictor, "image_draft_side", None)  # the server's decode
     with ThreadPoolExecutor(max(1, decode_workers), thread_name_prefix="decode") as pool:
         def decode(n: int) -> list[Future]:  # the photos of chunk n, decoded while chunk n - 1 is answered
-            return [pool.submit(read_image, Path(images_dir), pid) for pid in chunks[n]] if n < len(chunks) else []
+            return [pool.submit(read_image, Path(images_dir), pid, draft_side) for pid in chunks[n]] \
+                if n < len(chunks) else []
 
         upcoming = decode(0)
         numbers = range(len(chunks))

@@ -29,6 +29,7 @@ from inference.server.request_parsing import (
     JSONLINES_TYPES,
     RequestError,
     body_too_large,
+    image_draft_side,
     load_json,
     parse_facts,
     parse_product,
@@ -154,10 +155,11 @@ def answer_product(body: bytes, content_type: str, predictor: Any, admission: Ad
                    max_image_pixels: int) -> dict[str, Any]:
     """Answer a raw image (every attribute) or a JSON product request (attributes or a prompt)."""
     if content_type in IMAGE_TYPES:
-        image = decode_image(body, max_image_pixels)
+        image = decode_image(body, max_image_pixels, draft_side=image_draft_side(predictor))
         return admission.run(predictor.answer_attributes, image, None).to_dict()
     item = load_json(body)
-    image, names, params, prompt = parse_product(item, predictor.schema.names, max_image_pixels, allow_prompt=True)
+    image, names, params, prompt = parse_product(item, predictor.schema.names, max_image_pixels, allow_prompt=True,
+                                                 draft_side=image_draft_side(predictor))
     facts = parse_facts(predictor, item)
     if prompt is not None:
         answer = admission.run(predictor.answer_prompt, image, prompt, **params)

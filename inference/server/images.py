@@ -1,11 +1,17 @@
 """Decode untrusted image bytes into an RGB picture, or fail with a message the caller can act on.
 
 The server receives whatever a client sends. JPEG and PNG go through `loom.image_header` first (the same
-header check as the Lambda's and the catalog reader's, with its one pixel limit); then Pillow decodes in
-full. Pillow is told nothing about the bytes in advance: the format is checked against a short allow-list,
-the pixel count is checked from the header before any pixel is decoded (decompression bombs),
-truncated files stay errors (`ImageFile.LOAD_TRUNCATED_IMAGES` is left False), and every mode (CMYK,
-palette, alpha, greyscale, 16-bit) becomes RGB.
+header check as the Lambda's and the catalog reader's, with its one pixel limit); then Pillow decodes (in full,
+or a large JPEG DCT-scaled: below). Pillow is told nothing about the bytes in advance: the format is checked
+against a short allow-list, the pixel count is checked from the header before any pixel is decoded
+(decompression bombs), truncated files stay errors (`ImageFile.LOAD_TRUNCATED_IMAGES` is left False), and
+every mode (CMYK, palette, alpha, greyscale, 16-bit) becomes RGB.
+
+With `draft_side`, a JPEG is decoded already scaled down by its DCT (Pillow's `Image.draft`: 1/2, 1/4 or 1/8)
+to the smallest size still at least `draft_side` on both sides; the processor's own resize then does the final
+downscale. `draft_side_for(image_processor)` gives twice the model's input side. Training (training/data.py)
+and serving pass the same side, so their pixels stay equal; an 1800x2400 JPEG decodes and preprocesses 6-11x
+faster (scripts/bench_decode.py, docs/inference.md). Other formats are decoded in full as before.
 """
 
 from __future__ import annotations
@@ -20,7 +26,21 @@ from loom.image_header import JPEG_SOI, MAX_PIXELS, PNG_SIGNATURE, ImageError, i
 DEFAULT_MAX_IMAGE_PIXELS = MAX_PIXELS  # the one limit of loom.image_header, also the Lambda's and the catalog's
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 
-__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_IMAGE_PIXELS", "ImageError", "decode_image"]
+DRAFT_FACTOR = 2  # the JPEG is drafted to at least twice the model's input side; the processor resizes the rest
+
+__all__ = ["ALLOWED_FORMATS", "DEFAULT_MAX_IMAGE_PIXELS", "ImageError", "decode_image", "draft_side_for"]
+
+
+def draft_side_for(image_processor) -> int | None:
+    """Twice the input side of an image processor (its `size`: height/width or shortest edge), the
+    `draft_side` for `decode_image`; None when the processor states no size (then JPEGs decode in full)."""
+    size = getattr(image_processor, "size", None)
+    if size is None:
+        return None
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    sides = [get(key) for key in ("height", "width", "shortest_edge")]
+    sides = [side for side in sides if isinstance(side, int) and side > 0]
+    return DRAFT_FACTOR * max(sides) if sides else None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -39,8 +59,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode image bytes into a fully loaded RGB image; raise ImageError on anything unusable."""
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, *,
+                 draft_side: int | None = None) -> Image.Image:
+    """Decode image bytes into a fully loaded RGB image; raise ImageError on anything unusable.
+
+    `draft_side`: a JPEG larger than twice this on both sides is decoded DCT-scaled, at least this on both sides.
+    """
     if not data:
         raise ImageError("the image is empty: send the bytes of a JPEG or PNG file")
     if data.startswith((JPEG_SOI, PNG_SIGNATURE)):
@@ -63,6 +87,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Ima
                                  f"{max_pixels}: resize it (product photos need well under 4 megapixels)")
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)  # animated GIF/WebP: the first frame is the product
+            if draft_side and image.format == "JPEG":
+                # Pillow keeps both sides >= the request; square, so the EXIF rotation below cannot undercut it.
+                image.draft(image.mode, (draft_side, draft_side))
             image.load()
             image = ImageOps.exif_transpose(image) or image
             return _to_rgb(image)

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from inference.server.model_queue import Admission
-from inference.server.request_parsing import RequestError, load_json, parse_facts, parse_product
+from inference.server.request_parsing import RequestError, image_draft_side, load_json, parse_facts, parse_product
 from loom.errors import StatusError
 from loom.image_header import ImageError
 
@@ -38,7 +38,7 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
             item = load_json(line, f"line {index + 1}")
             product_id = item.get("id") if isinstance(item, dict) else None
             image, names, params, _ = parse_product(item, predictor.schema.names, max_image_pixels,
-                                                    allow_prompt=False)
+                                                    allow_prompt=False, draft_side=image_draft_side(predictor))
             facts = parse_facts(predictor, item)
         except (RequestError, ImageError) as exc:
             results[index] = {"id": product_id, "error": f"line {index + 1}: {exc}"}

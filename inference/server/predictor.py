@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+from inference.server.images import draft_side_for
 from loom.abstention import ModelAnswer, check_known_attributes, state_answers, withheld_reason
 from loom.artifact import read_manifest
 from loom.calibration import Calibration
@@ -124,6 +125,8 @@ class Predictor:
         check_image_token_setup(model, processor)
         self.num_query_tokens = model.config.num_query_tokens
         self.image_token_id = model.config.image_token_id
+        # Large JPEGs are decoded DCT-scaled to this side (images.decode_image), as training decodes them.
+        self.image_draft_side = draft_side_for(processor.image_processor)
         # None: transformers' dynamic cache. "static": a fixed-size decoder cache, which transformers compiles
         # (CUDA graphs) on GPUs; same answers, fewer kernel launches per step (scripts/bench.py --static-cache).
         self.cache_implementation: str | None = None

@@ -128,10 +128,18 @@ def parse_attributes(value: Any, known: list[str]) -> list[str] | None:
     return value
 
 
-def parse_product(item: Any, known: list[str], max_image_pixels: int, *, allow_prompt: bool):
+def image_draft_side(predictor: Any) -> int | None:
+    """The side to draft large JPEGs to for this predictor, as its training did (`Predictor.image_draft_side`);
+    None (a predictor without one): decode in full."""
+    return getattr(predictor, "image_draft_side", None)
+
+
+def parse_product(item: Any, known: list[str], max_image_pixels: int, *, allow_prompt: bool,
+                  draft_side: int | None = None):
     """Validate one product request object: (RGB image, attribute names or None, parameters, prompt or None).
 
     Bad images raise `loom.image_header.ImageError` (a ValueError); everything else RequestError(400).
+    `draft_side`: the predictor's `image_draft_side` (a large JPEG is decoded DCT-scaled, as in training).
     """
     if not isinstance(item, dict):
         raise RequestError(400, "the request must be a JSON object such as {\"image\": \"<base64>\"}")
@@ -150,7 +158,7 @@ def parse_product(item: Any, known: list[str], max_image_pixels: int, *, allow_p
         if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
             raise RequestError(400, f"'prompt' must be a non-empty question of at most {MAX_PROMPT_CHARS} characters")
     names = parse_attributes(item.get("attributes"), known)
-    image = decode_image(decode_base64_image(item["image"]), max_image_pixels)
+    image = decode_image(decode_base64_image(item["image"]), max_image_pixels, draft_side=draft_side)
     return image, names, params, prompt.strip() if prompt is not None else None
 
 
