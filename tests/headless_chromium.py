@@ -100,7 +100,10 @@ class HeadlessChromium:
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if not browser:
             message["sessionId"] = self.session
-        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        try:
+            os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        except BrokenPipeError:
+            raise BrowserError(f"Chromium is gone; its log ends:\n{self.log_tail()}") from None
         deadline = time.monotonic() + (timeout or self.timeout)
         while True:
             answer = self._receive(deadline)
