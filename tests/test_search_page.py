@@ -1,25 +1,22 @@
-"""The search page of `loom search-demo` on 127.0.0.1: its HTTP routes, then Debian's headless Chromium loading
-it with a query typed in (`?q=` fills the box and submits the form), checking the rendered results and taking
-a screenshot. Chromium flags as established in ../shared/FACTS.md ("Browser tests")."""
+"""The search page of `loom search-demo` on 127.0.0.1: its HTTP routes, then Debian's headless Chromium driven
+as a shopper would (tests/headless_chromium.py): it clicks the search box, types a query, presses Enter,
+checks the rendered results against the index and takes a screenshot."""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
 
+from headless_chromium import HeadlessChromium
 from inference.server.local_server import LocalServer
 from loom.search_demo import SearchPage
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +55,35 @@ def test_chromium_types_a_query_and_sees_green_shirts(page, tiny_clip, tmp_path)
     if CHROMIUM is None:
         print("\nSKIP: Debian's chromium is not installed (.ci/run installs it; apt-get install chromium)")
         pytest.skip("SKIP: no chromium binary")
-    url = f"{page.url}/?q=green%20shirt"
-    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000"]
-    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    ids = re.findall(r'class="product" data-id="([^"]+)"', dom)
-    assert len(ids) == 12, dom[-2000:]
-    colours = {json.loads(line)["id"]: json.loads(line)["attributes"]["baseColour"]
-               for line in (tiny_clip.index_dir / "products.jsonl").read_text().splitlines()}
-    assert sum(colours[i] == "Green" for i in ids[:10]) >= 9
-    assert "results from the embedded index" in dom
-    screenshot = tmp_path / "search.png"
-    subprocess.run([*common, f"--screenshot={screenshot}", "--window-size=1200,900", url],
-                   capture_output=True, timeout=120)
+    indexed = {p["id"]: p for p in map(json.loads, (tiny_clip.index_dir / "products.jsonl").read_text().splitlines())}
+    with HeadlessChromium(CHROMIUM, tmp_path / "profile") as browser:
+        browser.open(page.url + "/")
+        assert browser.evaluate("document.querySelectorAll('.product').length") == 0
+        browser.click("#query")
+        assert browser.evaluate("document.activeElement.id") == "query"
+        browser.type_text("green shirt")
+        browser.press_enter()
+        status = browser.wait_for("document.querySelectorAll('.product').length > 0 && "
+                                  "document.querySelectorAll('.product img').length === "
+                                  "[...document.querySelectorAll('.product img')].filter(i => i.complete).length && "
+                                  "document.getElementById('status').textContent")
+        cards = browser.evaluate("""[...document.querySelectorAll('.product')].map(card => ({
+            id: card.dataset.id, score: card.querySelector('.score').textContent,
+            attributes: card.querySelector('.attributes').textContent,
+            image: card.querySelector('img').naturalWidth > 0, alt: card.querySelector('img').alt}))""")
+        typed = browser.evaluate("[document.getElementById('query').value, location.search]")
+        screenshot = browser.screenshot(tmp_path / "search.png")
+    assert typed == ["green shirt", ""]  # typed into the box and submitted in place, not a ?q= link
+    assert status == f"12 results from the embedded index of {len(indexed)} products"
+    assert len(cards) == 12 and all(card["image"] for card in cards)
+    scores = []
+    for card in cards:
+        product = indexed[card["id"]]
+        score, name = card["score"].split("  ", 1)
+        scores.append(float(score))
+        assert name == product["name"] == card["alt"]
+        assert card["attributes"] == " · ".join(f"{k}: {v}" for k, v in product["attributes"].items())
+    assert scores == sorted(scores, reverse=True)
+    assert sum(indexed[card["id"]]["attributes"]["baseColour"] == "Green" for card in cards[:10]) >= 9
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+    print(f"\nscreenshot: {screenshot}")

@@ -1,6 +1,7 @@
 """The real `serve` program on 127.0.0.1 serving the tiny CLIP artifact with its index bundle: the manifest's
 kind picks the CLIP service, embed and search answer as the issue specifies, JSON Lines and raw images embed
-for Batch Transform, and every bad input is a 4xx `{"error": ...}` that leaves the worker alive."""
+for Batch Transform, and every bad input is a 4xx `{"error": ...}` that leaves the worker alive. Requests and
+answers are checked against loom/openapi.json, as tests/test_app.py does for the attribute model."""
 
 from __future__ import annotations
 
@@ -11,13 +12,29 @@ import random
 
 import numpy as np
 import pytest
+from jsonschema import Draft202012Validator
 from PIL import Image
+from test_app import OPENAPI, check_contract
 
 from inference.server.embedder import ClipEmbedder
 from inference.server.local_server import LocalServer
 from training.search_eval import shopper_photo
 
 pytestmark = pytest.mark.slow
+INVOCATIONS = OPENAPI["paths"]["/invocations"]["post"]
+
+
+def contract(schema: dict) -> Draft202012Validator:
+    """A validator for one schema of the /invocations operation (its $refs resolved in loom/openapi.json)."""
+    return Draft202012Validator({**schema, "components": OPENAPI["components"]})
+
+
+JSON_REQUEST = contract(INVOCATIONS["requestBody"]["content"]["application/json"]["schema"])
+LINE_REQUEST = contract(INVOCATIONS["requestBody"]["content"]["application/jsonlines"]["x-line-schema"])
+JSON_ANSWER = contract(INVOCATIONS["responses"]["200"]["content"]["application/json"]["schema"])
+LINE_ANSWER = contract(INVOCATIONS["responses"]["200"]["content"]["application/jsonlines"]["x-line-schema"])
+CLIP_REQUEST = contract({"oneOf": [{"$ref": "#/components/schemas/ClipEmbedRequest"},
+                                   {"$ref": "#/components/schemas/ClipSearchRequest"}]})
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +158,47 @@ def test_bad_inputs_are_4xx_with_an_error(server, body, needle):
     status, headers, raw = post(server, body)
     assert 400 <= status < 500, raw
     assert headers.get("Content-Type", "").startswith("application/json")
+    check_contract(json.loads(raw), "Error")
     error = json.loads(raw)["error"]
     assert needle in error
+    # The schema refuses every structural mistake; what only the server can tell (an attribute the index lacks,
+    # bytes that are not base64 or not an image) is valid against it.
+    assert CLIP_REQUEST.is_valid(body) == (needle in ("unknown filter field", "base64", "image"))
+
+
+def test_requests_and_answers_follow_the_openapi_contract(server, tiny_clip):
+    first = products(tiny_clip)[0]
+    photo = photo_b64(tiny_clip, first["id"])
+    requests = {
+        "ClipEmbeddings": [{"task": "embed", "texts": ["green shirt", "red striped long sleeves"]},
+                           {"task": "embed", "image": photo}],
+        "ClipSearchResponse": [{"task": "search", "text": "green shirt"},
+                               {"task": "search", "image": photo, "k": 50,
+                                "filters": {"baseColour": first["attributes"]["baseColour"],
+                                            "Pattern": ["Solid", "Striped", "Checked"]}},
+                               {"task": "search", "text": "green shirt", "filters": {"baseColour": "No such"}}],
+    }
+    for schema_name, bodies in requests.items():
+        for body in bodies:
+            JSON_REQUEST.validate(body)
+            status, _, raw = post(server, body)
+            assert status == 200, raw
+            answer = json.loads(raw)
+            check_contract(answer, schema_name)
+            JSON_ANSWER.validate(answer)  # exactly one of the operation's answers
+    status, _, raw = post(server, base64.b64decode(photo), "image/jpeg")
+    assert status == 200, raw
+    check_contract(json.loads(raw), "ClipEmbeddings")
+    lines = [{"id": first["id"], "image": photo}, {"id": 7, "image": "not base64!"}, {"image": photo}]
+    for line in lines:
+        LINE_REQUEST.validate(line)
+    status, headers, raw = post(server, "\n".join(map(json.dumps, lines)).encode(), "application/jsonlines")
+    assert status == 200 and headers["Content-Type"].startswith("application/jsonlines"), raw
+    answers = [json.loads(line) for line in raw.decode().splitlines()]
+    assert [a["id"] for a in answers] == [first["id"], 7, None] and "error" in answers[1]
+    for answer in answers:
+        check_contract(answer, "ClipEmbeddingResult")
+        LINE_ANSWER.validate(answer)
 
 
 def test_malformed_json_and_bad_raw_images_are_4xx_and_the_worker_lives(server):
