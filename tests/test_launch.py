@@ -273,3 +273,18 @@ def test_metric_definitions_read_the_train_programs_lines(tmp_path):
     assert found == {"train:loss": 0.1234, "train:learning_rate": 9.5e-05, "validation:exact_match": 0.93,
                      "validation:baseline_exact_match": 0.2, "validation:exact_match:sleeve_length": 0.92}
     assert launch.metric_definitions(None) == METRIC_DEFINITIONS
+
+
+def test_network_isolation_needs_the_staged_base_model_channel():
+    # An isolated container reaches neither S3 nor the hub; SageMaker still copies the channels in, so the
+    # base model must come as the base_model channel (loom stage-base). CreateTrainingJob,
+    # EnableNetworkIsolation: https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTrainingJob.html
+    common = dict(job_name="loom-x", image_uri=IMAGE, role_arn=ROLE, train_uri="s3://bkt/t", validation_uri="s3://bkt/v",
+                  images_uri="s3://bkt/i", output_uri="s3://bkt/models/", network_isolation=True)
+    with pytest.raises(launch.JobConfigError, match="needs --base-model"):
+        launch.training_job_request(launch.TrainingJobSpec(**common))
+    request = launch.training_job_request(launch.TrainingJobSpec(**common, base_model_uri="s3://bkt/base/"))
+    assert request["EnableNetworkIsolation"] is True
+    assert [c["ChannelName"] for c in request["InputDataConfig"]][-1] == "base_model"
+    plain = launch.training_job_request(launch.TrainingJobSpec(**{**common, "network_isolation": False}))
+    assert "EnableNetworkIsolation" not in plain

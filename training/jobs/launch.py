@@ -78,6 +78,7 @@ class TrainingJobSpec:
     metric_definitions: list[dict[str, str]] = field(default_factory=lambda: list(METRIC_DEFINITIONS))
     tags: list[dict[str, str]] = field(default_factory=list)
     kms_key_arn: str | None = None
+    network_isolation: bool = False
 
 
 def hyperparameters_as_strings(values: Mapping[str, Any]) -> dict[str, str]:
@@ -198,6 +199,14 @@ def training_job_request(spec: TrainingJobSpec) -> dict[str, Any]:
         request["CheckpointConfig"] = {"S3Uri": jobs.as_prefix(spec.checkpoint_uri), "LocalPath": str(CHECKPOINTS_DIR)}
     elif spec.max_wait_s or spec.checkpoint_uri:
         raise JobConfigError("--max-wait-hours and --checkpoint-s3 apply to spot training only; add --spot")
+    if spec.network_isolation:
+        # No outbound network in the container: the base model must come in as the base_model channel
+        # (loom stage-base), since the hub cannot be reached. EnableNetworkIsolation in CreateTrainingJob:
+        # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTrainingJob.html
+        if not spec.base_model_uri:
+            raise JobConfigError("--network-isolation needs --base-model s3://... (stage one with `loom stage-base`): "
+                                 "an isolated job cannot download the base model from the hub")
+        request["EnableNetworkIsolation"] = True
     return request
 
 
@@ -249,7 +258,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train", help="S3 prefix of the train channel (default s3://BUCKET/data/train/)")
     p.add_argument("--validation", help="S3 prefix of the validation channel (default s3://BUCKET/data/validation/)")
     p.add_argument("--images", help="S3 prefix of the images channel (default s3://BUCKET/data/images/)")
-    p.add_argument("--base-model", help="S3 prefix of a base model folder (optional base_model channel)")
+    p.add_argument("--base-model", help="S3 prefix of a base model folder (optional base_model channel; "
+                   "`loom stage-base` makes one)")
+    p.add_argument("--network-isolation", action="store_true",
+                   help="run the job without network access (EnableNetworkIsolation); needs --base-model")
     p.add_argument("--output", help="S3 output path (default s3://BUCKET/models/)")
     p.add_argument("--upload-data", metavar="DIR", help="upload this training.prepare output folder first")
     p.add_argument("--upload-images", metavar="DIR", help="upload the <id>.jpg files of this folder first")
@@ -328,6 +340,7 @@ def spec_from_args(args: argparse.Namespace, job_name: str) -> TrainingJobSpec:
         checkpoint_uri=spot_checkpoint,
         tags=jobs.parse_tags(args.tag),
         kms_key_arn=args.kms_key_arn,
+        network_isolation=args.network_isolation,
         metric_definitions=metric_definitions(args.upload_data),
     )
 
