@@ -187,6 +187,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--show", type=int, default=5, help="validation products sent through the API")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-search", action="store_true", help="skip the product search stage (tiny CLIP)")
+    parser.add_argument("--no-page", action="store_true",
+                        help="do not serve the search page at the end (it is served only when run from a terminal)")
     parser.add_argument("--hyperparameters", default="{}", help="JSON object of extra train hyperparameters")
     return parser.parse_args(argv)
 
@@ -290,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     print(format_accuracy(metrics))
     print("\n== summary")
     print(json.dumps(summary, indent=2))
+    if not args.no_search and sys.stdin.isatty() and not args.no_page:
+        # A person at a terminal: serve the search page (the queries run again against the cached model).
+        print("\n== search page (Ctrl-C stops it)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            subprocess.run([sys.executable, "-m", "loom.cli", "search-demo", "--work", str(args.cache / "search-demo")])
     return 0
 
 
