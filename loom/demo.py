@@ -295,8 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_search and sys.stdin.isatty() and not args.no_page:
         # A person at a terminal: serve the search page (the queries run again against the cached model).
         print("\n== search page (Ctrl-C stops it)", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            subprocess.run([sys.executable, "-m", "loom.cli", "search-demo", "--work", str(args.cache / "search-demo")])
+        page = subprocess.Popen([sys.executable, "-m", "loom.cli", "search-demo", "--work",
+                                 str(args.cache / "search-demo")])
+        try:
+            page.wait()
+        except KeyboardInterrupt:  # the page got the same Ctrl-C: let it stop its server before we exit
+            with contextlib.suppress(KeyboardInterrupt):
+                page.wait(timeout=60)
     return 0
 
 
