@@ -225,6 +225,10 @@ def moto_server():
     try:
         yield url
     finally:
+        # moto keeps its backends per process, not per server: empty them so the next test starts clean.
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).close()
         server.stop()
 
 
