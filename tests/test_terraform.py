@@ -232,6 +232,16 @@ def moto_server():
         server.stop()
 
 
+def moto_tf_env(tf_env: dict[str, str], url: str) -> dict[str, str]:
+    """The offline Terraform environment, with AWS pointed at the moto server at `url` only."""
+    from moto_harness import aws_env
+
+    env = aws_env(url, base=tf_env)
+    for key in ("TF_CLI_CONFIG_FILE", "CHECKPOINT_DISABLE", "TF_IN_AUTOMATION", "TF_INPUT", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
+        env[key] = tf_env[key]
+    return env
+
+
 def _boto(url: str):
     import boto3
 
@@ -241,11 +251,7 @@ def _boto(url: str):
 
 @pytest.mark.slow
 def test_apply_plan_destroy_against_moto(tmp_path: Path, tf_env: dict[str, str], moto_server: str) -> None:
-    from moto_harness import aws_env
-
-    env = {**aws_env(moto_server, base=tf_env)}
-    for key in ("TF_CLI_CONFIG_FILE", "CHECKPOINT_DISABLE", "TF_IN_AUTOMATION", "TF_INPUT", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
-        env[key] = tf_env[key]
+    env = moto_tf_env(tf_env, moto_server)
     assert env["AWS_ENDPOINT_URL"] == moto_server and moto_server.startswith("http://127.0.0.1:")
 
     workdir = _copy_module(tmp_path / "terraform")

@@ -30,6 +30,7 @@ from test_terraform import (  # noqa: F401  (pytest fixtures are used by name)
     _statements,
     _tf,
     moto_server,
+    moto_tf_env,
     tf_env,
     TF_DIR,
 )
@@ -101,11 +102,7 @@ def _prerequisites(client) -> dict[str, str]:
 def test_serverless_collection_apply_plan_destroy_against_moto(
     tmp_path: Path, tf_env: dict[str, str], moto_server: str
 ) -> None:
-    from moto_harness import aws_env
-
-    env = aws_env(moto_server, base=tf_env)
-    for key in ("TF_CLI_CONFIG_FILE", "CHECKPOINT_DISABLE", "TF_IN_AUTOMATION", "TF_INPUT", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
-        env[key] = tf_env[key]
+    env = moto_tf_env(tf_env, moto_server)
     client = _boto(moto_server)
     inputs = _prerequisites(client)
 
