@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
+import uuid
 from typing import Any
 
 import moto
@@ -48,6 +50,7 @@ def apply_patches() -> None:
     _model_network_isolation()
     _lambda_logging_config()
     _endpoint_deployment_config()
+    _opensearch_serverless()
     _patched = True
 
 
@@ -233,6 +236,102 @@ def _log_policy_with_string_principal() -> None:
             target_bucket.policy = saved
 
     FakeBucket._log_permissions_enabled_policy = staticmethod(log_permissions_enabled_policy)
+
+
+def _opensearch_serverless() -> None:
+    # OpenSearch Serverless (modules/search, backend "opensearch_serverless"). API reference:
+    # https://docs.aws.amazon.com/opensearch-service/latest/ServerlessAPIReference/Welcome.html
+    from moto.opensearchserverless.exceptions import ConflictException, ResourceNotFoundException
+    from moto.opensearchserverless.models import OpenSearchServiceServerlessBackend
+    from moto.opensearchserverless.responses import OpenSearchServiceServerlessResponse
+
+    # 1. CreateCollection takes its key from the LAST security policy naming the collection, of any type:
+    #    a network policy (a JSON list) crashes it (HTTP 500), and AWSOwnedKey=true (no KmsARN) too.
+    #    AWS encrypts a collection under the encryption policy whose rules match its name: the KmsARN
+    #    key, or an AWS-owned key with AWSOwnedKey=true (API_CreateSecurityPolicy, and "Encryption" in the
+    #    Serverless developer guide). Here only encryption policies are consulted, and a policy without
+    #    KmsARN leaves kmsKeyArn out of BatchGetCollection (the reference does not say what AWS returns).
+    original_create = OpenSearchServiceServerlessBackend.create_collection
+
+    def create_collection(self: Any, **kwargs: Any) -> Any:
+        everything = self.security_policies
+        encryption = {k: sp for k, sp in everything.items() if sp.type == "encryption"}
+        saved = {k: sp.policy for k, sp in encryption.items()}
+        for sp in encryption.values():
+            sp.policy = {**sp.policy, "KmsARN": sp.policy.get("KmsARN")}
+        self.security_policies = encryption
+        try:
+            return original_create(self, **kwargs)
+        finally:
+            self.security_policies = everything
+            for key, policy in saved.items():
+                everything[key].policy = policy
+
+    OpenSearchServiceServerlessBackend.create_collection = create_collection
+
+    # 2. No DeleteSecurityPolicy (AWS: API_DeleteSecurityPolicy, by name and type, empty answer);
+    #    the provider calls it on destroy.
+    def delete_security_policy(self: Any) -> str:
+        params = json.loads(self.body)
+        policies = self.opensearchserverless_backend.security_policies
+        key = next((k for k, sp in policies.items() if (sp.name, sp.type) == (params["name"], params["type"])), None)
+        if key is None:
+            raise ResourceNotFoundException(f"Policy with name {params['name']} and type {params['type']} is not found")
+        del policies[key]
+        return json.dumps({})
+
+    OpenSearchServiceServerlessResponse.delete_security_policy = delete_security_policy
+
+    # 3. No data-access policies at all (CreateAccessPolicy is NotImplemented). AWS: API_CreateAccessPolicy,
+    #    API_GetAccessPolicy, API_UpdateAccessPolicy, API_DeleteAccessPolicy; the detail is
+    #    AccessPolicyDetail {name, type, policy (a document), policyVersion, description, dates}.
+    def access_policies(backend: Any) -> dict[tuple[str, str], dict[str, Any]]:
+        if not hasattr(backend, "_loom_access_policies"):
+            backend._loom_access_policies = {}
+        return backend._loom_access_policies
+
+    def stored(self: Any, params: dict[str, Any]) -> dict[str, Any]:
+        found = access_policies(self.opensearchserverless_backend).get((params["name"], params["type"]))
+        if found is None:
+            raise ResourceNotFoundException(f"Policy with name {params['name']} and type {params['type']} is not found")
+        return found
+
+    def create_access_policy(self: Any) -> str:
+        params = json.loads(self.body)
+        policies = access_policies(self.opensearchserverless_backend)
+        if (params["name"], params["type"]) in policies:
+            raise ConflictException(f"Policy with name {params['name']} and type {params['type']} already exists")
+        now = int(time.time() * 1000)
+        detail = {"name": params["name"], "type": params["type"], "policy": json.loads(params["policy"]),
+                  "policyVersion": uuid.uuid4().hex[:20], "createdDate": now, "lastModifiedDate": now}
+        if params.get("description"):
+            detail["description"] = params["description"]
+        policies[(params["name"], params["type"])] = detail
+        return json.dumps({"accessPolicyDetail": detail})
+
+    def get_access_policy(self: Any) -> str:
+        return json.dumps({"accessPolicyDetail": stored(self, json.loads(self.body))})
+
+    def update_access_policy(self: Any) -> str:
+        params = json.loads(self.body)
+        detail = stored(self, params)
+        if "policy" in params:
+            detail["policy"] = json.loads(params["policy"])
+        if "description" in params:
+            detail["description"] = params["description"]
+        detail.update(policyVersion=uuid.uuid4().hex[:20], lastModifiedDate=int(time.time() * 1000))
+        return json.dumps({"accessPolicyDetail": detail})
+
+    def delete_access_policy(self: Any) -> str:
+        params = json.loads(self.body)
+        stored(self, params)
+        del access_policies(self.opensearchserverless_backend)[(params["name"], params["type"])]
+        return json.dumps({})
+
+    OpenSearchServiceServerlessResponse.create_access_policy = create_access_policy
+    OpenSearchServiceServerlessResponse.get_access_policy = get_access_policy
+    OpenSearchServiceServerlessResponse.update_access_policy = update_access_policy
+    OpenSearchServiceServerlessResponse.delete_access_policy = delete_access_policy
 
 
 def start_moto_server(port: int | None = None) -> tuple[ThreadedMotoServer, str]:

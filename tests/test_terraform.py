@@ -30,6 +30,8 @@ ENDPOINT_NAME = "loom-endpoint"
 BUCKET = "loom-data-123456789012-us-east-1"
 MODEL_DATA_URL = f"s3://{BUCKET}/models/job-1/output/model.tar.gz"
 IMAGE_TAG = "0123abc"
+CLIP_DATA_URL = f"s3://{BUCKET}/models/clip-1/output/model.tar.gz"
+CLIP_ENDPOINT_NAME = "loom-clip"  # modules/search: "${name_prefix}-clip"
 FULL_LIFECYCLE = os.environ.get("LOOM_TF_MOTO_LIFECYCLE") == "1"
 
 
@@ -223,7 +225,21 @@ def moto_server():
     try:
         yield url
     finally:
+        # moto keeps its backends per process, not per server: empty them so the next test starts clean.
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).close()
         server.stop()
+
+
+def moto_tf_env(tf_env: dict[str, str], url: str) -> dict[str, str]:
+    """The offline Terraform environment, with AWS pointed at the moto server at `url` only."""
+    from moto_harness import aws_env
+
+    env = aws_env(url, base=tf_env)
+    for key in ("TF_CLI_CONFIG_FILE", "CHECKPOINT_DISABLE", "TF_IN_AUTOMATION", "TF_INPUT", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
+        env[key] = tf_env[key]
+    return env
 
 
 def _boto(url: str):
@@ -235,11 +251,7 @@ def _boto(url: str):
 
 @pytest.mark.slow
 def test_apply_plan_destroy_against_moto(tmp_path: Path, tf_env: dict[str, str], moto_server: str) -> None:
-    from moto_harness import aws_env
-
-    env = {**aws_env(moto_server, base=tf_env)}
-    for key in ("TF_CLI_CONFIG_FILE", "CHECKPOINT_DISABLE", "TF_IN_AUTOMATION", "TF_INPUT", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
-        env[key] = tf_env[key]
+    env = moto_tf_env(tf_env, moto_server)
     assert env["AWS_ENDPOINT_URL"] == moto_server and moto_server.startswith("http://127.0.0.1:")
 
     workdir = _copy_module(tmp_path / "terraform")
@@ -268,6 +280,9 @@ def test_apply_plan_destroy_against_moto(tmp_path: Path, tf_env: dict[str, str],
                 "kms_deletion_window_days": 7,
                 # moto, like S3, writes access logs into the log bucket: let destroy empty it.
                 "force_destroy": True,
+                # The search module rides on the same apply (a second whole-stack apply would double the
+                # run time): Serverless Inference CLIP endpoint, its role, POST /search, the Lambda's grant.
+                "search": {"model_data_url": CLIP_DATA_URL, "backend": "embedded"},
             }
         )
     )
@@ -358,6 +373,7 @@ def _check_wiring(client, outputs: dict) -> None:
     function = lam.get_function_configuration(FunctionName=outputs["lambda_function_name"])
     env = function["Environment"]["Variables"]
     assert env["ENDPOINT_NAME"] == ENDPOINT_NAME
+    assert env["SEARCH_ENDPOINT_NAME"] == CLIP_ENDPOINT_NAME and env["SEARCH_BACKEND"] == "embedded"
     assert env["BEDROCK_MODEL_ID"] == "us.anthropic.claude-sonnet-4-6"
     assert env["POWERTOOLS_SERVICE_NAME"] == "loom-api" and env["DESCRIPTION_BACKEND"] == "bedrock"
     assert function["Handler"] == "inference.api.handler.handler" and function["Runtime"] == "python3.12"
@@ -378,7 +394,7 @@ def _check_wiring(client, outputs: dict) -> None:
     # HTTP API: both routes -> the Lambda integration, IAM auth, payload 2.0, 30 s.
     api_id = next(a["ApiId"] for a in apigw.get_apis()["Items"] if a["Name"] == "loom-api")
     routes = {r["RouteKey"]: r for r in apigw.get_routes(ApiId=api_id)["Items"]}
-    assert set(routes) == {"POST /describe", "POST /attributes"}
+    assert set(routes) == {"POST /describe", "POST /attributes", "POST /search"}
     for route in routes.values():
         assert route["AuthorizationType"] == "AWS_IAM"
         integration = apigw.get_integration(ApiId=api_id, IntegrationId=route["Target"].split("/")[-1])
@@ -387,6 +403,8 @@ def _check_wiring(client, outputs: dict) -> None:
     stage = apigw.get_stage(ApiId=api_id, StageName="$default")
     assert stage["DefaultRouteSettings"]["ThrottlingBurstLimit"] == 5  # derived from 10 executions, 28 s timeout
     assert stage["AccessLogSettings"]["DestinationArn"].endswith(":log-group:/aws/apigateway/loom-api")
+
+    _check_search_wiring(client, outputs, function, lambda_role)
 
     # Autoscaling on the endpoint variant.
     targets = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
@@ -435,6 +453,40 @@ def _check_wiring(client, outputs: dict) -> None:
     ci_policy = _statements(iam.get_role_policy(RoleName=ci_role["RoleName"], PolicyName="push-loom-images")["PolicyDocument"])
     repo_arns = {r["repositoryArn"] for r in ecr.describe_repositories()["repositories"]}
     assert _resources(ci_policy, "ecr:PutImage") == repo_arns and len(repo_arns) == 2
+
+
+def _check_search_wiring(client, outputs: dict, function: dict, lambda_role: str) -> None:
+    """modules/search with the embedded backend: a Serverless Inference CLIP endpoint on its own model and
+    role, and the API Lambda allowed to invoke exactly that endpoint."""
+    sagemaker, iam = client("sagemaker"), client("iam")
+    endpoint = sagemaker.describe_endpoint(EndpointName=CLIP_ENDPOINT_NAME)
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    variant = config["ProductionVariants"][0]
+    # Serverless Inference: memory and concurrency, no instance type, no key (AWS refuses KmsKeyId there).
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 4096, "MaxConcurrency": 5}, variant
+    assert "InstanceType" not in variant and "KmsKeyId" not in config
+    model = sagemaker.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["ModelDataUrl"] == CLIP_DATA_URL
+    assert model["PrimaryContainer"]["Image"] == outputs["inference_image_uri"]
+    assert model["EnableNetworkIsolation"] is True
+    clip_role = model["ExecutionRoleArn"].split("/")[-1]
+    assert clip_role != outputs["endpoint_role_arn"].split("/")[-1], "the CLIP model has its own role"
+    clip_policy = _statements(iam.get_role_policy(RoleName=clip_role, PolicyName="clip-model")["PolicyDocument"])
+    assert _resources(clip_policy, "s3:GetObject") == {f"arn:aws:s3:::{BUCKET}/models/clip-1/output/*"}
+    search_policy = _statements(iam.get_role_policy(RoleName=lambda_role, PolicyName="search")["PolicyDocument"])
+    assert _resources(search_policy, "sagemaker:InvokeEndpoint") == {endpoint["EndpointArn"]}
+    assert not any(a.startswith(("es:", "aoss:")) for s in search_policy for a in (
+        s["Action"] if isinstance(s["Action"], list) else [s["Action"]])), "embedded backend: no OpenSearch grant"
+
+    # POST /search: the same Lambda, proxy integration, and a permission for exactly this route.
+    apigw = client("apigatewayv2")
+    api_id = next(a["ApiId"] for a in apigw.get_apis()["Items"] if a["Name"] == "loom-api")
+    route = next(r for r in apigw.get_routes(ApiId=api_id)["Items"] if r["RouteKey"] == "POST /search")
+    integration = apigw.get_integration(ApiId=api_id, IntegrationId=route["Target"].split("/")[-1])
+    assert integration["IntegrationType"] == "AWS_PROXY" and function["FunctionArn"] in integration["IntegrationUri"]
+    grants = _statements(client("lambda").get_policy(FunctionName=function["FunctionName"])["Policy"])
+    search_grant = next(g for g in grants if g["Sid"] == "AllowHttpApi-POST-search")
+    assert search_grant["Condition"]["ArnLike"]["AWS:SourceArn"].endswith(f":{api_id}/*/POST/search")
 
 
 def _check_nothing_left(client) -> None:
