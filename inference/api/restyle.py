@@ -23,11 +23,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from inference.api.service import check_image_upload
+from loom.base64_image import decode_base64_image
 from loom.errors import StatusError
-from loom.image_header import ImageError, inspect_image
 
 DEFAULT_RESTYLE_MODEL_ID = "stability.sd3-5-large-v1:0"
-MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_STYLE_CHARS = 300
 MAX_PROMPT_CHARS = 10_000  # the model's documented prompt limit
 DEFAULT_STRENGTH = 0.6
@@ -91,13 +91,11 @@ def parse_restyle_request(body: str | None, is_base64: bool, content_type: str |
         raise RestyleError(400, f"unexpected fields {extra}; allowed: {sorted(REQUEST_KEYS)}")
     if not isinstance(fields.get("image"), str) or not fields["image"].strip():
         raise RestyleError(400, "\"image\" must be a non-empty base64 string of a JPEG or PNG")
-    image = _b64decode(fields["image"], "image")
-    if len(image) > MAX_IMAGE_BYTES:
-        raise RestyleError(413, f"the image is {len(image)} bytes; the limit is {MAX_IMAGE_BYTES} bytes")
-    try:
-        info = inspect_image(image)
-    except ImageError as exc:
+    try:  # the same base64 forms the server and the other routes accept (wrapped lines, data: URLs)
+        image = decode_base64_image(fields["image"])
+    except ValueError as exc:
         raise RestyleError(400, str(exc)) from None
+    info = check_image_upload(image, RestyleError)
     style = fields.get("style")
     if not isinstance(style, str) or not style.strip() or len(style) > MAX_STYLE_CHARS:
         raise RestyleError(400, f"\"style\" must be a non-empty text of at most {MAX_STYLE_CHARS} characters, "

@@ -34,7 +34,7 @@ from loom.base64_image import decode_base64_image
 from loom.abstention import check_known_attributes
 from loom.calibration import check_min_precision
 from loom.errors import StatusError
-from loom.image_header import ImageError, inspect_image
+from loom.image_header import ImageError, ImageInfo, inspect_image
 
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_BODY_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 64 * 1024  # the base64 image plus room for JSON fields
@@ -146,12 +146,7 @@ def parse_request(
     else:
         raise ApiError(415, f"unsupported Content-Type {content_type!r}: use application/json, image/jpeg or image/png")
 
-    if len(image) > MAX_IMAGE_BYTES:
-        raise ApiError(413, f"the image is {len(image)} bytes; the limit is {MAX_IMAGE_BYTES} bytes (4 MiB)")
-    try:
-        info = inspect_image(image)
-    except ImageError as exc:
-        raise ApiError(400, str(exc)) from None
+    info = check_image_upload(image)
     if media in IMAGE_TYPES and media != info.content_type:
         raise ApiError(400, f"the body is declared {media} but is a {info.format.upper()} image")
     try:
@@ -166,6 +161,16 @@ def parse_request(
         image, _attribute_names(attributes), language, product_type,
         info.format, info.width, info.height, tuple(facts.items()),
     )  # fmt: skip
+
+
+def check_image_upload(image: bytes, error: type[StatusError] = ApiError) -> ImageInfo:
+    """An uploaded image's format and size: 413 past MAX_IMAGE_BYTES, 400 for what the header check refuses."""
+    if len(image) > MAX_IMAGE_BYTES:
+        raise error(413, f"the image is {len(image)} bytes; the limit is {MAX_IMAGE_BYTES} bytes (4 MiB)")
+    try:
+        return inspect_image(image)
+    except ImageError as exc:
+        raise error(400, str(exc)) from None
 
 
 def _product_facts(fields: Mapping[str, Any]) -> dict[str, Any]:
