@@ -127,18 +127,21 @@ class SageMakerEndpoint:
 
     def predict(self, image: bytes, attributes: Sequence[str] | None = None,
                 facts: dict[str, Any] | None = None) -> AttributePrediction:
+        return parse_prediction(self.invoke(request_body(image, attributes, facts)))
+
+    def invoke(self, body: bytes) -> bytes:
+        """POST a JSON body to the endpoint under the retry rules above; the answer's bytes."""
         from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
         from botocore.exceptions import ConnectionError as BotoConnectionError
 
         client = self._client or aws_clients.client("sagemaker-runtime")
         where = f"endpoint {self.name!r}"
-        body = request_body(image, attributes, facts)
         started = self._clock()
         for attempt in range(1, aws_clients.ENDPOINT_MAX_ATTEMPTS + 1):
             try:
                 response = client.invoke_endpoint(EndpointName=self.name, ContentType=CONTENT_TYPE,
                                                   Accept=CONTENT_TYPE, Body=body)
-                return parse_prediction(response["Body"].read())
+                return response["Body"].read()
             except ClientError as exc:
                 throttled = exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
                 if throttled and self._may_retry(attempt, started):
@@ -193,16 +196,16 @@ class HttpEndpoint:
 
     def predict(self, image: bytes, attributes: Sequence[str] | None = None,
                 facts: dict[str, Any] | None = None) -> AttributePrediction:
+        return parse_prediction(self.invoke(request_body(image, attributes, facts)))
+
+    def invoke(self, body: bytes) -> bytes:
+        """POST a JSON body to `<url>/invocations`; the answer's bytes."""
         where = f"{self.url}/invocations"
         request = urllib.request.Request(
-            where,
-            data=request_body(image, attributes, facts),
-            headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
-            method="POST",
-        )
+            where, data=body, headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return parse_prediction(response.read())
+                return response.read()
         except urllib.error.HTTPError as exc:
             raise error_for_status(exc.code, exc.read(), where) from exc
         except (TimeoutError, socket.timeout) as exc:

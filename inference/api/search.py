@@ -19,17 +19,14 @@ import binascii
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from inference.api import aws_clients
-from inference.api.endpoint_client import EndpointError, _client_error, error_for_status
+from inference.api.endpoint_client import EndpointError, HttpEndpoint, SageMakerEndpoint
 from inference.api.opensearch import OpenSearchClient
-from inference.api.service import MAX_BODY_CHARS, MAX_IMAGE_BYTES, _b64decode
+from inference.api.service import MAX_BODY_CHARS, MAX_IMAGE_BYTES, check_image_upload
+from loom.base64_image import decode_base64_image
 from loom.errors import StatusError
-from loom.image_header import ImageError, inspect_image
 from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
 
 BACKENDS = ("embedded", "opensearch_domain", "opensearch_serverless")
@@ -98,43 +95,25 @@ def parse_search(body: str | None, is_base64: bool) -> dict[str, Any]:
 
 
 def _checked_image(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise StatusError(400, "'image' must be a non-empty base64 string of JPEG or PNG bytes")
-    raw = _b64decode("".join(value.split()), "'image'")
-    if len(raw) > MAX_IMAGE_BYTES:
-        raise StatusError(413, f"the image is {len(raw)} bytes, over the {MAX_IMAGE_BYTES} byte limit")
+    """The photo query checked as every API route checks an upload, re-encoded as plain base64."""
     try:
-        inspect_image(raw)
-    except ImageError as exc:
-        raise StatusError(400, f"'image': {exc}") from None
+        raw = decode_base64_image(value)
+    except ValueError as exc:
+        raise StatusError(400, str(exc)) from None
+    check_image_upload(raw, StatusError, field="image")
     return base64.b64encode(raw).decode("ascii")
 
 
 def invoke_endpoint(settings: SearchSettings, body: Mapping[str, Any]) -> dict[str, Any]:
-    """POST a JSON request to the CLIP endpoint (SageMaker, or HTTP in local mode); its JSON answer."""
-    data = json.dumps(body).encode()
-    if settings.endpoint_url:
-        where = f"{settings.endpoint_url.rstrip('/')}/invocations"
-        request = urllib.request.Request(where, data=data, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=aws_clients.ENDPOINT_READ_TIMEOUT_S) as response:  # noqa: S310
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise error_for_status(exc.code, exc.read(), where) from exc
-        except (urllib.error.URLError, TimeoutError) as exc:
-            raise EndpointError(503, f"cannot reach the CLIP server at {where}: {exc}") from exc
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    where = f"endpoint {settings.endpoint_name!r}"
+    """POST a JSON request to the CLIP endpoint (SageMaker, or HTTP in local mode) with the attribute
+    endpoint's client rules (retries, timeouts, error statuses); its JSON answer."""
+    endpoint = (HttpEndpoint(settings.endpoint_url) if settings.endpoint_url
+                else SageMakerEndpoint(settings.endpoint_name))
+    raw = endpoint.invoke(json.dumps(body).encode())
     try:
-        response = aws_clients.client("sagemaker-runtime").invoke_endpoint(
-            EndpointName=settings.endpoint_name, ContentType="application/json", Accept="application/json", Body=data)
-        return json.loads(response["Body"].read())
-    except ClientError as exc:
-        raise _client_error(exc, where) from exc
-    except BotoCoreError as exc:
-        raise EndpointError(502, f"the {where} could not be called: {exc}") from exc
+        return json.loads(raw)
+    except ValueError as exc:
+        raise EndpointError(502, f"the CLIP endpoint {endpoint.name!r} answered with a body that is not JSON") from exc
 
 
 _INDEX_INFO: dict[str, tuple[float, int, set[str]]] = {}

@@ -163,14 +163,15 @@ def parse_request(
     )  # fmt: skip
 
 
-def check_image_upload(image: bytes, error: type[StatusError] = ApiError) -> ImageInfo:
-    """An uploaded image's format and size: 413 past MAX_IMAGE_BYTES, 400 for what the header check refuses."""
+def check_image_upload(image: bytes, error: type[StatusError] = ApiError, field: str | None = None) -> ImageInfo:
+    """An uploaded image's format and size: 413 past MAX_IMAGE_BYTES, 400 for what the header check refuses
+    (the message names `field` when given)."""
     if len(image) > MAX_IMAGE_BYTES:
         raise error(413, f"the image is {len(image)} bytes; the limit is {MAX_IMAGE_BYTES} bytes (4 MiB)")
     try:
         return inspect_image(image)
     except ImageError as exc:
-        raise error(400, str(exc)) from None
+        raise error(400, f"'{field}': {exc}" if field else str(exc)) from None
 
 
 def _product_facts(fields: Mapping[str, Any]) -> dict[str, Any]:

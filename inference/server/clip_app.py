@@ -24,6 +24,7 @@ from flask import Response
 
 from inference.server.embedder import ClipEmbedder
 from inference.server.images import ImageError, decode_image
+from inference.server.request_parsing import JSONLINES_TYPES
 from loom.base64_image import decode_base64_image
 from inference.server.search_index import SearchIndex
 from loom.artifact import IndexPaths, index_dir_of
@@ -36,7 +37,6 @@ MAX_TEXTS = 64
 EMBED_BATCH = 16
 EMBED_KEYS = {"task", "texts", "image"}
 SEARCH_KEYS = {"task", "text", "image", "k", "filters"}
-JSONLINES_TYPES = {"application/jsonlines", "application/x-jsonlines", "application/jsonl"}
 
 
 class ClipService:
