@@ -102,6 +102,10 @@ def answer(pid, colour="Red", conf=0.9):
             "raw": {}, "unknown_values": []}
 
 
+def answer_record(record):
+    return answer(record["id"])
+
+
 def test_parse_output_skips_blank_lines_and_reports_bad_ones():
     lines = [json.dumps(answer("1")).encode(), b"", b"   ", b"{not json", b"[1, 2]", json.dumps(answer("2"))]
     parsed = list(records.parse_output_lines(lines))
@@ -205,9 +209,10 @@ def aws(monkeypatch, fake_aws_credentials):
         yield s3
 
 
-def fake_sagemaker(monkeypatch, s3, states=(), outputs=True, bad_ids=()):
+def fake_sagemaker(monkeypatch, s3, states=(), outputs=True, bad_ids=(), reply=None):
     """Before each DescribeTransformJob: set moto's job to the next state; on Completed write `.out` files
-    the way Batch Transform does (one line per input line, id echoed; `bad_ids` answered with an error)."""
+    the way Batch Transform does (one line per input line, id echoed; `bad_ids` answered with an error;
+    `reply(record)` answers the others, default `answer`)."""
     remaining = list(states)
     make_client = jobs.aws_client
 
@@ -220,7 +225,7 @@ def fake_sagemaker(monkeypatch, s3, states=(), outputs=True, bad_ids=()):
                 for key, value in remaining.pop(0).items():
                     setattr(job, key, value)
             if job.transform_job_status == "Completed" and outputs:
-                simulate_outputs(s3, job, bad_ids)
+                simulate_outputs(s3, job, bad_ids, reply)
 
         c.meta.events.register("provide-client-params.sagemaker.DescribeTransformJob", advance)
         return c
@@ -228,15 +233,16 @@ def fake_sagemaker(monkeypatch, s3, states=(), outputs=True, bad_ids=()):
     monkeypatch.setattr(jobs, "aws_client", client)
 
 
-def simulate_outputs(s3, job, bad_ids=()):
+def simulate_outputs(s3, job, bad_ids=(), reply=None):
     bucket, in_prefix = jobs.parse_s3_uri(job.transform_input["DataSource"]["S3DataSource"]["S3Uri"])
     _, out_prefix = jobs.parse_s3_uri(job.transform_output["S3OutputPath"])
     for obj in s3.list_objects_v2(Bucket=bucket, Prefix=in_prefix).get("Contents", []):
         name = obj["Key"][len(in_prefix):]
         lines = []
         for line in s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].iter_lines():
-            pid = json.loads(line)["id"]
-            out = {"id": pid, "error": "line 1: not an image"} if pid in bad_ids else answer(pid)
+            record = json.loads(line)
+            pid = record["id"]
+            out = {"id": pid, "error": "line 1: not an image"} if pid in bad_ids else (reply or answer_record)(record)
             lines.append(json.dumps(out))
         s3.put_object(Bucket=bucket, Key=out_prefix + name + ".out", Body="\n".join(lines) + "\n")
 
@@ -415,3 +421,179 @@ def test_shards_through_the_real_serve_program(trained_artifact, tmp_path):
     table = records.write_results(rows, tmp_path / "attributes.csv")
     written = list(csv.DictReader(table.open(encoding="utf-8")))
     assert [r["error"] != "" for r in written] == [False, True, False, False, False, False]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Zero-shot tags for a whole catalog (`--task tags`, a CLIP model)
+
+
+def tags_answer(record, value="Striped"):
+    """A CLIP model's tags line as docs/search.md specifies it: stated tags and withheld ones with a reason."""
+    return {"id": record["id"],
+            "tags": {"Pattern": {"value": value, "probability": 0.93,
+                                 "probabilities": {value: 0.93, "Solid": 0.07}}},
+            "withheld": {"Fabric": {"value": "Cotton", "probability": 0.41,
+                                    "probabilities": {"Cotton": 0.41, "Linen": 0.59}, "reason": "not_calibrated"}}}
+
+
+def test_tag_records_carry_the_task_the_attributes_and_the_labels(tmp_path):
+    fields = records.tag_fields({"Pattern": ["Striped", "Solid"]})
+    shard, = records.write_shards([product("38642")], tmp_path, records_per_file=5, max_payload_mb=1,
+                                  attributes=["Pattern"], fields=fields)
+    line, = read_lines(shard.path)
+    assert line == {"id": "38642", "image": base64.b64encode(b"\xff\xd8jpeg").decode(), "task": "tags",
+                    "attributes": ["Pattern"], "labels": {"Pattern": ["Striped", "Solid"]}}
+    assert json.loads(records.encode_record("1", b"x", fields=records.tag_fields())) == {
+        "id": "1", "image": base64.b64encode(b"x").decode(), "task": "tags"}
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("[1, 2]", "must be a JSON object"),
+    ("{}", "must be a JSON object"),
+    ('{"Pattern": []}', "non-empty list"),
+    ('{"Pattern": ["Striped", " "]}', "non-empty list"),
+    ('{"Pattern": "Striped"}', "non-empty list"),
+    ('{"Pattern": ["Striped", "Striped"]}', "repeat a value"),
+    ("{not json", "cannot read the labels file"),
+])
+def test_labels_files_that_no_server_could_read_are_refused(tmp_path, content, reason):
+    path = tmp_path / "labels.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=reason):
+        records.read_labels(path)
+    good = tmp_path / "good.json"
+    good.write_text('{"Pattern": ["Striped", "Solid"], "baseColour": ["Red"]}')
+    assert records.read_labels(good) == {"Pattern": ["Striped", "Solid"], "baseColour": ["Red"]}
+
+
+def test_tag_outputs_join_to_stated_tags_withheld_reasons_and_errors(tmp_path):
+    outputs = [tags_answer({"id": "a"}), {"id": "b", "error": "line 2: not an image"},
+               answer("c")]  # an attribute model's line: the job did not run on a CLIP model
+    rows = records.join_shard(["a", "b", "c", "d"], outputs, records.TASK_TAGS)
+    assert rows[0] == {"id": "a", **{k: v for k, v in tags_answer({"id": "a"}).items() if k != "id"}}
+    assert rows[1] == {"id": "b", "error": "line 2: not an image"}
+    assert "no \"tags\" and \"withheld\"" in rows[2]["error"]
+    assert rows[3] == {"id": "d", "error": "no output line for this product"}
+    assert records.summarise(rows) == {"answered": 1, "errors": 3}
+    assert records.summarise_tags(rows) == {"stated": {"Pattern": 1}, "withheld": {"Fabric (not_calibrated)": 1}}
+
+    table = list(csv.DictReader(records.write_results(rows, tmp_path / "tags.csv",
+                                                      task=records.TASK_TAGS).open(encoding="utf-8")))
+    assert list(table[0]) == ["id", "Pattern", "Fabric", "Pattern probability", "Fabric probability",
+                              "Pattern withheld", "Fabric withheld", "error"]
+    assert table[0] == {"id": "a", "Pattern": "Striped", "Fabric": "", "Pattern probability": "0.9300",
+                        "Fabric probability": "0.4100", "Pattern withheld": "", "Fabric withheld": "not_calibrated",
+                        "error": ""}
+    assert [r["error"] != "" for r in table] == [False, True, True, True]
+    jsonl = records.write_results(rows, tmp_path / "tags.jsonl", task=records.TASK_TAGS)
+    assert [json.loads(line) for line in jsonl.read_text().splitlines()] == rows
+
+
+def stubbed_sagemaker(monkeypatch, expected_request):
+    """jobs.aws_client with a SageMaker client under botocore's Stubber: CreateTransformJob must be called with
+    exactly `expected_request`, which the Stubber also validates against the service model."""
+    from botocore.stub import Stubber
+
+    make_client = jobs.aws_client
+    stubs = []
+
+    def client(service, **kwargs):
+        c = make_client(service, **kwargs)
+        if service == "sagemaker":
+            stub = Stubber(c)
+            stub.add_response("create_transform_job", {
+                "TransformJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:transform-job/"
+                                   f"{expected_request['TransformJobName']}"}, expected_request)
+            stub.activate()
+            stubs.append(stub)
+        return c
+
+    monkeypatch.setattr(jobs, "aws_client", client)
+    return stubs
+
+
+# SageMaker CreateTransformJob: SplitType Line + BatchStrategy MultiRecord fills each request with whole lines up to
+# MaxPayloadInMB; VolumeKmsKeyId is refused for instance types with instance storage
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateTransformJob.html,
+#  https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TransformResources.html).
+@pytest.mark.parametrize("instance_type, volume_key", [("ml.m5.xlarge", True), ("ml.g5.2xlarge", False),
+                                                       ("ml.g4dn.xlarge", False)])
+def test_tags_job_request_is_what_sagemaker_accepts(aws, monkeypatch, tmp_path, capsys, instance_type, volume_key):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for pid in ("11", "12", "13"):
+        (images / f"{pid}.jpg").write_bytes(b"\xff\xd8" + pid.encode())
+    labels = tmp_path / "labels.json"
+    labels.write_text('{"Pattern": ["Striped", "Solid", "Checked"]}')
+    kms = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    expected = {
+        "TransformJobName": "loom-tags-1", "ModelName": "loom-clip", "MaxPayloadInMB": 6,
+        "BatchStrategy": "MultiRecord", "ModelClientConfig": {"InvocationsTimeoutInSeconds": 900,
+                                                              "InvocationsMaxRetries": 1},
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                            "S3Uri": "s3://loom-test/batch/loom-tags-1/input/"}},
+            "ContentType": "application/jsonlines", "CompressionType": "None", "SplitType": "Line"},
+        "TransformOutput": {"S3OutputPath": "s3://loom-test/batch/loom-tags-1/output/",
+                            "Accept": "application/jsonlines", "AssembleWith": "Line", "KmsKeyId": kms},
+        "TransformResources": {"InstanceType": instance_type, "InstanceCount": 2,
+                               **({"VolumeKmsKeyId": kms} if volume_key else {})},
+        "MaxConcurrentTransforms": 2,
+        "Tags": [{"Key": "project", "Value": "loom"}],
+    }
+    stubs = stubbed_sagemaker(monkeypatch, expected)
+    code = bt.main(["--task", "tags", "--labels", str(labels), "--attributes", "Pattern", "--catalog", str(images),
+                    "--model-name", "loom-clip", "--bucket", BUCKET, "--job-name", "loom-tags-1",
+                    "--instance-type", instance_type, "--instance-count", "2", "--max-concurrent-transforms", "2",
+                    "--records-per-file", "2", "--kms-key-arn", kms, "--tag", "project=loom"])
+    assert code == 0, capsys.readouterr().err
+    stubs[0].assert_no_pending_responses()
+    lines = [json.loads(line) for key in ("part-00000.jsonl", "part-00001.jsonl")
+             for line in aws.get_object(Bucket=BUCKET, Key=f"batch/loom-tags-1/input/{key}")["Body"].iter_lines()]
+    assert [(r["id"], r["task"], r["attributes"], r["labels"]) for r in lines] == [
+        (pid, "tags", ["Pattern"], {"Pattern": ["Striped", "Solid", "Checked"]}) for pid in ("11", "12", "13")]
+    manifest = json.loads(aws.get_object(Bucket=BUCKET, Key="batch/loom-tags-1/manifest.json")["Body"].read())
+    assert manifest["task"] == "tags" and manifest["shards"] == {"part-00000.jsonl": ["11", "12"],
+                                                                "part-00001.jsonl": ["13"]}
+
+
+def test_tags_for_a_catalog_end_to_end_and_collected_later(aws, monkeypatch, catalog_dir, tmp_path, capsys):
+    all_ids = sorted(p.stem for p in (catalog_dir / "images").glob("*.jpg"))
+    fake_sagemaker(monkeypatch, aws, bad_ids={all_ids[3], all_ids[7]}, reply=tags_answer,
+                   states=[{"transform_job_status": "InProgress"}, {"transform_job_status": "Completed"}])
+    out = tmp_path / "tags.csv"
+    code = bt.main(["--task", "tags", "--catalog", str(catalog_dir), "--model-name", "loom-clip", "--bucket", BUCKET,
+                    "--job-name", "loom-tags-e2e", "--records-per-file", "100", "--article-types", "all",
+                    "--wait", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    table = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert sorted(r["id"] for r in table) == all_ids
+    assert sorted(r["id"] for r in table if r["error"]) == [all_ids[3], all_ids[7]]
+    assert {(r["Pattern"], r["Fabric withheld"]) for r in table if not r["error"]} == {("Striped", "not_calibrated")}
+    assert f"{len(all_ids) - 2} products tagged, 2 errors, 0 skipped before the job" in captured.out
+    assert f"stated: Pattern {len(all_ids) - 2}" in captured.out
+    assert f"withheld: Fabric (not_calibrated) {len(all_ids) - 2}" in captured.out
+    assert "transform job status: Completed" in captured.out
+
+    # --collect reads the task from the job's manifest; asking for another task is refused.
+    later = tmp_path / "later.jsonl"
+    assert bt.main(["--collect", "loom-tags-e2e", "--bucket", BUCKET, "--out", str(later)]) == 0
+    rows = [json.loads(line) for line in later.read_text().splitlines()]
+    assert rows[0]["tags"]["Pattern"]["value"] == "Striped" and rows[0]["withheld"]["Fabric"]["reason"]
+    assert bt.main(["--collect", "loom-tags-e2e", "--bucket", BUCKET, "--task", "attributes",
+                    "--out", str(later)]) == 2
+    assert "--task attributes: job loom-tags-e2e ran task tags" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--task", "tags", "--describe", "--wait", "--out", "x.csv"], "--task tags does not take --describe"),
+    (["--task", "tags", "--min-precision", "0.9"], "--task tags does not take --min-precision"),
+    (["--task", "tags", "--known-attributes", "k.csv"], "--task tags does not take --known-attributes"),
+    (["--labels", "labels.json"], "--labels is for --task tags"),
+    (["--task", "embed"], "invalid choice: 'embed'"),
+])
+def test_tags_flags_that_belong_to_the_attribute_model_are_refused(capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_:
+        bt.parse_args(["--catalog", "c", "--model-name", "m", "--bucket", BUCKET, *extra])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

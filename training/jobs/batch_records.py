@@ -3,6 +3,9 @@
 Pure functions over plain data (and local files), no AWS: `training.jobs.batch_transform` moves what these
 build to and from S3. The wire format is docs/endpoint-contract.md, `application/jsonlines`: one product
 per line in (`{"id", "image"}`), one line per product out, with the `id` echoed, or `{"id", "error"}`.
+Two tasks share it: `attributes` (the attribute model's answers; a CLIP model answers the same lines with
+embeddings) and `tags` (a CLIP model's zero-shot tags: `"task": "tags"` on every line, answered
+`{"id", "tags", "withheld"}`; docs/search.md).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 MB = 1024 * 1024
 SHARD_SUFFIX = ".jsonl"
 OUTPUT_SUFFIX = ".out"  # SageMaker names each output object <input object>.out
+TASK_ATTRIBUTES = "attributes"  # lines without "task": attributes (BLIP-2) or embeddings (CLIP)
+TASK_TAGS = "tags"              # lines with "task": "tags": a CLIP model's zero-shot tags
+TASKS = (TASK_ATTRIBUTES, TASK_TAGS)
 
 
 @dataclass(frozen=True)
@@ -48,14 +54,44 @@ class ShardingReport:
 
 
 def encode_record(product_id: str, image: bytes, attributes: Sequence[str] | None = None,
-                  facts: Mapping[str, Any] | None = None) -> bytes:
-    """One input line: `{"id": ..., "image": <base64>[, "attributes": [...]]}` plus the product's facts
-    (`known_attributes`, `product_type`, `min_precision`), and a newline."""
+                  facts: Mapping[str, Any] | None = None, fields: Mapping[str, Any] | None = None) -> bytes:
+    """One input line: `{"id": ..., "image": <base64>[, "attributes": [...]]}` plus the job's `fields`
+    (`task`, `labels`: the same on every line) and the product's facts (`known_attributes`, `product_type`,
+    `min_precision`), and a newline."""
     record: dict[str, Any] = {"id": str(product_id), "image": base64.b64encode(image).decode("ascii")}
     if attributes:
         record["attributes"] = list(attributes)
-    record.update({k: v for k, v in (facts or {}).items() if v not in (None, {})})
+    record.update({k: v for k, v in {**(fields or {}), **(facts or {})}.items() if v not in (None, {})})
     return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def tag_fields(labels: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """The fields every line of a tags job carries: `{"task": "tags"[, "labels": {attribute: [values]}]}`."""
+    return {"task": TASK_TAGS, **({"labels": {k: list(v) for k, v in labels.items()}} if labels else {})}
+
+
+def read_labels(path: str | Path) -> dict[str, list[str]]:
+    """Candidate values per attribute for a tags job, from a JSON file `{"Pattern": ["Striped", ...], ...}`.
+
+    The server judges the values (unknown attribute, too many labels); this refuses what no server could
+    read, before a whole catalog is uploaded.
+    """
+    where = Path(path)
+    try:
+        data = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{where}: cannot read the labels file ({exc})") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f'{where}: labels must be a JSON object such as {{"Pattern": ["Striped", "Solid"]}}')
+    labels: dict[str, list[str]] = {}
+    for name, values in data.items():
+        if (not isinstance(values, list) or not values
+                or not all(isinstance(v, str) and v.strip() for v in values)):
+            raise ValueError(f"{where}: labels for {name!r} must be a non-empty list of non-empty strings")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{where}: labels for {name!r} repeat a value")
+        labels[name] = values
+    return labels
 
 
 def max_record_bytes(max_payload_mb: int) -> int:
@@ -76,13 +112,15 @@ def write_shards(
     records_per_file: int,
     max_payload_mb: int,
     attributes: Sequence[str] | None = None,
+    fields: Mapping[str, Any] | None = None,
     report: ShardingReport | None = None,
 ) -> Iterator[Shard]:
     """Write products as JSON Lines files of at most `records_per_file` lines; yield each file when complete.
 
     Reads and encodes one image at a time, so memory stays flat however large the catalog: the caller
     uploads each yielded file and may delete it. A product whose image cannot be read or whose record
-    would exceed MaxPayloadInMB is skipped and listed in `report.skipped`; duplicate ids too.
+    would exceed MaxPayloadInMB is skipped and listed in `report.skipped`; duplicate ids too. `fields` go
+    on every line (`tag_fields`).
     """
     if records_per_file < 1:
         raise ValueError(f"records per file must be at least 1, got {records_per_file}")
@@ -105,7 +143,7 @@ def write_shards(
             if not image:
                 report.skipped.append({"id": product.id, "reason": "empty image file", "where": product.where})
                 continue
-            line = encode_record(product.id, image, attributes, product.facts)
+            line = encode_record(product.id, image, attributes, product.facts, fields)
             if len(line) > limit:
                 report.skipped.append({
                     "id": product.id, "where": product.where,
@@ -163,7 +201,8 @@ def parse_output_lines(lines: Iterable[str | bytes]) -> Iterator[dict[str, Any]]
         yield record
 
 
-def join_shard(ids: Sequence[str], outputs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def join_shard(ids: Sequence[str], outputs: Sequence[Mapping[str, Any]],
+               task: str = TASK_ATTRIBUTES) -> list[dict[str, Any]]:
     """One result per input id, in input order, from the output records of the same shard.
 
     Output lines echo their id; a line without one (a line the server could not parse) is matched by
@@ -188,7 +227,7 @@ def join_shard(ids: Sequence[str], outputs: Sequence[Mapping[str, Any]]) -> list
     results = []
     for pid in ids:
         record = by_id.pop(pid, None)
-        results.append(_result(pid, record))
+        results.append(_tag_result(pid, record) if task == TASK_TAGS else _result(pid, record))
     stray += [{"id": rid, "error": "output line for an id that is not in this input file"} for rid in by_id]
     return results + stray
 
@@ -212,6 +251,16 @@ def _result(pid: str, record: Mapping[str, Any] | None) -> dict[str, Any]:
     return result
 
 
+def _tag_result(pid: str, record: Mapping[str, Any] | None) -> dict[str, Any]:
+    if record is None or record.get("error") is not None:
+        return _result(pid, record)
+    tags, withheld = record.get("tags"), record.get("withheld")
+    if not isinstance(tags, dict) or not isinstance(withheld, dict):
+        return {"id": pid, "error": 'the output line has no "tags" and "withheld" objects: '
+                                    "is the model a CLIP artifact that answers task tags?"}
+    return {"id": pid, "tags": dict(tags), "withheld": dict(withheld)}
+
+
 def summarise(results: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Counts of answered products and errors."""
     counts = {"answered": 0, "errors": 0}
@@ -227,6 +276,19 @@ def summarise_conflicts(results: Iterable[Mapping[str, Any]]) -> dict[str, int]:
         for conflict in row.get("conflicts", []):
             counts[conflict["attribute"]] = counts.get(conflict["attribute"], 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def summarise_tags(results: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per attribute, how many products it was stated for, and how many it was withheld from by reason."""
+    stated: dict[str, int] = {}
+    withheld: dict[str, int] = {}
+    for row in results:
+        for name in row.get("tags", {}):
+            stated[name] = stated.get(name, 0) + 1
+        for name, entry in row.get("withheld", {}).items():
+            key = f"{name} ({entry.get('reason', 'no reason given')})"
+            withheld[key] = withheld.get(key, 0) + 1
+    return {"stated": stated, "withheld": dict(sorted(withheld.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
 def read_known_attributes(path: str | Path) -> dict[str, dict[str, str]]:
@@ -253,9 +315,10 @@ def attribute_columns(results: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def write_results(results: Sequence[Mapping[str, Any]], path: str | Path,
-                  attributes: Sequence[str] | None = None) -> Path:
+                  attributes: Sequence[str] | None = None, task: str = TASK_ATTRIBUTES) -> Path:
     """Write results as CSV (`.csv`: id, one column per attribute, `<name> confidence` columns, unknown
-    values, raw answers, error, and descriptions when there are some) or JSON Lines (any other suffix: one result object per line)."""
+    values, raw answers, error, and descriptions when there are some; for tags `write_tag_csv`'s columns)
+    or JSON Lines (any other suffix: one result object per line)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() != ".csv":
@@ -263,6 +326,8 @@ def write_results(results: Sequence[Mapping[str, Any]], path: str | Path,
             for row in results:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
         return path
+    if task == TASK_TAGS:
+        return write_tag_csv(results, path, attributes)
     names = list(attributes) if attributes else attribute_columns(results)
     described = any("description" in row or "description_error" in row for row in results)
     abstained = any(row.get("withheld") or row.get("conflicts") for row in results)
@@ -284,6 +349,27 @@ def write_results(results: Sequence[Mapping[str, Any]], path: str | Path,
                 *([json.dumps(row.get("withheld") or {}, ensure_ascii=False),
                    json.dumps(row.get("conflicts") or [], ensure_ascii=False)] if abstained else []),
                 *([row.get("description", ""), row.get("description_error", "")] if described else []),
+            ])
+    return path
+
+
+def write_tag_csv(results: Sequence[Mapping[str, Any]], path: Path, attributes: Sequence[str] | None = None) -> Path:
+    """Tags as CSV: id; per attribute the stated value (empty when withheld), `<name> probability` (of the most
+    probable value, stated or not) and `<name> withheld` (the reason, empty when stated); error."""
+    names = list(attributes) if attributes else list(dict.fromkeys(
+        name for row in results for name in (*row.get("tags", {}), *row.get("withheld", {}))))
+    header = ["id", *names, *(f"{n} probability" for n in names), *(f"{n} withheld" for n in names), "error"]
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        for row in results:
+            tags, withheld = row.get("tags", {}), row.get("withheld", {})
+            writer.writerow([
+                row["id"] if row.get("id") is not None else "",
+                *(tags.get(n, {}).get("value", "") for n in names),
+                *(_confidence((tags.get(n) or withheld.get(n) or {}).get("probability")) for n in names),
+                *(withheld.get(n, {}).get("reason", "") for n in names),
+                row.get("error", ""),
             ])
     return path
 

@@ -1,18 +1,19 @@
-"""Attributes for a whole catalog with SageMaker Batch Transform, with plain boto3.
+"""Attributes (or CLIP tags, or embeddings) for a whole catalog with SageMaker Batch Transform, with plain boto3.
 
     python -m training.jobs.batch_transform --catalog DIR|s3://bucket/prefix/ --model-name NAME --bucket BUCKET
-        [--prefix batch/] [--instance-type ml.g5.2xlarge] [--instance-count N] [--max-payload-mb 6]
+        [--task attributes|tags] [--labels labels.json] [--prefix batch/] [--instance-type ml.g5.2xlarge]
+        [--instance-count N] [--max-payload-mb 6]
         [--records-per-file 1000] [--max-concurrent-transforms N] [--article-types all|Shirts ...]
         [--attributes NAME ...] [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--region R] [--profile P]
         [--wait --out results.csv|results.jsonl [--describe [--writer offline|bedrock] [--concurrency 4]]]
     python -m training.jobs.batch_transform --collect JOB_NAME --bucket BUCKET [--prefix batch/] --out FILE ...
 
-The catalog's images are written as JSON Lines shards (one product per line, `{"id", "image"}`) to
-s3://BUCKET/PREFIX/JOB/input/, one shard at a time (memory stays flat). SageMaker hands whole input objects
-to the instances, so `--instance-count` is what scales a large catalog out. With --wait the job's
-`<shard>.out` files are joined back to product ids (via s3://BUCKET/PREFIX/JOB/manifest.json, which --collect
-also reads) and written to --out. Exit status: 0 done, 1 job Failed/Stopped (FailureReason printed),
-2 bad arguments or AWS errors.
+The catalog's images are written as JSON Lines shards (one product per line, `{"id", "image"}`; with
+`--task tags` also `"task": "tags"` and the optional `labels`) to s3://BUCKET/PREFIX/JOB/input/, one shard at a
+time (memory stays flat). SageMaker hands whole input objects to the instances, so `--instance-count` is what
+scales a large catalog out. With --wait the job's `<shard>.out` files are joined back to product ids (via
+s3://BUCKET/PREFIX/JOB/manifest.json, which --collect also reads, task included) and written to --out.
+Exit status: 0 done, 1 job Failed/Stopped (FailureReason printed), 2 bad arguments or AWS errors.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ def upload_shards(s3: Any, shards: Iterator[records.Shard], input_uri: str, tota
     return count
 
 
-def read_outputs(s3: Any, output_uri: str, shards: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
+def read_outputs(s3: Any, output_uri: str, shards: Mapping[str, Sequence[str]],
+                 task: str = records.TASK_ATTRIBUTES) -> list[dict[str, Any]]:
     """Stream every `<shard>.out` of a finished job and join it to the shard's ids (input order)."""
     from botocore.exceptions import ClientError
 
@@ -200,7 +202,7 @@ def read_outputs(s3: Any, output_uri: str, shards: Mapping[str, Sequence[str]]) 
         except ClientError:
             results += [{"id": pid, "error": f"no output file s3://{bucket}/{key}"} for pid in ids]
             continue
-        results += records.join_shard(list(ids), list(records.parse_output_lines(body.iter_lines())))
+        results += records.join_shard(list(ids), list(records.parse_output_lines(body.iter_lines())), task)
     return results
 
 
@@ -228,7 +230,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--catalog", help="a catalog folder, a folder of <id>.jpg, or an S3 prefix")
     p.add_argument("--collect", metavar="JOB_NAME", help="only join the outputs of an earlier job into --out")
-    p.add_argument("--model-name", help="an existing SageMaker model (Terraform output model_name)")
+    p.add_argument("--model-name", help="an existing SageMaker model (Terraform output model_name; for --task tags "
+                   "the search module's CLIP model)")
+    p.add_argument("--task", choices=records.TASKS,
+                   help="attributes (default): the attribute model's answers, or a CLIP model's embeddings; "
+                        "tags: a CLIP model's zero-shot tags, stated or withheld with the reason. --collect reads "
+                        "the job's task from its manifest")
+    p.add_argument("--labels", metavar="JSON",
+                   help="--task tags: candidate values per attribute, a JSON file {\"Pattern\": [\"Striped\", ...]} "
+                        "(default: the known values of the CLIP artifact's attribute schema)")
     p.add_argument("--bucket", required=True, help="where the job's input shards and outputs go")
     p.add_argument("--prefix", default=DEFAULT_PREFIX)
     p.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
@@ -261,6 +271,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("give --catalog and --model-name (or --collect JOB_NAME)")
     if (args.wait or args.collect) and not args.out:
         p.error("--wait and --collect need --out")
+    if args.task == records.TASK_TAGS:
+        # Merchant facts, precision targets and descriptions belong to the attribute model's answers.
+        refused = [flag for flag, value in (("--known-attributes", args.known_attributes),
+                                            ("--min-precision", args.min_precision), ("--describe", args.describe))
+                   if value]
+        if refused:
+            p.error(f"--task tags does not take {', '.join(refused)}: those are for the attribute model")
+    elif args.labels:
+        p.error("--labels is for --task tags")
     return args
 
 
@@ -273,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.collect:
             job_name = jobs.validate_job_name(args.collect)
             return _collect(s3, args, job_locations(args.bucket, args.prefix, job_name))
+        task = args.task or records.TASK_ATTRIBUTES
+        fields = records.tag_fields(records.read_labels(args.labels) if args.labels else None) \
+            if task == records.TASK_TAGS else None
         job_name = jobs.validate_job_name(args.job_name) if args.job_name else jobs.default_job_name("batch")
         where = job_locations(args.bucket, args.prefix, job_name)
         request = transform_job_request(
@@ -293,12 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="loom-batch-") as tmp:
             shards = records.write_shards(products, tmp, records_per_file=args.records_per_file,
                                           max_payload_mb=args.max_payload_mb, attributes=args.attributes,
-                                          report=report)
+                                          fields=fields, report=report)
             upload_shards(s3, shards, where["input"])
         _print_skipped(report.skipped)
         if not report.records:
             raise JobConfigError(f"no product of {args.catalog} could be sent; nothing to transform")
-        put_manifest(s3, where["manifest"], {"job_name": job_name, "shards": report.shards, "skipped": report.skipped})
+        put_manifest(s3, where["manifest"], {"job_name": job_name, "task": task, "shards": report.shards,
+                                             "skipped": report.skipped})
         sagemaker.create_transform_job(**request)
     except (JobConfigError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -317,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if job["TransformJobStatus"] != "Completed":
             print(f"error: {jobs.failure_message(job, jobs.TRANSFORM_JOB, job_name)}", file=sys.stderr)
             return 1
-        return _collect(s3, args, where, {"shards": report.shards, "skipped": report.skipped})
+        return _collect(s3, args, where, {"task": task, "shards": report.shards, "skipped": report.skipped})
     except (ClientError, BotoCoreError) as exc:
         print(f"error: AWS: {exc}", file=sys.stderr)
         return 2
@@ -326,7 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _collect(s3: Any, args: argparse.Namespace, where: Mapping[str, str],
              manifest: Mapping[str, Any] | None = None) -> int:
     manifest = manifest or get_manifest(s3, where["manifest"])
-    results = read_outputs(s3, where["output"], manifest["shards"])
+    task = manifest.get("task", records.TASK_ATTRIBUTES)  # manifests written before tags have no task
+    if args.task and args.task != task:
+        raise JobConfigError(f"--task {args.task}: job {manifest.get('job_name', '?')} ran task {task}")
+    results = read_outputs(s3, where["output"], manifest["shards"], task)
+    if task == records.TASK_TAGS:
+        return _report_tags(results, args, manifest)
     if args.describe:
         from training.jobs.batch_describe import describe_results, make_writer
 
@@ -343,9 +371,25 @@ def _collect(s3: Any, args: argparse.Namespace, where: Mapping[str, str],
     if conflicts:
         print(f"conflicts with merchant values: {', '.join(f'{name} {n}' for name, n in conflicts.items())} "
               f"(products listed in the results' conflicts column)")
+    _print_errors(results)
+    return 0
+
+
+def _report_tags(results: list[dict[str, Any]], args: argparse.Namespace, manifest: Mapping[str, Any]) -> int:
+    records.write_results(results, args.out, args.attributes, records.TASK_TAGS)
+    counts, tags = records.summarise(results), records.summarise_tags(results)
+    print(f"{counts['answered']} products tagged, {counts['errors']} errors, "
+          f"{len(manifest.get('skipped', []))} skipped before the job; results in {args.out}")
+    print("stated: " + (", ".join(f"{name} {n}" for name, n in tags["stated"].items()) or "nothing"))
+    if tags["withheld"]:
+        print("withheld: " + ", ".join(f"{name} {n}" for name, n in tags["withheld"].items()))
+    _print_errors(results)
+    return 0
+
+
+def _print_errors(results: Sequence[Mapping[str, Any]]) -> None:
     for row in [r for r in results if "error" in r][:10]:
         print(f"  {row['id']}: {row['error']}", file=sys.stderr)
-    return 0
 
 
 def _print_skipped(skipped: Sequence[Mapping[str, str]]) -> None:
