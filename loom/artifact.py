@@ -47,6 +47,8 @@ INDEX_MANIFEST_FILE = "index_manifest.json"
 INDEX_EMBEDDINGS_FILE = "embeddings.npy"
 INDEX_PRODUCTS_FILE = "products.jsonl"
 INDEX_VERSION = 1
+# The metrics section of a CLIP model's zero-shot tags scored on a BLIP-2 artifact's validation questions.
+CLIP_BASELINE_METRICS = "clip_zero_shot"
 
 
 @dataclass(frozen=True)
@@ -167,13 +169,11 @@ def write_calibration(model_dir: str | Path, calibration: Mapping[str, Any],
     paths = ArtifactPaths.of(model_dir)
     manifest = read_json(paths.manifest, missing=f"{model_dir} has no {MANIFEST_FILE}: write the manifest first")
     manifest["calibration"] = dict(calibration)
-    summary = {"target_precision": calibration["target_precision"], "attributes": {
-        name: {k: a[k] for k in ("threshold", "precision", "coverage", "examples")}
-        for name, a in calibration["attributes"].items()}}
-    manifest.setdefault("metrics", {})["calibration"] = summary
     write_json(paths.manifest, manifest)
-    if paths.metrics.is_file():
-        write_metrics(model_dir, {**read_metrics(model_dir), "calibration": summary})
+    record_metrics(model_dir, "calibration", {
+        "target_precision": calibration["target_precision"], "attributes": {
+            name: {k: a[k] for k in ("threshold", "precision", "coverage", "examples")}
+            for name, a in calibration["attributes"].items()}})
     paths.evaluation.mkdir(parents=True, exist_ok=True)
     with paths.calibration_records.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -258,6 +258,17 @@ def _check_clip_manifest(manifest: Mapping[str, Any], where: str) -> None:
 def write_metrics(model_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
     """metrics.json of a model folder."""
     return write_json(ArtifactPaths.of(model_dir).metrics, metrics)
+
+
+def record_metrics(model_dir: str | Path, key: str, value: Mapping[str, Any]) -> None:
+    """Add (or replace) one section of an artifact's metrics, in the manifest's "metrics" and in metrics.json
+    (when the evaluation wrote one)."""
+    paths = ArtifactPaths.of(model_dir)
+    manifest = read_json(paths.manifest, missing=f"{model_dir} has no {MANIFEST_FILE}: write the manifest first")
+    manifest.setdefault("metrics", {})[key] = dict(value)
+    write_json(paths.manifest, manifest)
+    if paths.metrics.is_file():
+        write_metrics(model_dir, {**read_metrics(model_dir), key: dict(value)})
 
 
 def read_metrics(model_dir: str | Path) -> dict[str, Any]:

@@ -288,3 +288,17 @@ def test_network_isolation_needs_the_staged_base_model_channel():
     assert [c["ChannelName"] for c in request["InputDataConfig"]][-1] == "base_model"
     plain = launch.training_job_request(launch.TrainingJobSpec(**{**common, "network_isolation": False}))
     assert "EnableNetworkIsolation" not in plain
+
+
+def test_a_clip_artifact_comes_in_as_the_optional_clip_channel():
+    # The `train` program reads it at /opt/ml/input/data/clip (training/job_folders.py); SageMaker names a
+    # channel's folder after ChannelName: https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-training-algo-running-container.html
+    args = launch.parse_args(["--image-uri", IMAGE, "--role-arn", ROLE, "--bucket", "bkt",
+                              "--clip-artifact", "s3://bkt/models/clip"])
+    request = launch.training_job_request(launch.spec_from_args(args, "loom-x"))
+    clip = [c for c in request["InputDataConfig"] if c["ChannelName"] == "clip"]
+    assert clip == [{"ChannelName": "clip", "InputMode": "File", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": "s3://bkt/models/clip/", "S3DataDistributionType": "FullyReplicated"}}}]
+    plain = launch.training_job_request(launch.spec_from_args(launch.parse_args(
+        ["--image-uri", IMAGE, "--role-arn", ROLE, "--bucket", "bkt"]), "loom-x"))
+    assert "clip" not in [c["ChannelName"] for c in plain["InputDataConfig"]]

@@ -35,11 +35,12 @@ def test_default_root_is_opt_ml_and_sm_variables_win():
     assert paths.model == Path("/opt/ml/model") and paths.failure == Path("/opt/ml/output/failure")
     assert paths.hyperparameters == Path("/opt/ml/input/config/hyperparameters.json")
     assert paths.checkpoints == Path("/opt/ml/checkpoints")
+    assert paths.clip == Path("/opt/ml/input/data/clip")
     paths = JobPaths.resolve(env={"SM_MODEL_DIR": "/m", "SM_CHANNEL_TRAIN": "/t", "SM_CHANNEL_IMAGES": "/i",
                                   "SM_CHANNEL_BASE_MODEL": "/b", "SM_OUTPUT_DATA_DIR": "/o/d",
-                                  "SM_INPUT_CONFIG_DIR": "/c"})
-    assert (paths.model, paths.train, paths.images, paths.base_model, paths.output_data) == (
-        Path("/m"), Path("/t"), Path("/i"), Path("/b"), Path("/o/d"))
+                                  "SM_INPUT_CONFIG_DIR": "/c", "SM_CHANNEL_CLIP": "/clip"})
+    assert (paths.model, paths.train, paths.images, paths.base_model, paths.output_data, paths.clip) == (
+        Path("/m"), Path("/t"), Path("/i"), Path("/b"), Path("/o/d"), Path("/clip"))
     assert paths.hyperparameters == Path("/c/hyperparameters.json")
     assert paths.validation == Path("/opt/ml/input/data/validation")
 

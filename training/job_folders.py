@@ -15,6 +15,8 @@ TRAIN_CHANNEL = "train"
 VALIDATION_CHANNEL = "validation"
 IMAGES_CHANNEL = "images"
 BASE_MODEL_CHANNEL = "base_model"
-CHANNELS = (TRAIN_CHANNEL, VALIDATION_CHANNEL, IMAGES_CHANNEL, BASE_MODEL_CHANNEL)
+# Optional: a CLIP artifact whose zero-shot tags are scored beside BLIP-2 (training/clip_baseline.py).
+CLIP_CHANNEL = "clip"
+CHANNELS = (TRAIN_CHANNEL, VALIDATION_CHANNEL, IMAGES_CHANNEL, BASE_MODEL_CHANNEL, CLIP_CHANNEL)
 # Managed spot training syncs this folder with CheckpointConfig.S3Uri.
 CHECKPOINTS_DIR = SM_ROOT / "checkpoints"

@@ -1,9 +1,11 @@
 """The evaluation report: one HTML page (plus PNGs) from a model folder's metrics and validation predictions.
 
-    python -m training.report --model DIR --images DIR [--out DIR] [--examples N]
+    python -m training.report --model DIR --images DIR [--out DIR] [--examples N] [--clip-artifact DIR [--device D]]
 
 Reads `metrics.json`, `evaluation/predictions.csv`, `evaluation/loss_history.csv` and `loom_manifest.json`;
 writes `report.html`, `accuracy.png`, `confusion_<attribute>.png`, `loss.png` and `examples/<id>.jpg`.
+With `--clip-artifact`, a CLIP model's zero-shot tags are first scored on the same validation questions
+(training/clip_baseline.py) and shown beside the fine-tuned and base figures.
 Figures are drawn with matplotlib's object API (no pyplot), so no backend or global state is touched.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
+import sys
 from collections import Counter
 from html import escape
 from pathlib import Path
@@ -20,12 +23,14 @@ from typing import Any, Iterable, Mapping, Sequence
 from matplotlib.figure import Figure
 from PIL import Image
 
+from loom.artifact import CLIP_BASELINE_METRICS as CLIP_KEY
 from loom.artifact import REPORT_FILE, ArtifactPaths, read_calibration_records, read_manifest, read_metrics
 from loom.calibration import Calibration, precision_curve
 
 OTHER = "(other)"
 THUMBNAIL = (160, 160)
-FINE_TUNED_COLOUR, BASELINE_COLOUR = "#2b6cb0", "#a0aec0"
+FINE_TUNED_COLOUR, BASELINE_COLOUR, CLIP_COLOUR = "#2b6cb0", "#a0aec0", "#dd6b20"
+CLIP_LABEL = "CLIP zero-shot"
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -78,25 +83,40 @@ def pick_examples(rows: Sequence[Mapping[str, str]], n: int) -> list[str]:
     return spread(wrong, take_wrong) + spread(right, take_right)
 
 
+def clip_accuracies(metrics: Mapping[str, Any], names: Sequence[str]) -> list[float | None]:
+    """CLIP zero-shot accuracy for "overall" and each attribute name (None where CLIP has no figure; overall only
+    when CLIP tags every evaluated attribute, else it would cover other questions than the BLIP-2 figures)."""
+    clip = metrics.get(CLIP_KEY) or {}
+    per = clip.get("attributes", {})
+    return [(clip.get("overall", {}).get("accuracy") if not clip.get("not_tagged") else None) if name == "overall"
+            else per.get(name, {}).get("accuracy") for name in names]
+
+
 def plot_accuracy(metrics: Mapping[str, Any], attributes: Sequence[str], labels: Mapping[str, str], path: Path) -> Path:
-    """Grouped bars: fine-tuned vs base-model exact match, overall first, then each attribute with rows."""
+    """Grouped bars: fine-tuned vs base-model exact match (and CLIP zero-shot accuracy when measured), overall
+    first, then each attribute with rows."""
     per = metrics.get("attributes", {})
     names = ["overall"] + [a for a in attributes if per.get(a, {}).get("examples")]
     entries = [metrics.get("overall", {})] + [per[a] for a in names[1:]]
+    series = [([float(e.get("exact_match") or 0.0) for e in entries], FINE_TUNED_COLOUR, "fine-tuned"),
+              ([float(e.get("baseline_exact_match") or 0.0) for e in entries], BASELINE_COLOUR, "base model")]
+    if CLIP_KEY in metrics:
+        series.append((clip_accuracies(metrics, names), CLIP_COLOUR, CLIP_LABEL))
+    width = 0.8 / len(series)
     xs = range(len(names))
-    fig = Figure(figsize=(max(6.0, 1.1 * len(names) + 2), 4.2), layout="constrained")
+    fig = Figure(figsize=(max(6.0, (0.55 + 0.275 * len(series)) * len(names) + 2), 4.2), layout="constrained")
     ax = fig.add_subplot()
-    for offset, key, colour, label in ((-0.2, "exact_match", FINE_TUNED_COLOUR, "fine-tuned"),
-                                       (0.2, "baseline_exact_match", BASELINE_COLOUR, "base model")):
-        heights = [float(e.get(key) or 0.0) for e in entries]
-        bars = ax.bar([x + offset for x in xs], heights, width=0.4, color=colour, label=label)
-        ax.bar_label(bars, labels=[f"{h:.0%}" for h in heights], fontsize=8, padding=2)
+    for i, (heights, colour, label) in enumerate(series):
+        offset = (i - (len(series) - 1) / 2) * width
+        shown = [(x + offset, h) for x, h in zip(xs, heights) if h is not None]
+        bars = ax.bar([x for x, _ in shown], [h for _, h in shown], width=width, color=colour, label=label)
+        ax.bar_label(bars, labels=[f"{h:.0%}" for _, h in shown], fontsize=8 if len(series) < 3 else 7, padding=2)
     ax.set_xticks(list(xs), ["Overall"] + [labels.get(a, a) for a in names[1:]], rotation=30, ha="right")
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("exact match")
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
     ax.axvline(0.5, color="#cbd5e0", linewidth=1)
-    ax.legend(loc="upper right", ncols=2, frameon=False)
+    ax.legend(loc="upper right", ncols=len(series), frameon=False)
     ax.set_title("Exact match per attribute (validation)")
     fig.savefig(path, dpi=110)
     return path
@@ -276,6 +296,9 @@ def render_header(manifest: Mapping[str, Any], metrics: Mapping[str, Any], model
             (pct(overall.get("baseline_exact_match")), "exact match, base model"),
             (pct(overall.get("unknown_value_rate")), "unknown value rate"),
             (str(overall.get("examples", "n/a")), "validation questions")]
+    if clip := metrics.get(CLIP_KEY):
+        kpis.insert(2, (pct(clip["overall"]["accuracy"]), f"{CLIP_LABEL}, the {clip['overall']['examples']} "
+                                                          "questions it tags"))
     return (f"<h1>{escape(str(manifest.get('name') or model_dir.name))}: evaluation report</h1>"
             f"<div class='meta'>Base model <code>{escape(str(manifest.get('base_model', '?')))}</code> · "
             f"LoRA <code>{escape(lora)}</code><br>Training: {escape(run or 'no training record')}</div>"
@@ -284,21 +307,55 @@ def render_header(manifest: Mapping[str, Any], metrics: Mapping[str, Any], model
 
 
 def render_accuracy_table(metrics: Mapping[str, Any], attributes: Sequence[str], labels: Mapping[str, str]) -> str:
+    with_clip = CLIP_KEY in metrics
+    clip = dict(zip(attributes, clip_accuracies(metrics, attributes))) if with_clip else {}
     rows = []
     for a in attributes:
         m = metrics.get("attributes", {}).get(a, {})
         name = escape(shown_name(a, labels))
         if not m.get("examples"):
-            rows.append(f"<tr><td>{name}</td><td colspan=5 class='note'>no validation rows</td></tr>")
+            rows.append(f"<tr><td>{name}</td><td colspan={6 if with_clip else 5} class='note'>no validation rows</td></tr>")
             continue
         delta = (_float(m.get("exact_match")) or 0.0) - (_float(m.get("baseline_exact_match")) or 0.0)
+        clip_cell = (f"<td class=num>{pct(clip[a])}</td>" if clip.get(a) is not None
+                     else "<td class=note>not tagged</td>") if with_clip else ""
         rows.append(f"<tr><td>{name}</td><td class=num>{pct(m.get('exact_match'))}</td>"
-                    f"<td class=num>{pct(m.get('baseline_exact_match'))}</td>"
+                    f"<td class=num>{pct(m.get('baseline_exact_match'))}</td>{clip_cell}"
                     f"<td class='num {'up' if delta >= 0 else 'down'}'>{delta * 100:+.1f} pts</td>"
                     f"<td class=num>{pct(m.get('unknown_value_rate'))}</td>"
                     f"<td class=num>{escape(str(m['examples']))}</td></tr>")
-    return ("<table><tr><th>Attribute</th><th>Fine-tuned</th><th>Base model</th><th>Change</th>"
-            "<th>Unknown values</th><th>Questions</th></tr>" + "".join(rows) + "</table>")
+    return ("<table><tr><th>Attribute</th><th>Fine-tuned</th><th>Base model</th>"
+            + (f"<th>{CLIP_LABEL}</th>" if with_clip else "")
+            + "<th>Change</th><th>Unknown values</th><th>Questions</th></tr>" + "".join(rows) + "</table>")
+
+
+def render_clip_baseline(metrics: Mapping[str, Any], labels: Mapping[str, str]) -> str:
+    """The CLIP zero-shot section: accuracy, precision and coverage of its stated tags per attribute, and BLIP-2
+    on the same questions (empty without a CLIP baseline)."""
+    clip = metrics.get(CLIP_KEY)
+    if not clip:
+        return ""
+    per = metrics.get("attributes", {})
+    rows = "".join(
+        f"<tr><td>{escape(shown_name(name, labels) if name in labels else name)}</td><td class=num>{pct(c['accuracy'])}</td>"
+        f"<td class=num>{pct(c['precision'])}</td><td class=num>{pct(c['coverage'])}</td>"
+        f"<td class=num>{pct(per.get(name, {}).get('exact_match'))}</td>"
+        f"<td class=num>{pct(per.get(name, {}).get('baseline_exact_match'))}</td>"
+        f"<td class=num>{escape(str(c['examples']))}</td></tr>"
+        for name, c in clip["attributes"].items())
+    o = clip["overall"]
+    rows += (f"<tr><td><b>All these questions</b></td><td class=num>{pct(o['accuracy'])}</td>"
+             f"<td class=num>{pct(o['precision'])}</td><td class=num>{pct(o['coverage'])}</td>"
+             f"<td class=num>{pct(o.get('fine_tuned_exact_match'))}</td>"
+             f"<td class=num>{pct(o.get('baseline_exact_match'))}</td><td class=num>{escape(str(o['examples']))}</td></tr>")
+    untagged = ", ".join(shown_name(a, labels) if a in labels else a for a in clip.get("not_tagged", []))
+    return (f"<h2>{CLIP_LABEL} baseline</h2><p>The CLIP model <code>{escape(str(clip.get('model', '?')))}</code> tagged "
+            "the same validation photos with no fine-tuning: accuracy counts its most probable value whether it was "
+            "stated or withheld; precision and coverage count only the tags it stated (their probability passed its "
+            "calibrated threshold). Where it is close to the fine-tuned model, fine-tuning adds little.</p>"
+            f"<table><tr><th>Attribute</th><th>{CLIP_LABEL} accuracy</th><th>Stated precision</th><th>Coverage</th>"
+            f"<th>Fine-tuned</th><th>Base model</th><th>Questions</th></tr>{rows}</table>"
+            + (f"<p class=note>Not tagged by the CLIP model: {escape(untagged)}.</p>" if untagged else ""))
 
 
 def render_example(product_id: str, rows: Sequence[Mapping[str, str]], thumbnail: str | None,
@@ -359,7 +416,7 @@ def write_report(model_dir: str | Path, images_dir: str | Path, out_dir: str | P
             f" evaluation</title><style>{CSS}</style></head><body>{render_header(manifest, metrics, model_dir)}"
             "<h2>Accuracy per attribute</h2><p>Exact match of the answer on validation products, fine-tuned model "
             "vs the base model asked the same questions.</p><img class='fig' src='accuracy.png' alt='accuracy per "
-            f"attribute'>{render_accuracy_table(metrics, attributes, labels)}"
+            f"attribute'>{render_accuracy_table(metrics, attributes, labels)}{render_clip_baseline(metrics, labels)}"
             f"{render_calibration(model_dir, manifest, attributes, labels, out)}"
             "<h2>Confusion matrices</h2><p>Rows are the true values, columns the predicted ones; the 15 most frequent "
             f"values are shown, the rest and unparsable answers are grouped as {OTHER}.</p>"
@@ -378,7 +435,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", required=True, type=Path, help="folder of <id>.jpg product pictures")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default MODEL/evaluation)")
     parser.add_argument("--examples", type=int, default=12, help="number of example products to show")
+    parser.add_argument("--clip-artifact", type=Path, metavar="DIR",
+                        help="a CLIP artifact: first score its zero-shot tags on the same validation questions "
+                             f"(stored in the model's metrics as {CLIP_KEY}) and show them beside BLIP-2")
+    parser.add_argument("--device", help="device for the CLIP model: cpu, cuda or cuda:N (default: cuda if present)")
     args = parser.parse_args(argv)
+    if args.clip_artifact:
+        from training.clip_baseline import evaluate_clip
+        from training.data import DataError
+
+        try:
+            evaluate_clip(args.model, args.clip_artifact, args.images, device=args.device)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     print(write_report(args.model, args.images, args.out, examples=args.examples))
     return 0
 

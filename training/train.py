@@ -9,6 +9,7 @@ SageMaker runs it as `train` in the training image. Locally, a folder stands in 
     DIR/input/data/validation/              vqa_val.csv
     DIR/input/data/images/                  <id>.jpg
     DIR/input/data/base_model/              optional: a base model folder (else hyperparameter base_model)
+    DIR/input/data/clip/                    optional: a CLIP artifact, scored beside BLIP-2 (or --clip-artifact DIR)
     DIR/model/                              the artifact (merged model, processor, manifest, metrics)
     DIR/output/data/adapter/                the LoRA adapter (SageMaker uploads it as output.tar.gz)
     DIR/output/data/evaluation/             metrics and predictions of a model that failed the quality gate
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loom.artifact import EVALUATION_DIR, ArtifactPaths, make_world_readable, read_metrics
+from loom.artifact import CLIP_BASELINE_METRICS, EVALUATION_DIR, ArtifactPaths, is_artifact, make_world_readable, read_metrics
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.config import ConfigError, from_hyperparameters, read_hyperparameters
 from training.data import DataError
@@ -60,6 +61,7 @@ class JobPaths:
     validation: Path
     images: Path
     base_model: Path
+    clip: Path
     model: Path
     output_data: Path
     failure: Path
@@ -83,7 +85,7 @@ class JobPaths:
             root=root,
             hyperparameters=pick("SM_INPUT_CONFIG_DIR", root / "input" / "config") / "hyperparameters.json",
             train=channel["train"], validation=channel["validation"], images=channel["images"],
-            base_model=channel["base_model"],
+            base_model=channel["base_model"], clip=channel["clip"],
             model=pick("SM_MODEL_DIR", root / "model"),
             output_data=pick("SM_OUTPUT_DATA_DIR", output / "data"),
             failure=output / "failure",
@@ -92,10 +94,11 @@ class JobPaths:
 
 
 def layout_job(sm_root: str | Path, *, train: str | Path, validation: str | Path, images: str | Path,
-               base_model: str | Path | None = None, hyperparameters: Mapping[str, str] | None = None) -> JobPaths:
+               base_model: str | Path | None = None, clip: str | Path | None = None,
+               hyperparameters: Mapping[str, str] | None = None) -> JobPaths:
     """Lay out a local stand-in for /opt/ml: channel folders as symlinks, hyperparameters.json as strings."""
     paths = JobPaths.resolve(sm_root)
-    sources = {"train": train, "validation": validation, "images": images, "base_model": base_model}
+    sources = {"train": train, "validation": validation, "images": images, "base_model": base_model, "clip": clip}
     for name, source in sources.items():
         if source is None:
             continue
@@ -111,8 +114,10 @@ def layout_job(sm_root: str | Path, *, train: str | Path, validation: str | Path
 
 
 def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], None] | None = None,
-            stop_after: int | None = None) -> dict[str, Any]:
-    """Every stage of a training job; returns metrics.json's dict. Raises on failure (main() reports it)."""
+            stop_after: int | None = None, clip_artifact: str | Path | None = None) -> dict[str, Any]:
+    """Every stage of a training job; returns metrics.json's dict. Raises on failure (main() reports it).
+
+    `clip_artifact` (else the `clip` channel, when it holds an artifact): a CLIP model scored beside BLIP-2."""
     import torch
     from transformers import set_seed
 
@@ -132,6 +137,12 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
         config.device = device
         config.validate()
     base_model = str(paths.base_model) if (paths.base_model / "config.json").is_file() else config.base_model
+    if clip_artifact is None and is_artifact(paths.clip):
+        clip_artifact = paths.clip
+    if clip_artifact is not None:  # a wrong folder fails now, not after training
+        from training.clip_baseline import check_clip_artifact
+
+        log(f"CLIP zero-shot baseline from {clip_artifact} ({check_clip_artifact(clip_artifact)['base_model']})")
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else paths.checkpoints
     device_, dtype = finetune.resolve_device(config)
     set_seed(config.seed)
@@ -253,7 +264,16 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     if not verdict["enabled"] and verdict["reason"]:
         log(f"WARNING: quality gate off; shipping a model that fails it: {verdict['reason']}")
 
-    stage(8, "evaluation report")
+    stage(8, "evaluation report" + (", with the CLIP zero-shot baseline" if clip_artifact else ""))
+    if clip_artifact is not None and answers:
+        from training.clip_baseline import evaluate_clip
+
+        try:  # the model is saved and gated; a baseline that cannot be measured must not lose it
+            metrics = {**metrics, CLIP_BASELINE_METRICS: evaluate_clip(paths.model, clip_artifact, paths.images,
+                                                                  device=str(device_), log=log)}
+        except Exception as exc:  # noqa: BLE001
+            log(f"WARNING: the CLIP zero-shot baseline could not be measured ({type(exc).__name__}: {exc}); "
+                f"the model in {paths.model} is complete")
     try:
         from training.report import write_report
 
@@ -294,12 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("program", nargs="?", choices=["train"], help=argparse.SUPPRESS)
     parser.add_argument("--sm-root", type=Path, help="folder standing in for /opt/ml (local runs, tests)")
     parser.add_argument("--device", help="override the device: cpu, cuda or cuda:N")
+    parser.add_argument("--clip-artifact", type=Path, metavar="DIR",
+                        help="a CLIP artifact whose zero-shot tags are scored on the same validation questions and "
+                             "shown beside BLIP-2 in the report (SageMaker: the optional `clip` channel)")
     args = parser.parse_args(argv)
     paths = JobPaths.resolve(args.sm_root)
     if paths.failure.exists():
         paths.failure.unlink()
     try:
-        run_job(paths, device=args.device)
+        run_job(paths, device=args.device, clip_artifact=args.clip_artifact)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach output/failure
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             raise

@@ -2,14 +2,15 @@
 
     python -m training.jobs.launch --image-uri URI --role-arn ARN --bucket BUCKET
         [--upload-data PREPARED_DIR] [--upload-images IMAGES_DIR]
-        [--train s3://...] [--validation s3://...] [--images s3://...] [--base-model s3://...]
+        [--train s3://...] [--validation s3://...] [--images s3://...] [--base-model s3://...] [--clip-artifact s3://...]
         [--output s3://...] [--hyperparameters FILE.json] [--hp key=value ...]
         [--instance-type ml.g5.2xlarge] [--volume-gb 100] [--max-run-hours 24]
         [--spot [--max-wait-hours 36] [--checkpoint-s3 s3://...]]
         [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--wait] [--region REGION] [--profile NAME]
 
 Channels (the contract of the image's `train` program): `train` (vqa_train.csv, attribute_schema.json),
-`validation` (vqa_val.csv), `images` (<id>.jpg), and optionally `base_model` (a base model folder).
+`validation` (vqa_val.csv), `images` (<id>.jpg), and optionally `base_model` (a base model folder) and
+`clip` (a CLIP artifact folder whose zero-shot tags the report shows beside BLIP-2).
 With --bucket and no channel URIs they are s3://BUCKET/data/{train,validation,images}/; --upload-data
 and --upload-images put a `training.prepare` output folder and an images folder there first.
 
@@ -30,7 +31,8 @@ from typing import Any, Mapping, Sequence
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.jobs import sagemaker_jobs as jobs
 from training.metrics_regex import METRIC_DEFINITIONS, attribute_metric_definitions
-from training.job_folders import BASE_MODEL_CHANNEL, CHECKPOINTS_DIR, IMAGES_CHANNEL, TRAIN_CHANNEL, VALIDATION_CHANNEL
+from training.job_folders import (BASE_MODEL_CHANNEL, CHECKPOINTS_DIR, CLIP_CHANNEL, IMAGES_CHANNEL, TRAIN_CHANNEL,
+                                  VALIDATION_CHANNEL)
 from training.jobs.sagemaker_jobs import DEFAULT_INSTANCE_TYPE, JobConfigError
 from training.prepare import REPORT_FILE, TRAIN_FILE, VAL_FILE
 
@@ -67,6 +69,7 @@ class TrainingJobSpec:
     images_uri: str
     output_uri: str
     base_model_uri: str | None = None
+    clip_artifact_uri: str | None = None
     hyperparameters: dict[str, str] = field(default_factory=dict)
     instance_type: str = DEFAULT_INSTANCE_TYPE
     instance_count: int = 1
@@ -141,6 +144,8 @@ def training_job_request(spec: TrainingJobSpec) -> dict[str, Any]:
                 (IMAGES_CHANNEL, spec.images_uri)]
     if spec.base_model_uri:
         channels.append((BASE_MODEL_CHANNEL, spec.base_model_uri))
+    if spec.clip_artifact_uri:
+        channels.append((CLIP_CHANNEL, spec.clip_artifact_uri))
     for name, uri in channels:
         jobs.parse_s3_uri(uri)
     jobs.parse_s3_uri(spec.output_uri)
@@ -260,6 +265,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images", help="S3 prefix of the images channel (default s3://BUCKET/data/images/)")
     p.add_argument("--base-model", help="S3 prefix of a base model folder (optional base_model channel; "
                    "`loom stage-base` makes one)")
+    p.add_argument("--clip-artifact", help="S3 prefix of an unpacked CLIP artifact folder (optional clip channel): "
+                   "its zero-shot tags are scored beside BLIP-2 in the evaluation report")
     p.add_argument("--network-isolation", action="store_true",
                    help="run the job without network access (EnableNetworkIsolation); needs --base-model")
     p.add_argument("--output", help="S3 output path (default s3://BUCKET/models/)")
@@ -329,6 +336,7 @@ def spec_from_args(args: argparse.Namespace, job_name: str) -> TrainingJobSpec:
         validation_uri=where(args.validation, DATA_PREFIX + "validation/", "--validation"),
         images_uri=where(args.images, DATA_PREFIX + "images/", "--images"),
         base_model_uri=args.base_model,
+        clip_artifact_uri=args.clip_artifact,
         output_uri=where(args.output, MODELS_PREFIX, "--output"),
         hyperparameters=hyperparameters,
         instance_type=args.instance_type,
