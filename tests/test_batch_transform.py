@@ -597,3 +597,45 @@ def test_tags_flags_that_belong_to_the_attribute_model_are_refused(capsys, extra
     with pytest.raises(SystemExit) as exit_:
         bt.parse_args(["--catalog", "c", "--model-name", "m", "--bucket", BUCKET, *extra])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tag_shards_through_the_real_serve_program(tiny_clip, tmp_path):
+    """What Batch Transform does with `--task tags`: POST each JSON Lines shard to `serve` (gunicorn on
+    127.0.0.1, the tiny CLIP artifact), then join the tags back to product ids as `loom batch` does; a
+    broken image stays an error on its own line."""
+    from inference.server.local_server import LocalServer
+    from inference.server.search_index import SearchIndex
+
+    rows = SearchIndex.load(tiny_clip.index_dir).products[:7]
+    truth = {row.id: row.attributes for row in rows}
+    products = [ProductImage(row.id, (tiny_clip.catalog_dir / row.image).read_bytes) for row in rows]
+    products.insert(2, ProductImage("broken", lambda: b"these bytes are not an image"))
+    shards = list(records.write_shards(products, tmp_path, records_per_file=4, max_payload_mb=6,
+                                       attributes=["baseColour", "Pattern"], fields=records.tag_fields()))
+    assert [len(s.ids) for s in shards] == [4, 4]
+
+    results = []
+    with LocalServer(tiny_clip.clip_dir, log_path=tmp_path / "serve.log") as server:
+        server.wait_ready(timeout=180)
+        for shard in shards:
+            status, headers, body = server.request("POST", "/invocations", shard.path.read_bytes(),
+                                                   {"Content-Type": "application/jsonlines"})
+            assert status == 200 and headers["Content-Type"].startswith("application/jsonlines"), body[:500]
+            results += records.join_shard(shard.ids, list(records.parse_output_lines(body.splitlines())),
+                                          records.TASK_TAGS)
+
+    assert [r["id"] for r in results] == [rows[0].id, rows[1].id, "broken", *(r.id for r in rows[2:])]
+    assert "error" in results[2] and records.summarise(results) == {"answered": 7, "errors": 1}
+    for row in results[:2] + results[3:]:
+        assert set(row["tags"]) | set(row["withheld"]) == {"baseColour", "Pattern"}, row
+        for name, entry in {**row["tags"], **row["withheld"]}.items():
+            assert entry["value"] == max(entry["probabilities"], key=entry["probabilities"].get)
+        assert all(entry["reason"] for entry in row["withheld"].values())
+    top = [({**r["tags"], **r["withheld"]}["baseColour"]["value"], truth[r["id"]]["baseColour"])
+           for r in results if "error" not in r]
+    assert sum(found == expected for found, expected in top) >= 6, top  # the tiny CLIP tags colour (issue: >= 0.9)
+    table = list(csv.DictReader(records.write_results(results, tmp_path / "tags.csv",
+                                                      task=records.TASK_TAGS).open(encoding="utf-8")))
+    assert list(table[0])[:3] == ["id", "baseColour", "Pattern"] and table[2]["error"]
+    assert all(r["baseColour"] or r["baseColour withheld"] for r in table if not r["error"])

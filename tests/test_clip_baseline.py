@@ -149,3 +149,37 @@ def test_train_refuses_a_clip_artifact_that_is_not_one_before_training(tmp_path,
     failure = paths.failure.read_text()
     assert failure.startswith("DataError: --clip-artifact") and "loom_manifest.json is missing" in failure
     assert "[stage 2/8]" not in capsys.readouterr().out  # refused before any data or model was read
+
+
+@pytest.mark.slow
+def test_loom_report_scores_the_tiny_clip_on_the_trained_artifacts_validation_questions(trained_artifact, tiny_clip,
+                                                                                         tmp_path):
+    """The real path: the trained tiny BLIP-2 artifact's validation questions, its photos decoded as the server
+    decodes them, tagged by the tiny CLIP's ClipService; the section lands in metrics.json and the manifest,
+    and the report shows CLIP beside the fine-tuned and base figures."""
+    from loom import cli
+    from loom.artifact import ArtifactPaths
+
+    model = tmp_path / "model"  # the report needs the manifest, metrics and evaluation, not the weights
+    model.mkdir()
+    for name in ("loom_manifest.json", "metrics.json"):
+        shutil.copy(trained_artifact.model_dir / name, model / name)
+    shutil.copytree(ArtifactPaths.of(trained_artifact.model_dir).evaluation, ArtifactPaths.of(model).evaluation)
+    images = trained_artifact.catalog_dir / "images"
+    assert cli.main(["report", "--model", str(model), "--images", str(images), "--clip-artifact",
+                     str(tiny_clip.clip_dir), "--device", "cpu"]) == 0
+
+    metrics = read_metrics(model)
+    section = metrics[CLIP_BASELINE_METRICS]
+    assert read_manifest(model)["metrics"][CLIP_BASELINE_METRICS] == section
+    questions = cb.read_questions(model)
+    for name in ("baseColour", "Pattern", "Sleeve Length"):
+        clip = section["attributes"][name]
+        assert clip["examples"] == sum(q.attribute == name for q in questions) > 0
+        assert 0 <= clip["accuracy"] <= 1 and clip["stated"] == round(clip["coverage"] * clip["examples"])
+    assert section["attributes"]["baseColour"]["accuracy"] >= 0.9  # the issue's target for colour
+    page = (model / "evaluation" / "report.html").read_text(encoding="utf-8")
+    fine, base = metrics["attributes"]["Pattern"]["exact_match"], metrics["attributes"]["Pattern"]["baseline_exact_match"]
+    clip = section["attributes"]["Pattern"]["accuracy"]
+    assert (f"<tr><td>Pattern</td><td class=num>{report.pct(fine)}</td><td class=num>{report.pct(base)}</td>"
+            f"<td class=num>{report.pct(clip)}</td>") in page
