@@ -15,7 +15,7 @@ from training.clip_baseline import Answer, Question
 from training.data import DataError
 from training.synthetic import draw_shirt
 
-from test_report import ATTRIBUTES, model_folder  # noqa: F401 - the fake model folder fixture
+from test_report import model_folder  # noqa: F401 - the fake model folder fixture
 
 # (id, attribute, expected, fine-tuned right, base right)
 QUESTIONS = [Question("1", "Pattern", "Striped", True, False), Question("2", "Pattern", "Solid", True, True),
