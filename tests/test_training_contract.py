@@ -198,3 +198,60 @@ def test_values_by_product_groups_answers_in_file_order():
             VqaExample("7", "q", "Pattern: Solid", "Pattern", "Solid")]
     assert values_by_product(rows) == {"7": {"baseColour": "Red", "Pattern": "Solid"}, "3": {"Fit": "Slim Fit"}}
     assert list(values_by_product(rows)) == ["7", "3"]
+
+
+def _extra_distributions(extra: str) -> set[str]:
+    """The distributions pip installs for `.[extra]`: pyproject.toml's list, then each one's requirements."""
+    import importlib.metadata as md
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    todo, seen = [Requirement(r) for r in extras[extra]], set()
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name == "loom":
+            todo += [Requirement(r) for e in req.extras for r in extras[e]]
+        elif name not in seen:
+            seen.add(name)
+            todo += [r for r in map(Requirement, md.requires(req.name) or [])
+                     if r.marker is None or r.marker.evaluate({"extra": ""})]
+    return seen
+
+
+def test_the_training_image_installs_every_library_the_server_code_it_runs_imports():
+    """The training image copies inference/server/ and installs only `.[train]`: every third-party module that
+    the server modules training loads import (the predictor, the decoder, the CLIP tagger of the baseline)
+    must come with that extra, or `train` fails in the image while passing here, where `.[dev]` has it all."""
+    import ast
+    import importlib
+    import importlib.metadata as md
+
+    from packaging.utils import canonicalize_name
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+        return names
+
+    # What training imports from the server, lazily or not (training/jobs/ runs on the operator's machine).
+    for name in {n for path in (ROOT / "training").glob("*.py") for n in imported(path)
+                 if n.startswith("inference.server.")}:
+        importlib.import_module(name)
+    server_modules = sorted(m for m in sys.modules if m.startswith("inference.server."))
+    assert "inference.server.predictor" in server_modules and "inference.server.clip_app" in server_modules
+    installed, owners = _extra_distributions("train"), md.packages_distributions()
+    missing = {}
+    ours = set(sys.stdlib_module_names) | {"loom", "training", "inference"}
+    for module in server_modules:
+        for top in {n.split(".")[0] for n in imported(Path(sys.modules[module].__file__))} - ours:
+            if not {canonicalize_name(d) for d in owners.get(top, [top])} & installed:
+                missing.setdefault(top, []).append(module)
+    assert not missing, f"imported by server code that training runs, not installed by .[train]: {missing}"
