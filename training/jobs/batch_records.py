@@ -65,9 +65,18 @@ def encode_record(product_id: str, image: bytes, attributes: Sequence[str] | Non
     return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
-def tag_fields(labels: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
-    """The fields every line of a tags job carries: `{"task": "tags"[, "labels": {attribute: [values]}]}`."""
-    return {"task": TASK_TAGS, **({"labels": {k: list(v) for k, v in labels.items()}} if labels else {})}
+def tag_fields(labels: Mapping[str, Sequence[str]] | None = None, min_probability: float | None = None
+               ) -> dict[str, Any]:
+    """The fields every line of a tags job carries: `{"task": "tags"[, "labels": {attribute: [values]}]
+    [, "min_probability": p]}`. Caller labels have no calibrated threshold: the endpoint withholds them as
+    not_calibrated unless `min_probability` (which needs labels) says when to state them."""
+    if min_probability is not None:
+        if not labels:
+            raise ValueError("a minimum probability is the threshold for caller-given labels: give labels too")
+        if not 0 < min_probability <= 1:
+            raise ValueError(f"the minimum probability must be in (0, 1], got {min_probability}")
+    return {"task": TASK_TAGS, **({"labels": {k: list(v) for k, v in labels.items()}} if labels else {}),
+            **({"min_probability": min_probability} if min_probability is not None else {})}
 
 
 def read_labels(path: str | Path) -> dict[str, list[str]]:

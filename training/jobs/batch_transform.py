@@ -1,7 +1,7 @@
 """Attributes (or CLIP tags, or embeddings) for a whole catalog with SageMaker Batch Transform, with plain boto3.
 
     python -m training.jobs.batch_transform --catalog DIR|s3://bucket/prefix/ --model-name NAME --bucket BUCKET
-        [--task attributes|tags] [--labels labels.json] [--prefix batch/] [--instance-type ml.g5.2xlarge]
+        [--task attributes|tags] [--labels labels.json [--min-probability P]] [--prefix batch/] [--instance-type ml.g5.2xlarge]
         [--instance-count N] [--max-payload-mb 6]
         [--records-per-file 1000] [--max-concurrent-transforms N] [--article-types all|Shirts ...]
         [--attributes NAME ...] [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--region R] [--profile P]
@@ -238,7 +238,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "the job's task from its manifest")
     p.add_argument("--labels", metavar="JSON",
                    help="--task tags: candidate values per attribute, a JSON file {\"Pattern\": [\"Striped\", ...]} "
-                        "(default: the known values of the CLIP artifact's attribute schema)")
+                        "(default: the known values of the CLIP artifact's attribute schema, stated when their "
+                        "probability passes its calibrated threshold)")
+    p.add_argument("--min-probability", type=float,
+                   help="--task tags with --labels: state a label when its probability reaches this (0..1]; "
+                        "without it the endpoint withholds caller labels as not_calibrated")
     p.add_argument("--bucket", required=True, help="where the job's input shards and outputs go")
     p.add_argument("--prefix", default=DEFAULT_PREFIX)
     p.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE)
@@ -278,8 +282,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    if value]
         if refused:
             p.error(f"--task tags does not take {', '.join(refused)}: those are for the attribute model")
-    elif args.labels:
-        p.error("--labels is for --task tags")
+    elif args.labels or args.min_probability is not None:
+        p.error("--labels and --min-probability are for --task tags")
+    if args.min_probability is not None and not args.labels:
+        p.error("--min-probability is the threshold for --labels: give a labels file")
     return args
 
 
@@ -293,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             job_name = jobs.validate_job_name(args.collect)
             return _collect(s3, args, job_locations(args.bucket, args.prefix, job_name))
         task = args.task or records.TASK_ATTRIBUTES
-        fields = records.tag_fields(records.read_labels(args.labels) if args.labels else None) \
-            if task == records.TASK_TAGS else None
+        fields = records.tag_fields(records.read_labels(args.labels) if args.labels else None,
+                                    args.min_probability) if task == records.TASK_TAGS else None
         job_name = jobs.validate_job_name(args.job_name) if args.job_name else jobs.default_job_name("batch")
         where = job_locations(args.bucket, args.prefix, job_name)
         request = transform_job_request(
