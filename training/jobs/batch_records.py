@@ -5,7 +5,7 @@ build to and from S3. The wire format is docs/endpoint-contract.md, `application
 per line in (`{"id", "image"}`), one line per product out, with the `id` echoed, or `{"id", "error"}`.
 Two tasks share it: `attributes` (the attribute model's answers; a CLIP model answers the same lines with
 embeddings) and `tags` (a CLIP model's zero-shot tags: `"task": "tags"` on every line, answered
-`{"id", "tags", "withheld"}`; docs/search.md).
+`{"id", "tags", "withheld"}`; ClipTagsRecord and ClipTagsResult in loom/openapi.json).
 """
 
 from __future__ import annotations
