@@ -183,3 +183,12 @@ def test_loom_report_scores_the_tiny_clip_on_the_trained_artifacts_validation_qu
     clip = section["attributes"]["Pattern"]["accuracy"]
     assert (f"<tr><td>Pattern</td><td class=num>{report.pct(fine)}</td><td class=num>{report.pct(base)}</td>"
             f"<td class=num>{report.pct(clip)}</td>") in page
+
+
+def test_the_log_table_names_every_figure():
+    text = cb.format_section({**CLIP_SECTION, "seconds": 2.5})
+    assert text.splitlines()[0] == "CLIP zero-shot baseline (tiny/clip-test)"
+    assert text.splitlines()[2].split() == ["baseColour", "6", "0.667", "1.000", "0.500"]
+    assert text.splitlines()[3].split() == ["Pattern", "6", "0.333", "-", "0.000"]
+    assert "BLIP-2 on the same 12 questions: fine-tuned 0.833, base model 0.000; CLIP took 2.5 s" in text
+    assert text.endswith("not tagged by the CLIP artifact: Sleeve Length")
