@@ -155,8 +155,8 @@ def format_section(section: Mapping[str, Any]) -> str:
         lines.append(f"{name:<16} {m['examples']:>5} {cell(m['accuracy'])} {cell(m['precision'])} "
                      f"{cell(m['coverage'])}")
     o = section["overall"]
-    lines.append(f"BLIP-2 on the same {o['examples']} questions: fine-tuned {cell(o['fine_tuned_exact_match']).strip()}, "
-                 f"base model {cell(o['baseline_exact_match']).strip()}"
+    lines.append(f"BLIP-2 on the same {o['examples']} questions: fine-tuned "
+                 f"{cell(o['fine_tuned_exact_match']).strip()}, base model {cell(o['baseline_exact_match']).strip()}"
                  + (f"; CLIP took {section['seconds']:.1f} s" if "seconds" in section else ""))
     if section.get("not_tagged"):
         lines.append(f"not tagged by the CLIP artifact: {', '.join(section['not_tagged'])}")

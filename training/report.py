@@ -314,7 +314,8 @@ def render_accuracy_table(metrics: Mapping[str, Any], attributes: Sequence[str],
         m = metrics.get("attributes", {}).get(a, {})
         name = escape(shown_name(a, labels))
         if not m.get("examples"):
-            rows.append(f"<tr><td>{name}</td><td colspan={6 if with_clip else 5} class='note'>no validation rows</td></tr>")
+            rows.append(f"<tr><td>{name}</td><td colspan={6 if with_clip else 5} class='note'>"
+                        "no validation rows</td></tr>")
             continue
         delta = (_float(m.get("exact_match")) or 0.0) - (_float(m.get("baseline_exact_match")) or 0.0)
         clip_cell = (f"<td class=num>{pct(clip[a])}</td>" if clip.get(a) is not None
@@ -337,7 +338,8 @@ def render_clip_baseline(metrics: Mapping[str, Any], labels: Mapping[str, str]) 
         return ""
     per = metrics.get("attributes", {})
     rows = "".join(
-        f"<tr><td>{escape(shown_name(name, labels) if name in labels else name)}</td><td class=num>{pct(c['accuracy'])}</td>"
+        f"<tr><td>{escape(shown_name(name, labels) if name in labels else name)}</td>"
+        f"<td class=num>{pct(c['accuracy'])}</td>"
         f"<td class=num>{pct(c['precision'])}</td><td class=num>{pct(c['coverage'])}</td>"
         f"<td class=num>{pct(per.get(name, {}).get('exact_match'))}</td>"
         f"<td class=num>{pct(per.get(name, {}).get('baseline_exact_match'))}</td>"
@@ -347,9 +349,11 @@ def render_clip_baseline(metrics: Mapping[str, Any], labels: Mapping[str, str]) 
     rows += (f"<tr><td><b>All these questions</b></td><td class=num>{pct(o['accuracy'])}</td>"
              f"<td class=num>{pct(o['precision'])}</td><td class=num>{pct(o['coverage'])}</td>"
              f"<td class=num>{pct(o.get('fine_tuned_exact_match'))}</td>"
-             f"<td class=num>{pct(o.get('baseline_exact_match'))}</td><td class=num>{escape(str(o['examples']))}</td></tr>")
+             f"<td class=num>{pct(o.get('baseline_exact_match'))}</td>"
+             f"<td class=num>{escape(str(o['examples']))}</td></tr>")
     untagged = ", ".join(shown_name(a, labels) if a in labels else a for a in clip.get("not_tagged", []))
-    return (f"<h2>{CLIP_LABEL} baseline</h2><p>The CLIP model <code>{escape(str(clip.get('model', '?')))}</code> tagged "
+    return (f"<h2>{CLIP_LABEL} baseline</h2><p>The CLIP model <code>{escape(str(clip.get('model', '?')))}</code> "
+            "tagged "
             "the same validation photos with no fine-tuning: accuracy counts its most probable value whether it was "
             "stated or withheld; precision and coverage count only the tags it stated (their probability passed its "
             "calibrated threshold). Where it is close to the fine-tuned model, fine-tuning adds little.</p>"

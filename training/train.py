@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from loom.artifact import CLIP_BASELINE_METRICS, EVALUATION_DIR, ArtifactPaths, is_artifact, make_world_readable, read_metrics
+from loom.artifact import (CLIP_BASELINE_METRICS, EVALUATION_DIR, ArtifactPaths, is_artifact, make_world_readable,
+                           read_metrics)
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from training.config import ConfigError, from_hyperparameters, read_hyperparameters
 from training.data import DataError

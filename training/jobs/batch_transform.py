@@ -1,8 +1,8 @@
 """Attributes (or CLIP tags, or embeddings) for a whole catalog with SageMaker Batch Transform, with plain boto3.
 
     python -m training.jobs.batch_transform --catalog DIR|s3://bucket/prefix/ --model-name NAME --bucket BUCKET
-        [--task attributes|tags] [--labels labels.json [--min-probability P]] [--prefix batch/] [--instance-type ml.g5.2xlarge]
-        [--instance-count N] [--max-payload-mb 6]
+        [--task attributes|tags] [--labels labels.json [--min-probability P]] [--prefix batch/]
+        [--instance-type ml.g5.2xlarge] [--instance-count N] [--max-payload-mb 6]
         [--records-per-file 1000] [--max-concurrent-transforms N] [--article-types all|Shirts ...]
         [--attributes NAME ...] [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--region R] [--profile P]
         [--wait --out results.csv|results.jsonl [--describe [--writer offline|bedrock] [--concurrency 4]]]
