@@ -224,10 +224,14 @@ class ZeroShot:
         return [[round(float(p), 6) for p in zs.probabilities(v, texts, self.embedder.logit_scale)]
                 for v in image_vectors]
 
-    def interrogate(self, image_vector: np.ndarray, mode: str, max_terms: int, caption: str | None) -> dict:
+    def check_tables(self) -> None:
+        """400 when the artifact ships no phrase tables (built before they existed)."""
         if not self.tables:
             raise StatusError(400, "this CLIP artifact has no phrase tables: rebuild it with loom clip-artifact "
                                    "(or loom tiny-clip) to interrogate")
+
+    def interrogate(self, image_vector: np.ndarray, mode: str, max_terms: int, caption: str | None) -> dict:
+        self.check_tables()
         return zs.interrogate(image_vector, self.tables, mode=mode, max_terms=max_terms, caption=caption,
                               embed_texts=self._embed_verbatim)
 
