@@ -410,13 +410,21 @@ def test_rollouts_outside_terraform_against_moto(tmp_path: Path, tf_env: dict[st
         assert undo["actions"] == ["update"]
         assert (undo["before"]["endpoint_config_name"], undo["after"]["endpoint_config_name"]) == (rolled, terraform_config)
 
-        # Opting in: one state move, then the plan touches only the role (it may read all of models/).
+        # Opting in: one state move, then the plan leaves the endpoint alone: the role may read all of
+        # models/, and the guard against deleting the served configuration appears.
         _ok(tf("state mv (opt in)", "state", "mv", f"{address}.this[0]", f"{address}.rollouts_outside_terraform[0]"), "state mv")
         _ok(tf("plan (opt in)", "plan", "-input=false", "-out=optin.tfplan", *opted_in), "terraform plan")
-        assert _changes(tf("show", "show", "-json", "optin.tfplan").stdout) == [
-            ("module.endpoint.aws_iam_role_policy.model", None, ["update"])]
+        assert sorted(_changes(tf("show", "show", "-json", "optin.tfplan").stdout)) == [
+            ("module.endpoint.aws_iam_role_policy.model", None, ["update"]),
+            ("module.endpoint.terraform_data.rollout_guard[0]", None, ["create"])]
         _ok(tf("apply (opt in)", "apply", "-input=false", "optin.tfplan"), "terraform apply")
         assert tf("plan (after opt in)", "plan", "-input=false", "-detailed-exitcode", *opted_in).returncode == 0
+        # Terraform-side model changes now make a model and configuration the endpoint does not use (the
+        # guard lets them through: the endpoint serves a `loom rollout` configuration).
+        other = ["-var", f"model_data_url=s3://{BUCKET}/models/job-3/output/model.tar.gz", *opted_in[2:]]
+        _ok(tf("plan (terraform-side change)", "plan", "-input=false", "-out=other.tfplan", *other), "terraform plan")
+        assert {a for a, _, _ in _changes(tf("show", "show", "-json", "other.tfplan").stdout)} == {
+            "module.endpoint.aws_sagemaker_model.this", "module.endpoint.aws_sagemaker_endpoint_configuration.this"}
 
         # An instance type change deregisters autoscaling and registers it again as Terraform made it.
         assert rollout_main("--instance-type", "ml.g6.2xlarge") == 0

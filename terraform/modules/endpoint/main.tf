@@ -322,6 +322,25 @@ resource "aws_sagemaker_endpoint" "rollouts_outside_terraform" {
   }
 }
 
+# With rollouts_outside_terraform, a change of Terraform's model or configuration variables replaces
+# Terraform's configuration, and create_before_destroy then deletes the old one. While the endpoint
+# still serves it (before the first `loom rollout`), that would delete the live endpoint's
+# configuration (API_DeleteEndpointConfig.html: "If you delete the EndpointConfig of an endpoint that
+# is active ... you may lose visibility into the instance type the endpoint is using"): stop the plan.
+resource "terraform_data" "rollout_guard" {
+  count = var.rollouts_outside_terraform ? 1 : 0
+
+  lifecycle {
+    precondition {
+      condition = (
+        aws_sagemaker_endpoint.rollouts_outside_terraform[0].endpoint_config_name == aws_sagemaker_endpoint_configuration.this.name ||
+        !can(regex("^${var.endpoint_name}-[0-9a-f]{8}$", aws_sagemaker_endpoint.rollouts_outside_terraform[0].endpoint_config_name))
+      )
+      error_message = "The endpoint still serves Terraform's configuration ${aws_sagemaker_endpoint.rollouts_outside_terraform[0].endpoint_config_name}, which this plan would replace and delete. With rollouts_outside_terraform = true roll out with `loom rollout`, and keep model_data_url, the image tag (make's IMAGE_TAG defaults to the current commit), instance_type and the other model and configuration variables as they are."
+    }
+  }
+}
+
 # SageMaker would create this group itself, unencrypted and kept forever.
 resource "aws_cloudwatch_log_group" "endpoint" {
   name              = "/aws/sagemaker/Endpoints/${var.endpoint_name}"
