@@ -374,6 +374,19 @@ def test_a_refused_update_registers_autoscaling_again_at_once(aws, capsys):
     assert "ResourceLimitExceeded" in err and "for endpoint usage" in err
 
 
+def test_losing_track_of_the_update_says_what_is_left_to_do(aws, capsys):
+    read_current(aws, model=False)
+    alarms_ok(aws)
+    autoscaling_read(aws)
+    aws.expect("sagemaker_write", "create_endpoint_config", CREATED_CONFIG)
+    aws.expect("autoscaling_write", "deregister_scalable_target", {})
+    aws.expect("sagemaker_write", "update_endpoint", UPDATED)
+    aws.refuse("sagemaker", "describe_endpoint", "AccessDeniedException", "not allowed", 403)
+    assert run(aws, "--instance-type", "ml.g5.2xlarge") == 1
+    out = capsys.readouterr().out
+    assert "lost track of the update" in out and "is not registered; once the endpoint is InService" in out
+
+
 def test_scheduled_actions_stop_an_instance_type_change(aws, capsys):
     read_current(aws, model=False)
     alarms_ok(aws)

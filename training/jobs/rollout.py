@@ -642,11 +642,14 @@ def execute(plan: Plan, clients: Clients, *, log: Callable[[str], None], wait: b
     try:
         outcome = wait_for_update(lambda: clients.sagemaker.describe_endpoint(EndpointName=plan.update["EndpointName"]),
                                   plan.update["EndpointConfigName"], log=log, timeout_s=limit, sleep=sleep, delays=delays)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BotoCoreError, ClientError) as exc:
+        # The update goes on without us; so does the missing autoscaling registration.
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"lost track of the update ({exc})"
+        log(f"{what}: the update goes on: `aws sagemaker describe-endpoint --endpoint-name {plan.update['EndpointName']}`")
         if plan.autoscaling:
-            log(f"interrupted: {plan.autoscaling.resource_id} is not registered for autoscaling; once the endpoint is "
-                "InService run `make tf-serving ...` (Terraform registers it again)")
-        raise
+            log(f"autoscaling: {plan.autoscaling.resource_id} is not registered; once the endpoint is InService run "
+                "`make tf-serving ...` (Terraform registers it again)")
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
     status = report(outcome, plan, clients, log)
     if plan.autoscaling:
         if outcome.status == "timed out":
@@ -726,9 +729,12 @@ def main(argv: Sequence[str] | None = None, *, clients: Clients | None = None,
     except JobConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
         code, message = _error_code(exc)
         print(f"error: AWS refused the request ({code}: {message})", file=sys.stderr)
+        return 2
+    except BotoCoreError as exc:  # no credentials or Region, no connection
+        print(f"error: {exc} (credentials and Region: AWS_PROFILE / AWS_REGION, or --profile / --region)", file=sys.stderr)
         return 2
 
 
