@@ -109,6 +109,7 @@ module "endpoint" {
   autoscaling_enabled                 = var.autoscaling_enabled
   rollout_instance_count              = var.rollout_instance_count
   rollout_bake_seconds                = var.rollout_bake_seconds
+  rollouts_outside_terraform          = var.rollouts_outside_terraform
   log_retention_days                  = var.log_retention_days
   async_inference                     = var.async_inference
   tags                                = local.tags

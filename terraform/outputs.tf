@@ -53,6 +53,11 @@ output "endpoint_name" {
   value       = try(module.endpoint[0].endpoint_name, null)
 }
 
+output "endpoint_rollback_alarm_names" {
+  description = "Alarms that roll an endpoint rollout back (Terraform's and `loom rollout`'s; null in phase 1)."
+  value       = try(module.endpoint[0].rollback_alarm_names, null)
+}
+
 output "model_name" {
   description = "SageMaker model name, also for batch transform jobs (null in phase 1)."
   value       = try(module.endpoint[0].model_name, null)

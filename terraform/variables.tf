@@ -209,14 +209,14 @@ variable "container_startup_timeout_seconds" {
 }
 
 variable "autoscaling_enabled" {
-  description = "Target-tracking autoscaling of the endpoint. To change instance_type: apply with false, apply the new instance_type, apply with true (SageMaker refuses instance type changes of autoscaled variants)."
+  description = "Target-tracking autoscaling of the endpoint. To change instance_type through Terraform: apply with false, apply the new instance_type, apply with true (SageMaker refuses instance type changes of autoscaled variants); `loom rollout --instance-type` needs none of this."
   type        = bool
   default     = true
   nullable    = false
 }
 
 variable "rollout_instance_count" {
-  description = "Instances a rollout (a new model or image) starts with; null uses min_capacity. Give the current instance count to keep capacity through a rollout."
+  description = "Instances a rollout through Terraform (a new model or image) starts with; null uses min_capacity (the provider sends no RetainAllVariantProperties). Give the current instance count to keep capacity, or roll out with `loom rollout` instead."
   type        = number
   default     = null
 
@@ -224,6 +224,13 @@ variable "rollout_instance_count" {
     condition     = var.rollout_instance_count == null || try(var.rollout_instance_count >= 1 && floor(var.rollout_instance_count) == var.rollout_instance_count, false)
     error_message = "rollout_instance_count must be null or a whole number of at least 1."
   }
+}
+
+variable "rollouts_outside_terraform" {
+  description = "true: `loom rollout` rolls models, images and instance types out (keeping the autoscaled instance count) and Terraform ignores the endpoint's live configuration; model_data_url, inference_image_tag and instance_type then describe the first deployment only. Switching moves one state entry (docs/deploy.md)."
+  type        = bool
+  default     = false
+  nullable    = false
 }
 
 variable "rollout_bake_seconds" {
