@@ -40,3 +40,8 @@ output "route_key" {
   description = "The route this module adds to the HTTP API."
   value       = aws_apigatewayv2_route.search.route_key
 }
+
+output "route_keys" {
+  description = "Every route this module adds to the HTTP API."
+  value       = sort(concat([aws_apigatewayv2_route.search.route_key], [for r in aws_apigatewayv2_route.clip_tasks : r.route_key]))
+}
