@@ -32,6 +32,8 @@ from loom.base64_image import decode_base64_image
 from loom.errors import StatusError
 
 DEFAULT_RESTYLE_MODEL_ID = "stability.sd3-5-large-v1:0"
+DEFAULT_RESTYLE_REGION = "us-west-2"  # Terraform restyle_region's default; `loom preflight` checks the model there
+RESTYLE_KEY_PREFIX = "restyle/"  # where large results go (Terraform grants this prefix only)
 MAX_STYLE_CHARS = 300
 MAX_PROMPT_CHARS = 10_000  # the model's documented prompt limit
 DEFAULT_STRENGTH = 0.6
@@ -174,7 +176,8 @@ def invoke_restyle(client: Any, model_id: str, image: bytes, prompt: str, streng
     return restyled, (int(seeds[0]) if seeds[0] is not None else None)
 
 
-def deliver(image: bytes, *, bucket: str | None, s3: Callable[[], Any], key_prefix: str = "restyle/") -> dict[str, Any]:
+def deliver(image: bytes, *, bucket: str | None, s3: Callable[[], Any], key_prefix: str = RESTYLE_KEY_PREFIX
+            ) -> dict[str, Any]:
     """The image inline (base64) when it fits the response limit, else a short-lived presigned URL."""
     encoded = base64.b64encode(image).decode()
     content_type = f"image/{OUTPUT_FORMAT}"
