@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from inference.api import aws_clients
 from inference.api.describe import subject_from_attributes
@@ -37,38 +37,31 @@ from loom.errors import StatusError
 from loom.schema import DEFAULT_PRODUCT_NOUN
 from loom.search_request import check_fields
 
-TAGS_KEYS = {"image", "attributes", "labels"}
-INTERROGATE_KEYS = {"image", "mode", "max_terms"}
 CAPTION_READ_TIMEOUT_S = (aws_clients.REQUEST_BUDGET_S - aws_clients.ENDPOINT_BUDGET_S
                           - aws_clients.ENDPOINT_CONNECT_TIMEOUT_S)
 
 
+def _parse_task(task: str, route: str, example: str, body: str | None, is_base64: bool,
+                checks: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    """The CLIP endpoint's request for one route's body: `checks` name the optional fields and check them
+    (loom/clip_request.py); any other field, a bad image or a bad value is a StatusError 400/413."""
+    request = read_json_object(body, is_base64, example)
+    check_fields(request, {"image", *checks}, route)
+    values = {name: check(request.get(name)) for name, check in checks.items()}
+    return {"task": task, "image": checked_image(request.get("image")),
+            **{name: value for name, value in values.items() if value is not None}}
+
+
 def parse_tags(body: str | None, is_base64: bool) -> dict[str, Any]:
-    """The CLIP endpoint's `tags` request for a POST /tags body; StatusError 400/413 says what to fix."""
-    request = read_json_object(body, is_base64, '{"image": "<base64>", "labels": {"Pattern": ["Striped", "Solid"]}}')
-    check_fields(request, TAGS_KEYS, "POST /tags")
-    attributes = check_attribute_names(request.get("attributes"))
-    labels = check_labels(request.get("labels"))
-    task: dict[str, Any] = {"task": "tags", "image": checked_image(request.get("image"))}
-    if attributes:
-        task["attributes"] = attributes
-    if labels:
-        task["labels"] = labels
-    return task
+    """The CLIP endpoint's `tags` request for a POST /tags body."""
+    return _parse_task("tags", "POST /tags", '{"image": "<base64>", "labels": {"Pattern": ["Striped", "Solid"]}}',
+                       body, is_base64, {"attributes": check_attribute_names, "labels": check_labels})
 
 
 def parse_interrogate(body: str | None, is_base64: bool) -> dict[str, Any]:
     """The CLIP endpoint's `interrogate` request for a POST /interrogate body (no caption yet)."""
-    request = read_json_object(body, is_base64, '{"image": "<base64>", "mode": "fast"}')
-    check_fields(request, INTERROGATE_KEYS, "POST /interrogate")
-    mode = check_mode(request.get("mode"))
-    max_terms = check_max_terms(request.get("max_terms"))
-    task: dict[str, Any] = {"task": "interrogate", "image": checked_image(request.get("image"))}
-    if mode:
-        task["mode"] = mode
-    if max_terms:
-        task["max_terms"] = max_terms
-    return task
+    return _parse_task("interrogate", "POST /interrogate", '{"image": "<base64>", "mode": "fast"}', body, is_base64,
+                       {"mode": check_mode, "max_terms": check_max_terms})
 
 
 def tags(settings: SearchSettings, task: Mapping[str, Any]) -> dict[str, Any]:
