@@ -17,6 +17,8 @@ from botocore.stub import Stubber
 from inference.api import aws_clients, clip_tasks
 from inference.api.endpoint_client import request_body
 from loom import clip_request
+from loom.errors import StatusError
+from test_app import check_contract
 from test_gateway import call, event, jpeg, png
 
 IMAGE = jpeg(32, 32)
@@ -49,7 +51,15 @@ def expect(stubber: Stubber, endpoint: str, body: bytes, answer: dict) -> None:
         "EndpointName": endpoint, "ContentType": "application/json", "Accept": "application/json", "Body": body})
 
 
-def expect_clip(stubber: Stubber, request: dict, answer: dict) -> None:
+SCHEMAS = {"tags": ("ClipTagsRequest", "ClipTagsResponse"), "interrogate": ("ClipInterrogateRequest", "ClipInterrogation")}
+
+
+def expect_clip(stubber: Stubber, request: dict, answer: dict, *, contract: bool = True) -> None:
+    """The CLIP call the Lambda must make (the body exactly), and the endpoint's answer; both follow the
+    endpoint's contract in loom/openapi.json unless a test breaks it on purpose."""
+    check_contract(request, SCHEMAS[request["task"]][0])
+    if contract:
+        check_contract(answer, SCHEMAS[request["task"]][1])
     expect(stubber, "loom-clip", json.dumps(request).encode(), answer)
 
 
@@ -83,10 +93,10 @@ def attribute_endpoint(sagemaker, monkeypatch):
 
 
 def test_tags_forwards_the_checked_request_and_answers_the_endpoints_tags(sagemaker):
-    labels = {"Pattern": ["Striped", " Solid ", "Checked"]}
+    labels = {"Pattern": ["Striped", "Solid", "Checked"]}
     expect_clip(sagemaker, {"task": "tags", "image": IMAGE_B64, "attributes": ["Pattern", "Fabric"],
-                            "labels": {"Pattern": ["Striped", "Solid", "Checked"]}}, TAGS)
-    status, body = post("/tags", image=IMAGE_B64, attributes=["Pattern", "Fabric"], labels=labels)
+                            "labels": labels, "min_probability": 0.6}, TAGS)
+    status, body = post("/tags", image=IMAGE_B64, attributes=["Pattern", "Fabric"], labels=labels, min_probability=0.6)
     assert status == 200 and body == TAGS
 
 
@@ -105,12 +115,17 @@ def many_labels(count: int) -> dict:
     ({"labels": {"Pattern": []}}, 400, "labels.Pattern must be a non-empty list"),
     ({"labels": {}}, 400, "'labels' must be an object"),
     ({"labels": ["Striped"]}, 400, "'labels' must be an object"),
-    ({"labels": {"Pattern": ["Striped", ""]}}, 400, "labels.Pattern must hold texts"),
-    ({"labels": {"Pattern": ["x" * 101]}}, 400, "labels.Pattern must hold texts"),
+    ({"labels": {"Pattern": ["Striped", ""]}}, 400, "'labels.Pattern[]' must be a non-empty string"),
+    ({"labels": {"Pattern": ["x" * 1001]}}, 400, "longer than 1000 characters"),
+    ({"labels": {"Pattern": ["Striped", "Striped"]}}, 400, "labels.Pattern lists a value twice"),
+    ({"min_probability": 0.5}, 400, "threshold for caller-given 'labels'"),
+    ({"labels": {"Pattern": ["Striped"]}, "min_probability": 0}, 400, "'min_probability' must be a number in (0, 1]"),
     # The limit counts every candidate of the request: 201 split over two attributes is refused.
     ({"labels": many_labels(clip_request.MAX_LABELS + 1)}, 400, "at most 200"),
     ({"attributes": []}, 400, "'attributes' must be a non-empty list"),
     ({"attributes": "Pattern"}, 400, "'attributes' must be a non-empty list"),
+    ({"attributes": ["Pattern", "Pattern"]}, 400, "names an attribute twice"),
+    ({"task": "embed"}, 400, "unexpected fields ['task'] for POST /tags"),
     ({"mode": "fast"}, 400, "unexpected fields ['mode'] for POST /tags"),
     ({"image": None}, 400, "'image' must be a non-empty base64 string"),
     ({"image": "%%%"}, 400, "not valid base64"),
@@ -152,10 +167,10 @@ def test_the_clip_endpoints_refusal_reaches_the_client_with_its_reason(sagemaker
 
 
 def test_an_answer_that_breaks_the_contract_is_a_502(sagemaker):
-    expect_clip(sagemaker, {"task": "tags", "image": IMAGE_B64}, {"results": []})
+    expect_clip(sagemaker, {"task": "tags", "image": IMAGE_B64}, {"results": []}, contract=False)
     status, body = post("/tags", image=IMAGE_B64)
     assert status == 502 and "breaks the contract" in body["error"]
-    expect_clip(sagemaker, {"task": "interrogate", "image": IMAGE_B64}, {"tags": {}})
+    expect_clip(sagemaker, {"task": "interrogate", "image": IMAGE_B64}, {"tags": {}}, contract=False)
     assert post("/interrogate", image=IMAGE_B64)[0] == 502
 
 
@@ -230,7 +245,7 @@ def test_nothing_stated_means_no_caption_and_says_why(attribute_endpoint):
 
 
 @pytest.mark.parametrize("fields, fragment", [
-    ({"mode": "slow"}, "'mode' must be one of ['fast', 'classic', 'best']"),
+    ({"mode": "slow"}, "'mode' must be one of fast, classic, best"),
     ({"mode": 1}, "'mode' must be one of"),
     ({"max_terms": 0}, "'max_terms' must be an integer from 1 to 32"),
     ({"max_terms": 33}, "'max_terms' must be an integer from 1 to 32"),
@@ -243,3 +258,39 @@ def test_nothing_stated_means_no_caption_and_says_why(attribute_endpoint):
 def test_bad_interrogate_requests_are_refused_before_any_endpoint_call(attribute_endpoint, fields, fragment):
     status, body = post("/interrogate", **{"image": IMAGE_B64, **fields})
     assert status == 400 and fragment in body["error"], body
+
+
+# --- one set of rules: the Lambda's checks are the CLIP endpoint's -------------------------------------------
+
+RULE_CASES = [
+    ("tags", {}), ("tags", {"attributes": ["Pattern"]}), ("tags", {"attributes": []}),
+    ("tags", {"attributes": ["Pattern", "Pattern"]}), ("tags", {"labels": {"Pattern": ["Striped", "Solid"]}}),
+    ("tags", {"labels": {}}), ("tags", {"labels": {"Pattern": []}}), ("tags", {"labels": {"Pattern": ["a", "a"]}}),
+    ("tags", {"labels": {"Pattern": [" "]}}), ("tags", {"labels": {"Pattern": ["x" * 1001]}}),
+    ("tags", {"labels": many_labels(200)}), ("tags", {"labels": many_labels(201)}),
+    ("tags", {"labels": {"Pattern": ["a"]}, "min_probability": 1}), ("tags", {"min_probability": 0.5}),
+    ("tags", {"labels": {"Pattern": ["a"]}, "min_probability": True}), ("tags", {"colour": "x"}),
+    ("interrogate", {}), ("interrogate", {"mode": "best", "max_terms": 32}), ("interrogate", {"mode": "slow"}),
+    ("interrogate", {"max_terms": 0}), ("interrogate", {"max_terms": 33}), ("interrogate", {"max_terms": 2.0}),
+    ("interrogate", {"caption": "a Green shirt"}), ("interrogate", {"caption": ""}),
+    ("interrogate", {"caption": "x" * 1001}), ("interrogate", {"labels": {}}),
+]
+
+
+def outcome(parse, request):
+    try:
+        return "ok", parse(request)
+    except StatusError as exc:
+        return exc.status, exc.message
+
+
+@pytest.mark.parametrize("task, fields", RULE_CASES)
+def test_the_lambda_refuses_exactly_what_the_clip_endpoint_refuses(task, fields):
+    """loom/clip_request.py (the Lambda's checks) against the endpoint's own parser: the same answer, the
+    same message, for every case (the endpoint keeps a copy of these rules in inference/server/clip_tasks.py)."""
+    from inference.server import clip_tasks as server
+
+    request = {"task": task, "image": IMAGE_B64, **fields}
+    ours = clip_request.parse_tags if task == "tags" else clip_request.parse_interrogate
+    theirs = server.parse_tags if task == "tags" else server.parse_interrogate
+    assert outcome(ours, request) == outcome(theirs, request)

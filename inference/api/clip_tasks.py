@@ -1,7 +1,8 @@
 """`POST /tags` and `POST /interrogate` on the API: zero-shot tags and a text prompt for a product photo,
 answered by the CLIP endpoint (docs/api.md; the endpoint's side: docs/search.md).
 
-    POST /tags         {"image": "<base64>", "attributes"?: [...], "labels"?: {"Pattern": ["Striped", ...]}}
+    POST /tags         {"image": "<base64>", "attributes"?: [...], "labels"?: {"Pattern": ["Striped", ...]},
+                        "min_probability"?: (0, 1]}
                        -> the endpoint's {"tags": {...}, "withheld": {...}}
     POST /interrogate  {"image": "<base64>", "mode"?: "fast" | "classic" | "best", "max_terms"?: 1..32}
                        -> the endpoint's {"prompt", "caption", "terms": [{"text", "similarity"}], "similarity"}
@@ -25,14 +26,14 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from inference.api import aws_clients
 from inference.api.describe import subject_from_attributes
 from inference.api.endpoint_client import AttributeEndpoint, EndpointError
 from inference.api.search import SearchSettings, checked_image, invoke_endpoint, read_json_object
 from inference.api.service import Settings
-from loom.clip_request import check_attribute_names, check_labels, check_max_terms, check_mode
+from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
 from loom.schema import DEFAULT_PRODUCT_NOUN
 from loom.search_request import check_fields
@@ -41,27 +42,33 @@ CAPTION_READ_TIMEOUT_S = (aws_clients.REQUEST_BUDGET_S - aws_clients.ENDPOINT_BU
                           - aws_clients.ENDPOINT_CONNECT_TIMEOUT_S)
 
 
-def _parse_task(task: str, route: str, example: str, body: str | None, is_base64: bool,
-                checks: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
-    """The CLIP endpoint's request for one route's body: `checks` name the optional fields and check them
-    (loom/clip_request.py); any other field, a bad image or a bad value is a StatusError 400/413."""
+# What a client may send on each route: the endpoint's task fields less `task` (the route names it) and, on
+# /interrogate, less `caption` (the Lambda composes it from the stated attributes).
+TAGS_FIELDS = ("attributes", "labels", "min_probability")
+INTERROGATE_FIELDS = ("mode", "max_terms")
+
+
+def _parse_task(task: str, route: str, fields: tuple[str, ...], example: str, body: str | None, is_base64: bool
+                ) -> dict[str, Any]:
+    """The CLIP endpoint's request for one route's body, checked by the task's rules (loom/clip_request.py)
+    and the upload check of every route; StatusError 400/413 otherwise."""
     request = read_json_object(body, is_base64, example)
-    check_fields(request, {"image", *checks}, route)
-    values = {name: check(request.get(name)) for name, check in checks.items()}
+    check_fields(request, {"image", *fields}, route)
+    (parse_tags if task == "tags" else parse_interrogate)({k: v for k, v in request.items() if k != "image"})
     return {"task": task, "image": checked_image(request.get("image")),
-            **{name: value for name, value in values.items() if value is not None}}
+            **{name: request[name] for name in fields if request.get(name) is not None}}
 
 
-def parse_tags(body: str | None, is_base64: bool) -> dict[str, Any]:
+def parse_tags_route(body: str | None, is_base64: bool) -> dict[str, Any]:
     """The CLIP endpoint's `tags` request for a POST /tags body."""
-    return _parse_task("tags", "POST /tags", '{"image": "<base64>", "labels": {"Pattern": ["Striped", "Solid"]}}',
-                       body, is_base64, {"attributes": check_attribute_names, "labels": check_labels})
+    return _parse_task("tags", "POST /tags", TAGS_FIELDS, '{"image": "<base64>", "labels": {"Pattern": ["Striped", '
+                       '"Solid"]}}', body, is_base64)
 
 
-def parse_interrogate(body: str | None, is_base64: bool) -> dict[str, Any]:
+def parse_interrogate_route(body: str | None, is_base64: bool) -> dict[str, Any]:
     """The CLIP endpoint's `interrogate` request for a POST /interrogate body (no caption yet)."""
-    return _parse_task("interrogate", "POST /interrogate", '{"image": "<base64>", "mode": "fast"}', body, is_base64,
-                       {"mode": check_mode, "max_terms": check_max_terms})
+    return _parse_task("interrogate", "POST /interrogate", INTERROGATE_FIELDS, '{"image": "<base64>", "mode": "fast"}',
+                       body, is_base64)
 
 
 def tags(settings: SearchSettings, task: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,7 +112,7 @@ def answer_tags(event: Any) -> tuple[int, dict[str, Any]]:
     """(status, body) for one API Gateway event on POST /tags; never raises for a bad request."""
     try:
         settings = SearchSettings.from_env(route="POST /tags")
-        return 200, tags(settings, parse_tags(event.body, event.is_base64_encoded))
+        return 200, tags(settings, parse_tags_route(event.body, event.is_base64_encoded))
     except StatusError as exc:
         return exc.status, exc.body()
 
@@ -114,7 +121,7 @@ def answer_interrogate(event: Any) -> tuple[int, dict[str, Any]]:
     """(status, body) for one API Gateway event on POST /interrogate; never raises for a bad request."""
     try:
         settings = SearchSettings.from_env(route="POST /interrogate")
-        task = parse_interrogate(event.body, event.is_base64_encoded)
+        task = parse_interrogate_route(event.body, event.is_base64_encoded)
         attribute = attribute_settings()
         caption_error = None
         if attribute is not None:
