@@ -18,6 +18,14 @@ sit beside the model in `MODEL_DIR/index/`. A manifest without "kind" is an attr
     MODEL_DIR/index/embeddings.npy        float32 (count x dimension), rows L2-normalised
     MODEL_DIR/index/products.jsonl        one {"id", "name", "attributes", "image"} per row, same order
 
+A CLIP artifact built for zero-shot tagging and prompt building also holds, in its manifest, the attribute
+schema ("schema": known values per attribute), "zero_shot" (prompt templates and product noun the tags
+ensemble) and "calibration" (per-attribute tag thresholds, as the attribute model's; the records they were
+fitted on in evaluation/calibration.csv), and beside the model its phrase tables:
+
+    MODEL_DIR/phrases/tables.json         {"tables": [{"name", "phrases"}], "count", "dtype"}, tables in order
+    MODEL_DIR/phrases/embeddings.npy      float16 (count x dimension), one row per phrase in that order
+
 This module owns those names: everything else reads and writes the artifact through it.
 """
 
@@ -47,6 +55,9 @@ INDEX_MANIFEST_FILE = "index_manifest.json"
 INDEX_EMBEDDINGS_FILE = "embeddings.npy"
 INDEX_PRODUCTS_FILE = "products.jsonl"
 INDEX_VERSION = 1
+PHRASES_DIR = "phrases"
+PHRASE_TABLES_FILE = "tables.json"
+PHRASE_EMBEDDINGS_FILE = "embeddings.npy"
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,60 @@ class IndexPaths:
     @property
     def products(self) -> Path:
         return self.root / INDEX_PRODUCTS_FILE
+
+
+@dataclass(frozen=True)
+class PhrasePaths:
+    """Where a CLIP artifact's phrase tables and their text embeddings live (`MODEL_DIR/phrases`)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, model_dir: str | Path) -> "PhrasePaths":
+        return cls(Path(model_dir) / PHRASES_DIR)
+
+    @property
+    def tables(self) -> Path:
+        return self.root / PHRASE_TABLES_FILE
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / PHRASE_EMBEDDINGS_FILE
+
+
+def write_phrase_tables(model_dir: str | Path, tables: Mapping[str, list[str]], dtype: str) -> Path:
+    """phrases/tables.json: the tables in order (the caller writes phrases/embeddings.npy in the same order)."""
+    listed = [{"name": name, "phrases": list(phrases)} for name, phrases in tables.items()]
+    return write_json(PhrasePaths.of(model_dir).tables, {
+        "tables": listed, "count": sum(len(t["phrases"]) for t in listed), "dtype": dtype})
+
+
+def read_phrase_tables(model_dir: str | Path) -> dict[str, list[str]] | None:
+    """The tables of phrases/tables.json in order, or None when the artifact has none."""
+    path = PhrasePaths.of(model_dir).tables
+    if not path.is_file():
+        return None
+    data = read_json(path, missing=str(path))
+    try:
+        tables = {str(t["name"]): [str(p) for p in t["phrases"]] for t in data["tables"]}
+    except (KeyError, TypeError) as exc:
+        raise SchemaError(f"{path}: malformed phrase tables ({exc!r})") from None
+    if sum(map(len, tables.values())) != data.get("count"):
+        raise SchemaError(f"{path}: count {data.get('count')!r} is not the number of phrases listed")
+    return tables
+
+
+def write_zero_shot(model_dir: str | Path, schema: AttributeSchema, templates: list[str]) -> Path:
+    """Put the attribute schema and the tag prompt templates into a CLIP artifact's manifest."""
+    manifest = read_clip_manifest(model_dir)
+    manifest["schema"] = schema.to_dict()
+    manifest["zero_shot"] = {"templates": list(templates), "noun": schema.product_noun}
+    return write_json(ArtifactPaths.of(model_dir).manifest, manifest)
+
+
+def clip_schema(manifest: Mapping[str, Any]) -> AttributeSchema | None:
+    """The attribute schema a CLIP manifest carries (None for a search-only artifact)."""
+    return AttributeSchema.from_dict(manifest["schema"]) if "schema" in manifest else None
 
 
 def index_dir_of(model_dir: str | Path) -> Path:

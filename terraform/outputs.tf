@@ -92,3 +92,8 @@ output "async_endpoint_name" {
   description = "Name of the asynchronous endpoint (null unless async_inference.enabled): `loom async submit --endpoint`."
   value       = try(module.endpoint[0].async_endpoint_name, null)
 }
+
+output "api_routes" {
+  description = "Every route of the HTTP API: the api module's and, with var.search, the search module's."
+  value       = local.serving_enabled ? sort(concat(module.api[0].route_keys, try(module.search[0].route_keys, []))) : []
+}

@@ -9,17 +9,30 @@ from training import phrase_tables as pt
 
 
 def schema() -> AttributeSchema:
-    s = AttributeSchema.from_names(["baseColour", "Pattern"])
+    s = AttributeSchema.from_names(["baseColour", "Pattern", "Sleeve Length", "Fabric"])
     s.count("baseColour", "Green")
     s.count("Pattern", "Striped")
+    s.count("Sleeve Length", "Long Sleeves")
     return s
 
 
-def test_the_catalog_table_comes_first_then_the_shipped_style_tables():
+def test_the_catalog_tables_come_first_one_per_attribute_then_the_shipped_style_tables():
     tables = pt.all_tables(schema(), ["Shirts", "Tshirts"])
-    assert list(tables)[0] == "catalog" and tables["catalog"] == ["shirts", "tshirts", "green", "striped"]
-    assert {"photography", "lighting", "mediums", "movements"} <= set(tables)
-    assert all(len(p) >= 5 for name, p in tables.items() if name != "catalog")
+    assert list(tables)[:4] == ["catalog-colour", "catalog-pattern", "catalog-sleeve-length", "catalog-product-type"]
+    assert tables["catalog-colour"] == ["green"] and tables["catalog-product-type"] == ["shirts", "tshirts"]
+    assert "catalog-fabric" not in tables  # an attribute with no known value has no table
+    assert list(tables)[4:8] == ["lighting", "mediums", "movements", "photography"]
+    assert all(len(p) >= 5 for name, p in tables.items() if not name.startswith("catalog"))
+
+
+def test_attributes_clip_can_tell_lead_the_catalog_tables():
+    s = AttributeSchema.from_names(["articleType", "Fabric", "Pattern", "baseColour"])
+    for name, value in [("articleType", "Shirts"), ("Fabric", "Cotton"), ("Pattern", "Striped"),
+                        ("baseColour", "Green")]:
+        s.count(name, value)
+    tables = pt.catalog_tables(s, ["Shirts", "Tshirts"], first=["baseColour", "Pattern", "Unknown"])
+    assert list(tables) == ["catalog-colour", "catalog-pattern", "catalog-product-type", "catalog-fabric"]
+    assert tables["catalog-product-type"] == ["shirts", "tshirts"]  # article types and values, once each
 
 
 def test_custom_tables_add_or_replace(tmp_path):

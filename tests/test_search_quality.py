@@ -87,7 +87,7 @@ def test_batch_transform_embeddings_import_into_the_same_bundle(tiny_clip, tmp_p
     for shard in batch_records.write_shards(products, tmp_path / "shards", records_per_file=100, max_payload_mb=6):
         body = Path(shard.path).read_bytes()
         outputs = list(batch_records.parse_output_lines(
-            json.dumps(line) for line in service.embed_lines(body, 40_000_000)))
+            json.dumps(line) for line in service.answer_lines(body, 40_000_000)))
         results += batch_records.join_shard(shard.ids, outputs)
     batch_records.write_results(results, tmp_path / "embeddings.jsonl")
     with (tmp_path / "embeddings.jsonl").open("a") as out:  # a failed product and an unknown id are skipped

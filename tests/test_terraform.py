@@ -283,6 +283,8 @@ def test_apply_plan_destroy_against_moto(tmp_path: Path, tf_env: dict[str, str],
                 # The search module rides on the same apply (a second whole-stack apply would double the
                 # run time): Serverless Inference CLIP endpoint, its role, POST /search, the Lambda's grant.
                 "search": {"model_data_url": CLIP_DATA_URL, "backend": "embedded"},
+                # POST /restyle too (off by default; `terraform test` checks the default has none of it).
+                "enable_restyle": True,
             }
         )
     )
@@ -505,6 +507,8 @@ def _check_wiring(client, outputs: dict) -> None:
     assert env["SEARCH_ENDPOINT_NAME"] == CLIP_ENDPOINT_NAME and env["SEARCH_BACKEND"] == "embedded"
     assert env["BEDROCK_MODEL_ID"] == "us.anthropic.claude-sonnet-4-6"
     assert env["POWERTOOLS_SERVICE_NAME"] == "loom-api" and env["DESCRIPTION_BACKEND"] == "bedrock"
+    assert (env["RESTYLE_MODEL_ID"], env["RESTYLE_REGION"], env["RESTYLE_BUCKET"]) == (
+        "stability.sd3-5-large-v1:0", "us-west-2", BUCKET)
     assert function["Handler"] == "inference.api.handler.handler" and function["Runtime"] == "python3.12"
     assert function["Timeout"] < 30 and function["TracingConfig"]["Mode"] == "Active"
     assert function["LoggingConfig"]["LogFormat"] == "JSON" and function["LoggingConfig"]["ApplicationLogLevel"] == "INFO"
@@ -520,10 +524,19 @@ def _check_wiring(client, outputs: dict) -> None:
         "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-6",
     }
 
-    # HTTP API: both routes -> the Lambda integration, IAM auth, payload 2.0, 30 s.
+    # POST /restyle: the Stability model in its Region, restyle/ of the bucket, the key through S3 only.
+    restyle_policy = _statements(iam.get_role_policy(RoleName=lambda_role, PolicyName="restyle")["PolicyDocument"])
+    assert _resources(restyle_policy, "bedrock:InvokeModel") == {
+        "arn:aws:bedrock:us-west-2::foundation-model/stability.sd3-5-large-v1:0"}
+    assert _resources(restyle_policy, "s3:PutObject") == {f"arn:aws:s3:::{BUCKET}/restyle/*"}
+    assert _resources(restyle_policy, "kms:GenerateDataKey") == {outputs["kms_key_arn"]}
+
+    # HTTP API: every route -> the Lambda integration, IAM auth, payload 2.0, 30 s.
     api_id = next(a["ApiId"] for a in apigw.get_apis()["Items"] if a["Name"] == "loom-api")
     routes = {r["RouteKey"]: r for r in apigw.get_routes(ApiId=api_id)["Items"]}
-    assert set(routes) == {"POST /describe", "POST /attributes", "POST /search"}
+    assert set(routes) == {"POST /describe", "POST /attributes", "POST /search", "POST /tags", "POST /interrogate",
+                           "POST /restyle"}
+    assert sorted(routes) == outputs["api_routes"]
     for route in routes.values():
         assert route["AuthorizationType"] == "AWS_IAM"
         integration = apigw.get_integration(ApiId=api_id, IntegrationId=route["Target"].split("/")[-1])
@@ -607,15 +620,16 @@ def _check_search_wiring(client, outputs: dict, function: dict, lambda_role: str
     assert not any(a.startswith(("es:", "aoss:")) for s in search_policy for a in (
         s["Action"] if isinstance(s["Action"], list) else [s["Action"]])), "embedded backend: no OpenSearch grant"
 
-    # POST /search: the same Lambda, proxy integration, and a permission for exactly this route.
+    # POST /search, /tags, /interrogate: the same Lambda, proxy integration, a permission for exactly each route.
     apigw = client("apigatewayv2")
     api_id = next(a["ApiId"] for a in apigw.get_apis()["Items"] if a["Name"] == "loom-api")
-    route = next(r for r in apigw.get_routes(ApiId=api_id)["Items"] if r["RouteKey"] == "POST /search")
-    integration = apigw.get_integration(ApiId=api_id, IntegrationId=route["Target"].split("/")[-1])
-    assert integration["IntegrationType"] == "AWS_PROXY" and function["FunctionArn"] in integration["IntegrationUri"]
     grants = _statements(client("lambda").get_policy(FunctionName=function["FunctionName"])["Policy"])
-    search_grant = next(g for g in grants if g["Sid"] == "AllowHttpApi-POST-search")
-    assert search_grant["Condition"]["ArnLike"]["AWS:SourceArn"].endswith(f":{api_id}/*/POST/search")
+    for path in ("search", "tags", "interrogate"):
+        route = next(r for r in apigw.get_routes(ApiId=api_id)["Items"] if r["RouteKey"] == f"POST /{path}")
+        integration = apigw.get_integration(ApiId=api_id, IntegrationId=route["Target"].split("/")[-1])
+        assert integration["IntegrationType"] == "AWS_PROXY" and function["FunctionArn"] in integration["IntegrationUri"]
+        grant = next(g for g in grants if g["Sid"] == f"AllowHttpApi-POST-{path}")
+        assert grant["Condition"]["ArnLike"]["AWS:SourceArn"].endswith(f":{api_id}/*/POST/{path}")
 
 
 def _check_nothing_left(client) -> None:

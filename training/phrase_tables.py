@@ -1,6 +1,9 @@
 """Phrase tables for prompt building: the catalog's own vocabulary first, then style tables.
 
-A table is a text file, one phrase per line (`#` starts a comment). Loom ships four style tables
+The catalog's vocabulary is one table per attribute (`catalog-colour`, `catalog-pattern`, ...; article types
+join the product type's table), so that `classic` interrogation takes the best value of each attribute;
+the attributes CLIP was shown to tell on validation photos (those whose tag threshold was calibrated) come
+first. A table is a text file, one phrase per line (`#` starts a comment). Loom ships four style tables
 (training/phrases/: photography, lighting, mediums, movements); `loom clip-artifact --phrases DIR` adds or
 replaces tables with a folder of `<name>.txt` files. Their text embeddings are computed when the artifact
 is built and ship inside it, so nothing is downloaded when the endpoint runs.
@@ -12,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from loom.schema import AttributeSchema
+from loom.schema import PRODUCT_TYPE_ATTRIBUTE, AttributeSchema, attribute_label
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "phrases"
 CATALOG_TABLE = "catalog"
@@ -58,18 +61,33 @@ def read_tables(folder: str | Path) -> dict[str, list[str]]:
     return tables
 
 
-def catalog_table(schema: AttributeSchema, article_types: Iterable[str] = ()) -> list[str]:
-    """The catalog's vocabulary: article types, then every known value of every attribute."""
-    phrases: dict[str, None] = {" ".join(t.split()).lower(): None for t in article_types if t.strip()}
-    for attribute in schema.attributes.values():
-        for value in attribute.values:
-            phrases[value.lower()] = None
-    return list(phrases)
+def table_name(attribute_label: str) -> str:
+    """The catalog table of an attribute: "Sleeve Length" -> "catalog-sleeve-length"."""
+    slug = re.sub(r"[^a-z0-9]+", "-", attribute_label.lower()).strip("-")
+    return f"{CATALOG_TABLE}-{slug}"[:40]
+
+
+def catalog_tables(schema: AttributeSchema, article_types: Iterable[str] = (),
+                   first: Iterable[str] = ()) -> dict[str, list[str]]:
+    """One table per attribute with known values (lower-cased); the attributes in `first` lead, then the rest
+    in schema order. Article types go into the product type's table (made when the schema has none)."""
+    types = [" ".join(t.split()).lower() for t in article_types if t.strip()]
+    first = [n for n in first if n in schema]
+    tables: dict[str, list[str]] = {}
+    for name in [*first, *(n for n in schema.names if n not in first)]:
+        phrases = [v.lower() for v in schema.attributes[name].values]
+        if name == PRODUCT_TYPE_ATTRIBUTE:
+            phrases = types + phrases
+        if phrases:
+            tables.setdefault(table_name(schema.attributes[name].label), []).extend(phrases)
+    if types and PRODUCT_TYPE_ATTRIBUTE not in schema:
+        tables[table_name(attribute_label(PRODUCT_TYPE_ATTRIBUTE))] = types
+    return {name: list(dict.fromkeys(phrases)) for name, phrases in tables.items()}
 
 
 def all_tables(schema: AttributeSchema, article_types: Iterable[str] = (),
-               custom: Mapping[str, list[str]] | None = None) -> dict[str, list[str]]:
-    """The catalog table first, then the built-in style tables, with custom tables added or replacing them."""
-    tables = {CATALOG_TABLE: catalog_table(schema, article_types), **read_tables(BUILTIN_DIR)}
+               custom: Mapping[str, list[str]] | None = None, first: Iterable[str] = ()) -> dict[str, list[str]]:
+    """The catalog tables first, then the built-in style tables; custom tables are added or replace one."""
+    tables = {**catalog_tables(schema, article_types, first), **read_tables(BUILTIN_DIR)}
     tables.update(custom or {})
     return tables

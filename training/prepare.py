@@ -31,7 +31,14 @@ from loom.schema import (
     AttributeSchema,
     SchemaError,
 )
-from training.catalog import DEFAULT_ARTICLE_TYPES, SKIP_REASONS, CatalogError, Product, read_catalog
+from training.catalog import (
+    DEFAULT_ARTICLE_TYPES,
+    SKIP_REASONS,
+    CatalogError,
+    CatalogReading,
+    Product,
+    read_catalog,
+)
 
 TRAIN_FILE = "vqa_train.csv"
 VAL_FILE = "vqa_val.csv"
@@ -187,9 +194,19 @@ def split_summary(products: Sequence[Product], schema: AttributeSchema, examples
     }
 
 
-def prepare(
+@dataclasses.dataclass(frozen=True)
+class PreparedCatalog:
+    """A catalog read, its values normalised, its schema (known values = those in train) and its split."""
+
+    reading: CatalogReading
+    merges: dict[str, list[dict[str, Any]]]
+    schema: AttributeSchema
+    train: list[Product]
+    val: list[Product]
+
+
+def prepare_products(
     catalog_dir: str | Path,
-    out_dir: str | Path,
     *,
     article_types: Sequence[str] = DEFAULT_ARTICLE_TYPES,
     attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
@@ -197,21 +214,17 @@ def prepare(
     seed: int = DEFAULT_SEED,
     progress: bool | None = None,
     ask_product_type: bool = True,
-) -> dict[str, Any]:
-    """Read a catalog, write the VQA files, schema and report into out_dir; return the report.
+) -> PreparedCatalog:
+    """Read and split a catalog exactly as `loom prepare` does, without writing anything.
 
     The schema records which attributes apply to each article type (`applicability`); with
-    `ask_product_type` and more than one article type, the article type is one more trained question,
-    asked first.
-
+    `ask_product_type` and more than one article type, the article type is one more attribute, first.
     Raises CatalogError for a folder that is not a catalog, SchemaError for a repeated attribute and
     ValueError for a val_fraction outside [0, 1).
     """
-    started = time.perf_counter()
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     attributes = list(attributes)
-    asked = list(attributes)
     article_types = list(article_types)
     AttributeSchema.from_names(attributes)  # refuses a repeated attribute before the catalog is read
     reading = read_catalog(catalog_dir, article_types=article_types, attributes=attributes, progress=progress)
@@ -228,6 +241,33 @@ def prepare(
     for name, values in train_counts.items():  # known values = what the model is trained on
         for value, n in values.items():
             schema.count(name, value, n)
+    return PreparedCatalog(reading, merges, schema, train, val)
+
+
+def prepare(
+    catalog_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    article_types: Sequence[str] = DEFAULT_ARTICLE_TYPES,
+    attributes: Sequence[str] = DEFAULT_ATTRIBUTES,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = DEFAULT_SEED,
+    progress: bool | None = None,
+    ask_product_type: bool = True,
+) -> dict[str, Any]:
+    """Read a catalog, write the VQA files, schema and report into out_dir; return the report.
+
+    Reading, schema and split: `prepare_products`.
+    """
+    started = time.perf_counter()
+    asked = list(attributes)
+    article_types = list(article_types)
+    prepared = prepare_products(catalog_dir, article_types=article_types, attributes=attributes,
+                                val_fraction=val_fraction, seed=seed, progress=progress,
+                                ask_product_type=ask_product_type)
+    reading, merges, schema, train, val = (prepared.reading, prepared.merges, prepared.schema, prepared.train,
+                                           prepared.val)
+    attributes = schema.names
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,13 @@
-"""Requests to a CLIP artifact on `POST /invocations`: embed texts or images, and search the index bundle.
+"""Requests to a CLIP artifact on `POST /invocations`: embed, search the index bundle, and the zero-shot tasks.
 
     {"task": "embed", "texts": ["green shirt", ...]}       -> {"embeddings": [[...], ...], "dimension": N, "normalized": true}
     {"task": "embed", "image": "<base64>"}                  -> the same, one embedding
     {"task": "search", "text": "..." | "image": "<base64>", "k": 1-50, "filters": {"baseColour": "Green"}}
         -> {"results": [{"id", "score", "name", "attributes"}], "index": {"backend": "embedded", "size": N}}
-    Content-Type image/*: the image's embedding.  JSON Lines ({"id", "image"} per line): one
-    {"id", "embedding"} (or {"id", "error"}) per line, in order, for Batch Transform.
+    {"image": "<base64>", "prompt": [...]}, {"task": "tags", ...}, {"task": "interrogate", ...}: clip_tasks.py
+    Content-Type image/*: the image's embedding.  JSON Lines for Batch Transform, one answer per line in order:
+    {"id", "image"} -> {"id", "embedding"}; {"id", "image", "task": "tags", "attributes"?, "labels"?} ->
+    {"id", "tags", "withheld"}; a bad line -> {"id", "error"}. Images of a body are embedded in batches.
 
 Texts are wrapped in the artifact's first prompt template, as search queries are. Scores are cosine
 similarities. Every bad input is a 4xx with {"error": ...} (loom.errors.StatusError). The server's
@@ -21,7 +23,9 @@ from typing import Any, Mapping
 
 import numpy as np
 from flask import Response
+from PIL import Image
 
+from inference.server.clip_tasks import TagPlan, ZeroShot, parse_interrogate, parse_prompts, parse_tags
 from inference.server.embedder import ClipEmbedder
 from inference.server.images import ImageError, decode_image
 from inference.server.request_parsing import JSONLINES_TYPES
@@ -37,26 +41,29 @@ MAX_TEXTS = 64
 EMBED_BATCH = 16
 EMBED_KEYS = {"task", "texts", "image"}
 SEARCH_KEYS = {"task", "text", "image", "k", "filters"}
+TASKS = ("embed", "search", "tags", "interrogate")
 
 
 class ClipService:
-    """A loaded CLIP artifact and, when the artifact holds one, its index bundle."""
+    """A loaded CLIP artifact: its embedder, its zero-shot side and, when the artifact holds one, its index."""
 
     kind = "clip"
 
-    def __init__(self, embedder: ClipEmbedder, index: SearchIndex | None):
+    def __init__(self, embedder: ClipEmbedder, index: SearchIndex | None, zero_shot: ZeroShot | None = None):
         if index is not None:
             index.check_embedder(embedder.model_info)
         self.embedder, self.index = embedder, index
+        self.zero_shot = zero_shot or ZeroShot(embedder, None, (), "", None, None)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str | None = None) -> "ClipService":
         embedder = ClipEmbedder.load(model_dir, device=device)
         index_dir = index_dir_of(model_dir)
         index = SearchIndex.load(index_dir) if IndexPaths.of(index_dir).manifest.is_file() else None
-        log.info("CLIP %s, %d-d, index: %s", embedder.model_id, embedder.dimension,
-                 f"{index.size} products" if index else "none")
-        return cls(embedder, index)
+        zero_shot = ZeroShot.load(model_dir, embedder)
+        log.info("CLIP %s, %d-d, index: %s, %s", embedder.model_id, embedder.dimension,
+                 f"{index.size} products" if index else "none", zero_shot.summary)
+        return cls(embedder, index, zero_shot)
 
     @property
     def model_info(self) -> dict[str, Any]:
@@ -64,18 +71,54 @@ class ClipService:
 
     def warm_up(self) -> None:
         self.embedder.warm_up()
+        self.zero_shot.warm_up()
 
     # -------------------------------------------------------------------------------------------
-    def answer(self, request: Any, max_image_pixels: int) -> dict[str, Any]:
-        """Answer one JSON request object (embed or search)."""
+    def answer(self, request: Any, max_image_pixels: int) -> dict[str, Any] | list[list[float]]:
+        """Answer one JSON request object: a task, or the post's prompt form (no task)."""
         if not isinstance(request, dict):
             raise StatusError(400, 'the request must be a JSON object such as {"task": "search", "text": "..."}')
+        if "task" not in request and "prompt" in request:
+            return self.prompt_probabilities(request, max_image_pixels)
         task = request.get("task")
-        if task == "embed":
-            return self.embed(request, max_image_pixels)
-        if task == "search":
-            return self.search(request, max_image_pixels)
-        raise StatusError(400, f"'task' must be \"embed\" or \"search\" for this CLIP model, got {task!r}")
+        handlers = {"embed": self.embed, "search": self.search, "tags": self.tags, "interrogate": self.interrogate}
+        if task not in handlers:
+            raise StatusError(400, f"'task' must be one of {', '.join(TASKS)} for this CLIP model, got {task!r} "
+                                   '(or send {"image", "prompt": [...]} without a task for prompt probabilities)')
+        return handlers[task](request, max_image_pixels)
+
+    def prompt_probabilities(self, request: Mapping[str, Any], max_image_pixels: int) -> list[list[float]]:
+        """The post's form: [[one probability per prompt, in order]] for the one image."""
+        prompts = parse_prompts(request)
+        vectors = self.embedder.embed_images([_image(_required_image(request), max_image_pixels)])
+        return self.zero_shot.prompt_probabilities(vectors, prompts)
+
+    def tags(self, request: Mapping[str, Any], max_image_pixels: int) -> dict[str, Any]:
+        plan = self.zero_shot.plan(*parse_tags(request))  # refused before any image work
+        image = _image(_required_image(request), max_image_pixels)
+        return self.zero_shot.tag(self.embedder.embed_images([image]), plan)[0]
+
+    def tag_images(self, images: list[Image.Image], attributes: list[str] | None = None,
+                   labels: dict[str, list[str]] | None = None, min_probability: float | None = None
+                   ) -> list[dict[str, Any]]:
+        """{"tags", "withheld"} for each image, exactly as `{"task": "tags"}` answers; StatusError(400) for a
+        request the endpoint would refuse (unknown attributes, empty or too many labels, ...)."""
+        request = {"task": "tags", "attributes": attributes, "labels": labels, "min_probability": min_probability}
+        plan = self.zero_shot.plan(*parse_tags({k: v for k, v in request.items() if v is not None}))
+        if not all(isinstance(image, Image.Image) for image in images):
+            raise TypeError("tag_images takes PIL images")
+        vectors = [self.embedder.embed_images([i.convert("RGB") for i in images[start:start + EMBED_BATCH]])
+                   for start in range(0, len(images), EMBED_BATCH)]
+        return self.zero_shot.tag(np.concatenate(vectors) if vectors else np.zeros((0, self.embedder.dimension)),
+                                  plan)
+
+    def interrogate(self, request: Mapping[str, Any], max_image_pixels: int) -> dict[str, Any]:
+        mode, max_terms, caption = parse_interrogate(request)
+        if not self.zero_shot.tables:
+            raise StatusError(400, "this CLIP artifact has no phrase tables: rebuild it with loom clip-artifact "
+                                   "(or loom tiny-clip) to interrogate")
+        image = _image(_required_image(request), max_image_pixels)
+        return self.zero_shot.interrogate(self.embedder.embed_images([image])[0], mode, max_terms, caption)
 
     def embed(self, request: Mapping[str, Any], max_image_pixels: int) -> dict[str, Any]:
         check_fields(request, EMBED_KEYS, "task 'embed'")
@@ -111,18 +154,23 @@ class ClipService:
                              "attributes": row.attributes} for row, score in found],
                 "index": {"backend": self.index.backend, "size": self.index.size}}
 
-    def embed_lines(self, body: bytes, max_image_pixels: int) -> list[dict[str, Any]]:
-        """One result per JSON Lines record ({"id", "image"}), in order; a bad line gets its own error."""
+    def answer_lines(self, body: bytes, max_image_pixels: int) -> list[dict[str, Any]]:
+        """One result per JSON Lines record, in order: an embedding, or tags for a line with "task": "tags";
+        a bad line gets its own error. Images are embedded EMBED_BATCH at a time whatever the lines ask."""
         lines = [line for line in body.splitlines() if line.strip()]
         if not lines:
             raise StatusError(400, 'the JSON Lines body holds no records: one {"id", "image"} object per line')
         results: list[dict[str, Any] | None] = [None] * len(lines)
-        pending: list[tuple[int, Any, Any]] = []
+        pending: list[tuple[int, Any, Any, TagPlan | None]] = []
+        plans: dict[str, TagPlan] = {}
 
         def flush() -> None:
-            vectors = self.embedder.embed_images([image for _, _, image in pending])
-            for (index, record_id, _), vector in zip(pending, vectors, strict=True):
-                results[index] = {"id": record_id, "embedding": [round(float(v), 7) for v in vector]}
+            vectors = self.embedder.embed_images([image for _, _, image, _ in pending])
+            for (index, record_id, _, plan), vector in zip(pending, vectors, strict=True):
+                if plan is None:
+                    results[index] = {"id": record_id, "embedding": [round(float(v), 7) for v in vector]}
+                else:
+                    results[index] = {"id": record_id, **self.zero_shot.tag(vector[None], plan)[0]}
             pending.clear()
 
         for number, line in enumerate(lines):
@@ -132,7 +180,8 @@ class ClipService:
                 if not isinstance(record, dict) or "image" not in record:
                     raise StatusError(400, 'each line must be an object with "image" (base64) and an optional "id"')
                 record_id = record.get("id")
-                pending.append((number, record_id, _image(record["image"], max_image_pixels)))
+                pending.append((number, record_id, _image(record["image"], max_image_pixels),
+                                self._line_plan(record, plans)))
             except (ValueError, StatusError) as exc:  # json.JSONDecodeError is a ValueError
                 results[number] = {"id": record_id, "error": f"line {number + 1}: {getattr(exc, 'message', exc)}"}
             if len(pending) >= EMBED_BATCH:
@@ -140,6 +189,25 @@ class ClipService:
         if pending:
             flush()
         return results  # type: ignore[return-value]
+
+    def _line_plan(self, record: Mapping[str, Any], plans: dict[str, TagPlan]) -> TagPlan | None:
+        """None for an embed line; the tags plan of a tags line (shared by lines that ask the same)."""
+        task = record.get("task")
+        if task is None:
+            return None
+        if task != "tags":
+            raise StatusError(400, f"a line's 'task' is \"tags\" or absent (embed), got {task!r}")
+        asked = parse_tags(record, extra=frozenset({"id"}))
+        key = json.dumps(asked, sort_keys=True)
+        if key not in plans:
+            plans[key] = self.zero_shot.plan(*asked)
+        return plans[key]
+
+
+def _required_image(request: Mapping[str, Any]) -> Any:
+    if "image" not in request:
+        raise StatusError(400, "'image' is required: the photo's file bytes, base64")
+    return request["image"]
 
 
 def _image(value: Any, max_image_pixels: int):
@@ -153,7 +221,7 @@ def answer_clip_request(service: ClipService, content_type: str, body: bytes, ma
     """The HTTP answer to one `POST /invocations` for a CLIP artifact (called by app.py)."""
     try:
         if content_type in JSONLINES_TYPES:
-            lines = [json.dumps(r, ensure_ascii=False) for r in service.embed_lines(body, max_image_pixels)]
+            lines = [json.dumps(r, ensure_ascii=False) for r in service.answer_lines(body, max_image_pixels)]
             return Response("\n".join(lines) + "\n", status=200, mimetype="application/jsonlines")
         if content_type.startswith("image/") or content_type == "application/x-image":
             try:

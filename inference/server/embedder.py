@@ -46,6 +46,8 @@ class ClipEmbedder:
         self.dimension = int(manifest["embedding_dimension"])
         self.prompt_templates: list[str] = list(manifest["prompt_templates"])
         self.checksum = model_checksum(model_dir)
+        # CLIP's learned temperature: logits = logit_scale * cosine (100 for the released checkpoints).
+        self.logit_scale = float(model.logit_scale.detach().exp())
         self._lock = threading.Lock()  # one forward pass at a time; tokenizers are not thread-safe (FACTS.md)
 
     @classmethod
