@@ -17,7 +17,6 @@ from botocore.stub import Stubber
 from inference.api import aws_clients, clip_tasks
 from inference.api.endpoint_client import request_body
 from loom import clip_request
-from loom.errors import StatusError
 from test_app import check_contract
 from test_gateway import call, event, jpeg, png
 
@@ -262,35 +261,11 @@ def test_bad_interrogate_requests_are_refused_before_any_endpoint_call(attribute
 
 # --- one set of rules: the Lambda's checks are the CLIP endpoint's -------------------------------------------
 
-RULE_CASES = [
-    ("tags", {}), ("tags", {"attributes": ["Pattern"]}), ("tags", {"attributes": []}),
-    ("tags", {"attributes": ["Pattern", "Pattern"]}), ("tags", {"labels": {"Pattern": ["Striped", "Solid"]}}),
-    ("tags", {"labels": {}}), ("tags", {"labels": {"Pattern": []}}), ("tags", {"labels": {"Pattern": ["a", "a"]}}),
-    ("tags", {"labels": {"Pattern": [" "]}}), ("tags", {"labels": {"Pattern": ["x" * 1001]}}),
-    ("tags", {"labels": many_labels(200)}), ("tags", {"labels": many_labels(201)}),
-    ("tags", {"labels": {"Pattern": ["a"]}, "min_probability": 1}), ("tags", {"min_probability": 0.5}),
-    ("tags", {"labels": {"Pattern": ["a"]}, "min_probability": True}), ("tags", {"colour": "x"}),
-    ("interrogate", {}), ("interrogate", {"mode": "best", "max_terms": 32}), ("interrogate", {"mode": "slow"}),
-    ("interrogate", {"max_terms": 0}), ("interrogate", {"max_terms": 33}), ("interrogate", {"max_terms": 2.0}),
-    ("interrogate", {"caption": "a Green shirt"}), ("interrogate", {"caption": ""}),
-    ("interrogate", {"caption": "x" * 1001}), ("interrogate", {"labels": {}}),
-]
+def test_the_lambda_and_the_clip_endpoint_parse_with_the_same_rules():
+    """One copy of the tags and interrogate rules: the endpoint (inference/server/clip_app.py) parses requests
+    with loom/clip_request.py's functions, which the Lambda checks with (their cases: tests/test_clip_tasks.py
+    and the Lambda tests above)."""
+    from inference.server import clip_app
 
-
-def outcome(parse, request):
-    try:
-        return "ok", parse(request)
-    except StatusError as exc:
-        return exc.status, exc.message
-
-
-@pytest.mark.parametrize("task, fields", RULE_CASES)
-def test_the_lambda_refuses_exactly_what_the_clip_endpoint_refuses(task, fields):
-    """loom/clip_request.py (the Lambda's checks) against the endpoint's own parser: the same answer, the
-    same message, for every case (the endpoint keeps a copy of these rules in inference/server/clip_tasks.py)."""
-    from inference.server import clip_tasks as server
-
-    request = {"task": task, "image": IMAGE_B64, **fields}
-    ours = clip_request.parse_tags if task == "tags" else clip_request.parse_interrogate
-    theirs = server.parse_tags if task == "tags" else server.parse_interrogate
-    assert outcome(ours, request) == outcome(theirs, request)
+    assert clip_app.parse_tags is clip_request.parse_tags
+    assert clip_app.parse_interrogate is clip_request.parse_interrogate

@@ -25,7 +25,7 @@ import numpy as np
 from flask import Response
 from PIL import Image
 
-from inference.server.clip_tasks import TagPlan, ZeroShot, parse_interrogate, parse_prompts, parse_tags
+from inference.server.clip_tasks import TagPlan, ZeroShot, parse_prompts
 from inference.server.embedder import ClipEmbedder
 from inference.server.images import ImageError, decode_image
 from inference.server.request_parsing import JSONLINES_TYPES
@@ -33,6 +33,7 @@ from loom.base64_image import decode_base64_image
 from inference.server.search_index import SearchIndex
 from inference.server.zero_shot import DEFAULT_TEMPLATES
 from loom.artifact import IndexPaths, index_dir_of
+from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
 from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
 
