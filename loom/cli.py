@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search-demo": ("loom.search_demo", "product search offline: tiny CLIP, index, queries and a search page"),
     "demo": ("loom.demo", "the whole flow offline on a synthetic catalog"),
     "async": ("training.jobs.async_inference", "submit a catalog shard to an asynchronous endpoint, collect results"),
+    "rollout": ("training.jobs.rollout", "roll a new model, image or instance type out to the endpoint, keeping its capacity"),
 }
 
 

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     catalog = args.catalog or args.work / "catalog"
     if args.catalog is None and not (catalog / "styles.csv").is_file():
         synthetic.write_catalog(catalog, products=600, seed=3)
-    model = args.work / f"tiny-clip-{args.steps}"
+    model = args.work / f"tiny-clip-v{clip_model.TINY_CLIP_VERSION}-{args.steps}"
     if not is_artifact(model):
         print(f"training the tiny CLIP (a stand-in) on {catalog} ...", flush=True)
         print(f"  {clip_model.build_tiny_clip(catalog, model, steps=args.steps)}")

@@ -109,6 +109,7 @@ module "endpoint" {
   autoscaling_enabled                 = var.autoscaling_enabled
   rollout_instance_count              = var.rollout_instance_count
   rollout_bake_seconds                = var.rollout_bake_seconds
+  rollouts_outside_terraform          = var.rollouts_outside_terraform
   log_retention_days                  = var.log_retention_days
   async_inference                     = var.async_inference
   tags                                = local.tags
@@ -144,10 +145,15 @@ module "api" {
   throttling_rate_limit           = var.api_throttling_rate_limit
   log_retention_days              = var.log_retention_days
   extra_environment               = try(module.search[0].lambda_environment, {})
+  enable_restyle                  = var.enable_restyle
+  restyle_model_id                = var.restyle_model_id
+  restyle_region                  = var.restyle_region
+  restyle_bucket_name             = module.storage.bucket_name
   tags                            = local.tags
 }
 
-# Product search (docs/search.md): the CLIP endpoint, its backend and POST /search on the API above.
+# Product search (docs/search.md): the CLIP endpoint, its backend and POST /search, /tags, /interrogate on
+# the API above.
 module "search" {
   source = "./modules/search"
   count  = local.serving_enabled && var.search != null ? 1 : 0

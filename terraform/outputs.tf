@@ -53,6 +53,11 @@ output "endpoint_name" {
   value       = try(module.endpoint[0].endpoint_name, null)
 }
 
+output "endpoint_rollback_alarm_names" {
+  description = "Alarms that roll an endpoint rollout back (Terraform's and `loom rollout`'s; null in phase 1)."
+  value       = try(module.endpoint[0].rollback_alarm_names, null)
+}
+
 output "model_name" {
   description = "SageMaker model name, also for batch transform jobs (null in phase 1)."
   value       = try(module.endpoint[0].model_name, null)
@@ -86,4 +91,9 @@ output "api_url" {
 output "async_endpoint_name" {
   description = "Name of the asynchronous endpoint (null unless async_inference.enabled): `loom async submit --endpoint`."
   value       = try(module.endpoint[0].async_endpoint_name, null)
+}
+
+output "api_routes" {
+  description = "Every route of the HTTP API: the api module's and, with var.search, the search module's."
+  value       = local.serving_enabled ? sort(concat(module.api[0].route_keys, try(module.search[0].route_keys, []))) : []
 }

@@ -209,14 +209,14 @@ variable "container_startup_timeout_seconds" {
 }
 
 variable "autoscaling_enabled" {
-  description = "Target-tracking autoscaling of the endpoint. To change instance_type: apply with false, apply the new instance_type, apply with true (SageMaker refuses instance type changes of autoscaled variants)."
+  description = "Target-tracking autoscaling of the endpoint. To change instance_type through Terraform: apply with false, apply the new instance_type, apply with true (SageMaker refuses instance type changes of autoscaled variants); `loom rollout --instance-type` needs none of this."
   type        = bool
   default     = true
   nullable    = false
 }
 
 variable "rollout_instance_count" {
-  description = "Instances a rollout (a new model or image) starts with; null uses min_capacity. Give the current instance count to keep capacity through a rollout."
+  description = "Instances a rollout through Terraform (a new model or image) starts with; null uses min_capacity (the provider sends no RetainAllVariantProperties). Give the current instance count to keep capacity, or roll out with `loom rollout` instead."
   type        = number
   default     = null
 
@@ -224,6 +224,13 @@ variable "rollout_instance_count" {
     condition     = var.rollout_instance_count == null || try(var.rollout_instance_count >= 1 && floor(var.rollout_instance_count) == var.rollout_instance_count, false)
     error_message = "rollout_instance_count must be null or a whole number of at least 1."
   }
+}
+
+variable "rollouts_outside_terraform" {
+  description = "true: `loom rollout` rolls models, images and instance types out (keeping the autoscaled instance count) and Terraform ignores the endpoint's live configuration; model_data_url, inference_image_tag and instance_type then describe the first deployment only. Switching moves one state entry (docs/deploy.md)."
+  type        = bool
+  default     = false
+  nullable    = false
 }
 
 variable "rollout_bake_seconds" {
@@ -595,7 +602,7 @@ variable "async_inference" {
 }
 
 variable "search" {
-  description = "Product search by text or photo (docs/search.md, modules/search): null (default) creates nothing; otherwise the CLIP artifact (s3://<bucket>/models/.../model.tar.gz) and the backend. Needs the API (model_data_url set)."
+  description = "Product search by text or photo, zero-shot tags and prompts from a photo (docs/search.md, modules/search: POST /search, /tags, /interrogate): null (default) creates nothing; otherwise the CLIP artifact (s3://<bucket>/models/.../model.tar.gz) and the backend. Needs the API (model_data_url set)."
   type = object({
     model_data_url   = string
     backend          = optional(string, "embedded")
@@ -607,5 +614,36 @@ variable "search" {
   validation {
     condition     = var.search == null || try(contains(["embedded", "opensearch_domain", "opensearch_serverless"], var.search.backend) && contains(["serverless", "realtime"], var.search.endpoint_type), false)
     error_message = "search.backend must be embedded, opensearch_domain or opensearch_serverless; search.endpoint_type serverless or realtime."
+  }
+}
+
+variable "enable_restyle" {
+  description = "Add POST /restyle to the API (docs/api.md): a Stability image-to-image model on Bedrock redraws a product photo in a style. Off by default: no route and no IAM for it. Run `loom preflight --restyle-model-id ID --restyle-region REGION` first."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "restyle_model_id" {
+  description = "Stability foundation model id for POST /restyle (an ACTIVE image-to-image model; SDXL 1.0 is not ACTIVE on Bedrock)."
+  type        = string
+  default     = "stability.sd3-5-large-v1:0"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^stability\\.[a-z0-9][a-z0-9._:-]*$", var.restyle_model_id))
+    error_message = "restyle_model_id must be a Stability foundation model id such as stability.sd3-5-large-v1:0."
+  }
+}
+
+variable "restyle_region" {
+  description = "Region where the restyle model is offered and invoked; it may differ from the API's."
+  type        = string
+  default     = "us-west-2"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.restyle_region))
+    error_message = "restyle_region must look like us-west-2."
   }
 }

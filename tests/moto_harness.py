@@ -50,6 +50,7 @@ def apply_patches() -> None:
     _model_network_isolation()
     _lambda_logging_config()
     _endpoint_deployment_config()
+    _update_endpoint()
     _opensearch_serverless()
     _patched = True
 
@@ -168,6 +169,45 @@ def _endpoint_deployment_config() -> None:
 
     SageMakerResponse.create_endpoint = create_endpoint
     SageMakerResponse.describe_endpoint = describe_endpoint
+
+
+def _update_endpoint() -> None:
+    # moto 5.2.5 has no UpdateEndpoint (`loom rollout` calls it). What SageMaker does, without a fleet:
+    # the endpoint moves to the new configuration at once; with RetainAllVariantProperties each variant
+    # keeps its DesiredInstanceCount and weight unless ExcludeRetainedVariantProperties lists them
+    # (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UpdateEndpoint.html,
+    # API_VariantProperty.html); DescribeEndpoint's LastDeploymentConfig becomes the DeploymentConfig sent.
+    from moto.core.responses import ActionResult
+    from moto.core.utils import utcnow
+    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.responses import SageMakerResponse
+
+    def update_endpoint(self: Any) -> Any:
+        backend = self.sagemaker_backend
+        name = self._get_param("EndpointName")
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None:
+            raise ValidationError(message=f'Could not find endpoint "{name}".')
+        try:
+            config = backend.describe_endpoint_config(self._get_param("EndpointConfigName"))
+        except KeyError:
+            raise ValidationError(message=f"Could not find endpoint configuration {self._get_param('EndpointConfigName')}.")
+        retained = {v["VariantName"]: v for v in endpoint.production_variants} if self._get_param("RetainAllVariantProperties") else {}
+        excluded = {p["VariantPropertyType"] for p in self._get_param("ExcludeRetainedVariantProperties") or []}
+        variants = endpoint._process_production_variants(config["ProductionVariants"])
+        for variant in variants:
+            old = retained.get(variant["VariantName"], {})
+            keys = (() if "DesiredInstanceCount" in excluded else ("CurrentInstanceCount", "DesiredInstanceCount")) + \
+                (() if "DesiredWeight" in excluded else ("CurrentWeight", "DesiredWeight"))
+            variant.update({k: old[k] for k in keys if k in old})
+        endpoint.production_variants = variants
+        endpoint.endpoint_config_name = config["EndpointConfigName"]
+        endpoint.last_modified_time = utcnow()
+        if self._get_param("DeploymentConfig"):
+            endpoint._loom_deployment_config = self._get_param("DeploymentConfig")
+        return ActionResult({"EndpointArn": endpoint.arn})
+
+    SageMakerResponse.update_endpoint = update_endpoint
 
 
 def _autoscaling_tags() -> None:

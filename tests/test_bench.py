@@ -86,3 +86,23 @@ def test_a_failing_static_cache_is_reported_without_losing_the_main_figures(monk
     timing = bench.time_products(predictor, k=2, answer_tokens=2, products=1, static_cache=True)
     assert timing.loom_static_ms is None and timing.loom_ms > 0 and timing.reference_ms > 0
     assert "static cache: failed (RuntimeError: compilation failed)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_real_size_training_steps_run_through_the_training_code(tmp_path):
+    """scripts/bench_real_train.py with one layer per stack (same widths): the random base is saved and loaded
+    through `load_base` as a job loads it, LoRA (r=8 on q,v) trains, and the JSON result says so. The GPU
+    figures in the README come from the same script on a GPU."""
+    out = tmp_path / "result.json"
+    run = subprocess.run([sys.executable, "scripts/bench_real_train.py", "--device", "cpu", "--shrink", "--modes",
+                          "bf16", "--steps", "2", "--products", "3", "--batch-size", "3", "--json", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    import json
+
+    [result] = json.loads(out.read_text())
+    assert result["mode"] == "bf16" and result["losses_finite"] and result["steps_timed"] == 1
+    # r=8 on T5's q and v (2048 -> 2048): the encoder layer's self-attention q,v and the decoder layer's self-
+    # and cross-attention q,v are 6 linears of A (8 x 2048) + B (2048 x 8); at full size 144 linears: 4,718,592
+    assert result["trainable_params"] == 6 * (8 * 2048 + 2048 * 8)
+    assert result["int8_layers"] == 0 and result["s_per_step"] > 0

@@ -1,4 +1,5 @@
-"""The zero-shot request rules of a CLIP artifact (inference/server/clip_tasks.py) on a bag-of-words embedder
+"""The zero-shot request rules of a CLIP artifact (inference/server/clip_tasks.py, with the tags and interrogate
+field rules of loom/clip_request.py, which the API Lambda shares) on a bag-of-words embedder
 whose geometry is known (a text is the normalised sum of its words' random vectors, a photo the sum of its
 true values' words): which candidates and thresholds a tags request gets, what is stated and withheld, and
 every refusal. The real server and model: tests/test_zero_shot_server.py."""
@@ -9,12 +10,8 @@ import numpy as np
 import pytest
 
 from inference.server import zero_shot as zs
-from inference.server.clip_tasks import (
-    ZeroShot,
-    parse_interrogate,
-    parse_prompts,
-    parse_tags,
-)
+from inference.server.clip_tasks import ZeroShot, parse_prompts
+from loom.clip_request import parse_interrogate, parse_tags
 from loom.calibration import fit_calibration
 from loom.errors import StatusError
 from loom.schema import AttributeSchema

@@ -221,3 +221,110 @@ def test_terraform_accepts_the_same_model_ids_as_preflight():
             except ValueError:
                 parsed = False
             assert parsed is valid, model_id
+
+
+# --- the POST /restyle model (--restyle-model-id) ----------------------------------------------------------
+# The lifecycle page (https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html): every model
+# is Active, Legacy or EOL, shown in GetFoundationModel's modelLifecycle; "New customers can't use Legacy
+# models", and requests to an EOL model fail. SDXL 1.0 (stability.stable-diffusion-xl-v1), which the original
+# post used, is not ACTIVE on Bedrock: a deployment must use an ACTIVE image-to-image model, such as the
+# default Stable Diffusion 3.5 Large, whose image-to-image request inference/api/restyle.py sends
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-3-5-large.html).
+
+from inference.api import restyle as restyle_route  # noqa: E402
+
+SD35 = restyle_route.DEFAULT_RESTYLE_MODEL_ID
+SDXL = "stability.stable-diffusion-xl-v1"
+
+
+def _image_model(stubbers, model=SD35, status="ACTIVE", inference=("ON_DEMAND",), modalities=("TEXT", "IMAGE"),
+                 output=("IMAGE",)):
+    stubbers["bedrock"].add_response("get_foundation_model", {"modelDetails": {
+        "modelArn": f"arn:aws:bedrock:us-west-2::foundation-model/{model}", "modelId": model,
+        "providerName": "Stability AI", "inputModalities": list(modalities), "outputModalities": list(output),
+        "inferenceTypesSupported": list(inference), "modelLifecycle": {"status": status},
+    }}, {"modelIdentifier": model})
+
+
+def test_restyle_defaults_are_terraforms():
+    for variables_tf in (ROOT / "terraform" / "variables.tf", ROOT / "terraform" / "modules" / "api" / "variables.tf"):
+        text = variables_tf.read_text()
+        for name, value in (("restyle_model_id", SD35), ("restyle_region", restyle_route.DEFAULT_RESTYLE_REGION)):
+            block = text.split(f'variable "{name}" {{', 1)[1]
+            assert re.search(r'default\s*=\s*"([^"]+)"', block)[1] == value, (variables_tf, name)
+    # The Lambda writes large results under the only prefix the role may write.
+    assert f'restyle_key_prefix = "{restyle_route.RESTYLE_KEY_PREFIX}"' in \
+        (ROOT / "terraform" / "modules" / "api" / "restyle.tf").read_text()
+
+
+def test_an_active_image_to_image_model_with_access_passes(stubs):
+    clients, stubbers = stubs
+    _image_model(stubbers), _availability(stubbers, model=SD35)
+    findings = preflight.check_restyle(clients["bedrock"], ModelRef.parse(SD35), "us-west-2")
+    assert [(f.check, f.status) for f in findings] == [("restyle-model", "ok"), ("restyle-access", "ok")]
+    assert findings[0].message == f"{SD35} is ACTIVE in us-west-2"
+
+
+def test_sdxl_legacy_or_retired_fails_with_what_to_do(stubs):
+    clients, stubbers = stubs
+    _image_model(stubbers, model=SDXL, status="LEGACY")
+    findings = preflight.check_restyle(clients["bedrock"], ModelRef.parse(SDXL), "us-west-2")
+    # A LEGACY description model only WARNs; the restyle model FAILs (a new deployment cannot use it) and
+    # the access check is not run.
+    assert [(f.check, f.status) for f in findings] == [("restyle-model", "FAIL")]
+    assert "LEGACY" in findings[0].message and "restyle_model_id" in findings[0].message
+    stubbers["bedrock"].add_client_error("get_foundation_model", "ResourceNotFoundException",
+                                         "The model stability.stable-diffusion-xl-v1 has reached its end of life",
+                                         expected_params={"modelIdentifier": SDXL})
+    finding, = preflight.check_restyle(clients["bedrock"], ModelRef.parse(SDXL), "us-west-2")
+    assert finding.status == "FAIL" and "unknown in this Region or end-of-life" in finding.message
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"modalities": ("TEXT",), "output": ("IMAGE",)}, "does not take and return images"),
+    ({"output": ("TEXT",)}, "does not take and return images"),
+    ({"inference": ("PROVISIONED",)}, "does not allow on-demand invocation"),
+])
+def test_a_model_the_route_cannot_call_fails(stubs, kwargs, fragment):
+    clients, stubbers = stubs
+    _image_model(stubbers, **kwargs)
+    finding, = preflight.check_restyle(clients["bedrock"], ModelRef.parse(SD35), "us-west-2")
+    assert finding.status == "FAIL" and fragment in finding.message
+
+
+def test_no_access_to_the_restyle_model_fails(stubs):
+    clients, stubbers = stubs
+    _image_model(stubbers)
+    stubbers["bedrock"].add_response("get_foundation_model_availability", {
+        "modelId": SD35, "agreementAvailability": {"status": "NOT_AVAILABLE"}, "authorizationStatus": "AUTHORIZED",
+        "entitlementAvailability": "NOT_AVAILABLE", "regionAvailability": "AVAILABLE"}, {"modelId": SD35})
+    findings = preflight.check_restyle(clients["bedrock"], ModelRef.parse(SD35), "us-west-2")
+    assert findings[1].check == "restyle-access" and findings[1].status == "FAIL"
+    assert "AWS Marketplace" in findings[1].message and "agreement NOT_AVAILABLE" in findings[1].message
+
+
+def test_the_restyle_model_is_checked_in_its_own_region(stubs, capsys, monkeypatch):
+    clients, stubbers = stubs
+    regions = []
+
+    def aws_client(service, region=None, profile=None):
+        regions.append((service, region))
+        return clients[service]
+
+    monkeypatch.setattr(preflight.jobs, "aws_client", aws_client)
+    # In call order: identity, the description model (a bare id: lifecycle, access; --no-invoke), the restyle
+    # model (lifecycle, access), Lambda.
+    _identity(stubbers)
+    _model(stubbers, model="amazon.nova-lite-v1:0", inference=("ON_DEMAND",))
+    _availability(stubbers, model="amazon.nova-lite-v1:0")
+    _image_model(stubbers), _availability(stubbers, model=SD35), _lambda(stubbers)
+    assert preflight.main(["--no-invoke", "--model-id", "amazon.nova-lite-v1:0", "--region", "us-east-1",
+                           "--restyle-model-id"]) == 0
+    out = capsys.readouterr().out
+    assert f"restyle-model {SD35} is ACTIVE in us-west-2" in out and "restyle-access" in out
+    assert ("bedrock", "us-west-2") in regions and ("bedrock", "us-east-1") in regions
+
+
+def test_a_restyle_inference_profile_is_a_usage_error(capsys):
+    assert preflight.main(["--restyle-model-id", "us.stability.sd3-5-large-v1:0"]) == 2
+    assert "by foundation model id" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from test_gateway import call, event, json_event, jpeg, png
 
 from inference.api import restyle
 from inference.api.endpoint_client import AttributePrediction
+from loom.errors import StatusError
 
 MODEL = restyle.DEFAULT_RESTYLE_MODEL_ID
 # The documented image-to-image request of Stable Diffusion 3.5 Large on Bedrock:
@@ -84,6 +85,9 @@ def test_the_prompt_names_only_what_the_model_stated_then_the_style():
     assert restyle.restyle_prompt(subject, "in the style of Van Gogh") == \
         "a Red Striped shirt with Long Sleeves, in the style of Van Gogh"
     assert restyle.subject_from_attributes({}, "dress") == "a dress"
+    # The product type is the noun's business, never a "with ..." detail ("a shirt with Shirts").
+    assert restyle.subject_from_attributes({"articleType": "Shirts", "baseColour": "Red", "Fabric": "Cotton"},
+                                           "shirt") == "a Red shirt with Cotton"
 
 
 def test_the_bedrock_call_matches_the_service_model_and_the_documented_body():
@@ -161,3 +165,118 @@ def test_the_route_is_off_unless_enabled(monkeypatch):
     monkeypatch.setenv("RESTYLE_MODEL_ID", MODEL)
     status, body = call(event("/restyle", body=json.dumps({"image": base64.b64encode(png()).decode()})))
     assert status == 400 and "\"style\" must be" in body["error"]
+
+
+# --- the interrogated prompt (a CLIP endpoint on the API) -------------------------------------------------------
+
+SD35_OK = {"seeds": [7], "finish_reasons": [None], "images": [base64.b64encode(jpeg(8, 8)).decode()]}
+
+
+def restyle_with(interrogate, *, deadline=100.0):
+    """answer_restyle with a stubbed Bedrock; (answer, the prompt Bedrock received)."""
+    sent = []
+    with stubbed_client("bedrock-runtime") as (client, stub):
+        client.meta.events.register("before-parameter-build.bedrock-runtime.InvokeModel",
+                                    lambda params, **_: sent.append(json.loads(params["body"])))
+        stub.add_response("invoke_model", {"body": body_of(SD35_OK), "contentType": "application/json"})
+        body = restyle.answer_restyle(
+            restyle.RestyleSettings(MODEL, None), request(), endpoint=FakeEndpoint({"baseColour": "Green",
+                                                                                    "Pattern": "Striped"}),
+            default_product="shirt", bedrock=client, s3=lambda: None, deadline=deadline, clock=lambda: 0.0,
+            interrogate=interrogate)
+    jsonschema.validate(sent[0], SD35_IMAGE_TO_IMAGE)
+    return body, sent[0]["prompt"]
+
+
+def test_with_a_clip_endpoint_the_prompt_is_the_interrogated_one_then_the_style():
+    asked = []
+
+    def interrogate(image, caption):
+        asked.append((image, caption))
+        return f"{caption}, green, striped, studio photo"
+
+    body, prompt = restyle_with(interrogate)
+    assert asked == [(request().image, "a Green Striped shirt")]  # the stated attributes are its caption
+    assert prompt == "a Green Striped shirt, green, striped, studio photo, in the style of Van Gogh's Starry Night"
+    assert body["prompt"] == prompt and body["prompt_source"] == "interrogated" and "interrogate_error" not in body
+
+
+def test_without_a_clip_endpoint_the_prompt_is_the_stated_attributes():
+    body, prompt = restyle_with(None)
+    assert prompt == "a Green Striped shirt, in the style of Van Gogh's Starry Night"
+    assert body["prompt_source"] == "attributes" and "interrogate_error" not in body
+
+
+def test_a_failed_or_late_interrogation_falls_back_to_the_attributes_and_says_so():
+    def failing(image, caption):
+        raise StatusError(503, "the model at endpoint 'loom-clip' is busy")
+
+    body, prompt = restyle_with(failing)
+    assert prompt == "a Green Striped shirt, in the style of Van Gogh's Starry Night"
+    assert body["prompt_source"] == "attributes" and "(503: the model at endpoint 'loom-clip' is busy)" in \
+        body["interrogate_error"]
+
+    def never(image, caption):
+        raise AssertionError("no CLIP call may start without the time it and the image call need")
+
+    # Enough time for the image call, not for both: the image is still restyled, from the attributes.
+    body, prompt = restyle_with(never, deadline=restyle.IMAGE_CALL_S + restyle.INTERROGATE_CALL_S - 0.1)
+    assert body["prompt_source"] == "attributes" and "no time was left" in body["interrogate_error"]
+
+
+@pytest.fixture
+def restyle_route(monkeypatch):
+    """POST /restyle through the handler: SageMaker (attribute and CLIP endpoints) and Bedrock stubbed."""
+    from inference.api import aws_clients
+    from inference.api.endpoint_client import request_body
+
+    for key in ("ENDPOINT_URL", "SEARCH_ENDPOINT_URL", "SEARCH_ENDPOINT_NAME", "RESTYLE_BUCKET", "RESTYLE_REGION"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("ENDPOINT_NAME", "loom-endpoint")
+    monkeypatch.setenv("RESTYLE_MODEL_ID", MODEL)
+    image = jpeg(32, 32)
+    attributes = {"attributes": {"baseColour": "Green", "Pattern": "Striped"},
+                  "withheld": {"Fit": {"value": "Slim Fit", "confidence": 0.3, "reason": "below_threshold"}},
+                  "confidence": {"baseColour": 0.99, "Pattern": 0.98, "Fit": 0.3}}
+    with stubbed_client("sagemaker-runtime") as (sagemaker, sm_stub), \
+            stubbed_client("bedrock-runtime") as (bedrock, br_stub):
+        aws_clients.use_client("sagemaker-runtime", sagemaker)
+        monkeypatch.setitem(restyle._IMAGE_CLIENT, None, bedrock)
+        sent = []
+        bedrock.meta.events.register("before-parameter-build.bedrock-runtime.InvokeModel",
+                                     lambda params, **_: sent.append(json.loads(params["body"])))
+
+        def endpoint_answer(name, body, answer):
+            raw = json.dumps(answer).encode()
+            sm_stub.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(raw), len(raw)),
+                                                     "ContentType": "application/json"},
+                                 {"EndpointName": name, "ContentType": "application/json",
+                                  "Accept": "application/json", "Body": body})
+
+        endpoint_answer("loom-endpoint", request_body(image, None), attributes)
+        br_stub.add_response("invoke_model", {"body": body_of(SD35_OK), "contentType": "application/json"})
+        try:
+            yield image, endpoint_answer, sent
+        finally:
+            aws_clients.use_client("sagemaker-runtime", None)
+
+
+def test_the_route_prompts_from_the_attributes_without_a_clip_endpoint(restyle_route):
+    image, _, sent = restyle_route
+    status, body = call(json_event(image, path="/restyle", style="in pastel"))
+    assert status == 200, body
+    assert sent[0]["prompt"] == "a Green Striped shirt, in pastel" and body["prompt_source"] == "attributes"
+
+
+def test_the_route_prompts_from_the_interrogated_photo_with_a_clip_endpoint(restyle_route, monkeypatch):
+    image, endpoint_answer, sent = restyle_route
+    monkeypatch.setenv("SEARCH_ENDPOINT_NAME", "loom-clip")
+    interrogated = "a Green Striped shirt, green, striped, studio photo"
+    endpoint_answer("loom-clip", json.dumps({"task": "interrogate", "image": base64.b64encode(image).decode(),
+                                             "mode": restyle.INTERROGATE_MODE, "caption": "a Green Striped shirt"
+                                             }).encode(),
+                    {"prompt": interrogated, "caption": "a Green Striped shirt", "similarity": 0.3,
+                     "terms": [{"text": "green", "similarity": 0.3}]})
+    status, body = call(json_event(image, path="/restyle", style="in pastel"))
+    assert status == 200, body
+    assert sent[0]["prompt"] == f"{interrogated}, in pastel" and body["prompt_source"] == "interrogated"

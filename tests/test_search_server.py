@@ -150,7 +150,7 @@ TINY_PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 20).decode()
     ({"task": "embed", "texts": "green"}, "'texts'"),
     ({"task": "embed", "texts": ["x" * 1001]}, "longer than"),
     ({"task": "embed"}, "exactly one"),
-    ({"task": "tags", "text": "x"}, "'task'"),
+    ({"task": "classify", "text": "x"}, "'task'"),
     ({"image": TINY_PNG}, "'task'"),
     ([1, 2], "JSON object"),
 ])

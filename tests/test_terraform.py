@@ -283,6 +283,8 @@ def test_apply_plan_destroy_against_moto(tmp_path: Path, tf_env: dict[str, str],
                 # The search module rides on the same apply (a second whole-stack apply would double the
                 # run time): Serverless Inference CLIP endpoint, its role, POST /search, the Lambda's grant.
                 "search": {"model_data_url": CLIP_DATA_URL, "backend": "embedded"},
+                # POST /restyle too (off by default; `terraform test` checks the default has none of it).
+                "enable_restyle": True,
             }
         )
     )
@@ -308,6 +310,135 @@ def test_apply_plan_destroy_against_moto(tmp_path: Path, tf_env: dict[str, str],
         print(f"\nterraform against moto, seconds: {timings}")
     _ok(destroy, "terraform destroy")
     _check_nothing_left(_boto(moto_server))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rollouts outside Terraform: the endpoint module, `loom rollout` and the state moves, against moto
+# ---------------------------------------------------------------------------------------------
+_ROLLOUT_ROOT = """
+provider "aws" {
+  max_retries = 2
+}
+
+variable "model_data_url" {
+  type = string
+}
+
+variable "rollouts_outside_terraform" {
+  type    = bool
+  default = false
+}
+
+module "endpoint" {
+  source                     = "./modules/endpoint"
+  endpoint_name              = "%(endpoint)s"
+  account_id                 = "123456789012"
+  partition                  = "aws"
+  region                     = "us-east-1"
+  bucket_name                = "%(bucket)s"
+  kms_key_arn                = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+  repository_arn             = "arn:aws:ecr:us-east-1:123456789012:repository/loom-inference"
+  image_uri                  = "123456789012.dkr.ecr.us-east-1.amazonaws.com/loom-inference:%(tag)s"
+  model_data_url             = var.model_data_url
+  rollouts_outside_terraform = var.rollouts_outside_terraform
+  tags                       = { project = "loom" }
+}
+"""
+
+
+def _changes(plan_json: str) -> list[tuple[str, str | None, list[str]]]:
+    """(address, previous address, actions) of every resource a saved plan changes or moves."""
+    changes = json.loads(plan_json)["resource_changes"]
+    return [(c["address"], c.get("previous_address"), c["change"]["actions"])
+            for c in changes if c["change"]["actions"] != ["no-op"] or c.get("previous_address")]
+
+
+@pytest.mark.slow
+def test_rollouts_outside_terraform_against_moto(tmp_path: Path, tf_env: dict[str, str], moto_server: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The problem and the fix, end to end: after a `loom rollout` a default Terraform plan moves the
+    endpoint back to Terraform's configuration (with the provider's UpdateEndpoint, which sends no
+    RetainAllVariantProperties); with rollouts_outside_terraform = true, reached by one state move, the
+    plan is empty, also after an instance type change that re-registered autoscaling. The `moved` block
+    keeps endpoints created before the two endpoint blocks existed."""
+    from moto_harness import aws_env
+
+    from training.jobs import rollout
+
+    env = moto_tf_env(tf_env, moto_server)
+    workdir = tmp_path / "tf"
+    shutil.copytree(TF_DIR / "modules" / "endpoint", workdir / "modules" / "endpoint")
+    (workdir / "main.tf").write_text(_ROLLOUT_ROOT % {"endpoint": ENDPOINT_NAME, "bucket": BUCKET, "tag": IMAGE_TAG})
+    variables = ["-var", f"model_data_url={MODEL_DATA_URL}"]
+    opted_in = [*variables, "-var", "rollouts_outside_terraform=true"]
+    address = "module.endpoint.aws_sagemaker_endpoint"
+    timings: dict[str, float] = {}
+
+    def tf(step: str, *args: str) -> subprocess.CompletedProcess[str]:
+        start = time.monotonic()
+        result = _tf([*args, "-no-color"] if args[0] != "state" else list(args), workdir, env, timeout=120)
+        timings[step] = round(time.monotonic() - start, 1)
+        return result
+
+    def rollout_main(*argv: str) -> int:
+        clients = rollout.Clients.create("us-east-1", endpoint_url=moto_server, aws_access_key_id="test",
+                                         aws_secret_access_key="test")
+        return rollout.main(["--endpoint", ENDPOINT_NAME, *argv], clients=clients, sleep=lambda s: None)
+
+    for key, value in aws_env(moto_server).items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    sagemaker = _boto(moto_server)("sagemaker")
+
+    _ok(tf("init", "init", "-input=false"), "terraform init")
+    _ok(tf("apply", "apply", "-auto-approve", "-input=false", *variables), "terraform apply")
+    try:
+        terraform_config = sagemaker.describe_endpoint(EndpointName=ENDPOINT_NAME)["EndpointConfigName"]
+
+        # State written before the endpoint had two blocks: the moved block adopts it, changing nothing.
+        _ok(tf("state mv (old address)", "state", "mv", f"{address}.this[0]", f"{address}.this"), "state mv")
+        _ok(tf("plan (moved)", "plan", "-input=false", "-out=moved.tfplan", *variables), "terraform plan")
+        assert _changes(tf("show", "show", "-json", "moved.tfplan").stdout) == [
+            (f"{address}.this[0]", f"{address}.this", ["no-op"])]
+        _ok(tf("apply (moved)", "apply", "-input=false", "moved.tfplan"), "terraform apply")
+
+        # A rollout of a new artifact; by default Terraform's next plan undoes it.
+        assert rollout_main("--model-data", f"s3://{BUCKET}/models/job-2/output/model.tar.gz") == 0
+        rolled = sagemaker.describe_endpoint(EndpointName=ENDPOINT_NAME)["EndpointConfigName"]
+        assert rolled != terraform_config and rolled.startswith(f"{ENDPOINT_NAME}-r")
+        _ok(tf("plan (default)", "plan", "-input=false", "-out=default.tfplan", *variables), "terraform plan")
+        default_plan = json.loads(tf("show", "show", "-json", "default.tfplan").stdout)
+        undo = [c["change"] for c in default_plan["resource_changes"] if c["address"] == f"{address}.this[0]"][0]
+        assert undo["actions"] == ["update"]
+        assert (undo["before"]["endpoint_config_name"], undo["after"]["endpoint_config_name"]) == (rolled, terraform_config)
+
+        # Opting in: one state move, then the plan leaves the endpoint alone: the role may read all of
+        # models/, and the guard against deleting the served configuration appears.
+        _ok(tf("state mv (opt in)", "state", "mv", f"{address}.this[0]", f"{address}.rollouts_outside_terraform[0]"), "state mv")
+        _ok(tf("plan (opt in)", "plan", "-input=false", "-out=optin.tfplan", *opted_in), "terraform plan")
+        assert sorted(_changes(tf("show", "show", "-json", "optin.tfplan").stdout)) == [
+            ("module.endpoint.aws_iam_role_policy.model", None, ["update"]),
+            ("module.endpoint.terraform_data.rollout_guard[0]", None, ["create"])]
+        _ok(tf("apply (opt in)", "apply", "-input=false", "optin.tfplan"), "terraform apply")
+        assert tf("plan (after opt in)", "plan", "-input=false", "-detailed-exitcode", *opted_in).returncode == 0
+        # Terraform-side model changes now make a model and configuration the endpoint does not use (the
+        # guard lets them through: the endpoint serves a `loom rollout` configuration).
+        other = ["-var", f"model_data_url=s3://{BUCKET}/models/job-3/output/model.tar.gz", *opted_in[2:]]
+        _ok(tf("plan (terraform-side change)", "plan", "-input=false", "-out=other.tfplan", *other), "terraform plan")
+        assert {a for a, _, _ in _changes(tf("show", "show", "-json", "other.tfplan").stdout)} == {
+            "module.endpoint.aws_sagemaker_model.this", "module.endpoint.aws_sagemaker_endpoint_configuration.this"}
+
+        # An instance type change deregisters autoscaling and registers it again as Terraform made it.
+        assert rollout_main("--instance-type", "ml.g6.2xlarge") == 0
+        endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT_NAME)
+        config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+        assert config["ProductionVariants"][0]["InstanceType"] == "ml.g6.2xlarge"
+        second = tf("plan (after type change)", "plan", "-input=false", "-detailed-exitcode", *opted_in)
+        assert second.returncode == 0, second.stdout[-4000:]
+    finally:
+        destroy = tf("destroy", "destroy", "-auto-approve", "-input=false", *opted_in)
+        print(f"\nrollouts outside terraform against moto, seconds: {timings}")
+    _ok(destroy, "terraform destroy")
 
 
 def _statements(document: str | dict) -> list[dict]:
@@ -376,6 +507,8 @@ def _check_wiring(client, outputs: dict) -> None:
     assert env["SEARCH_ENDPOINT_NAME"] == CLIP_ENDPOINT_NAME and env["SEARCH_BACKEND"] == "embedded"
     assert env["BEDROCK_MODEL_ID"] == "us.anthropic.claude-sonnet-4-6"
     assert env["POWERTOOLS_SERVICE_NAME"] == "loom-api" and env["DESCRIPTION_BACKEND"] == "bedrock"
+    assert (env["RESTYLE_MODEL_ID"], env["RESTYLE_REGION"], env["RESTYLE_BUCKET"]) == (
+        "stability.sd3-5-large-v1:0", "us-west-2", BUCKET)
     assert function["Handler"] == "inference.api.handler.handler" and function["Runtime"] == "python3.12"
     assert function["Timeout"] < 30 and function["TracingConfig"]["Mode"] == "Active"
     assert function["LoggingConfig"]["LogFormat"] == "JSON" and function["LoggingConfig"]["ApplicationLogLevel"] == "INFO"
@@ -391,10 +524,19 @@ def _check_wiring(client, outputs: dict) -> None:
         "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-6",
     }
 
-    # HTTP API: both routes -> the Lambda integration, IAM auth, payload 2.0, 30 s.
+    # POST /restyle: the Stability model in its Region, restyle/ of the bucket, the key through S3 only.
+    restyle_policy = _statements(iam.get_role_policy(RoleName=lambda_role, PolicyName="restyle")["PolicyDocument"])
+    assert _resources(restyle_policy, "bedrock:InvokeModel") == {
+        "arn:aws:bedrock:us-west-2::foundation-model/stability.sd3-5-large-v1:0"}
+    assert _resources(restyle_policy, "s3:PutObject") == {f"arn:aws:s3:::{BUCKET}/restyle/*"}
+    assert _resources(restyle_policy, "kms:GenerateDataKey") == {outputs["kms_key_arn"]}
+
+    # HTTP API: every route -> the Lambda integration, IAM auth, payload 2.0, 30 s.
     api_id = next(a["ApiId"] for a in apigw.get_apis()["Items"] if a["Name"] == "loom-api")
     routes = {r["RouteKey"]: r for r in apigw.get_routes(ApiId=api_id)["Items"]}
-    assert set(routes) == {"POST /describe", "POST /attributes", "POST /search"}
+    assert set(routes) == {"POST /describe", "POST /attributes", "POST /search", "POST /tags", "POST /interrogate",
+                           "POST /restyle"}
+    assert sorted(routes) == outputs["api_routes"]
     for route in routes.values():
         assert route["AuthorizationType"] == "AWS_IAM"
         integration = apigw.get_integration(ApiId=api_id, IntegrationId=route["Target"].split("/")[-1])
@@ -478,15 +620,16 @@ def _check_search_wiring(client, outputs: dict, function: dict, lambda_role: str
     assert not any(a.startswith(("es:", "aoss:")) for s in search_policy for a in (
         s["Action"] if isinstance(s["Action"], list) else [s["Action"]])), "embedded backend: no OpenSearch grant"
 
-    # POST /search: the same Lambda, proxy integration, and a permission for exactly this route.
+    # POST /search, /tags, /interrogate: the same Lambda, proxy integration, a permission for exactly each route.
     apigw = client("apigatewayv2")
     api_id = next(a["ApiId"] for a in apigw.get_apis()["Items"] if a["Name"] == "loom-api")
-    route = next(r for r in apigw.get_routes(ApiId=api_id)["Items"] if r["RouteKey"] == "POST /search")
-    integration = apigw.get_integration(ApiId=api_id, IntegrationId=route["Target"].split("/")[-1])
-    assert integration["IntegrationType"] == "AWS_PROXY" and function["FunctionArn"] in integration["IntegrationUri"]
     grants = _statements(client("lambda").get_policy(FunctionName=function["FunctionName"])["Policy"])
-    search_grant = next(g for g in grants if g["Sid"] == "AllowHttpApi-POST-search")
-    assert search_grant["Condition"]["ArnLike"]["AWS:SourceArn"].endswith(f":{api_id}/*/POST/search")
+    for path in ("search", "tags", "interrogate"):
+        route = next(r for r in apigw.get_routes(ApiId=api_id)["Items"] if r["RouteKey"] == f"POST /{path}")
+        integration = apigw.get_integration(ApiId=api_id, IntegrationId=route["Target"].split("/")[-1])
+        assert integration["IntegrationType"] == "AWS_PROXY" and function["FunctionArn"] in integration["IntegrationUri"]
+        grant = next(g for g in grants if g["Sid"] == f"AllowHttpApi-POST-{path}")
+        assert grant["Condition"]["ArnLike"]["AWS:SourceArn"].endswith(f":{api_id}/*/POST/{path}")
 
 
 def _check_nothing_left(client) -> None:

@@ -84,3 +84,18 @@ def test_interrogated_prompts_name_colour_and_pattern(service, photos, mode):
         named.append({truth["baseColour"].lower(), truth["Pattern"].lower()} <= terms)
     print(f"interrogate {mode}: colour and pattern named in {np.mean(named):.3f} of {len(photos)} prompts")
     assert np.mean(named) >= 0.9
+
+
+def test_the_interrogation_bench_times_each_mode_on_the_same_photos(service, photos):
+    """scripts/bench_interrogate.py (the README's figures): every mode timed on every photo, `best` (which runs
+    the text encoder on each candidate prompt) slower than `fast` (one ranking of precomputed embeddings)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import bench_interrogate
+
+    figures = bench_interrogate.measure(service, [image for _, image in photos[:4]])
+    assert set(figures) == {"fast", "classic", "best"}
+    assert all(0 < f["rank_p50"] <= f["total_p50"] and f["terms"] >= 1 for f in figures.values())
+    assert figures["best"]["rank_p50"] > figures["fast"]["rank_p50"]

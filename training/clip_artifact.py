@@ -1,13 +1,19 @@
 """`loom clip-artifact`: turn a real CLIP checkpoint into a Loom CLIP artifact.
 
-    loom clip-artifact --base openai/clip-vit-base-patch32 --out DIR
-    loom clip-artifact --base ./my-clip-folder --out DIR
-    loom clip-artifact --base s3://bucket/prefix/ --out DIR
+    loom clip-artifact --base openai/clip-vit-base-patch32 --out DIR [--catalog DIR | --schema FILE] [--phrases DIR]
+    loom clip-artifact --base ./my-clip-folder --out DIR ...
+    loom clip-artifact --base s3://bucket/prefix/ --out DIR ...
 
 The checkpoint is loaded with `CLIPModel` and its own tokenizer and image processor, saved with
 `save_pretrained`, given a `kind: "clip"` manifest (dimension = the model's projection size) and checked:
 one text and one image must embed to vectors of that size and norm 1 before the folder counts as made.
 A Hugging Face id needs network access (or a warm HF cache); an S3 prefix is downloaded with boto3 first.
+
+Then its zero-shot part (training/clip_zero_shot.py): the attribute schema (`--schema`, the
+attribute_schema.json `loom prepare` writes, or made from `--catalog` exactly as `loom prepare` makes it),
+tag thresholds calibrated on the photos of the catalog's validation products (only with `--catalog`; without
+it every tag is withheld as `not_calibrated`), and the phrase tables with their text embeddings (catalog
+vocabulary, built-in style tables, `--phrases DIR` adding or replacing tables).
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ import tempfile
 from pathlib import Path
 
 from loom.artifact import write_clip_manifest
+from loom.schema import DEFAULT_ATTRIBUTES, PRODUCT_TYPE_ATTRIBUTE, AttributeSchema
+from training.catalog import DEFAULT_ARTICLE_TYPES
+
+DEFAULT_CALIBRATION_PRODUCTS = 2000
 
 DEFAULT_TEMPLATES = ["a photo of a {}"]
 
@@ -78,16 +88,53 @@ def check_artifact(model_dir: Path) -> None:
                          "unit vectors")
 
 
+def zero_shot_inputs(args: argparse.Namespace) -> tuple[AttributeSchema | None, list, dict | None]:
+    """(schema, validation products, custom tables) from the flags; every mistake is reported before the
+    checkpoint is loaded."""
+    from training.clip_zero_shot import sample_products
+    from training.phrase_tables import read_tables
+    from training.prepare import prepare_products
+
+    custom = read_tables(args.phrases) if args.phrases else None
+    schema = AttributeSchema.load(args.schema) if args.schema else None
+    validation: list = []
+    if args.catalog:
+        names = ([n for n in schema.names if n != PRODUCT_TYPE_ATTRIBUTE] if schema is not None
+                 else list(DEFAULT_ATTRIBUTES))
+        prepared = prepare_products(args.catalog, article_types=args.article_types, attributes=names)
+        schema = schema or prepared.schema
+        validation = sample_products(prepared.val, args.calibration_products)
+        if not validation:
+            raise SystemExit(f"clip-artifact: {args.catalog} has no validation products to calibrate tags on")
+    return schema, validation, custom
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loom clip-artifact", description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="a CLIP model id, a local save_pretrained folder or s3://")
     parser.add_argument("--out", required=True, type=Path, help="artifact folder to write")
     parser.add_argument("--template", action="append", dest="templates",
                         help="query prompt template with one {} (repeatable; default 'a photo of a {}')")
+    parser.add_argument("--schema", type=Path, help="attribute_schema.json from `loom prepare` (file or its folder)")
+    parser.add_argument("--catalog", type=Path,
+                        help="catalog (Kaggle layout): the schema when --schema is absent, and the validation "
+                             "products whose photos calibrate the tag thresholds")
+    parser.add_argument("--article-types", type=lambda v: [t.strip() for t in v.split(",") if t.strip()],
+                        default=list(DEFAULT_ARTICLE_TYPES), help="with --catalog (default: Shirts,Tshirts)")
+    parser.add_argument("--calibration-products", type=int, default=DEFAULT_CALIBRATION_PRODUCTS,
+                        help=f"at most this many validation photos are tagged (default {DEFAULT_CALIBRATION_PRODUCTS})")
+    parser.add_argument("--phrases", type=Path, help="folder of <name>.txt phrase tables to add or replace")
+    parser.add_argument("--device", help="where to embed while building (default: cuda when available)")
     args = parser.parse_args(argv)
     for template in args.templates or []:
         if template.count("{}") != 1:
             parser.error(f"--template must hold exactly one {{}}: {template!r}")
+    if args.calibration_products < 1:
+        parser.error("--calibration-products must be at least 1")
+    try:
+        schema, validation, custom = zero_shot_inputs(args)
+    except (ValueError, OSError) as exc:  # a bad phrase table, schema file or catalog, before any model work
+        parser.error(str(exc))
     if args.base.startswith("s3://"):
         with tempfile.TemporaryDirectory(prefix="loom-clip-") as tmp:
             local = download_s3_prefix(args.base, Path(tmp))
@@ -96,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         manifest = make_clip_artifact(args.base, args.out, args.templates)
     print(f"CLIP artifact written to {args.out}: {manifest['base_model']}, "
           f"{manifest['embedding_dimension']}-d, templates {manifest['prompt_templates']}")
+    from training.clip_zero_shot import build_zero_shot
+
+    summary = build_zero_shot(args.out, schema, validation=validation, custom_tables=custom, device=args.device)
+    print(f"zero-shot: {summary}")
     return 0
 
 

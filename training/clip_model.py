@@ -46,6 +46,8 @@ from loom.artifact import write_clip_manifest
 from loom.schema import AttributeSchema
 
 TINY_CLIP_ID = "loom/tiny-clip"
+# Bumped when what `build_tiny_clip` writes changes, so that caches keyed on it (loom search-demo) rebuild.
+TINY_CLIP_VERSION = 2
 # Query templates the index and the server wrap a bare query in (the manifest carries them).
 PROMPT_TEMPLATES = ["a photo of a {}"]
 # Caption templates used in training; the attribute words fill the {}.

@@ -31,7 +31,6 @@ from training.phrase_tables import all_tables
 PHRASE_DTYPE = "float16"  # halves the artifact's phrase embeddings; cosines move by < 1e-3
 TAG_BATCH = 64
 TEXT_BATCH = 256
-DEFAULT_CALIBRATION_PRODUCTS = 2000
 
 
 def tag_records(service: ClipService, products: Sequence[Product]) -> list[tuple[str, bool, float]]:
@@ -71,20 +70,27 @@ def write_phrases(model_dir, tables: Mapping[str, list[str]], service: ClipServi
     return len(phrases)
 
 
-def build_zero_shot(model_dir, schema: AttributeSchema, *, validation: Sequence[Product] = (),
+def build_zero_shot(model_dir, schema: AttributeSchema | None, *, validation: Sequence[Product] = (),
                     custom_tables: Mapping[str, list[str]] | None = None,
                     target_precision: float = DEFAULT_TARGET_PRECISION, device: str | None = None) -> dict[str, Any]:
-    """Steps 1-3 of the module docstring on a saved CLIP artifact; returns a summary for the log."""
-    write_zero_shot(model_dir, schema, list(DEFAULT_TEMPLATES))
+    """Steps 1-3 of the module docstring on a saved CLIP artifact; returns a summary for the log.
+
+    Without a schema there is nothing to calibrate: tags then need caller labels, and the phrase tables are
+    the style and custom ones only."""
+    if schema is None and validation:
+        raise ValueError("validation photos need a schema to be tagged against")
+    if schema is not None:
+        write_zero_shot(model_dir, schema, list(DEFAULT_TEMPLATES))
     service = ClipService.load(model_dir, device=device)
     calibrated: dict[str, float | None] = {}
     if validation:
         calibration = calibrate_artifact(model_dir, tag_records(service, validation), target_precision)
         calibrated = {name: a.threshold for name, a in calibration.attributes.items()}
     first = [name for name, threshold in calibrated.items() if threshold is not None]
-    tables = all_tables(schema, schema.product_types, custom_tables, first)
+    tables = all_tables(schema or AttributeSchema([]), schema.product_types if schema else (), custom_tables, first)
     count = write_phrases(model_dir, tables, service)
     make_world_readable(model_dir)
-    return {"attributes": len(schema), "validation_products": len(validation),
-            "thresholds": calibrated or "not calibrated (no validation photos)",
+    return {"attributes": len(schema) if schema else 0, "validation_products": len(validation),
+            "thresholds": calibrated or "not calibrated (no validation photos): every tag is withheld as "
+                                        "not_calibrated unless the request gives labels and min_probability",
             "phrase_tables": list(tables), "phrases": count}

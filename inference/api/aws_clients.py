@@ -25,6 +25,10 @@ caller gets a 503 and everything the Lambda did is lost. The request must finish
        In the worst case of step 1 (15.5 s) one Bedrock attempt still fits: 15.5 + 11 = 26.5 s <= 27 s.
        When steps 1 and 2 are quick, the same rule leaves room for the coverage retry (a second call).
 
+Routes that chain endpoint calls (`POST /interrogate`, `POST /restyle`: inference/api/clip_tasks.py) give
+an optional call a shorter read timeout of its own, so that the chain's worst case still fits the budget:
+`client("sagemaker-runtime", read_timeout=...)` is a second client with that timeout and no botocore retries.
+
 botocore's `retries["max_attempts"]` counts *retries* (max_attempts 2 means 3 calls); `total_max_attempts`
 counts calls, which is what the arithmetic above needs, so that is the key used here.
 
@@ -49,46 +53,51 @@ BEDROCK_ATTEMPT_S = BEDROCK_CONNECT_TIMEOUT_S + BEDROCK_READ_TIMEOUT_S
 BEDROCK_MAX_ATTEMPTS = 3  # counted by describe.py, across one description call
 ENDPOINT_BUDGET_S = REQUEST_BUDGET_S - BEDROCK_ATTEMPT_S  # what the endpoint may take, leaving one description
 
-_CLIENTS: dict[str, Any] = {}
+_CLIENTS: dict[tuple[str, float | None], Any] = {}
+_INSTALLED: dict[str, Any] = {}
 
 
-def _config(service: str):
+def _config(service: str, read_timeout: float | None = None):
     from botocore.config import Config  # lazy: local mode needs no boto3 at all
 
     if service == "sagemaker-runtime":
         return Config(
             retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=ENDPOINT_CONNECT_TIMEOUT_S,
-            read_timeout=ENDPOINT_READ_TIMEOUT_S,
+            read_timeout=read_timeout or ENDPOINT_READ_TIMEOUT_S,
         )
     if service == "bedrock-runtime":
         return Config(
             retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=BEDROCK_CONNECT_TIMEOUT_S,
-            read_timeout=BEDROCK_READ_TIMEOUT_S,
+            read_timeout=read_timeout or BEDROCK_READ_TIMEOUT_S,
         )
     raise ValueError(f"no client configuration for service {service!r}")
 
 
-def client(service: str) -> Any:
-    """The container's client for `service` ("sagemaker-runtime" or "bedrock-runtime"), made on first use."""
-    if service not in _CLIENTS:
+def client(service: str, read_timeout: float | None = None) -> Any:
+    """The container's client for `service` ("sagemaker-runtime" or "bedrock-runtime"), made on first use;
+    `read_timeout` asks for one with a shorter read timeout (see the module docstring)."""
+    if service in _INSTALLED:
+        return _INSTALLED[service]
+    key = (service, read_timeout)
+    if key not in _CLIENTS:
         import boto3  # lazy: keeps the handler's cold import small (boto3 alone costs ~130 ms)
 
-        _CLIENTS[service] = boto3.client(service, config=_config(service))
-    return _CLIENTS[service]
+        _CLIENTS[key] = boto3.client(service, config=_config(service, read_timeout))
+    return _CLIENTS[key]
 
 
 def use_client(service: str, value: Any | None) -> None:
-    """Install a client for `service` (a stubbed one in tests); None forgets it so the next use makes one."""
+    """Install a client for `service`, whatever the timeout asked (a stubbed one in tests); None forgets it."""
     if value is None:
-        _CLIENTS.pop(service, None)
+        _INSTALLED.pop(service, None)
     else:
-        _CLIENTS[service] = value
+        _INSTALLED[service] = value
 
 
-def new_client(service: str, **kwargs: Any) -> Any:
+def new_client(service: str, read_timeout: float | None = None, **kwargs: Any) -> Any:
     """A fresh client with the production configuration (tests wrap it in a Stubber or point it at 127.0.0.1)."""
     import boto3
 
-    return boto3.client(service, config=_config(service), **kwargs)
+    return boto3.client(service, config=_config(service, read_timeout), **kwargs)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from loom.schema import DEFAULT_PRODUCT_NOUN, attribute_label
+from loom.schema import DEFAULT_PRODUCT_NOUN, PRODUCT_TYPE_ATTRIBUTE, attribute_label
 
 # An active Claude model through the US cross-Region inference profile: current Claude models refuse
 # on-demand invocation by bare model id, and Claude 3 Sonnet is end-of-life. Converse takes a profile
@@ -90,6 +90,21 @@ def plural(noun: str) -> str:
     if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "i", "o", "u"):
         return noun[:-1] + "ies"
     return noun + "s"
+
+
+_ADJECTIVES = ("baseColour", "Pattern")  # said before the noun: "a Red Striped shirt"
+_LAST = "Sleeve Length"  # said last: "... with Long Sleeves"
+
+
+def subject_from_attributes(attributes: Mapping[str, str], product_type: str = DEFAULT_PRODUCT_NOUN) -> str:
+    """The product in a few words from its stated attributes, for image prompts and captions:
+    "a Red Striped shirt with Long Sleeves" (colour and pattern first, sleeves last). The product type
+    attribute is the noun's business (`product_type`), never one of the "with ..." details."""
+    adjectives = [attributes[n] for n in _ADJECTIVES if attributes.get(n)]
+    rest = [v for n, v in attributes.items() if n not in (*_ADJECTIVES, _LAST, PRODUCT_TYPE_ATTRIBUTE) and v]
+    text = " ".join(["a", *adjectives, product_type])
+    extras = [*rest, *([attributes[_LAST]] if attributes.get(_LAST) else [])]
+    return text + (f" with {', '.join(extras)}" if extras else "")
 
 
 def system_prompt(product_type: str, language: str) -> str:

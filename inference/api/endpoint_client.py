@@ -119,9 +119,11 @@ class SageMakerEndpoint:
     any answer of the container itself (its 503 says it is busy: the API's client retries later).
     """
 
-    def __init__(self, endpoint_name: str, client: Any | None = None, *, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, endpoint_name: str, client: Any | None = None, *, clock=time.monotonic, sleep=time.sleep,
+                 max_attempts: int = aws_clients.ENDPOINT_MAX_ATTEMPTS):
         self.name = endpoint_name
         self._client = client
+        self.max_attempts = max_attempts
         self._clock = clock
         self._sleep = sleep
 
@@ -137,7 +139,7 @@ class SageMakerEndpoint:
         client = self._client or aws_clients.client("sagemaker-runtime")
         where = f"endpoint {self.name!r}"
         started = self._clock()
-        for attempt in range(1, aws_clients.ENDPOINT_MAX_ATTEMPTS + 1):
+        for attempt in range(1, self.max_attempts + 1):
             try:
                 response = client.invoke_endpoint(EndpointName=self.name, ContentType=CONTENT_TYPE,
                                                   Accept=CONTENT_TYPE, Body=body)
@@ -149,8 +151,9 @@ class SageMakerEndpoint:
                     continue
                 raise _client_error(exc, where) from exc
             except ReadTimeoutError as exc:
-                raise EndpointError(504, f"the {where} did not answer within "
-                                         f"{aws_clients.ENDPOINT_READ_TIMEOUT_S:g} s, try again later") from exc
+                read_s = getattr(getattr(client, "meta", None), "config", None)
+                read_s = getattr(read_s, "read_timeout", None) or aws_clients.ENDPOINT_READ_TIMEOUT_S
+                raise EndpointError(504, f"the {where} did not answer within {read_s:g} s, try again later") from exc
             except BotoConnectionError as exc:
                 if self._may_retry(attempt, started):
                     self._sleep(aws_clients.ENDPOINT_RETRY_BACKOFF_S)
@@ -162,7 +165,7 @@ class SageMakerEndpoint:
 
     def _may_retry(self, attempt: int, started: float) -> bool:
         """Another attempt is allowed, and a whole one (backoff, connect, read) fits in the endpoint budget."""
-        if attempt >= aws_clients.ENDPOINT_MAX_ATTEMPTS:
+        if attempt >= self.max_attempts:
             return False
         attempt_s = (aws_clients.ENDPOINT_RETRY_BACKOFF_S + aws_clients.ENDPOINT_CONNECT_TIMEOUT_S
                      + aws_clients.ENDPOINT_READ_TIMEOUT_S)
@@ -214,3 +217,14 @@ class HttpEndpoint:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
                 raise EndpointError(504, f"{where} did not answer within {self.timeout_s:g} s") from exc
             raise EndpointError(503, f"cannot reach the inference server at {where}: {exc.reason}") from exc
+
+
+def endpoint_for(name: str | None, url: str | None, read_timeout: float | None = None) -> "SageMakerEndpoint | HttpEndpoint":
+    """The endpoint a setting names: HTTP in local mode (`url`), else SageMaker. With `read_timeout`, one
+    attempt that waits at most that long for the answer (an optional call in a chain of calls)."""
+    if url:
+        return HttpEndpoint(url) if read_timeout is None else HttpEndpoint(url, timeout_s=read_timeout)
+    if read_timeout is None:
+        return SageMakerEndpoint(name)  # type: ignore[arg-type]
+    return SageMakerEndpoint(name, aws_clients.client("sagemaker-runtime", read_timeout),  # type: ignore[arg-type]
+                             max_attempts=1)

@@ -1,6 +1,7 @@
 """The API Lambda: API Gateway HTTP API (payload format 2.0) -> attributes and a product description.
 
-Entry point `inference.api.handler.handler`. Routes: `POST /describe`, `POST /attributes` (docs/api.md).
+Entry point `inference.api.handler.handler`. Routes: `POST /describe`, `POST /attributes`, `POST /search`,
+`POST /tags`, `POST /interrogate`, `POST /restyle` (docs/api.md).
 The logic lives in `inference.api.service`; this module only routes, logs and shapes HTTP responses.
 Logs are structured JSON (Powertools Logger): request ids, latencies, coverage; never the image.
 """
@@ -15,7 +16,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 
-from inference.api import aws_clients, restyle
+from inference.api import aws_clients, clip_tasks, restyle
 from inference.api.service import ApiError, Settings, answer, parse_request
 from loom.errors import StatusError
 from loom.schema import DEFAULT_PRODUCT_NOUN
@@ -79,6 +80,22 @@ def search_products() -> Response:  # search hook: the logic lives in inference/
     return _json(status, body)
 
 
+@app.post("/tags")
+def tag_product() -> Response:  # the logic lives in inference/api/clip_tasks.py
+    status, body = clip_tasks.answer_tags(app.current_event)
+    logger.info("tags answered", extra={"route": "POST /tags", "status": status})
+    return _json(status, body)
+
+
+@app.post("/interrogate")
+def interrogate_product() -> Response:
+    status, body = clip_tasks.answer_interrogate(app.current_event)
+    logger.info("interrogate answered", extra={"route": "POST /interrogate", "status": status,
+                                               "caption": status == 200 and bool(body.get("caption")),
+                                               "caption_error": body.get("caption_error")})
+    return _json(status, body)
+
+
 @app.post("/restyle")
 def restyle_product() -> Response:
     started = time.monotonic()
@@ -87,12 +104,17 @@ def restyle_product() -> Response:
         settings = restyle.RestyleSettings.from_env(os.environ)
         settings.require_enabled()
         request = restyle.parse_restyle_request(event.body, event.is_base64_encoded, event.headers.get("content-type"))
+        clip = clip_tasks.clip_settings()
+        interrogate = (clip_tasks.prompt_interrogator(clip, restyle.INTERROGATE_MODE, restyle.INTERROGATE_READ_S)
+                       if clip else None)
         body = restyle.answer_restyle(
             settings, request, endpoint=Settings.from_env().endpoint(), default_product=DEFAULT_PRODUCT_NOUN,
-            bedrock=restyle.image_client(), s3=restyle.storage_client, deadline=started + aws_clients.REQUEST_BUDGET_S,
-            clock=time.monotonic)
+            bedrock=restyle.image_client(settings.region), s3=restyle.storage_client,
+            deadline=started + aws_clients.REQUEST_BUDGET_S, clock=time.monotonic, interrogate=interrogate)
         logger.info("restyle answered", extra={"route": "POST /restyle", "status": 200, "delivery":
                                                "url" if "url" in body else "inline",
+                                               "prompt_source": body["prompt_source"],
+                                               "interrogate_error": body.get("interrogate_error"),
                                                "total_ms": round((time.monotonic() - started) * 1000, 1)})
         return _json(200, body)
     except StatusError as exc:

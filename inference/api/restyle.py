@@ -2,7 +2,10 @@
 
 The prompt is what Loom knows about the photo plus the style the client asks for: "a Red Striped shirt
 with Long Sleeves, in the style of Van Gogh's Starry Night". The subject comes from the attribute
-endpoint's stated attributes (never a guess it withheld); the image goes to Bedrock `InvokeModel`.
+endpoint's stated attributes (never a guess it withheld). When the API also has the CLIP endpoint, the
+photo's interrogated prompt (POST /interrogate's, with that subject as its caption) takes the subject's
+place: "a Red Striped shirt with Long Sleeves, red, striped, studio photo, ..., in the style of ...". The
+image goes to Bedrock `InvokeModel`.
 
 Model. Stable Diffusion XL 1.0, which the reference post used, is a legacy model on Bedrock; the default
 is Stable Diffusion 3.5 Large, whose request takes `mode: "image-to-image"`, `image` and `strength`
@@ -23,11 +26,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from inference.api.describe import subject_from_attributes
 from inference.api.service import check_image_upload
 from loom.base64_image import decode_base64_image
 from loom.errors import StatusError
 
 DEFAULT_RESTYLE_MODEL_ID = "stability.sd3-5-large-v1:0"
+DEFAULT_RESTYLE_REGION = "us-west-2"  # Terraform restyle_region's default; `loom preflight` checks the model there
+RESTYLE_KEY_PREFIX = "restyle/"  # where large results go (Terraform grants this prefix only)
 MAX_STYLE_CHARS = 300
 MAX_PROMPT_CHARS = 10_000  # the model's documented prompt limit
 DEFAULT_STRENGTH = 0.6
@@ -121,15 +127,6 @@ def _b64decode(text: str, what: str) -> bytes:
         raise RestyleError(400, f"the {what} is not valid base64") from None
 
 
-def subject_from_attributes(attributes: Mapping[str, str], product_type: str) -> str:
-    """"a Red Striped shirt with Long Sleeves" from stated attributes (colour, pattern first; sleeves last)."""
-    adjectives = [attributes[n] for n in ("baseColour", "Pattern") if attributes.get(n)]
-    rest = [v for n, v in attributes.items() if n not in ("baseColour", "Pattern", "Sleeve Length") and v]
-    text = " ".join(["a", *adjectives, product_type])
-    extras = [*rest, *([attributes["Sleeve Length"]] if attributes.get("Sleeve Length") else [])]
-    return text + (f" with {', '.join(extras)}" if extras else "")
-
-
 def restyle_prompt(subject: str, style: str) -> str:
     """The image model's prompt: the photo's subject, then the client's style."""
     prompt = f"{subject}, {style}"
@@ -179,7 +176,8 @@ def invoke_restyle(client: Any, model_id: str, image: bytes, prompt: str, streng
     return restyled, (int(seeds[0]) if seeds[0] is not None else None)
 
 
-def deliver(image: bytes, *, bucket: str | None, s3: Callable[[], Any], key_prefix: str = "restyle/") -> dict[str, Any]:
+def deliver(image: bytes, *, bucket: str | None, s3: Callable[[], Any], key_prefix: str = RESTYLE_KEY_PREFIX
+            ) -> dict[str, Any]:
     """The image inline (base64) when it fits the response limit, else a short-lived presigned URL."""
     encoded = base64.b64encode(image).decode()
     content_type = f"image/{OUTPUT_FORMAT}"
@@ -201,19 +199,27 @@ def deliver(image: bytes, *, bucket: str | None, s3: Callable[[], Any], key_pref
 # API Gateway's 30 s cover the attribute call and the image call. Stability image models take several
 # seconds at 1 megapixel; an image call is started only while this much budget is left.
 IMAGE_CALL_S = 20.0
-_IMAGE_CLIENT: dict[str, Any] = {}
+# With a CLIP endpoint the prompt is the photo's interrogated prompt ("fast": the endpoint ranks phrase
+# embeddings that ship in its artifact, no text encoding), asked with the stated attributes as caption. That
+# call is optional: one attempt of at most 1 s connect + INTERROGATE_READ_S, started only while it and the
+# image call still fit; otherwise, or when it fails, the prompt is made of the stated attributes.
+INTERROGATE_MODE = "fast"
+INTERROGATE_READ_S = 2.0
+INTERROGATE_CALL_S = 1.0 + INTERROGATE_READ_S
+_IMAGE_CLIENT: dict[str | None, Any] = {}
 
 
-def image_client() -> Any:
-    """The container's bedrock-runtime client for image models: one call, read timeout IMAGE_CALL_S."""
-    if "client" not in _IMAGE_CLIENT:
+def image_client(region: str | None = None) -> Any:
+    """The container's bedrock-runtime client for image models in `region` (None: the Lambda's own): one
+    call, read timeout IMAGE_CALL_S."""
+    if region not in _IMAGE_CLIENT:
         import boto3
         from botocore.config import Config
 
-        _IMAGE_CLIENT["client"] = boto3.client("bedrock-runtime", config=Config(
+        _IMAGE_CLIENT[region] = boto3.client("bedrock-runtime", region_name=region, config=Config(
             retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=1.0,
             read_timeout=IMAGE_CALL_S - 1.0))
-    return _IMAGE_CLIENT["client"]
+    return _IMAGE_CLIENT[region]
 
 
 def storage_client() -> Any:
@@ -227,14 +233,17 @@ def storage_client() -> Any:
 
 @dataclass(frozen=True)
 class RestyleSettings:
-    """RESTYLE_MODEL_ID (unset: the route is off) and RESTYLE_BUCKET (for images too large to inline)."""
+    """RESTYLE_MODEL_ID (unset: the route is off), RESTYLE_BUCKET (for images too large to inline) and
+    RESTYLE_REGION (where the model is offered; unset: the Lambda's Region)."""
 
     model_id: str | None
     bucket: str | None
+    region: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "RestyleSettings":
-        return cls(env.get("RESTYLE_MODEL_ID", "").strip() or None, env.get("RESTYLE_BUCKET", "").strip() or None)
+        return cls(env.get("RESTYLE_MODEL_ID", "").strip() or None, env.get("RESTYLE_BUCKET", "").strip() or None,
+                   env.get("RESTYLE_REGION", "").strip() or None)
 
     def require_enabled(self) -> None:
         if not self.model_id:
@@ -242,18 +251,30 @@ class RestyleSettings:
 
 
 def answer_restyle(settings: RestyleSettings, request: RestyleRequest, *, endpoint: Any, default_product: str,
-                   bedrock: Any, s3: Callable[[], Any], deadline: float,
-                   clock: Callable[[], float]) -> dict[str, Any]:
-    """Stated attributes -> prompt -> restyled image, inline or as a URL."""
+                   bedrock: Any, s3: Callable[[], Any], deadline: float, clock: Callable[[], float],
+                   interrogate: Callable[[bytes, str | None], str] | None = None) -> dict[str, Any]:
+    """Stated attributes (-> interrogated prompt, with a CLIP endpoint) -> prompt -> restyled image, inline or
+    as a URL. `interrogate(image, caption)` is the CLIP call (clip_tasks.prompt_interrogator), or None."""
     try:
         prediction = endpoint.predict(request.image, None)
     except StatusError as exc:
         raise RestyleError(exc.status, exc.message) from None
     subject = subject_from_attributes(prediction.attributes, request.product_type or default_product)
-    prompt = restyle_prompt(subject, request.style)
+    described, source, interrogate_error = subject, "attributes", None
+    if interrogate is not None:
+        if deadline - clock() < IMAGE_CALL_S + INTERROGATE_CALL_S:
+            interrogate_error = "no time was left to interrogate the photo after the attribute call"
+        else:
+            try:
+                described, source = interrogate(request.image, subject), "interrogated"
+            except StatusError as exc:
+                interrogate_error = f"the CLIP endpoint could not interrogate the photo ({exc.status}: {exc.message})"
+    prompt = restyle_prompt(described, request.style)
     if deadline - clock() < IMAGE_CALL_S:
         raise RestyleError(504, "no time was left for the image model after the attribute call: retry")
     image, seed = invoke_restyle(bedrock, settings.model_id, request.image, prompt, request.strength, request.seed)
     body = deliver(image, bucket=settings.bucket, s3=s3)
-    body.update(prompt=prompt, strength=request.strength, seed=seed, model=settings.model_id)
+    body.update(prompt=prompt, prompt_source=source, strength=request.strength, seed=seed, model=settings.model_id)
+    if interrogate_error:
+        body["interrogate_error"] = interrogate_error + "; the prompt names the stated attributes"
     return body

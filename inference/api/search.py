@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from inference.api.endpoint_client import EndpointError, HttpEndpoint, SageMakerEndpoint
+from inference.api.endpoint_client import EndpointError, endpoint_for
 from inference.api.opensearch import OpenSearchClient
 from inference.api.service import MAX_BODY_CHARS, MAX_IMAGE_BYTES, check_image_upload
 from loom.base64_image import decode_base64_image
@@ -47,11 +47,16 @@ class SearchSettings:
     region: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "SearchSettings":
+    def from_env(cls, env: Mapping[str, str] | None = None, route: str = "POST /search") -> "SearchSettings":
+        """The settings, or StatusError: 404 when this API has no CLIP endpoint (the route is not enabled, as
+        POST /restyle without a model), 500 when the variables contradict each other."""
         env = os.environ if env is None else env
         name = env.get("SEARCH_ENDPOINT_NAME", "").strip() or None
         url = env.get("SEARCH_ENDPOINT_URL", "").strip() or None
-        if bool(name) == bool(url):
+        if not name and not url:
+            raise StatusError(404, f"{route} is not enabled on this API: it needs the CLIP endpoint (Terraform "
+                                   "variable search; SEARCH_ENDPOINT_NAME, or SEARCH_ENDPOINT_URL in local mode)")
+        if name and url:
             raise StatusError(500, "search misconfigured: set exactly one of SEARCH_ENDPOINT_NAME or SEARCH_ENDPOINT_URL")
         backend = env.get("SEARCH_BACKEND", "embedded").strip().lower()
         if backend not in BACKENDS:
@@ -63,10 +68,10 @@ class SearchSettings:
                    env.get("AWS_REGION", "us-east-1"))
 
 
-def parse_search(body: str | None, is_base64: bool) -> dict[str, Any]:
-    """The validated request (the image stays base64); StatusError 400/413 says what to fix."""
+def read_json_object(body: str | None, is_base64: bool, example: str) -> dict[str, Any]:
+    """The JSON object of a CLIP route's request body; StatusError 400/413 naming `example` otherwise."""
     if not body:
-        raise StatusError(400, 'the body is empty: send {"text": "..."} or {"image": "<base64>"}')
+        raise StatusError(400, f"the body is empty: send {example}")
     if len(body) > MAX_BODY_CHARS:  # the same limits as /describe (service.py): 6 MB Lambda and endpoint bodies
         raise StatusError(413, f"the request body is too large: images may be at most {MAX_IMAGE_BYTES} bytes")
     try:
@@ -74,7 +79,13 @@ def parse_search(body: str | None, is_base64: bool) -> dict[str, Any]:
     except (ValueError, binascii.Error, RecursionError):
         raise StatusError(400, "the body is not valid JSON: send a JSON object") from None
     if not isinstance(request, dict):
-        raise StatusError(400, 'the body must be a JSON object such as {"text": "green shirt"}')
+        raise StatusError(400, f"the body must be a JSON object such as {example}")
+    return request
+
+
+def parse_search(body: str | None, is_base64: bool) -> dict[str, Any]:
+    """The validated request (the image stays base64); StatusError 400/413 says what to fix."""
+    request = read_json_object(body, is_base64, '{"text": "green shirt"} or {"image": "<base64>"}')
     check_fields(request, REQUEST_KEYS, "POST /search")
     check_one_query(request)
     query: dict[str, Any] = {"k": check_k(request.get("k"))}
@@ -89,12 +100,12 @@ def parse_search(body: str | None, is_base64: bool) -> dict[str, Any]:
     else:
         if mode == "hybrid":
             raise StatusError(400, "'mode': 'hybrid' needs a 'text' (a photo has no words to match)")
-        query["image"] = _checked_image(request["image"])
+        query["image"] = checked_image(request["image"])
     query["mode"] = mode
     return query
 
 
-def _checked_image(value: Any) -> str:
+def checked_image(value: Any) -> str:
     """The photo query checked as every API route checks an upload, re-encoded as plain base64."""
     try:
         raw = decode_base64_image(value)
@@ -104,11 +115,12 @@ def _checked_image(value: Any) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def invoke_endpoint(settings: SearchSettings, body: Mapping[str, Any]) -> dict[str, Any]:
+def invoke_endpoint(settings: SearchSettings, body: Mapping[str, Any], read_timeout: float | None = None
+                    ) -> dict[str, Any]:
     """POST a JSON request to the CLIP endpoint (SageMaker, or HTTP in local mode) with the attribute
-    endpoint's client rules (retries, timeouts, error statuses); its JSON answer."""
-    endpoint = (HttpEndpoint(settings.endpoint_url) if settings.endpoint_url
-                else SageMakerEndpoint(settings.endpoint_name))
+    endpoint's client rules (retries, timeouts, error statuses); its JSON answer. `read_timeout`: one
+    attempt, waiting at most that long (endpoint_client.endpoint_for)."""
+    endpoint = endpoint_for(settings.endpoint_name, settings.endpoint_url, read_timeout)
     raw = endpoint.invoke(json.dumps(body).encode())
     try:
         return json.loads(raw)

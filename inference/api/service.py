@@ -29,7 +29,7 @@ from inference.api.describe import (
     language_code,
     write_description,
 )
-from inference.api.endpoint_client import AttributeEndpoint, EndpointError, HttpEndpoint, SageMakerEndpoint
+from inference.api.endpoint_client import AttributeEndpoint, EndpointError, endpoint_for
 from loom.base64_image import decode_base64_image
 from loom.abstention import check_known_attributes
 from loom.calibration import check_min_precision
@@ -80,8 +80,8 @@ class Settings:
             min_confidence=min_confidence,
         )
 
-    def endpoint(self) -> AttributeEndpoint:
-        return HttpEndpoint(self.endpoint_url) if self.endpoint_url else SageMakerEndpoint(self.endpoint_name)
+    def endpoint(self, read_timeout: float | None = None) -> AttributeEndpoint:
+        return endpoint_for(self.endpoint_name, self.endpoint_url, read_timeout)
 
     def writer(self) -> DescriptionWriter:
         if self.description_backend == "offline":

@@ -25,13 +25,15 @@ import numpy as np
 from flask import Response
 from PIL import Image
 
-from inference.server.clip_tasks import TagPlan, ZeroShot, parse_interrogate, parse_prompts, parse_tags
+from inference.server.clip_tasks import TagPlan, ZeroShot, parse_prompts
 from inference.server.embedder import ClipEmbedder
 from inference.server.images import ImageError, decode_image
 from inference.server.request_parsing import JSONLINES_TYPES
 from loom.base64_image import decode_base64_image
 from inference.server.search_index import SearchIndex
+from inference.server.zero_shot import DEFAULT_TEMPLATES
 from loom.artifact import IndexPaths, index_dir_of
+from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
 from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
 
@@ -53,7 +55,7 @@ class ClipService:
         if index is not None:
             index.check_embedder(embedder.model_info)
         self.embedder, self.index = embedder, index
-        self.zero_shot = zero_shot or ZeroShot(embedder, None, (), "", None, None)
+        self.zero_shot = zero_shot or ZeroShot(embedder, None, DEFAULT_TEMPLATES, "", None, None)
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str | None = None) -> "ClipService":
@@ -114,9 +116,7 @@ class ClipService:
 
     def interrogate(self, request: Mapping[str, Any], max_image_pixels: int) -> dict[str, Any]:
         mode, max_terms, caption = parse_interrogate(request)
-        if not self.zero_shot.tables:
-            raise StatusError(400, "this CLIP artifact has no phrase tables: rebuild it with loom clip-artifact "
-                                   "(or loom tiny-clip) to interrogate")
+        self.zero_shot.check_tables()  # before any image work
         image = _image(_required_image(request), max_image_pixels)
         return self.zero_shot.interrogate(self.embedder.embed_images([image])[0], mode, max_terms, caption)
 

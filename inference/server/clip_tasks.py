@@ -16,7 +16,8 @@ threshold (no validation photos when the artifact was built, or no threshold rea
 Caller-given labels change the softmax, so the calibrated threshold does not hold for them: they are withheld
 as `not_calibrated` unless the request sets `min_probability`, the caller's own threshold for its labels (a
 label list equal to the schema's known values keeps the calibrated threshold). Prompts of the post's form are
-used verbatim. Every bad input is a StatusError(400).
+used verbatim. Every bad input is a StatusError(400); the tags and interrogate rules are loom/clip_request.py's,
+which the API Lambda checks with too.
 """
 
 from __future__ import annotations
@@ -33,17 +34,12 @@ from inference.server import zero_shot as zs
 from inference.server.embedder import ClipEmbedder
 from loom.artifact import PhrasePaths, clip_schema, read_clip_manifest, read_phrase_tables
 from loom.calibration import Calibration
+from loom.clip_request import MAX_LABELS
 from loom.errors import StatusError
 from loom.schema import AttributeSchema
 from loom.search_request import check_fields, check_text
 
 PROMPT_KEYS = {"image", "prompt"}
-TAGS_KEYS = {"task", "image", "attributes", "labels", "min_probability"}
-INTERROGATE_KEYS = {"task", "image", "mode", "max_terms", "caption"}
-DEFAULT_MODE = "fast"
-DEFAULT_MAX_TERMS = 6
-MAX_TERMS = 32
-NOT_CALIBRATED, BELOW_THRESHOLD = "not_calibrated", "below_threshold"
 LABEL_CACHE = 256  # caller label lists whose embeddings are kept
 
 
@@ -61,61 +57,10 @@ def parse_prompts(request: Mapping[str, Any]) -> list[str]:
     check_fields(request, PROMPT_KEYS, 'the prompt form {"image", "prompt": [...]}')
     prompts = request["prompt"]
     if not isinstance(prompts, list) or not prompts:
-        raise StatusError(400, f"'prompt' must be a list of 1 to {zs.MAX_LABELS} strings")
-    if len(prompts) > zs.MAX_LABELS:
-        raise StatusError(400, f"'prompt' holds {len(prompts)} prompts; at most {zs.MAX_LABELS} per request")
+        raise StatusError(400, f"'prompt' must be a list of 1 to {MAX_LABELS} strings")
+    if len(prompts) > MAX_LABELS:
+        raise StatusError(400, f"'prompt' holds {len(prompts)} prompts; at most {MAX_LABELS} per request")
     return [check_text(p, "prompt[]") for p in prompts]
-
-
-def parse_interrogate(request: Mapping[str, Any]) -> tuple[str, int, str | None]:
-    """(mode, max_terms, caption) of an interrogate request."""
-    check_fields(request, INTERROGATE_KEYS, "task 'interrogate'")
-    mode = request.get("mode", DEFAULT_MODE)
-    if mode not in zs.MODES:
-        raise StatusError(400, f"'mode' must be one of {', '.join(zs.MODES)}, got {mode!r}")
-    max_terms = request.get("max_terms", DEFAULT_MAX_TERMS)
-    if isinstance(max_terms, bool) or not isinstance(max_terms, int) or not 1 <= max_terms <= MAX_TERMS:
-        raise StatusError(400, f"'max_terms' must be an integer from 1 to {MAX_TERMS}, got {max_terms!r}")
-    caption = request.get("caption")
-    return mode, max_terms, None if caption is None else check_text(caption, "caption").strip()
-
-
-def parse_tags(request: Mapping[str, Any], extra: frozenset[str] = frozenset()
-               ) -> tuple[list[str] | None, dict[str, list[str]] | None, float | None]:
-    """(attributes, labels, min_probability) of a tags request, checked for shape (not against the schema)."""
-    check_fields(request, TAGS_KEYS | extra, "task 'tags'")
-    attributes = request.get("attributes")
-    if attributes is not None:
-        if (not isinstance(attributes, list) or not attributes
-                or not all(isinstance(a, str) and a for a in attributes)):
-            raise StatusError(400, "'attributes' must be a non-empty list of attribute names")
-        if len(set(attributes)) != len(attributes):
-            raise StatusError(400, "'attributes' names an attribute twice")
-    labels = request.get("labels")
-    if labels is not None:
-        if not isinstance(labels, dict) or not labels:
-            raise StatusError(400, "'labels' must be an object such as {\"Pattern\": [\"Striped\", \"Checked\"]}")
-        total = 0
-        for name, values in labels.items():
-            if not isinstance(values, list) or not values:
-                raise StatusError(400, f"labels.{name} must be a non-empty list of candidate values")
-            for value in values:
-                check_text(value, f"labels.{name}[]")
-            if len(set(values)) != len(values):
-                raise StatusError(400, f"labels.{name} lists a value twice")
-            total += len(values)
-        if total > zs.MAX_LABELS:
-            raise StatusError(400, f"'labels' holds {total} candidate values; at most {zs.MAX_LABELS} per request")
-    min_probability = request.get("min_probability")
-    if min_probability is not None:
-        if (isinstance(min_probability, bool) or not isinstance(min_probability, (int, float))
-                or not 0 < min_probability <= 1):
-            raise StatusError(400, f"'min_probability' must be a number in (0, 1], got {min_probability!r}")
-        if labels is None:
-            raise StatusError(400, "'min_probability' is the threshold for caller-given 'labels'; "
-                                   "schema attributes use their calibrated thresholds")
-        min_probability = float(min_probability)
-    return attributes, labels, min_probability
 
 
 class ZeroShot:
@@ -224,10 +169,14 @@ class ZeroShot:
         return [[round(float(p), 6) for p in zs.probabilities(v, texts, self.embedder.logit_scale)]
                 for v in image_vectors]
 
-    def interrogate(self, image_vector: np.ndarray, mode: str, max_terms: int, caption: str | None) -> dict:
+    def check_tables(self) -> None:
+        """400 when the artifact ships no phrase tables (built before they existed)."""
         if not self.tables:
             raise StatusError(400, "this CLIP artifact has no phrase tables: rebuild it with loom clip-artifact "
                                    "(or loom tiny-clip) to interrogate")
+
+    def interrogate(self, image_vector: np.ndarray, mode: str, max_terms: int, caption: str | None) -> dict:
+        self.check_tables()
         return zs.interrogate(image_vector, self.tables, mode=mode, max_terms=max_terms, caption=caption,
                               embed_texts=self._embed_verbatim)
 

@@ -21,9 +21,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from loom.clip_request import MODES
+
 EmbedTexts = Callable[[Sequence[str]], np.ndarray]
-MODES = ("fast", "classic", "best")
-MAX_LABELS = 200
 DEFAULT_TEMPLATES = ("a photo of a {} {noun}", "a {} {noun}", "{}")
 
 

@@ -158,9 +158,9 @@ run "endpoint_rollout_is_blue_green_with_rollback" {
 
   assert {
     condition = (
-      aws_sagemaker_endpoint.this.deployment_config[0].blue_green_update_policy[0].traffic_routing_configuration[0].type == "ALL_AT_ONCE" &&
-      aws_sagemaker_endpoint.this.deployment_config[0].blue_green_update_policy[0].traffic_routing_configuration[0].wait_interval_in_seconds == 600 &&
-      toset([for a in aws_sagemaker_endpoint.this.deployment_config[0].auto_rollback_configuration[0].alarms : a.alarm_name]) == toset(["loom-endpoint-invocation-5xx", "loom-endpoint-model-latency-p90"])
+      aws_sagemaker_endpoint.this[0].deployment_config[0].blue_green_update_policy[0].traffic_routing_configuration[0].type == "ALL_AT_ONCE" &&
+      aws_sagemaker_endpoint.this[0].deployment_config[0].blue_green_update_policy[0].traffic_routing_configuration[0].wait_interval_in_seconds == 600 &&
+      toset([for a in aws_sagemaker_endpoint.this[0].deployment_config[0].auto_rollback_configuration[0].alarms : a.alarm_name]) == toset(["loom-endpoint-invocation-5xx", "loom-endpoint-model-latency-p90"])
     )
     error_message = "Rollouts must be blue/green with a baking period and roll back on the 5xx and latency alarms."
   }
@@ -180,7 +180,7 @@ run "rollout_timeout_must_cover_the_waits" {
     rollout_bake_seconds    = 3600
     rollout_timeout_seconds = 3600
   }
-  expect_failures = [aws_sagemaker_endpoint.this]
+  expect_failures = [var.rollout_timeout_seconds]
 }
 
 run "capacity_change_keeps_the_configuration" {

@@ -57,13 +57,28 @@ run "search_defaults_serverless_endpoint_embedded_index" {
   }
 
   assert {
-    condition     = aws_apigatewayv2_route.search.route_key == "POST /search" && aws_apigatewayv2_route.search.authorization_type == "AWS_IAM"
+    condition     = aws_apigatewayv2_route.clip["POST /search"].route_key == "POST /search" && aws_apigatewayv2_route.clip["POST /search"].authorization_type == "AWS_IAM"
     error_message = "The module adds POST /search, IAM-authorised by default."
   }
 
   assert {
-    condition     = aws_lambda_permission.search.source_arn == "arn:aws:execute-api:us-east-1:123456789012:abc123defg/*/POST/search"
+    condition     = aws_lambda_permission.clip["POST /search"].source_arn == "arn:aws:execute-api:us-east-1:123456789012:abc123defg/*/POST/search"
     error_message = "The Lambda permission must be limited to POST /search of this API."
+  }
+
+  # The CLIP endpoint's other tasks: zero-shot tags and a prompt from a photo, on the same integration.
+  assert {
+    condition = (toset(keys(aws_apigatewayv2_route.clip)) == toset(["POST /search", "POST /tags", "POST /interrogate"])
+      && alltrue([for r in aws_apigatewayv2_route.clip : r.authorization_type == "AWS_IAM" && r.target == "integrations/${aws_apigatewayv2_integration.search.id}"])
+    && output.route_keys == tolist(["POST /interrogate", "POST /search", "POST /tags"]))
+    error_message = "With the CLIP endpoint the module adds POST /tags and POST /interrogate, IAM-authorised."
+  }
+
+  assert {
+    condition = (aws_lambda_permission.clip["POST /tags"].source_arn == "arn:aws:execute-api:us-east-1:123456789012:abc123defg/*/POST/tags"
+      && aws_lambda_permission.clip["POST /interrogate"].source_arn == "arn:aws:execute-api:us-east-1:123456789012:abc123defg/*/POST/interrogate"
+    && aws_lambda_permission.clip["POST /tags"].statement_id == "AllowHttpApi-POST-tags")
+    error_message = "Each CLIP task route has a Lambda permission limited to that route of this API."
   }
 
   assert {
@@ -187,6 +202,11 @@ run "root_wires_search_into_the_api" {
   assert {
     condition     = module.search[0].route_key == "POST /search" && module.search[0].endpoint_name == "loom-clip"
     error_message = "With var.search set, the root module adds the CLIP endpoint and POST /search."
+  }
+
+  assert {
+    condition     = output.api_routes == tolist(["POST /attributes", "POST /describe", "POST /interrogate", "POST /search", "POST /tags"])
+    error_message = "With var.search the API has POST /tags and POST /interrogate beside /search (and no /restyle by default)."
   }
 
   # Without these the Lambda answers /search with "not configured": the search module's outputs reach it.

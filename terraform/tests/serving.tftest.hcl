@@ -78,8 +78,8 @@ run "endpoint_defaults" {
   }
 
   assert {
-    condition     = aws_sagemaker_endpoint.this.endpoint_config_name == aws_sagemaker_endpoint_configuration.this.name
-    error_message = "The endpoint must use the endpoint configuration."
+    condition     = length(aws_sagemaker_endpoint.this) == 1 && aws_sagemaker_endpoint.this[0].endpoint_config_name == aws_sagemaker_endpoint_configuration.this.name && length(aws_sagemaker_endpoint.rollouts_outside_terraform) == 0
+    error_message = "By default Terraform rolls the endpoint out: the endpoint must use the endpoint configuration."
   }
 
   assert {

@@ -2,6 +2,7 @@
 
     loom preflight [--model-id ID] [--region REGION] [--profile NAME]
                    [--reserved-concurrency N] [--github] [--no-invoke]
+                   [--restyle-model-id [ID]] [--restyle-region REGION]
 
 Checks, each printed as `ok`, `WARN` or `FAIL` with what to do about it:
   identity       whose credentials these are (sts GetCallerIdentity)
@@ -11,6 +12,10 @@ Checks, each printed as `ok`, `WARN` or `FAIL` with what to do about it:
   access         the account may use it: authorised, entitled, agreement accepted (GetFoundationModelAvailability)
   converse       one tiny Converse call (8 output tokens). For a third-party model the first invocation
                  also subscribes the account through AWS Marketplace, so run this as an administrator once
+  restyle-model  (--restyle-model-id, Terraform enable_restyle) the image model of POST /restyle, in the
+                 Region it is invoked in: ACTIVE (a LEGACY model FAILs: new customers cannot use it; SDXL 1.0
+                 is not ACTIVE), invocable on demand by model id, image in and image out (GetFoundationModel)
+  restyle-access the account may use it there (GetFoundationModelAvailability); no image is generated
   lambda         the account's Lambda concurrency, and whether --reserved-concurrency N would be refused
   github-oidc    (--github) an existing GitHub OIDC provider to reuse (github_oidc_provider_arn)
 
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from inference.api.describe import DEFAULT_MODEL_ID
+from inference.api.restyle import DEFAULT_RESTYLE_MODEL_ID, DEFAULT_RESTYLE_REGION
 from training.jobs import sagemaker_jobs as jobs
 
 # Lambda keeps this many executions unreserved in every account: a reservation may not go below it.
@@ -106,36 +112,45 @@ def check_model(bedrock: Any, ref: ModelRef) -> Finding:
                                   "(Terraform's bedrock_destination_regions may list these)")
 
 
-def check_lifecycle(bedrock: Any, ref: ModelRef) -> Finding:
+def check_lifecycle(bedrock: Any, ref: ModelRef, *, check: str = "lifecycle", setting: str = "bedrock_model_id",
+                    legacy: str = "WARN", image_to_image: bool = False) -> Finding:
+    """GetFoundationModel: ACTIVE (LEGACY is `legacy`: WARN or FAIL), invocable as configured, and with
+    `image_to_image` a model that takes and returns images."""
     try:
         details = bedrock.get_foundation_model(modelIdentifier=ref.foundation_model)["modelDetails"]
     except Exception as exc:
         code, message = _error(exc)
         if code in ("ResourceNotFoundException", "ValidationException"):
-            return Finding("lifecycle", "FAIL", f"{ref.foundation_model} is unknown here or end-of-life ({message}); "
-                                                "pick an ACTIVE model: `aws bedrock list-foundation-models`")
-        return Finding("lifecycle", "FAIL", f"GetFoundationModel failed ({code}: {message})")
+            return Finding(check, "FAIL", f"{ref.foundation_model} is unknown in this Region or end-of-life ({message}); "
+                                          f"pick an ACTIVE model offered here for {setting}: "
+                                          "`aws bedrock list-foundation-models`")
+        return Finding(check, "FAIL", f"GetFoundationModel failed ({code}: {message})")
     lifecycle = details.get("modelLifecycle", {})
     status = lifecycle.get("status")
     if status == "LEGACY":
         end = lifecycle.get("endOfLifeTime")
-        return Finding("lifecycle", "WARN", f"{ref.foundation_model} is LEGACY (end of life {end or 'announced'}): "
-                                            "it will stop answering; move bedrock_model_id to an ACTIVE model")
+        return Finding(check, legacy, f"{ref.foundation_model} is LEGACY (end of life {end or 'announced'}): "
+                                      f"new customers cannot use it and it will stop answering; move {setting} "
+                                      "to an ACTIVE model")
     if status != "ACTIVE":
-        return Finding("lifecycle", "FAIL", f"{ref.foundation_model} lifecycle status is {status!r}, not ACTIVE")
+        return Finding(check, "FAIL", f"{ref.foundation_model} lifecycle status is {status!r}, not ACTIVE")
     if ref.profile is None and "ON_DEMAND" not in details.get("inferenceTypesSupported", []):
-        return Finding("lifecycle", "FAIL", f"{ref.foundation_model} does not allow on-demand invocation by model id; "
-                                            f"use an inference profile such as us.{ref.foundation_model}")
-    return Finding("lifecycle", "ok", f"{ref.foundation_model} is ACTIVE")
+        return Finding(check, "FAIL", f"{ref.foundation_model} does not allow on-demand invocation by model id; "
+                                      f"use an inference profile such as us.{ref.foundation_model}")
+    if image_to_image and not ("IMAGE" in details.get("inputModalities", [])
+                               and "IMAGE" in details.get("outputModalities", [])):
+        return Finding(check, "FAIL", f"{ref.foundation_model} does not take and return images "
+                                      f"(input {details.get('inputModalities')}, output {details.get('outputModalities')}); "
+                                      f"{setting} must be an image-to-image model such as {DEFAULT_RESTYLE_MODEL_ID}")
+    return Finding(check, "ok", f"{ref.foundation_model} is ACTIVE")
 
 
-def check_access(bedrock: Any, ref: ModelRef) -> Finding:
+def check_access(bedrock: Any, ref: ModelRef, *, check: str = "access") -> Finding:
     try:
         availability = bedrock.get_foundation_model_availability(modelId=ref.foundation_model)
     except Exception as exc:
         code, message = _error(exc)
-        return Finding("access", "WARN", f"could not read the model's availability ({code}: {message}); "
-                                         "the Converse check below still tells")
+        return Finding(check, "WARN", f"could not read the model's availability ({code}: {message})")
     problems = []
     if availability.get("authorizationStatus") != "AUTHORIZED":
         problems.append("not authorised for this account (for Anthropic models submit the one-time use-case "
@@ -149,8 +164,8 @@ def check_access(bedrock: Any, ref: ModelRef) -> Finding:
     if availability.get("regionAvailability") != "AVAILABLE":
         problems.append("not available in this Region")
     if problems:
-        return Finding("access", "FAIL", f"{ref.foundation_model}: " + "; ".join(problems))
-    return Finding("access", "ok", f"{ref.foundation_model}: authorised, entitled, agreement accepted")
+        return Finding(check, "FAIL", f"{ref.foundation_model}: " + "; ".join(problems))
+    return Finding(check, "ok", f"{ref.foundation_model}: authorised, entitled, agreement accepted")
 
 
 def check_converse(runtime: Any, ref: ModelRef) -> Finding:
@@ -215,9 +230,24 @@ def check_github_oidc(iam: Any) -> Finding:
     return Finding("github-oidc", "ok", "no GitHub OIDC provider yet: Terraform creates it")
 
 
+def check_restyle(bedrock: Any, ref: ModelRef, region: str) -> list[Finding]:
+    """The POST /restyle model in `region` (a bedrock client there): lifecycle, then access. A LEGACY
+    model FAILs: the lifecycle page says new customers cannot use Legacy models
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html)."""
+    lifecycle = check_lifecycle(bedrock, ref, check="restyle-model", setting="restyle_model_id", legacy="FAIL",
+                                image_to_image=True)
+    lifecycle = Finding(lifecycle.check, lifecycle.status, f"{lifecycle.message} in {region}")
+    if lifecycle.status == "FAIL":
+        return [lifecycle]
+    return [lifecycle, check_access(bedrock, ref, check="restyle-access")]
+
+
 def run_checks(client: Callable[[str], Any], ref: ModelRef, *, invoke: bool = True,
-               reserved: int | None = None, github: bool = False) -> list[Finding]:
-    """All checks, in order; the Bedrock ones stop after the first FAIL (later ones would repeat it)."""
+               reserved: int | None = None, github: bool = False, restyle: ModelRef | None = None,
+               restyle_region: str = DEFAULT_RESTYLE_REGION,
+               restyle_client: Callable[[str], Any] | None = None) -> list[Finding]:
+    """All checks, in order; the Bedrock ones stop after the first FAIL (later ones would repeat it).
+    `restyle`: the POST /restyle model, checked through `restyle_client` (clients in `restyle_region`)."""
     findings = [check_identity(client("sts"))]
     if findings[0].status == "FAIL":
         return findings
@@ -229,6 +259,8 @@ def run_checks(client: Callable[[str], Any], ref: ModelRef, *, invoke: bool = Tr
     else:
         if invoke:
             findings.append(check_converse(client("bedrock-runtime"), ref))
+    if restyle is not None:
+        findings += check_restyle((restyle_client or client)("bedrock"), restyle, restyle_region)
     findings.append(check_lambda(client("lambda"), reserved))
     if github:
         findings.append(check_github_oidc(client("iam")))
@@ -243,6 +275,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reserved-concurrency", type=int, help="the lambda_reserved_concurrency you mean to set")
     p.add_argument("--github", action="store_true", help="also look for an existing GitHub OIDC provider")
     p.add_argument("--no-invoke", action="store_true", help="skip the Converse call (no tokens, no subscription)")
+    p.add_argument("--restyle-model-id", nargs="?", const=DEFAULT_RESTYLE_MODEL_ID,
+                   help="also check the POST /restyle image model (Terraform enable_restyle, restyle_model_id; "
+                        f"without a value: {DEFAULT_RESTYLE_MODEL_ID})")
+    p.add_argument("--restyle-region", default=DEFAULT_RESTYLE_REGION,
+                   help=f"the Region the restyle model is invoked in (Terraform restyle_region; default {DEFAULT_RESTYLE_REGION})")
     p.add_argument("--region")
     p.add_argument("--profile")
     return p.parse_args(argv)
@@ -252,11 +289,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         ref = ModelRef.parse(args.model_id)
+        restyle = None if args.restyle_model_id is None else ModelRef.parse(args.restyle_model_id)
     except ValueError as exc:
         print(f"loom preflight: {exc}", file=sys.stderr)
         return 2
+    if restyle is not None and restyle.profile is not None:
+        print(f"loom preflight: the restyle model is invoked on demand by foundation model id (and Terraform allows "
+              f"only that), not through an inference profile: use {restyle.foundation_model}", file=sys.stderr)
+        return 2
     findings = run_checks(lambda service: jobs.aws_client(service, region=args.region, profile=args.profile), ref,
-                          invoke=not args.no_invoke, reserved=args.reserved_concurrency, github=args.github)
+                          invoke=not args.no_invoke, reserved=args.reserved_concurrency, github=args.github,
+                          restyle=restyle, restyle_region=args.restyle_region,
+                          restyle_client=lambda service: jobs.aws_client(service, region=args.restyle_region,
+                                                                         profile=args.profile))
     for finding in findings:
         print(finding.line())
     failed = [f for f in findings if f.status == "FAIL"]

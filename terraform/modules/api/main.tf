@@ -4,7 +4,7 @@
 
 locals {
   function_name      = "${var.name_prefix}-api"
-  routes             = toset(["POST /describe", "POST /attributes"])
+  routes             = toset(concat(["POST /describe", "POST /attributes"], local.restyle_routes))
   authorization_type = var.authorization
 
   # Concurrency the function can count on: its reservation, or else 10 (AWS keeps at least 10 of an
@@ -116,8 +116,9 @@ resource "aws_lambda_function" "api" {
   }
 
   environment {
-    # extra_environment (e.g. the search module's SEARCH_ENDPOINT_NAME) cannot override these.
-    variables = merge(var.extra_environment, {
+    # extra_environment (e.g. the search module's SEARCH_ENDPOINT_NAME) cannot override these; the RESTYLE_*
+    # variables exist only with enable_restyle (restyle.tf).
+    variables = merge(var.extra_environment, local.restyle_environment, {
       ENDPOINT_NAME           = var.endpoint_name
       BEDROCK_MODEL_ID        = var.bedrock_model_id
       DESCRIPTION_BACKEND     = "bedrock"

@@ -42,3 +42,8 @@ output "lambda_environment" {
   description = "The API Lambda's environment variables (no secrets: names, ids and levels)."
   value       = aws_lambda_function.api.environment[0].variables
 }
+
+output "route_keys" {
+  description = "The routes this module puts on the HTTP API (POST /restyle only with enable_restyle)."
+  value       = sort(tolist(local.routes))
+}

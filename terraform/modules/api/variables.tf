@@ -326,3 +326,45 @@ variable "extra_environment" {
     error_message = "extra_environment names must be upper-case environment variable names."
   }
 }
+
+variable "enable_restyle" {
+  description = "Add POST /restyle: a Stability image-to-image model on Bedrock redraws the photo in a style. Off by default: no route, no IAM statement, no RESTYLE_* variables."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "restyle_model_id" {
+  description = "Bedrock foundation model id of the restyle model (RESTYLE_MODEL_ID), invoked on demand in restyle_region; the only image model the Lambda may invoke. SDXL 1.0 (stability.stable-diffusion-xl-v1) is not ACTIVE on Bedrock: `loom preflight` checks the lifecycle."
+  type        = string
+  default     = "stability.sd3-5-large-v1:0"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^stability\\.[a-z0-9][a-z0-9._:-]*$", var.restyle_model_id))
+    error_message = "restyle_model_id must be a Stability foundation model id such as stability.sd3-5-large-v1:0 (the Lambda sends the Stability image-to-image request body)."
+  }
+}
+
+variable "restyle_region" {
+  description = "Region where the restyle model is offered and invoked (RESTYLE_REGION); it may differ from the API's."
+  type        = string
+  default     = "us-west-2"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.restyle_region))
+    error_message = "restyle_region must look like us-west-2."
+  }
+}
+
+variable "restyle_bucket_name" {
+  description = "The project bucket; restyled images too large to return inline go under restyle/ (RESTYLE_BUCKET). Needed with enable_restyle."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.restyle_bucket_name == null || can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.restyle_bucket_name))
+    error_message = "restyle_bucket_name must be a valid S3 bucket name."
+  }
+}

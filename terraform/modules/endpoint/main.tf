@@ -12,7 +12,10 @@ locals {
   #   https://docs.aws.amazon.com/sagemaker/latest/dg/large-model-inference-uncompressed.html
   compressed_artifact = var.model_data_compression == "Gzip"
   # The "folder" holding model.tar.gz, or the model folder itself: the role can read only below it.
-  artifact_prefix = local.compressed_artifact ? join("/", slice(split("/", local.artifact_key), 0, length(split("/", local.artifact_key)) - 1)) : trimsuffix(local.artifact_key, "/")
+  # With rollouts outside Terraform (`loom rollout --model-data`), any artifact under models/ (the
+  # training output prefix) may be rolled out, so the role reads all of models/.
+  artifact_prefix   = local.compressed_artifact ? join("/", slice(split("/", local.artifact_key), 0, length(split("/", local.artifact_key)) - 1)) : trimsuffix(local.artifact_key, "/")
+  model_read_prefix = var.rollouts_outside_terraform ? "models" : local.artifact_prefix
 
   bucket_arn     = "arn:${var.partition}:s3:::${var.bucket_name}"
   capture_prefix = "capture/${var.endpoint_name}"
@@ -39,7 +42,7 @@ locals {
   data_capture_enabled     = var.data_capture.enabled
   batch_input_prefix_arn   = "${local.bucket_arn}/batch/input/*"
   batch_output_prefix_arn  = "${local.bucket_arn}/batch/output/*"
-  artifact_object_arn_glob = "${local.bucket_arn}/${local.artifact_prefix}/*"
+  artifact_object_arn_glob = "${local.bucket_arn}/${local.model_read_prefix}/*"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +87,7 @@ resource "aws_iam_role_policy" "model" {
           Effect    = "Allow"
           Action    = "s3:ListBucket"
           Resource  = local.bucket_arn
-          Condition = { StringLike = { "s3:prefix" = concat(["batch/input/*"], local.compressed_artifact ? [] : ["${local.artifact_prefix}/*"]) } }
+          Condition = { StringLike = { "s3:prefix" = concat(["batch/input/*"], local.compressed_artifact && !var.rollouts_outside_terraform ? [] : ["${local.model_read_prefix}/*"]) } }
         },
         {
           Sid      = "WriteBatchOutput"
@@ -233,13 +236,30 @@ resource "aws_sagemaker_endpoint_configuration" "this" {
   }
 }
 
-resource "aws_sagemaker_endpoint" "this" {
-  name                 = var.endpoint_name
-  endpoint_config_name = aws_sagemaker_endpoint_configuration.this.name
-
+# Two blocks for one endpoint, because `ignore_changes` cannot depend on a variable: `this` when
+# Terraform rolls the endpoint out (the default), `rollouts_outside_terraform` when `loom rollout`
+# does, where Terraform leaves the live configuration and deployment configuration alone. Switching
+# moves the endpoint between the two addresses with `terraform state mv` (docs/deploy.md); without
+# it the plan destroys the endpoint and creates it again.
+locals {
+  endpoint = var.rollouts_outside_terraform ? aws_sagemaker_endpoint.rollouts_outside_terraform[0] : aws_sagemaker_endpoint.this[0]
   # Rollouts are blue/green: the new fleet takes all traffic once healthy, bakes for
   # rollout_bake_seconds, and SageMaker rolls back to the old fleet if the 5xx or latency alarm
   # fires meanwhile.  https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green.html
+  rollback_alarm_names = [aws_cloudwatch_metric_alarm.invocation_5xx.alarm_name, aws_cloudwatch_metric_alarm.model_latency.alarm_name]
+}
+
+# Endpoints created before the two blocks existed were `aws_sagemaker_endpoint.this`.
+moved {
+  from = aws_sagemaker_endpoint.this
+  to   = aws_sagemaker_endpoint.this[0]
+}
+
+resource "aws_sagemaker_endpoint" "this" {
+  count                = var.rollouts_outside_terraform ? 0 : 1
+  name                 = var.endpoint_name
+  endpoint_config_name = aws_sagemaker_endpoint_configuration.this.name
+
   deployment_config {
     blue_green_update_policy {
       traffic_routing_configuration {
@@ -251,27 +271,74 @@ resource "aws_sagemaker_endpoint" "this" {
     }
 
     auto_rollback_configuration {
-      alarms {
-        alarm_name = aws_cloudwatch_metric_alarm.invocation_5xx.alarm_name
-      }
-      alarms {
-        alarm_name = aws_cloudwatch_metric_alarm.model_latency.alarm_name
+      dynamic "alarms" {
+        for_each = local.rollback_alarm_names
+        content {
+          alarm_name = alarms.value
+        }
       }
     }
   }
 
-  tags = var.tags
+  tags       = var.tags
+  depends_on = [aws_cloudwatch_log_group.endpoint]
+}
+
+# Created with the same configuration and deployment configuration; afterwards `loom rollout` owns
+# both: it moves the endpoint to configurations of its own (keeping the autoscaled instance count,
+# which the provider's UpdateEndpoint cannot) and carries the deployment configuration forward.
+resource "aws_sagemaker_endpoint" "rollouts_outside_terraform" {
+  count                = var.rollouts_outside_terraform ? 1 : 0
+  name                 = var.endpoint_name
+  endpoint_config_name = aws_sagemaker_endpoint_configuration.this.name
+
+  deployment_config {
+    blue_green_update_policy {
+      traffic_routing_configuration {
+        type                     = "ALL_AT_ONCE"
+        wait_interval_in_seconds = var.rollout_bake_seconds
+      }
+      termination_wait_in_seconds          = var.rollout_termination_wait_seconds
+      maximum_execution_timeout_in_seconds = var.rollout_timeout_seconds
+    }
+
+    auto_rollback_configuration {
+      dynamic "alarms" {
+        for_each = local.rollback_alarm_names
+        content {
+          alarm_name = alarms.value
+        }
+      }
+    }
+  }
+
+  tags       = var.tags
+  depends_on = [aws_cloudwatch_log_group.endpoint]
 
   lifecycle {
-    # UpdateEndpoint refuses a maximum execution time that does not exceed the waits it contains.
-    #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_BlueGreenUpdatePolicy.html
+    # The provider would send UpdateEndpoint back to Terraform's configuration without
+    # RetainAllVariantProperties (capacity reset), or with Terraform's deployment configuration.
+    ignore_changes = [endpoint_config_name, deployment_config]
+  }
+}
+
+# With rollouts_outside_terraform, a change of Terraform's model or configuration variables replaces
+# Terraform's configuration, and create_before_destroy then deletes the old one. While the endpoint
+# still serves it (before the first `loom rollout`), that would delete the live endpoint's
+# configuration (API_DeleteEndpointConfig.html: "If you delete the EndpointConfig of an endpoint that
+# is active ... you may lose visibility into the instance type the endpoint is using"): stop the plan.
+resource "terraform_data" "rollout_guard" {
+  count = var.rollouts_outside_terraform ? 1 : 0
+
+  lifecycle {
     precondition {
-      condition     = var.rollout_timeout_seconds > var.rollout_bake_seconds + var.rollout_termination_wait_seconds
-      error_message = "rollout_timeout_seconds (${var.rollout_timeout_seconds}) must exceed rollout_bake_seconds + rollout_termination_wait_seconds (${var.rollout_bake_seconds + var.rollout_termination_wait_seconds})."
+      condition = (
+        aws_sagemaker_endpoint.rollouts_outside_terraform[0].endpoint_config_name == aws_sagemaker_endpoint_configuration.this.name ||
+        !can(regex("^${var.endpoint_name}-[0-9a-f]{8}$", aws_sagemaker_endpoint.rollouts_outside_terraform[0].endpoint_config_name))
+      )
+      error_message = "The endpoint still serves Terraform's configuration ${aws_sagemaker_endpoint.rollouts_outside_terraform[0].endpoint_config_name}, which this plan would replace and delete. With rollouts_outside_terraform = true roll out with `loom rollout`, and keep model_data_url, the image tag (make's IMAGE_TAG defaults to the current commit), instance_type and the other model and configuration variables as they are."
     }
   }
-
-  depends_on = [aws_cloudwatch_log_group.endpoint]
 }
 
 # SageMaker would create this group itself, unencrypted and kept forever.
@@ -285,8 +352,9 @@ resource "aws_cloudwatch_log_group" "endpoint" {
 # ---------------------------------------------------------------------------------------------
 # Autoscaling on invocations per instance
 # ---------------------------------------------------------------------------------------------
-# Changing the instance type of an autoscaled variant fails (endpoint-scaling-update.html): apply
-# with autoscaling_enabled = false first, then change instance_type, then enable it again.
+# Changing the instance type of an autoscaled variant fails (endpoint-scaling-update.html):
+# `loom rollout --instance-type` deregisters and registers the variant around the update; through
+# Terraform, apply with autoscaling_enabled = false first, then change instance_type, then enable it again.
 resource "aws_appautoscaling_target" "this" {
   count = var.autoscaling_enabled ? 1 : 0
 
@@ -296,7 +364,7 @@ resource "aws_appautoscaling_target" "this" {
   min_capacity       = var.min_capacity
   max_capacity       = var.max_capacity
 
-  depends_on = [aws_sagemaker_endpoint.this]
+  depends_on = [aws_sagemaker_endpoint.this, aws_sagemaker_endpoint.rollouts_outside_terraform]
 }
 
 resource "aws_appautoscaling_policy" "invocations" {

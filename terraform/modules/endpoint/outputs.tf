@@ -1,11 +1,11 @@
 output "endpoint_name" {
   description = "Name of the SageMaker endpoint."
-  value       = aws_sagemaker_endpoint.this.name
+  value       = local.endpoint.name
 }
 
 output "endpoint_arn" {
   description = "ARN of the SageMaker endpoint."
-  value       = aws_sagemaker_endpoint.this.arn
+  value       = local.endpoint.arn
 }
 
 output "endpoint_arn_expected" {
@@ -19,8 +19,18 @@ output "model_name" {
 }
 
 output "endpoint_config_name" {
-  description = "Name of the current endpoint configuration."
+  description = "Name of Terraform's endpoint configuration (with rollouts_outside_terraform, the endpoint may serve a later one of `loom rollout`)."
   value       = aws_sagemaker_endpoint_configuration.this.name
+}
+
+output "rollback_alarm_names" {
+  description = "CloudWatch alarms whose firing rolls a rollout back (`loom rollout --alarm` takes the same)."
+  value       = local.rollback_alarm_names
+}
+
+output "rollouts_outside_terraform" {
+  description = "Whether `loom rollout` (not Terraform) rolls the endpoint out."
+  value       = var.rollouts_outside_terraform
 }
 
 output "role_arn" {
@@ -34,8 +44,8 @@ output "autoscaling_resource_id" {
 }
 
 output "artifact_prefix" {
-  description = "S3 key prefix the execution role may read the model artifact from."
-  value       = local.artifact_prefix
+  description = "S3 key prefix the execution role may read model artifacts from (models with rollouts_outside_terraform)."
+  value       = local.model_read_prefix
 }
 
 output "log_group_name" {

@@ -306,7 +306,7 @@ variable "container_startup_timeout_seconds" {
 }
 
 variable "rollout_instance_count" {
-  description = "Instances a new endpoint configuration (a rollout) starts with; null uses min_capacity. Set it to the current instance count to keep capacity through a rollout."
+  description = "Instances a new endpoint configuration (a rollout through Terraform) starts with; null uses min_capacity. The provider sends no RetainAllVariantProperties: set it to the current instance count to start the new fleet at that size (`loom rollout` keeps the count by itself)."
   type        = number
   default     = null
 
@@ -350,10 +350,24 @@ variable "rollout_timeout_seconds" {
     condition     = var.rollout_timeout_seconds >= 600 && var.rollout_timeout_seconds <= 14400
     error_message = "rollout_timeout_seconds must be between 600 and 14400."
   }
+
+  # UpdateEndpoint refuses a maximum execution time that does not exceed the waits it contains.
+  #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_BlueGreenUpdatePolicy.html
+  validation {
+    condition     = var.rollout_timeout_seconds > var.rollout_bake_seconds + var.rollout_termination_wait_seconds
+    error_message = "rollout_timeout_seconds (${var.rollout_timeout_seconds}) must exceed rollout_bake_seconds + rollout_termination_wait_seconds (${var.rollout_bake_seconds + var.rollout_termination_wait_seconds})."
+  }
+}
+
+variable "rollouts_outside_terraform" {
+  description = "true: `loom rollout` rolls new models, images and instance types out (keeping the autoscaled instance count), and Terraform ignores the endpoint's live configuration and deployment configuration. Terraform's model_data_url, image and instance_type then only describe the first deployment. Switch with `terraform state mv` (docs/deploy.md)."
+  type        = bool
+  default     = false
+  nullable    = false
 }
 
 variable "autoscaling_enabled" {
-  description = "Target-tracking autoscaling of the variant. Set false for one apply before changing instance_type (SageMaker refuses an instance type change of an autoscaled variant), then true again."
+  description = "Target-tracking autoscaling of the variant. To change instance_type through Terraform, set false for one apply first (SageMaker refuses an instance type change of an autoscaled variant), then true again; `loom rollout --instance-type` does this itself."
   type        = bool
   default     = true
   nullable    = false

@@ -1,7 +1,7 @@
 # Product search (docs/search.md): the CLIP endpoint (SageMaker Serverless Inference by default, or
 # real-time), the search backend (the endpoint's embedded index, an OpenSearch domain or an OpenSearch
-# Serverless vector collection: opensearch.tf), the POST /search route on the existing HTTP API, and
-# least-privilege IAM for the API Lambda. The CLIP artifact runs in the same inference image as the
+# Serverless vector collection: opensearch.tf), the POST /search, /tags and /interrogate routes on the
+# existing HTTP API, and least-privilege IAM for the API Lambda. The CLIP artifact runs in the same inference image as the
 # attribute model; its manifest says kind "clip".
 
 locals {
@@ -20,6 +20,7 @@ locals {
   local_storage_instance = can(regex("^ml\\.(c5d|m5d|r5d|g4dn|g5|g6|g6e|p3dn|p4d|p4de|p5|trn1)\\.", var.instance_type))
   endpoint_kms_key       = local.serverless || local.local_storage_instance ? null : var.kms_key_arn
 
+  clip_routes       = toset(["POST /search", "POST /tags", "POST /interrogate"])
   lambda_role_name  = element(split("/", var.lambda_role_arn), length(split("/", var.lambda_role_arn)) - 1)
   lambda_invoke_arn = "arn:${var.partition}:apigateway:${var.region}:lambda:path/2015-03-31/functions/${var.lambda_function_arn}/invocations"
 }
@@ -127,7 +128,9 @@ resource "aws_sagemaker_endpoint" "clip" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# The API: POST /search on the existing HTTP API, answered by the existing Lambda
+# The API: POST /search, /tags and /interrogate on the existing HTTP API, answered by the existing
+# Lambda (inference/api/search.py, clip_tasks.py): products by text or photo, a photo's zero-shot tags,
+# a prompt that describes a photo
 # ---------------------------------------------------------------------------------------------
 resource "aws_apigatewayv2_integration" "search" {
   api_id                 = var.api_id
@@ -138,9 +141,11 @@ resource "aws_apigatewayv2_integration" "search" {
   timeout_milliseconds   = 30000
 }
 
-resource "aws_apigatewayv2_route" "search" {
+resource "aws_apigatewayv2_route" "clip" {
+  for_each = local.clip_routes
+
   api_id             = var.api_id
-  route_key          = "POST /search"
+  route_key          = each.key
   target             = "integrations/${aws_apigatewayv2_integration.search.id}"
   authorization_type = var.route_authorization_type
   authorizer_id      = var.route_authorization_type == "JWT" ? var.route_authorizer_id : null
@@ -153,13 +158,26 @@ resource "aws_apigatewayv2_route" "search" {
   }
 }
 
-resource "aws_lambda_permission" "search" {
-  statement_id  = "AllowHttpApi-POST-search"
+resource "aws_lambda_permission" "clip" {
+  for_each = local.clip_routes
+
+  statement_id  = "AllowHttpApi-${replace(each.key, "/[^A-Za-z0-9]+/", "-")}"
   action        = "lambda:InvokeFunction"
   function_name = var.lambda_function_arn
   principal     = "apigateway.amazonaws.com"
   # Only this route of this API may invoke the function through this permission.
-  source_arn = "arn:${var.partition}:execute-api:${var.region}:${var.account_id}:${var.api_id}/*/POST/search"
+  source_arn = "arn:${var.partition}:execute-api:${var.region}:${var.account_id}:${var.api_id}/*/${replace(each.key, " /", "/")}"
+}
+
+# Deployments made before /tags and /interrogate keep their /search route and permission.
+moved {
+  from = aws_apigatewayv2_route.search
+  to   = aws_apigatewayv2_route.clip["POST /search"]
+}
+
+moved {
+  from = aws_lambda_permission.search
+  to   = aws_lambda_permission.clip["POST /search"]
 }
 
 # The API Lambda may invoke the CLIP endpoint and query (never write) the search backend.

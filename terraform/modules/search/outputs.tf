@@ -38,5 +38,10 @@ output "lambda_environment" {
 
 output "route_key" {
   description = "The route this module adds to the HTTP API."
-  value       = aws_apigatewayv2_route.search.route_key
+  value       = aws_apigatewayv2_route.clip["POST /search"].route_key
+}
+
+output "route_keys" {
+  description = "Every route this module adds to the HTTP API."
+  value       = sort([for r in aws_apigatewayv2_route.clip : r.route_key])
 }

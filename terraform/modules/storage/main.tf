@@ -1,4 +1,4 @@
-# The Loom bucket (prefixes data/, models/, checkpoints/, batch/, capture/) and the bucket that
+# The Loom bucket (prefixes data/, models/, checkpoints/, batch/, capture/, restyle/) and the bucket that
 # receives its S3 server access logs.
 
 locals {
@@ -100,6 +100,19 @@ resource "aws_s3_bucket_lifecycle_configuration" "data" {
     }
     expiration {
       days = var.batch_output_expiration_days
+    }
+  }
+
+  # POST /restyle writes images too large to return inline under restyle/ and hands out a URL valid for
+  # 15 minutes (inference/api/restyle.py): one day is plenty.
+  rule {
+    id     = "expire-restyled-images"
+    status = "Enabled"
+    filter {
+      prefix = "restyle/"
+    }
+    expiration {
+      days = 1
     }
   }
 
