@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from loom.clip_request import parse_tags
+from loom.errors import StatusError
+
 MB = 1024 * 1024
 SHARD_SUFFIX = ".jsonl"
 OUTPUT_SUFFIX = ".out"  # SageMaker names each output object <input object>.out
@@ -65,26 +68,31 @@ def encode_record(product_id: str, image: bytes, attributes: Sequence[str] | Non
     return json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
-def tag_fields(labels: Mapping[str, Sequence[str]] | None = None, min_probability: float | None = None
-               ) -> dict[str, Any]:
+def tag_fields(labels: Mapping[str, Sequence[str]] | None = None, min_probability: float | None = None,
+               attributes: Sequence[str] | None = None) -> dict[str, Any]:
     """The fields every line of a tags job carries: `{"task": "tags"[, "labels": {attribute: [values]}]
-    [, "min_probability": p]}`. Caller labels have no calibrated threshold: the endpoint withholds them as
-    not_calibrated unless `min_probability` (which needs labels) says when to state them."""
-    if min_probability is not None:
-        if not labels:
-            raise ValueError("a minimum probability is the threshold for caller-given labels: give labels too")
-        if not 0 < min_probability <= 1:
-            raise ValueError(f"the minimum probability must be in (0, 1], got {min_probability}")
-    return {"task": TASK_TAGS, **({"labels": {k: list(v) for k, v in labels.items()}} if labels else {}),
-            **({"min_probability": min_probability} if min_probability is not None else {})}
+    [, "min_probability": p]}` (`attributes` go on the line as for any task: `encode_record`).
 
-
-def read_labels(path: str | Path) -> dict[str, list[str]]:
-    """Candidate values per attribute for a tags job, from a JSON file `{"Pattern": ["Striped", ...], ...}`.
-
-    The server judges the values (unknown attribute, too many labels); this refuses what no server could
-    read, before a whole catalog is uploaded.
+    Checked with the endpoint's own rules (`loom.clip_request.parse_tags`) before a catalog is uploaded, so that
+    a job never answers every line with the same 400; ValueError says what is wrong. Caller labels have no
+    calibrated threshold: the endpoint withholds them as not_calibrated unless `min_probability` says when to
+    state them.
     """
+    fields: dict[str, Any] = {"task": TASK_TAGS}
+    if labels:
+        fields["labels"] = dict(labels)  # lists of values, as JSON gives them; parse_tags checks them
+    if min_probability is not None:
+        fields["min_probability"] = min_probability
+    try:
+        parse_tags({**fields, **({"attributes": list(attributes)} if attributes else {})})
+    except StatusError as exc:
+        raise ValueError(exc.message) from None
+    return fields
+
+
+def read_labels(path: str | Path) -> dict[str, Any]:
+    """Candidate values per attribute for a tags job, from a JSON file `{"Pattern": ["Striped", ...], ...}`
+    (`tag_fields` checks them)."""
     where = Path(path)
     try:
         data = json.loads(where.read_text(encoding="utf-8"))
@@ -92,15 +100,7 @@ def read_labels(path: str | Path) -> dict[str, list[str]]:
         raise ValueError(f"{where}: cannot read the labels file ({exc})") from None
     if not isinstance(data, dict) or not data:
         raise ValueError(f'{where}: labels must be a JSON object such as {{"Pattern": ["Striped", "Solid"]}}')
-    labels: dict[str, list[str]] = {}
-    for name, values in data.items():
-        if (not isinstance(values, list) or not values
-                or not all(isinstance(v, str) and v.strip() for v in values)):
-            raise ValueError(f"{where}: labels for {name!r} must be a non-empty list of non-empty strings")
-        if len(set(values)) != len(values):
-            raise ValueError(f"{where}: labels for {name!r} repeat a value")
-        labels[name] = values
-    return labels
+    return data
 
 
 def max_record_bytes(max_payload_mb: int) -> int:

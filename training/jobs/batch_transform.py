@@ -284,8 +284,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"--task tags does not take {', '.join(refused)}: those are for the attribute model")
     elif args.labels or args.min_probability is not None:
         p.error("--labels and --min-probability are for --task tags")
-    if args.min_probability is not None and not args.labels:
-        p.error("--min-probability is the threshold for --labels: give a labels file")
     return args
 
 
@@ -300,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _collect(s3, args, job_locations(args.bucket, args.prefix, job_name))
         task = args.task or records.TASK_ATTRIBUTES
         fields = records.tag_fields(records.read_labels(args.labels) if args.labels else None,
-                                    args.min_probability) if task == records.TASK_TAGS else None
+                                    args.min_probability, args.attributes) if task == records.TASK_TAGS else None
         job_name = jobs.validate_job_name(args.job_name) if args.job_name else jobs.default_job_name("batch")
         where = job_locations(args.bucket, args.prefix, job_name)
         request = transform_job_request(
