@@ -140,7 +140,9 @@ def invocations() -> Response:
         if getattr(predictor, "kind", None) == "clip":  # search hook: CLIP requests live in clip_app.py
             from inference.server.clip_app import answer_clip_request
 
-            return admission.run(answer_clip_request, predictor, content_type, body, server.limits.max_image_pixels)
+            status, text, mimetype = admission.run(answer_clip_request, predictor, content_type, body,
+                                                   server.limits.max_image_pixels)
+            return Response(text, status=status, mimetype=mimetype)
         if content_type in JSONLINES_TYPES:
             text = answer_jsonlines(body, predictor, admission, batch_products=server.limits.batch_products,
                                     max_image_pixels=server.limits.max_image_pixels)

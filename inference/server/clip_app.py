@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from flask import Response
 from PIL import Image
 
 from inference.server.clip_tasks import TagPlan, ZeroShot, parse_prompts
@@ -217,12 +216,14 @@ def _image(value: Any, max_image_pixels: int):
         raise StatusError(400, str(exc)) from None
 
 
-def answer_clip_request(service: ClipService, content_type: str, body: bytes, max_image_pixels: int) -> Response:
-    """The HTTP answer to one `POST /invocations` for a CLIP artifact (called by app.py)."""
+def answer_clip_request(service: ClipService, content_type: str, body: bytes,
+                        max_image_pixels: int) -> tuple[int, str, str]:
+    """(status, body, media type) of one `POST /invocations` for a CLIP artifact; app.py makes the Flask
+    response, so this module (and the training image that tags through ClipService) needs no Flask."""
     try:
         if content_type in JSONLINES_TYPES:
             lines = [json.dumps(r, ensure_ascii=False) for r in service.answer_lines(body, max_image_pixels)]
-            return Response("\n".join(lines) + "\n", status=200, mimetype="application/jsonlines")
+            return 200, "\n".join(lines) + "\n", "application/jsonlines"
         if content_type.startswith("image/") or content_type == "application/x-image":
             try:
                 image = decode_image(body, max_image_pixels)
@@ -236,5 +237,5 @@ def answer_clip_request(service: ClipService, content_type: str, body: bytes, ma
                 raise StatusError(400, f"the body is not valid JSON ({exc}); send a JSON object") from None
             result = service.answer(request, max_image_pixels)
     except StatusError as exc:
-        return Response(json.dumps(exc.body()), status=exc.status, mimetype="application/json")
-    return Response(json.dumps(result, ensure_ascii=False), status=200, mimetype="application/json")
+        return exc.status, json.dumps(exc.body()), "application/json"
+    return 200, json.dumps(result, ensure_ascii=False), "application/json"

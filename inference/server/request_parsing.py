@@ -7,9 +7,10 @@ into `{"error": message}` with that status (docs/endpoint-contract.md lists them
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from flask import Request
+if TYPE_CHECKING:  # annotations only: the CLIP tagger imports this module in the training image, without Flask
+    from flask import Request
 
 from inference.server.images import decode_image
 from loom.base64_image import decode_base64_image
