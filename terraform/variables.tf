@@ -625,7 +625,7 @@ variable "enable_restyle" {
 }
 
 variable "restyle_model_id" {
-  description = "Stability foundation model id for POST /restyle (an ACTIVE image-to-image model; SDXL 1.0 is not ACTIVE on Bedrock)."
+  description = "Stability foundation model id for POST /restyle (an ACTIVE image-to-image model: `loom preflight --restyle-model-id` checks its lifecycle)."
   type        = string
   default     = "stability.sd3-5-large-v1:0"
   nullable    = false

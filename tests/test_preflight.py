@@ -227,7 +227,8 @@ def test_terraform_accepts_the_same_model_ids_as_preflight():
 # The lifecycle page (https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html): every model
 # is Active, Legacy or EOL, shown in GetFoundationModel's modelLifecycle; "New customers can't use Legacy
 # models", and requests to an EOL model fail. SDXL 1.0 (stability.stable-diffusion-xl-v1), which the original
-# post used, is not ACTIVE on Bedrock: a deployment must use an ACTIVE image-to-image model, such as the
+# post used, is checked like any other (its status could not be read offline; the tests give it LEGACY to show
+# the refusal): a deployment must use an ACTIVE image-to-image model, such as the
 # default Stable Diffusion 3.5 Large, whose image-to-image request inference/api/restyle.py sends
 # (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-3-5-large.html).
 

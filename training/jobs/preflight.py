@@ -13,8 +13,8 @@ Checks, each printed as `ok`, `WARN` or `FAIL` with what to do about it:
   converse       one tiny Converse call (8 output tokens). For a third-party model the first invocation
                  also subscribes the account through AWS Marketplace, so run this as an administrator once
   restyle-model  (--restyle-model-id, Terraform enable_restyle) the image model of POST /restyle, in the
-                 Region it is invoked in: ACTIVE (a LEGACY model FAILs: new customers cannot use it; SDXL 1.0
-                 is not ACTIVE), invocable on demand by model id, image in and image out (GetFoundationModel)
+                 Region it is invoked in: ACTIVE, read live (a LEGACY model FAILs: new customers cannot use
+                 it), invocable on demand by model id, image in and image out (GetFoundationModel)
   restyle-access the account may use it there (GetFoundationModelAvailability); no image is generated
   lambda         the account's Lambda concurrency, and whether --reserved-concurrency N would be refused
   github-oidc    (--github) an existing GitHub OIDC provider to reuse (github_oidc_provider_arn)

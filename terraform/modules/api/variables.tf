@@ -335,7 +335,7 @@ variable "enable_restyle" {
 }
 
 variable "restyle_model_id" {
-  description = "Bedrock foundation model id of the restyle model (RESTYLE_MODEL_ID), invoked on demand in restyle_region; the only image model the Lambda may invoke. SDXL 1.0 (stability.stable-diffusion-xl-v1) is not ACTIVE on Bedrock: `loom preflight` checks the lifecycle."
+  description = "Bedrock foundation model id of the restyle model (RESTYLE_MODEL_ID), invoked on demand in restyle_region; the only image model the Lambda may invoke. `loom preflight --restyle-model-id` checks that it is ACTIVE (for SDXL 1.0, stability.stable-diffusion-xl-v1, too)."
   type        = string
   default     = "stability.sd3-5-large-v1:0"
   nullable    = false
