@@ -1,7 +1,8 @@
 """`loom search-demo`: product search offline, end to end, with a page to try it in a browser.
 
 synthetic catalog -> tiny CLIP (a stand-in, cached) -> index bundle -> the `serve` program on 127.0.0.1
--> three text queries and one photo query through the API's search code -> the search page on 127.0.0.1
+-> three text queries and one photo query through the API's search code, that photo's zero-shot tags and
+interrogated prompts through the API's /tags and /interrogate code -> the search page on 127.0.0.1
 (type a query or drop a photo: thumbnails with scores and attributes). Ctrl-C stops it.
 
     loom search-demo [--work DIR] [--catalog DIR] [--port 8765] [--no-serve]
@@ -100,6 +101,24 @@ def print_results(title: str, status: int, answer: dict[str, Any], top: int = 5)
         print(f"    {row['score']:.3f}  {row['id']}  {row['name']}  ({attributes})")
 
 
+def print_zero_shot(page: SearchPage, photo: str, product: dict[str, Any]) -> None:
+    """The same photo's zero-shot tags (calibrated: stated or withheld) and its interrogated prompts, through
+    the API's code for POST /tags and POST /interrogate."""
+    from inference.api.clip_tasks import interrogate, parse_interrogate_route, parse_tags_route, tags
+
+    truth = ", ".join(f"{k}={product['attributes'].get(k, '-')}" for k in ("baseColour", "Pattern", "Sleeve Length"))
+    print(f"\n  zero-shot tags of that photo (true: {truth})")
+    answer = tags(page.settings, parse_tags_route(json.dumps({"image": photo}), False))
+    for name, tag in answer["tags"].items():
+        print(f"    stated    {name} = {tag['value']}  (p {tag['probability']:.2f})")
+    for name, tag in answer["withheld"].items():
+        print(f"    withheld  {name} (top {tag['value']!r}, p {tag['probability']:.2f}: {tag['reason']})")
+    print("\n  prompts written from that photo (interrogation)")
+    for mode in ("fast", "classic", "best"):
+        body = json.dumps({"image": photo, "mode": mode, "max_terms": 5})
+        print(f"    {mode:<8}{interrogate(page.settings, parse_interrogate_route(body, False))['prompt']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="loom search-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "search-demo", help="working folder")
@@ -130,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         photo = shopper_photo_b64(catalog / first["image"])
         print_results(f"photo: a shopper's photo of product {first['id']} ({first['name']})",
                       *page.answer(json.dumps({"image": photo, "k": 5})))
+        print_zero_shot(page, photo, first)
         if args.no_serve:
             page.server.server_close()
             return 0

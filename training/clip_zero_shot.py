@@ -6,7 +6,8 @@
    (`ClipService.tag_images`), each attribute's (correct, probability) records are calibrated with
    loom/calibration.py at the attribute model's target precision and minimum count (training/calibrate.py),
    and stored in the manifest (records in evaluation/calibration.csv). An attribute whose threshold reaches
-   the target nowhere, or an artifact built without validation photos, states no tag: `not_calibrated`;
+   the target nowhere states no tag (`below_threshold`, as the attribute model says); an artifact built
+   without validation photos states none either (`not_calibrated`);
 3. the phrase tables (the catalog's vocabulary per attribute, the calibrated attributes first, then the
    built-in style tables, then custom ones) and their text embeddings, float16, in MODEL_DIR/phrases/.
 """

@@ -11,8 +11,9 @@
 Tags: the candidates of an attribute are the schema's known values unless `labels` gives them; each value is
 embedded through the manifest's templates and the embeddings averaged (prompt ensembling). A value is stated
 when its probability reaches the attribute's threshold calibrated on validation photos (loom/calibration.py,
-as for the attribute model), else withheld: `below_threshold`, or `not_calibrated` when the attribute has no
-threshold (no validation photos when the artifact was built, or no threshold reached the target precision).
+as for the attribute model), else withheld: `below_threshold` (also when calibration found no threshold that reaches
+the target precision: no probability states it), or `not_calibrated` when the attribute was never calibrated
+(no validation photos when the artifact was built).
 Caller-given labels change the softmax, so the calibrated threshold does not hold for them: they are withheld
 as `not_calibrated` unless the request sets `min_probability`, the caller's own threshold for its labels (a
 label list equal to the schema's known values keeps the calibrated threshold). Prompts of the post's form are
@@ -22,6 +23,7 @@ which the API Lambda checks with too.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -150,9 +152,13 @@ class ZeroShot:
         return TagPlan(candidates, thresholds)
 
     def threshold(self, name: str) -> float | None:
+        """The attribute's calibrated minimum probability; inf when calibration found none that reaches the
+        target precision (never stated: `below_threshold`, as the attribute model says of such an attribute);
+        None when the attribute was never calibrated (`not_calibrated`)."""
         if self.calibration is None or name not in self.calibration.attributes:
             return None
-        return self.calibration.threshold(name)
+        threshold = self.calibration.threshold(name)
+        return math.inf if threshold is None else threshold
 
     def tag(self, image_vectors: np.ndarray, plan: TagPlan) -> list[dict[str, dict]]:
         """{"tags", "withheld"} for each image embedding."""

@@ -61,8 +61,9 @@ def tag(image: np.ndarray, candidates: Mapping[str, tuple[Sequence[str], np.ndar
         thresholds: Mapping[str, float | None], logit_scale: float = 100.0) -> tuple[dict, dict]:
     """(tags, withheld) per attribute. `candidates`: attribute -> (values, their label embeddings).
 
-    `thresholds`: the calibrated minimum probability per attribute; None (or absent) means no threshold
-    reached the target precision on validation data, so the attribute is never stated.
+    `thresholds`: the calibrated minimum probability per attribute (inf when calibration found no threshold
+    that reaches the target precision: never stated, `below_threshold`); None (or absent) means the attribute
+    was never calibrated, so it is never stated either (`not_calibrated`).
     """
     tags: dict[str, dict] = {}
     withheld: dict[str, dict] = {}
