@@ -227,7 +227,6 @@ def test_the_training_image_installs_every_library_the_server_code_it_runs_impor
     the server modules training loads import (the predictor, the decoder, the CLIP tagger of the baseline)
     must come with that extra, or `train` fails in the image while passing here, where `.[dev]` has it all."""
     import ast
-    import importlib
     import importlib.metadata as md
 
     from packaging.utils import canonicalize_name
@@ -244,17 +243,26 @@ def test_the_training_image_installs_every_library_the_server_code_it_runs_impor
                 names.add(node.module)
         return names
 
-    # What training imports from the server, lazily or not (training/jobs/ runs on the operator's machine).
-    for name in {n for path in (ROOT / "training").glob("*.py") for n in imported(path)
-                 if n.startswith("inference.server.")}:
-        importlib.import_module(name)
-    server_modules = sorted(m for m in sys.modules if m.startswith("inference.server."))
+    # What training imports from the server, lazily or not (training/jobs/ runs on the operator's machine),
+    # and what those modules import in turn: read in a fresh interpreter, since this one has imported the whole
+    # server (app, serve) for other tests.
+    wanted = sorted({n for path in (ROOT / "training").glob("*.py") for n in imported(path)
+                     if n.startswith("inference.server.")})
+    probe = ("import importlib, json, sys\n"
+             f"for name in {wanted!r}: importlib.import_module(name)\n"
+             "print(json.dumps({m: sys.modules[m].__file__ for m in sys.modules if m.startswith('inference.server.')}))")
+    run = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    files = json.loads(run.stdout.strip().splitlines()[-1])
+    server_modules = sorted(files)
     assert "inference.server.predictor" in server_modules and "inference.server.clip_app" in server_modules
+    assert "inference.server.app" not in server_modules  # the Flask app is the inference image's alone
     installed, owners = _extra_distributions("train"), md.packages_distributions()
     missing = {}
     ours = set(sys.stdlib_module_names) | {"loom", "training", "inference"}
     for module in server_modules:
-        for top in {n.split(".")[0] for n in imported(Path(sys.modules[module].__file__))} - ours:
+        for top in {n.split(".")[0] for n in imported(Path(files[module]))} - ours:
             if not {canonicalize_name(d) for d in owners.get(top, [top])} & installed:
                 missing.setdefault(top, []).append(module)
     assert not missing, f"imported by server code that training runs, not installed by .[train]: {missing}"
