@@ -81,6 +81,27 @@ def test_best_adds_only_terms_that_bring_the_prompt_closer_to_the_picture(tables
     assert best["similarity"] >= fast["similarity"]
 
 
+def test_a_prompt_names_at_most_one_value_of_each_catalog_attribute():
+    """One catalog attribute's values exclude each other (a shirt has one colour): `fast` and `best` take the
+    best of such a table once; style tables may give several phrases."""
+    def table(name, phrases):
+        return zs.PhraseTable(name, phrases, embed_texts(phrases))
+
+    colours = table("catalog-colour", ["red", "green", "red green"])
+    styles = table("lighting", ["studio lighting", "natural light", "studio light"])
+    image = picture("red", "green", "studio", "lighting", "light", noise=0.0)  # both colours score high
+    for mode in ("fast", "best"):
+        texts = [t["text"] for t in zs.interrogate(image, [colours, styles], mode=mode, max_terms=6,
+                                                   embed_texts=embed_texts)["terms"]]
+        assert sum(t in colours.phrases for t in texts) == 1, (mode, texts)
+    fast = [t["text"] for t in zs.interrogate(image, [colours, styles], mode="fast", max_terms=6)["terms"]]
+    assert sum(t in styles.phrases for t in fast) >= 2  # not exclusive
+    # The same phrases in a table that is not one attribute's values: several colours may be named.
+    loose = table("colours", colours.phrases)
+    assert sum(t["text"] in loose.phrases
+               for t in zs.interrogate(image, [loose, styles], mode="fast", max_terms=6)["terms"]) >= 2
+
+
 def test_bad_arguments_are_refused(tables):
     with pytest.raises(ValueError, match="unknown mode"):
         zs.interrogate(picture("red"), tables, mode="slow")

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from inference.server.zero_shot import EXCLUSIVE_TABLE_PREFIX
 from loom.schema import PRODUCT_TYPE_ATTRIBUTE, AttributeSchema, attribute_label
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "phrases"
@@ -64,7 +65,7 @@ def read_tables(folder: str | Path) -> dict[str, list[str]]:
 def table_name(attribute_label: str) -> str:
     """The catalog table of an attribute: "Sleeve Length" -> "catalog-sleeve-length"."""
     slug = re.sub(r"[^a-z0-9]+", "-", attribute_label.lower()).strip("-")
-    return f"{CATALOG_TABLE}-{slug}"[:40]
+    return f"{EXCLUSIVE_TABLE_PREFIX}{slug}"[:40]  # the server names at most one phrase of such a table
 
 
 def catalog_tables(schema: AttributeSchema, article_types: Iterable[str] = (),

@@ -25,6 +25,9 @@ from loom.clip_request import MODES
 
 EmbedTexts = Callable[[Sequence[str]], np.ndarray]
 DEFAULT_TEMPLATES = ("a photo of a {} {noun}", "a {} {noun}", "{}")
+# Tables of one catalog attribute's values ("catalog-colour", training/phrase_tables.table_name): the values
+# exclude each other (a shirt has one colour), so a prompt takes at most one phrase from each such table.
+EXCLUSIVE_TABLE_PREFIX = "catalog-"
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -89,6 +92,11 @@ class PhraseTable:
     phrases: list[str]
     embeddings: np.ndarray
 
+    @property
+    def exclusive(self) -> bool:
+        """One catalog attribute's values: a prompt names at most one of them."""
+        return self.name.startswith(EXCLUSIVE_TABLE_PREFIX)
+
 
 def _ranked(image: np.ndarray, table: PhraseTable) -> list[tuple[str, float]]:
     scores = table.embeddings @ image
@@ -110,8 +118,16 @@ def interrogate(image: np.ndarray, tables: Sequence[PhraseTable], *, mode: str =
         raise ValueError("max_terms must be at least 1")
     chosen: list[tuple[str, float]] = []
     if mode == "fast":
-        pool = sorted((pair for t in tables for pair in _ranked(image, t)), key=lambda p: -p[1])
-        chosen = _unique(pool)[:max_terms]
+        pool = sorted(((*pair, t) for t in tables for pair in _ranked(image, t)), key=lambda p: -p[1])
+        used: set[str] = set()
+        for text, score, table in pool:
+            if len(chosen) == max_terms:
+                break
+            if text in {c[0] for c in chosen} or table.name in used:
+                continue
+            chosen.append((text, score))
+            if table.exclusive:
+                used.add(table.name)
     elif mode == "classic":
         for table in tables:  # tables come in order: the catalog's vocabulary first, then styles
             chosen += [p for p in _ranked(image, table) if p[0] not in {c[0] for c in chosen}][:per_table]
@@ -119,7 +135,12 @@ def interrogate(image: np.ndarray, tables: Sequence[PhraseTable], *, mode: str =
     else:
         if embed_texts is None:
             raise ValueError("mode 'best' needs a text encoder to score whole prompts")
-        pool = _unique(sorted((pair for t in tables for pair in _ranked(image, t)[:candidates]), key=lambda p: -p[1]))
+        ranked = sorted(((*pair, t) for t in tables for pair in _ranked(image, t)[:candidates]), key=lambda p: -p[1])
+        pool, seen = [], set()
+        for text, score, table in ranked:
+            if text not in seen:
+                seen.add(text)
+                pool.append((text, score, table))
         current = float(normalise(embed_texts([compose(caption, []) or " "]))[0] @ image) if caption else -1.0
         while pool and len(chosen) < max_terms:
             trials = [compose(caption, [c[0] for c in chosen] + [p[0]]) for p in pool]
@@ -128,7 +149,10 @@ def interrogate(image: np.ndarray, tables: Sequence[PhraseTable], *, mode: str =
             if chosen and float(scores[best]) <= current:
                 break  # no phrase makes the prompt closer to the image
             current = float(scores[best])
-            chosen.append(pool.pop(best))
+            text, score, table = pool.pop(best)
+            chosen.append((text, score))
+            if table.exclusive:  # the other values of that attribute leave the pool
+                pool = [p for p in pool if p[2].name != table.name]
     prompt = compose(caption, [c[0] for c in chosen])
     similarity = None
     if embed_texts is not None:
@@ -137,12 +161,3 @@ def interrogate(image: np.ndarray, tables: Sequence[PhraseTable], *, mode: str =
             "terms": [{"text": text, "similarity": round(score, 4)} for text, score in chosen],
             "similarity": similarity}
 
-
-def _unique(pairs: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
-    seen: set[str] = set()
-    out = []
-    for text, score in pairs:
-        if text not in seen:
-            seen.add(text)
-            out.append((text, score))
-    return out
