@@ -39,3 +39,15 @@ def tiny_clip(tmp_path_factory) -> SearchBuild:
     summary = build_tiny_clip(catalog, clip_dir, steps=TINY_CLIP_STEPS, seed=0)
     index_manifest = build(catalog, clip_dir, index_dir_of(clip_dir), progress=False)
     return SearchBuild(catalog, clip_dir, index_dir_of(clip_dir), summary, index_manifest)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_server(tiny_clip, tmp_path_factory):
+    """The `serve` program on 127.0.0.1 with the tiny CLIP artifact, started once for every test that talks
+    to it over HTTP (search, zero-shot tasks, the API end to end); images up to 1 MP."""
+    from inference.server.local_server import LocalServer
+
+    with LocalServer(tiny_clip.clip_dir, log_path=tmp_path_factory.mktemp("clip_serve") / "serve.log",
+                     env={"MAX_IMAGE_PIXELS": "1000000"}) as running:
+        running.wait_ready(180)
+        yield running

@@ -626,11 +626,10 @@ def test_tags_flags_that_belong_to_the_attribute_model_are_refused(capsys, extra
 
 
 @pytest.mark.slow
-def test_tag_shards_through_the_real_serve_program(tiny_clip, tmp_path):
+def test_tag_shards_through_the_real_serve_program(tiny_clip, tiny_clip_server, tmp_path):
     """What Batch Transform does with `--task tags`: POST each JSON Lines shard to `serve` (gunicorn on
     127.0.0.1, the tiny CLIP artifact), then join the tags back to product ids as `loom batch` does; a
     broken image stays an error on its own line."""
-    from inference.server.local_server import LocalServer
     from inference.server.search_index import SearchIndex
 
     rows = SearchIndex.load(tiny_clip.index_dir).products[:7]
@@ -645,16 +644,14 @@ def test_tag_shards_through_the_real_serve_program(tiny_clip, tmp_path):
 
     answer_schema = contract({"$ref": "#/components/schemas/ClipTagsResult"})
     results = []
-    with LocalServer(tiny_clip.clip_dir, log_path=tmp_path / "serve.log") as server:
-        server.wait_ready(timeout=180)
-        for shard in shards:
-            status, headers, body = server.request("POST", "/invocations", shard.path.read_bytes(),
-                                                   {"Content-Type": "application/jsonlines"})
-            assert status == 200 and headers["Content-Type"].startswith("application/jsonlines"), body[:500]
-            outputs = list(records.parse_output_lines(body.splitlines()))
-            for line in outputs:
-                assert not list(answer_schema.iter_errors(line)), line
-            results += records.join_shard(shard.ids, outputs, records.TASK_TAGS)
+    for shard in shards:
+        status, headers, body = tiny_clip_server.request("POST", "/invocations", shard.path.read_bytes(),
+                                                         {"Content-Type": "application/jsonlines"})
+        assert status == 200 and headers["Content-Type"].startswith("application/jsonlines"), body[:500]
+        outputs = list(records.parse_output_lines(body.splitlines()))
+        for line in outputs:
+            assert not list(answer_schema.iter_errors(line)), line
+        results += records.join_shard(shard.ids, outputs, records.TASK_TAGS)
 
     assert [r["id"] for r in results] == [rows[0].id, rows[1].id, "broken", *(r.id for r in rows[2:])]
     assert "error" in results[2] and records.summarise(results) == {"answered": 7, "errors": 1}

@@ -24,21 +24,14 @@ pytestmark = pytest.mark.slow
 VISIBLE = ("baseColour", "Pattern", "Sleeve Length")
 
 
-@pytest.fixture(scope="module")
-def clip_server(tiny_clip, tmp_path_factory):
-    with LocalServer(tiny_clip.clip_dir, log_path=tmp_path_factory.mktemp("clip_api_e2e") / "clip.log") as server:
-        server.wait_ready(180)
-        yield server
-
-
 @pytest.fixture
-def clip_only(monkeypatch, clip_server):
+def clip_only(monkeypatch, tiny_clip_server):
     """The API with the CLIP endpoint alone (SEARCH_ENDPOINT_URL), as local mode points it."""
     for key in ("ENDPOINT_NAME", "ENDPOINT_URL", "SEARCH_ENDPOINT_NAME", "OPENSEARCH_ENDPOINT"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("SEARCH_ENDPOINT_URL", clip_server.url)
+    monkeypatch.setenv("SEARCH_ENDPOINT_URL", tiny_clip_server.url)
     monkeypatch.setenv("SEARCH_BACKEND", "embedded")
-    return clip_server
+    return tiny_clip_server
 
 
 @pytest.fixture(scope="module")

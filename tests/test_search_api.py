@@ -163,17 +163,13 @@ def test_opensearch_backend_refuses_unknown_filter_fields(endpoint, opensearch):
 
 
 @pytest.mark.slow
-def test_local_mode_end_to_end_with_the_tiny_clip(tiny_clip, monkeypatch, tmp_path):
-    from inference.server.local_server import LocalServer
-
-    with LocalServer(tiny_clip.clip_dir, log_path=tmp_path / "serve.log") as server:
-        server.wait_ready(180)
-        monkeypatch.delenv("SEARCH_ENDPOINT_NAME", raising=False)
-        monkeypatch.setenv("SEARCH_ENDPOINT_URL", server.url)
-        monkeypatch.setenv("SEARCH_BACKEND", "embedded")
-        status, body = call(search_event(text="green shirt", k=10))
-        assert status == 200, body
-        assert body["index"]["backend"] == "embedded" and len(body["results"]) == 10
-        assert sum(r["attributes"]["baseColour"] == "Green" for r in body["results"]) >= 9
-        status, body = call(search_event(text="green shirt", filters={"colour": "x"}))
-        assert status == 400 and "unknown filter field" in body["error"]
+def test_local_mode_end_to_end_with_the_tiny_clip(tiny_clip_server, monkeypatch):
+    monkeypatch.delenv("SEARCH_ENDPOINT_NAME", raising=False)
+    monkeypatch.setenv("SEARCH_ENDPOINT_URL", tiny_clip_server.url)
+    monkeypatch.setenv("SEARCH_BACKEND", "embedded")
+    status, body = call(search_event(text="green shirt", k=10))
+    assert status == 200, body
+    assert body["index"]["backend"] == "embedded" and len(body["results"]) == 10
+    assert sum(r["attributes"]["baseColour"] == "Green" for r in body["results"]) >= 9
+    status, body = call(search_event(text="green shirt", filters={"colour": "x"}))
+    assert status == 400 and "unknown filter field" in body["error"]

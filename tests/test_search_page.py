@@ -12,7 +12,6 @@ import urllib.request
 import pytest
 
 from headless_chromium import HeadlessChromium
-from inference.server.local_server import LocalServer
 from loom.search_demo import SearchPage
 
 pytestmark = pytest.mark.slow
@@ -20,12 +19,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def page(tiny_clip, tmp_path_factory):
-    with LocalServer(tiny_clip.clip_dir, log_path=tmp_path_factory.mktemp("page") / "serve.log") as server:
-        server.wait_ready(180)
-        running = SearchPage(tiny_clip.catalog_dir, server.url).start()
-        yield running
-        running.stop()
+def page(tiny_clip, tiny_clip_server):
+    running = SearchPage(tiny_clip.catalog_dir, tiny_clip_server.url).start()
+    yield running
+    running.stop()
 
 
 def get(url, data=None):

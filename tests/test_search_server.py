@@ -17,7 +17,6 @@ from PIL import Image
 from test_app import OPENAPI, check_contract
 
 from inference.server.embedder import ClipEmbedder
-from inference.server.local_server import LocalServer
 from training.search_eval import shopper_photo
 
 pytestmark = pytest.mark.slow
@@ -37,12 +36,9 @@ CLIP_REQUEST = contract({"oneOf": [{"$ref": "#/components/schemas/ClipEmbedReque
                                    {"$ref": "#/components/schemas/ClipSearchRequest"}]})
 
 
-@pytest.fixture(scope="module")
-def server(tiny_clip, tmp_path_factory):
-    with LocalServer(tiny_clip.clip_dir, log_path=tmp_path_factory.mktemp("clip_serve") / "serve.log",
-                     env={"MAX_IMAGE_PIXELS": "1000000"}) as running:
-        running.wait_ready(180)
-        yield running
+@pytest.fixture
+def server(tiny_clip_server):
+    return tiny_clip_server
 
 
 def post(server, body, content_type="application/json"):

@@ -14,28 +14,21 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_app import check_contract
-from test_search_server import CLIP_REQUEST, INVOCATIONS, TINY_PNG, contract, photo_b64, post, products
+from test_search_server import (CLIP_REQUEST, JSON_ANSWER, JSON_REQUEST, LINE_ANSWER, LINE_REQUEST, TINY_PNG, contract,
+                                photo_b64, post, products)
 
 from inference.server.clip_app import ClipService
-from inference.server.local_server import LocalServer
 from loom.artifact import PhrasePaths, read_clip_manifest, read_phrase_tables
 
 pytestmark = pytest.mark.slow
-JSON_REQUEST = contract(INVOCATIONS["requestBody"]["content"]["application/json"]["schema"])
-LINE_REQUEST = contract(INVOCATIONS["requestBody"]["content"]["application/jsonlines"]["x-line-schema"])
-JSON_ANSWER = contract(INVOCATIONS["responses"]["200"]["content"]["application/json"]["schema"])
-LINE_ANSWER = contract(INVOCATIONS["responses"]["200"]["content"]["application/jsonlines"]["x-line-schema"])
 ZERO_SHOT_REQUEST = contract({"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in
                                         ("ClipPromptRequest", "ClipTagsRequest", "ClipInterrogateRequest")]})
 VISIBLE = ("baseColour", "Pattern", "Sleeve Length")
 
 
-@pytest.fixture(scope="module")
-def server(tiny_clip, tmp_path_factory):
-    with LocalServer(tiny_clip.clip_dir, log_path=tmp_path_factory.mktemp("clip_zero_shot") / "serve.log",
-                     env={"MAX_IMAGE_PIXELS": "1000000"}) as running:
-        running.wait_ready(180)
-        yield running
+@pytest.fixture
+def server(tiny_clip_server):
+    return tiny_clip_server
 
 
 @pytest.fixture(scope="module")
