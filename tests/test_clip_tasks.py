@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from word_vectors import WordSpace
 
 from inference.server import zero_shot as zs
 from inference.server.clip_tasks import ZeroShot, parse_prompts
@@ -18,14 +19,7 @@ from loom.calibration import fit_calibration
 from loom.errors import StatusError
 from loom.schema import AttributeSchema
 
-RNG = np.random.default_rng(1)
-WORDS: dict[str, np.ndarray] = {}
-
-
-def word(w: str) -> np.ndarray:
-    if w not in WORDS:
-        WORDS[w] = zs.normalise(RNG.normal(size=256))
-    return WORDS[w]
+SPACE = WordSpace(256, seed=1)
 
 
 class BagOfWords:
@@ -40,11 +34,11 @@ class BagOfWords:
     def embed_texts(self, texts, templated=True):
         assert templated is False, "zero-shot texts are embedded verbatim (templates are applied by the caller)"
         self.calls.append(list(texts))
-        return zs.normalise(np.stack([sum(word(w) for w in t.lower().replace(",", " ").split()) for t in texts]))
+        return SPACE.embed(texts)
 
 
 def photo(*words: str) -> np.ndarray:
-    return zs.normalise(sum(word(w.lower()) for w in words) + 0.05 * RNG.normal(size=256))[None]
+    return SPACE.picture(*words, noise=0.05)[None]
 
 
 def schema() -> AttributeSchema:

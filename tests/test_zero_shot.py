@@ -6,24 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from word_vectors import WordSpace
+
 from inference.server import zero_shot as zs
 
-RNG = np.random.default_rng(0)
-WORDS: dict[str, np.ndarray] = {}
-
-
-def word(w: str) -> np.ndarray:
-    if w not in WORDS:
-        WORDS[w] = zs.normalise(RNG.normal(size=1024))
-    return WORDS[w]
-
-
-def embed_texts(texts):
-    return zs.normalise(np.stack([sum(word(w) for w in t.lower().replace(",", " ").split()) for t in texts]))
+SPACE = WordSpace(1024, seed=0)
+embed_texts = SPACE.embed
 
 
 def picture(*words: str, noise: float = 0.1) -> np.ndarray:
-    return zs.normalise(sum(word(w.lower()) for w in words) + noise * RNG.normal(size=1024))
+    return SPACE.picture(*words, noise=noise)
 
 
 def test_ensembled_label_embeddings_are_unit_vectors_one_per_label():
