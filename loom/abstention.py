@@ -16,14 +16,21 @@ known value is stated, as before.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from loom.calibration import Calibration
+from loom.errors import echo
 from loom.schema import AttributeSchema
 
 REASONS = ("below_threshold", "not_applicable", "unknown_value", "unparsed")
-MAX_KNOWN_VALUE_CHARS = 100
+MAX_KNOWN_VALUE_CHARS = 64
+MAX_KNOWN_ATTRIBUTES = 32  # a schema has about ten attributes
+MAX_NAME_CHARS = 40
+VALUE_CHARACTERS = "letters, digits, spaces and . , ' & / % + ( ) -"
+_VALUE = re.compile(r"^[^\W_](?:[^\W_]|[ .,'&/%+()\-])*$")
+_NAME = re.compile(r"^[^\W_](?:[^\W_]|[ _\-])*$")
 
 
 @dataclass(frozen=True)
@@ -38,21 +45,41 @@ class ModelAnswer:
 def check_known_attributes(schema: AttributeSchema | None, value: Any) -> dict[str, str]:
     """A request's merchant facts `{"Fabric": "Cotton"}`, validated; ValueError saying what to fix.
 
-    With `schema` None (the API Lambda), only the shape is checked: the endpoint judges the names."""
+    Always: at most MAX_KNOWN_ATTRIBUTES names of at most MAX_NAME_CHARS characters, each value a text of
+    at most MAX_KNOWN_VALUE_CHARS characters in VALUE_CHARACTERS (letters, digits, spaces and `.,'&/%+()-`:
+    no colons, quotes, brackets or line breaks, so a value cannot pose as an instruction or a prompt's
+    markup). With `schema` (the endpoint, which reads the model's manifest): only the schema's attribute
+    names, and where the schema knows an attribute's values (every attribute but the product type, which the
+    caller maps with `product_type`), one of them, answered in the schema's spelling. With `schema` None (the
+    API Lambda, which never sees the manifest) the endpoint judges names and values."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise ValueError("'known_attributes' must be an object of attribute name -> value, "
                          "such as {\"Fabric\": \"Cotton\"}")
+    if len(value) > MAX_KNOWN_ATTRIBUTES:
+        raise ValueError(f"'known_attributes' holds {len(value)} names; at most {MAX_KNOWN_ATTRIBUTES}")
+    for name in value:
+        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS or not _NAME.match(name):
+            raise ValueError(f"known_attributes: the name {echo(name)} is not an attribute name (letters, digits, "
+                             f"spaces, '-' or '_', at most {MAX_NAME_CHARS} characters)")
     unknown = schema.unknown(value) if schema is not None else []
     if unknown:
-        raise ValueError(f"'known_attributes' names unknown attributes {unknown}; known: {schema.names}")
+        raise ValueError(f"'known_attributes' names unknown attributes {[echo(n) for n in unknown[:5]]}"
+                         f"{' and more' if len(unknown) > 5 else ''}; known: {schema.names}")
     known = {}
     for name, given in value.items():
-        text = " ".join(given.split()) if isinstance(given, str) else ""
-        if not text or len(text) > MAX_KNOWN_VALUE_CHARS:
-            raise ValueError(f"known_attributes[{name!r}] must be a non-empty string of at most "
-                             f"{MAX_KNOWN_VALUE_CHARS} characters")
+        text = " ".join(given.split()) if isinstance(given, str) and len(given) <= 4 * MAX_KNOWN_VALUE_CHARS else ""
+        if not text or len(text) > MAX_KNOWN_VALUE_CHARS or not _VALUE.match(text):
+            raise ValueError(f"known_attributes[{name!r}] must be a non-empty text of at most "
+                             f"{MAX_KNOWN_VALUE_CHARS} characters: {VALUE_CHARACTERS}")
+        if schema is not None and name != schema.type_attribute and schema.attributes[name].values:
+            spelled = {v.casefold(): v for v in schema.attributes[name].values}
+            if text.casefold() not in spelled:
+                values = sorted(spelled.values())
+                raise ValueError(f"known_attributes[{name!r}] = {echo(text)} is not a value this model knows; "
+                                 f"known: {values[:20]}{' and more' if len(values) > 20 else ''}")
+            text = spelled[text.casefold()]
         known[name] = text
     return known
 

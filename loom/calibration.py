@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from loom.errors import echo
+
 DEFAULT_TARGET_PRECISION = 0.95
 DEFAULT_MIN_STATED = 5
 # A request may move the target within these bounds ("min_precision"): below 0.5 a stated value would be
@@ -94,7 +96,7 @@ def check_min_precision(value: Any) -> float:
     """A request's "min_precision" as a float within MIN_PRECISION_BOUNDS; ValueError saying what is allowed."""
     low, high = MIN_PRECISION_BOUNDS
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
-        raise ValueError(f"'min_precision' must be a number from {low} to {high}, got {value!r}")
+        raise ValueError(f"'min_precision' must be a number from {low} to {high}, got {echo(value)}")
     return float(value)
 
 

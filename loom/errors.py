@@ -14,3 +14,20 @@ class StatusError(Exception):
     def body(self) -> dict[str, str]:
         """The JSON error body every Loom HTTP answer uses."""
         return {"error": self.message}
+
+
+MAX_ECHO_CHARS = 40
+
+
+def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """A caller's value as an error message may quote it: its repr, cut to `limit` characters, so that no
+    answer or log line grows with what the caller sent."""
+    if isinstance(value, str):
+        text = repr(value[: limit + 1])
+    elif isinstance(value, (dict, list, tuple, set)):
+        text = f"<{type(value).__name__} of {len(value)}>"
+    elif isinstance(value, int) and value.bit_length() > 4 * limit:  # repr refuses past 4,300 digits
+        text = f"<an integer of {value.bit_length()} bits>"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -23,6 +23,9 @@ DEFAULT_ATTRIBUTES = (
     "baseColour",
 )
 DEFAULT_PRODUCT_NOUN = "shirt"
+# What a photo shows at a glance and what the synthetic catalog draws: the attributes the CLIP side trains and
+# evaluates on, the demos print, and image prompts phrase ("a Red Striped shirt with Long Sleeves").
+DISPLAY_ATTRIBUTES = ("baseColour", "Pattern", "Sleeve Length")
 # The product type is one more trained question, asked first; its catalog column is "articleType".
 PRODUCT_TYPE_ATTRIBUTE = "articleType"
 PRODUCT_TYPE_QUESTION = "What type of product is in this picture?"

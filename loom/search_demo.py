@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from loom.schema import DISPLAY_ATTRIBUTES
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = Path(__file__).with_name("search_page.html")
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -97,7 +99,7 @@ def print_results(title: str, status: int, answer: dict[str, Any], top: int = 5)
         print(f"    error {status}: {answer.get('error')}")
         return
     for row in answer["results"][:top]:
-        attributes = ", ".join(f"{k}={row['attributes'].get(k, '-')}" for k in ("baseColour", "Pattern", "Sleeve Length"))
+        attributes = ", ".join(f"{k}={row['attributes'].get(k, '-')}" for k in DISPLAY_ATTRIBUTES)
         print(f"    {row['score']:.3f}  {row['id']}  {row['name']}  ({attributes})")
 
 
@@ -106,7 +108,7 @@ def print_zero_shot(page: SearchPage, photo: str, product: dict[str, Any]) -> No
     the API's code for POST /tags and POST /interrogate."""
     from inference.api.clip_tasks import interrogate, parse_interrogate_route, parse_tags_route, tags
 
-    truth = ", ".join(f"{k}={product['attributes'].get(k, '-')}" for k in ("baseColour", "Pattern", "Sleeve Length"))
+    truth = ", ".join(f"{k}={product['attributes'].get(k, '-')}" for k in DISPLAY_ATTRIBUTES)
     print(f"\n  zero-shot tags of that photo (true: {truth})")
     answer = tags(page.settings, parse_tags_route(json.dumps({"image": photo}), False))
     for name, tag in answer["tags"].items():

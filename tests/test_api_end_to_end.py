@@ -12,13 +12,13 @@ import base64
 import pytest
 
 from inference.server.local_server import LocalServer
-from loom.schema import AttributeSchema
+from loom.schema import DISPLAY_ATTRIBUTES, AttributeSchema
 from training.data import read_vqa_csv, values_by_product
 from training.prepare import VAL_FILE
 from test_gateway import call, event, json_event
 
 pytestmark = pytest.mark.slow
-VISIBLE = ("baseColour", "Pattern", "Sleeve Length")
+VISIBLE = DISPLAY_ATTRIBUTES
 
 
 @pytest.fixture(scope="module")

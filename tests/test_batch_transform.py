@@ -16,6 +16,7 @@ from training.jobs import batch_records as records
 from training.jobs import batch_transform as bt
 from training.jobs import sagemaker_jobs as jobs
 from training.jobs.batch_records import ProductImage
+from loom.schema import DISPLAY_ATTRIBUTES
 
 REGION = "us-east-1"
 BUCKET = "loom-test"
@@ -416,7 +417,7 @@ def test_shards_through_the_real_serve_program(trained_artifact, tmp_path):
     assert "error" in rows[1]
     for row in rows[:1] + rows[2:]:
         assert "error" not in row
-        for name in ("baseColour", "Pattern", "Sleeve Length"):
+        for name in DISPLAY_ATTRIBUTES:
             assert row["attributes"][name] == truth[row["id"]][name]
     table = records.write_results(rows, tmp_path / "attributes.csv")
     written = list(csv.DictReader(table.open(encoding="utf-8")))

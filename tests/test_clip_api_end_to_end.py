@@ -18,10 +18,10 @@ from test_search_server import photo_b64, post, products
 
 from inference.api.describe import subject_from_attributes
 from inference.server.local_server import LocalServer
-from loom.schema import DEFAULT_PRODUCT_NOUN
+from loom.schema import DEFAULT_PRODUCT_NOUN, DISPLAY_ATTRIBUTES
 
 pytestmark = pytest.mark.slow
-VISIBLE = ("baseColour", "Pattern", "Sleeve Length")
+VISIBLE = DISPLAY_ATTRIBUTES
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from loom.artifact import CLIP_BASELINE_METRICS, read_manifest, read_metrics
+from loom.schema import DISPLAY_ATTRIBUTES
 from training import clip_baseline as cb
 from training import report
 from training.clip_baseline import Answer, Question
@@ -173,7 +174,7 @@ def test_loom_report_scores_the_tiny_clip_on_the_trained_artifacts_validation_qu
     section = metrics[CLIP_BASELINE_METRICS]
     assert read_manifest(model)["metrics"][CLIP_BASELINE_METRICS] == section
     questions = cb.read_questions(model)
-    for name in ("baseColour", "Pattern", "Sleeve Length"):
+    for name in DISPLAY_ATTRIBUTES:
         clip = section["attributes"][name]
         assert clip["examples"] == sum(q.attribute == name for q in questions) > 0
         assert 0 <= clip["accuracy"] <= 1 and clip["stated"] == round(clip["coverage"] * clip["examples"])

@@ -123,7 +123,8 @@ def test_wrong_content_type_is_415(aws):
 
 def test_unknown_route_is_404(aws):
     status, body = call(event(path="/predict", body="{}"))
-    assert status == 404 and body == {"error": "no route POST /predict: use POST /describe or POST /attributes"}
+    assert status == 404 and body == {"error": "no route POST /predict: use one of POST /describe, POST /attributes, "
+                                               "POST /search, POST /tags, POST /interrogate, POST /restyle"}
 
 
 def test_wrong_method_is_404(aws):
@@ -138,9 +139,11 @@ def test_wrong_method_is_404(aws):
         ({"image": base64.b64encode(b"GIF89a....").decode()}, 400, "neither a JPEG nor a PNG"),
         ({"image": base64.b64encode(png()[:-20]).decode()}, 400, "truncated"),
         ({"image": base64.b64encode(png(30000, 30000)).decode()}, 400, "scale it down"),
-        ({"attributes": ["baseColour"]}, 400, "needs \"image\""),
-        ({"image": base64.b64encode(png()).decode(), "attributes": []}, 400, "non-empty list"),
-        ({"image": base64.b64encode(png()).decode(), "attributes": ["Pattern", 3]}, 400, "non-empty list"),
+        ({"attributes": ["baseColour"]}, 400, "'image' is required"),
+        ({"image": base64.b64encode(png()).decode(), "attributes": []}, 400, "'attributes' must not be empty"),
+        ({"image": base64.b64encode(png()).decode(), "attributes": ["Pattern", 3]}, 400,
+         "'attributes[1]' must be a string"),
+        ({"image": base64.b64encode(png()).decode(), "attributes": ["Pattern", " "]}, 400, "non-empty list"),
         ({"image": base64.b64encode(png()).decode(), "language": "fr"}, 400, "not supported"),
         ({"image": base64.b64encode(png()).decode(), "product_type": "shirt; ignore that"}, 400, "product_type"),
     ],
@@ -189,7 +192,7 @@ def test_describe_json_body_success(aws, log_lines):
     })  # fmt: skip
     aws.bedrock.add_response("converse", converse_reply(FULL), {
         "modelId": DEFAULT_MODEL_ID, "system": ANY, "inferenceConfig": {"maxTokens": 400, "temperature": 0.1},
-        "messages": [{"role": "user", "content": [{"text": "Colour: Red\nSleeve Length: Long Sleeves"}]}],
+        "messages": [{"role": "user", "content": [{"text": "<product_data>\nColour: Red\nSleeve Length: Long Sleeves\n</product_data>"}]}],
     })  # fmt: skip
     code, body = call(json_event(image, attributes=["baseColour", "Sleeve Length", "Pattern"]))
     assert code == 200

@@ -18,6 +18,7 @@ from test_app import OPENAPI, check_contract
 
 from inference.server.embedder import ClipEmbedder
 from training.search_eval import shopper_photo
+from loom.schema import DISPLAY_ATTRIBUTES
 
 pytestmark = pytest.mark.slow
 INVOCATIONS = OPENAPI["paths"]["/invocations"]["post"]
@@ -106,7 +107,7 @@ def test_search_by_a_shopper_photo_finds_the_same_kind_of_shirt(server, tiny_cli
     target = products(tiny_clip)[3]
     status, _, raw = post(server, {"task": "search", "image": photo_b64(tiny_clip, target["id"], seed=4), "k": 5})
     assert status == 200, raw
-    keys = ("baseColour", "Pattern", "Sleeve Length")
+    keys = DISPLAY_ATTRIBUTES
     top = json.loads(raw)["results"][0]["attributes"]
     assert all(top[k] == target["attributes"][k] for k in keys)
 

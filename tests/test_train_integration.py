@@ -20,12 +20,13 @@ import pytest
 import torch
 
 from loom.artifact import MANIFEST_FILE, read_manifest
+from loom.schema import DISPLAY_ATTRIBUTES
 from training.metrics_regex import METRIC_DEFINITIONS
 from training.tiny_base import TINY_BASE_ID
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-VISIBLE = ("baseColour", "Pattern", "Sleeve Length")
+VISIBLE = DISPLAY_ATTRIBUTES
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

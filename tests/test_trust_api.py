@@ -44,7 +44,7 @@ def test_describe_prompt_carries_no_withheld_value_and_the_facts_reach_the_endpo
     # The exact user message: stated colour and the merchant's fit; neither Linen nor any Neck.
     aws.bedrock.add_response("converse", converse_reply("A red shirt in a slim fit."), {
         "modelId": DEFAULT_MODEL_ID, "system": ANY, "inferenceConfig": {"maxTokens": 400, "temperature": 0.1},
-        "messages": [{"role": "user", "content": [{"text": "Colour: Red\nFit: Slim Fit"}]}],
+        "messages": [{"role": "user", "content": [{"text": "<product_data>\nColour: Red\nFit: Slim Fit\n</product_data>"}]}],
     })
     code, body = call(json_event(image, **facts))
     assert code == 200, body
@@ -60,7 +60,7 @@ def test_a_named_product_type_is_passed_to_the_endpoint(aws):  # noqa: F811
     image = jpeg()
     aws.sagemaker.add_response("invoke_endpoint", endpoint_reply(), {
         "EndpointName": "loom-endpoint", "ContentType": "application/json", "Accept": "application/json",
-        "Body": json.dumps({"image": base64.b64encode(image).decode(), "product_type": "t-shirt"}).encode(),
+        "Body": json.dumps({"image": base64.b64encode(image).decode(), "product_type": "T-shirt"}).encode(),
     })
     code, body = call(json_event(image, path="/attributes", product_type="T-shirt"))
     assert code == 200 and "description" not in body
@@ -68,8 +68,8 @@ def test_a_named_product_type_is_passed_to_the_endpoint(aws):  # noqa: F811
 
 @pytest.mark.parametrize("fields, fragment", [
     ({"min_precision": 0.1}, "min_precision"), ({"min_precision": "high"}, "min_precision"),
-    ({"known_attributes": {"Fabric": "  "}}, "non-empty string"), ({"known_attributes": ["Cotton"]}, "object"),
-    ({"known_attributes": {"Fabric": ""}}, "non-empty"),
+    ({"known_attributes": {"Fabric": "  "}}, "non-empty text"), ({"known_attributes": ["Cotton"]}, "an object"),
+    ({"known_attributes": {"Fabric": ""}}, "'known_attributes.Fabric' must not be empty"),
 ])
 def test_bad_facts_are_400_before_any_paid_call(aws, fields, fragment):  # noqa: F811
     code, body = call(json_event(jpeg(), **fields))

@@ -13,10 +13,11 @@ from PIL import Image
 
 from loom.abstention import stated_quality
 from loom.artifact import read_manifest
+from loom.schema import DISPLAY_ATTRIBUTES
 from training.data import read_vqa_csv, values_by_product
 
 pytestmark = pytest.mark.slow
-VISIBLE = ("baseColour", "Pattern", "Sleeve Length")
+VISIBLE = DISPLAY_ATTRIBUTES
 HIDDEN = ("Fabric", "Fit", "Collar", "Neck")
 
 

@@ -19,11 +19,12 @@ from test_search_server import (CLIP_REQUEST, JSON_ANSWER, JSON_REQUEST, LINE_AN
 
 from inference.server.clip_app import ClipService
 from loom.artifact import PhrasePaths, read_clip_manifest, read_phrase_tables
+from loom.schema import DISPLAY_ATTRIBUTES
 
 pytestmark = pytest.mark.slow
 ZERO_SHOT_REQUEST = contract({"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in
                                         ("ClipPromptRequest", "ClipTagsRequest", "ClipInterrogateRequest")]})
-VISIBLE = ("baseColour", "Pattern", "Sleeve Length")
+VISIBLE = DISPLAY_ATTRIBUTES
 
 
 @pytest.fixture

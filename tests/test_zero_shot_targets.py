@@ -22,9 +22,10 @@ from inference.server.clip_app import ClipService
 from training.catalog import read_catalog
 from training.search_eval import shopper_photo
 from training.synthetic import COLOURS, write_catalog
+from loom.schema import DISPLAY_ATTRIBUTES
 
 pytestmark = pytest.mark.slow
-VISIBLE = ("baseColour", "Pattern", "Sleeve Length")
+VISIBLE = DISPLAY_ATTRIBUTES
 FRESH_SEED = 17  # the fixture's catalog uses seed 5
 FRESH_PRODUCTS = 200
 

@@ -43,7 +43,7 @@ from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from loom.artifact import write_clip_manifest
-from loom.schema import AttributeSchema
+from loom.schema import DISPLAY_ATTRIBUTES, AttributeSchema
 
 TINY_CLIP_ID = "loom/tiny-clip"
 # Bumped when what `build_tiny_clip` writes changes, so that caches keyed on it (loom search-demo) rebuild.
@@ -64,7 +64,7 @@ FULL_VIEW_SHARE = 0.25
 NEUTRAL_SHARE = 0.3
 NEUTRAL_ONLY_SHARE = 0.1
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")  # eos id 3: neither 2 (legacy pooling) nor 49407
-LABEL_FIELDS = ("baseColour", "Pattern", "Sleeve Length")
+LABEL_FIELDS = DISPLAY_ATTRIBUTES
 MAX_TEXT_TOKENS = 32
 
 

@@ -24,8 +24,9 @@ from PIL import Image
 from inference.server.embedder import ClipEmbedder
 from inference.server.search_index import SearchIndex
 from loom.artifact import index_dir_of
+from loom.schema import DISPLAY_ATTRIBUTES
 
-LABELS = ("baseColour", "Pattern", "Sleeve Length")
+LABELS = DISPLAY_ATTRIBUTES
 
 
 def label_of(attributes: dict[str, str]) -> tuple[str | None, ...]:

@@ -31,7 +31,8 @@ from typing import Any, Mapping
 from inference.api import aws_clients
 from inference.api.describe import subject_from_attributes
 from inference.api.endpoint_client import AttributeEndpoint, EndpointError
-from inference.api.search import SearchSettings, checked_image, invoke_endpoint, read_json_object
+from inference.api.request_body import read_json
+from inference.api.search import SearchSettings, checked_image, invoke_endpoint
 from inference.api.service import Settings
 from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
@@ -52,7 +53,7 @@ def _parse_task(task: str, route: str, fields: tuple[str, ...], example: str, bo
                 ) -> dict[str, Any]:
     """The CLIP endpoint's request for one route's body, checked by the task's rules (loom/clip_request.py)
     and the upload check of every route; StatusError 400/413 otherwise."""
-    request = read_json_object(body, is_base64, example)
+    request = read_json(body, is_base64, "TagsRequest" if task == "tags" else "InterrogateRequest", example)
     check_fields(request, {"image", *fields}, route)
     (parse_tags if task == "tags" else parse_interrogate)({k: v for k, v in request.items() if k != "image"})
     return {"task": task, "image": checked_image(request.get("image")),
@@ -108,33 +109,27 @@ def caption_from_attributes(endpoint: AttributeEndpoint, image: bytes, product_n
     return subject_from_attributes(prediction.attributes, product_noun), None
 
 
-def answer_tags(event: Any) -> tuple[int, dict[str, Any]]:
-    """(status, body) for one API Gateway event on POST /tags; never raises for a bad request."""
-    try:
-        settings = SearchSettings.from_env(route="POST /tags")
-        return 200, tags(settings, parse_tags_route(event.body, event.is_base64_encoded))
-    except StatusError as exc:
-        return exc.status, exc.body()
+def answer_tags(event: Any) -> dict[str, Any]:
+    """The answer to one API Gateway event on POST /tags; StatusError for what cannot be answered."""
+    settings = SearchSettings.from_env(route="POST /tags")
+    return tags(settings, parse_tags_route(event.body, event.is_base64_encoded))
 
 
-def answer_interrogate(event: Any) -> tuple[int, dict[str, Any]]:
-    """(status, body) for one API Gateway event on POST /interrogate; never raises for a bad request."""
-    try:
-        settings = SearchSettings.from_env(route="POST /interrogate")
-        task = parse_interrogate_route(event.body, event.is_base64_encoded)
-        attribute = attribute_settings()
-        caption_error = None
-        if attribute is not None:
-            caption, caption_error = caption_from_attributes(attribute.endpoint(CAPTION_READ_TIMEOUT_S),
-                                                             base64.b64decode(task["image"]))
-            if caption:
-                task["caption"] = caption
-        answer = interrogate(settings, task)
-        if caption_error:
-            answer["caption_error"] = caption_error
-        return 200, answer
-    except StatusError as exc:
-        return exc.status, exc.body()
+def answer_interrogate(event: Any) -> dict[str, Any]:
+    """The answer to one API Gateway event on POST /interrogate; StatusError for what cannot be answered."""
+    settings = SearchSettings.from_env(route="POST /interrogate")
+    task = parse_interrogate_route(event.body, event.is_base64_encoded)
+    attribute = attribute_settings()
+    caption_error = None
+    if attribute is not None:
+        caption, caption_error = caption_from_attributes(attribute.endpoint(CAPTION_READ_TIMEOUT_S),
+                                                         base64.b64decode(task["image"]))
+        if caption:
+            task["caption"] = caption
+    answer = interrogate(settings, task)
+    if caption_error:
+        answer["caption_error"] = caption_error
+    return answer
 
 
 def clip_settings(env: Mapping[str, str] | None = None) -> SearchSettings | None:

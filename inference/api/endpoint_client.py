@@ -16,10 +16,23 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from inference.api import aws_clients
+from inference.api import aws_clients, telemetry
 from loom.errors import StatusError
+from loom.media_types import JSON_TYPE
 
-CONTENT_TYPE = "application/json"
+CONTENT_TYPE = JSON_TYPE
+# InvokeEndpoint's Body is at most 6,291,456 bytes (sagemaker-runtime API reference, InvokeEndpoint, "Body:
+# Length Constraints: Maximum length of 6291456"). The body is measured as it is sent: json.dumps escapes every
+# non-ASCII character (ensure_ascii), so a CJK character costs 6 bytes, not 3. The HTTP transport keeps the
+# same limit: one contract, one size.
+MAX_ENDPOINT_BODY_BYTES = 6_291_456
+
+
+def check_body_size(body: bytes) -> None:
+    """413 for a body the endpoint could never receive, before it is sent."""
+    if len(body) > MAX_ENDPOINT_BODY_BYTES:
+        raise EndpointError(413, f"the request for the model is {len(body)} bytes as sent; the endpoint takes at most "
+                                 f"{MAX_ENDPOINT_BODY_BYTES} bytes: send a smaller image or fewer known_attributes")
 
 
 class EndpointError(StatusError):
@@ -136,14 +149,17 @@ class SageMakerEndpoint:
         from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
         from botocore.exceptions import ConnectionError as BotoConnectionError
 
+        check_body_size(body)
         client = self._client or aws_clients.client("sagemaker-runtime")
         where = f"endpoint {self.name!r}"
         started = self._clock()
         for attempt in range(1, self.max_attempts + 1):
             try:
-                response = client.invoke_endpoint(EndpointName=self.name, ContentType=CONTENT_TYPE,
-                                                  Accept=CONTENT_TYPE, Body=body)
-                return response["Body"].read()
+                with telemetry.subsegment("sagemaker InvokeEndpoint", service="sagemaker-runtime",
+                                         operation="InvokeEndpoint", endpoint=self.name, attempt=attempt):
+                    response = client.invoke_endpoint(EndpointName=self.name, ContentType=CONTENT_TYPE,
+                                                      Accept=CONTENT_TYPE, Body=body)
+                    return response["Body"].read()
             except ClientError as exc:
                 throttled = exc.response.get("Error", {}).get("Code") in THROTTLING_CODES
                 if throttled and self._may_retry(attempt, started):
@@ -203,6 +219,7 @@ class HttpEndpoint:
 
     def invoke(self, body: bytes) -> bytes:
         """POST a JSON body to `<url>/invocations`; the answer's bytes."""
+        check_body_size(body)
         where = f"{self.url}/invocations"
         request = urllib.request.Request(
             where, data=body, headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}, method="POST")

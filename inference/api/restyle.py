@@ -27,22 +27,26 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from inference.api.describe import subject_from_attributes
-from inference.api.service import check_image_upload
+from inference.api import telemetry
+from inference.api.request_body import check_image_upload, read_json
 from loom.base64_image import decode_base64_image
 from loom.errors import StatusError
+from loom.media_types import JSON_TYPE
+from loom.request_rules import MAX_PRODUCT_TYPE_CHARS, clean_product_type
 
 DEFAULT_RESTYLE_MODEL_ID = "stability.sd3-5-large-v1:0"
 DEFAULT_RESTYLE_REGION = "us-west-2"  # Terraform restyle_region's default; `loom preflight` checks the model there
 RESTYLE_KEY_PREFIX = "restyle/"  # where large results go (Terraform grants this prefix only)
 MAX_STYLE_CHARS = 300
 MAX_PROMPT_CHARS = 10_000  # the model's documented prompt limit
+# The subject: "a Red Striped <product type of at most MAX_PRODUCT_TYPE_CHARS> with ..." or an interrogated prompt.
+MAX_SUBJECT_CHARS = MAX_STYLE_CHARS + MAX_PRODUCT_TYPE_CHARS
 DEFAULT_STRENGTH = 0.6
 MIN_STRENGTH, MAX_STRENGTH = 0.05, 1.0  # 0 would return the photo unchanged; the model accepts 0..1
 # 6 MB response limit, less room for the JSON fields around the image.
 MAX_INLINE_BASE64_CHARS = 5_500_000
 URL_EXPIRY_S = 900
 OUTPUT_FORMAT = "jpeg"
-REQUEST_KEYS = {"image", "style", "strength", "seed", "product_type"}
 
 # finish_reasons of a Stability response on Bedrock (same page): each becomes an answer the client can act on.
 _FILTERED = {
@@ -81,54 +85,38 @@ class RestyleRequest:
 
 
 def parse_restyle_request(body: str | None, is_base64: bool, content_type: str | None) -> RestyleRequest:
-    """Validate `{"image", "style", "strength"?, "seed"?, "product_type"?}` before any paid call."""
-    if (content_type or "").split(";")[0].strip().lower() != "application/json":
+    """Validate `{"image", "style", "strength"?, "seed"?, "product_type"?}` before any paid call: the public
+    contract's RestyleRequest (request_body.read_json), then the image and the product type's own rules."""
+    if (content_type or "").split(";")[0].strip().lower() != JSON_TYPE:
         raise RestyleError(415, "send application/json: {\"image\": \"<base64>\", \"style\": \"in the style of ...\"}")
-    if not body:
-        raise RestyleError(400, "the request body is missing")
     try:
-        fields = json.loads(_b64decode(body, "body") if is_base64 else body)
-    except ValueError as exc:
-        raise RestyleError(400, f"the body is not valid JSON: {exc}") from None
-    if not isinstance(fields, dict):
-        raise RestyleError(400, "the JSON body must be an object with \"image\" and \"style\"")
-    extra = sorted(set(fields) - REQUEST_KEYS)
-    if extra:
-        raise RestyleError(400, f"unexpected fields {extra}; allowed: {sorted(REQUEST_KEYS)}")
-    if not isinstance(fields.get("image"), str) or not fields["image"].strip():
-        raise RestyleError(400, "\"image\" must be a non-empty base64 string of a JPEG or PNG")
+        fields = read_json(body, is_base64, "RestyleRequest", '{"image": "<base64>", "style": "in the style of ..."}')
+    except StatusError as exc:
+        raise RestyleError(exc.status, exc.message) from None
     try:  # the same base64 forms the server and the other routes accept (wrapped lines, data: URLs)
         image = decode_base64_image(fields["image"])
     except ValueError as exc:
         raise RestyleError(400, str(exc)) from None
     info = check_image_upload(image, RestyleError)
-    style = fields.get("style")
-    if not isinstance(style, str) or not style.strip() or len(style) > MAX_STYLE_CHARS:
-        raise RestyleError(400, f"\"style\" must be a non-empty text of at most {MAX_STYLE_CHARS} characters, "
+    style = fields["style"]
+    if not style.strip():
+        raise RestyleError(400, f"'style' must be a non-empty text of at most {MAX_STYLE_CHARS} characters, "
                                 "e.g. \"in the style of Van Gogh's Starry Night\"")
     strength = fields.get("strength", DEFAULT_STRENGTH)
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not MIN_STRENGTH <= strength <= MAX_STRENGTH:
-        raise RestyleError(400, f"\"strength\" must be a number from {MIN_STRENGTH} to {MAX_STRENGTH} "
-                                "(how far the result may move from the photo)")
     seed = fields.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 4294967294):
-        raise RestyleError(400, "\"seed\" must be an integer from 0 to 4294967294")
-    product_type = fields.get("product_type")
-    if product_type is not None and (not isinstance(product_type, str) or not product_type.strip()):
-        raise RestyleError(400, "\"product_type\" must be a non-empty text such as \"shirt\"")
-    return RestyleRequest(image, info.format, " ".join(style.split()), float(strength), seed,
-                          " ".join(product_type.split()) if product_type else None)
-
-
-def _b64decode(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise RestyleError(400, f"the {what} is not valid base64") from None
+    try:  # the product noun of the prompt: 1 to 4 words of letters (loom.request_rules), as /describe takes it
+        product_type = clean_product_type(fields["product_type"]) if "product_type" in fields else None
+    except ValueError as exc:
+        raise RestyleError(400, str(exc)) from None
+    return RestyleRequest(image, info.format, " ".join(style.split()), float(strength),
+                          None if seed is None else int(seed), product_type)
 
 
 def restyle_prompt(subject: str, style: str) -> str:
-    """The image model's prompt: the photo's subject, then the client's style."""
+    """The image model's prompt: the photo's subject, then the client's style. The subject is cut to
+    MAX_SUBJECT_CHARS (an interrogated prompt can be long), so the prompt stays within MAX_SUBJECT_CHARS +
+    MAX_STYLE_CHARS + 2, far below the model's limit."""
+    subject = subject if len(subject) <= MAX_SUBJECT_CHARS else subject[:MAX_SUBJECT_CHARS].rsplit(" ", 1)[0]
     prompt = f"{subject}, {style}"
     return prompt[:MAX_PROMPT_CHARS]
 
@@ -149,8 +137,10 @@ def invoke_restyle(client: Any, model_id: str, image: bytes, prompt: str, streng
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        response = client.invoke_model(**model_request(model_id, image, prompt, strength, seed))
-        data = json.loads(response["body"].read())
+        with telemetry.subsegment("bedrock InvokeModel", service="bedrock-runtime", operation="InvokeModel",
+                                 model=model_id):
+            response = client.invoke_model(**model_request(model_id, image, prompt, strength, seed))
+            data = json.loads(response["body"].read())
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         status, message = _CLIENT_ERRORS.get(code, (502, "the image model call failed"))

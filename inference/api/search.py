@@ -15,7 +15,6 @@ The Lambda never imports an ML library: the model runs on the endpoint.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 import time
@@ -24,7 +23,7 @@ from typing import Any, Mapping
 
 from inference.api.endpoint_client import EndpointError, endpoint_for
 from inference.api.opensearch import OpenSearchClient
-from inference.api.service import MAX_BODY_CHARS, MAX_IMAGE_BYTES, check_image_upload
+from inference.api.request_body import check_image_upload, read_json
 from loom.base64_image import decode_base64_image
 from loom.errors import StatusError
 from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
@@ -68,24 +67,10 @@ class SearchSettings:
                    env.get("AWS_REGION", "us-east-1"))
 
 
-def read_json_object(body: str | None, is_base64: bool, example: str) -> dict[str, Any]:
-    """The JSON object of a CLIP route's request body; StatusError 400/413 naming `example` otherwise."""
-    if not body:
-        raise StatusError(400, f"the body is empty: send {example}")
-    if len(body) > MAX_BODY_CHARS:  # the same limits as /describe (service.py): 6 MB Lambda and endpoint bodies
-        raise StatusError(413, f"the request body is too large: images may be at most {MAX_IMAGE_BYTES} bytes")
-    try:
-        request = json.loads(base64.b64decode(body) if is_base64 else body)
-    except (ValueError, binascii.Error, RecursionError):
-        raise StatusError(400, "the body is not valid JSON: send a JSON object") from None
-    if not isinstance(request, dict):
-        raise StatusError(400, f"the body must be a JSON object such as {example}")
-    return request
-
-
 def parse_search(body: str | None, is_base64: bool) -> dict[str, Any]:
-    """The validated request (the image stays base64); StatusError 400/413 says what to fix."""
-    request = read_json_object(body, is_base64, '{"text": "green shirt"} or {"image": "<base64>"}')
+    """The validated request (the image stays base64); StatusError 400/413 says what to fix. The body is checked
+    against the public contract's SearchRequest first (request_body.read_json)."""
+    request = read_json(body, is_base64, "SearchRequest", '{"text": "green shirt"} or {"image": "<base64>"}')
     check_fields(request, REQUEST_KEYS, "POST /search")
     check_one_query(request)
     query: dict[str, Any] = {"k": check_k(request.get("k"))}
@@ -167,13 +152,3 @@ def search(settings: SearchSettings, query: Mapping[str, Any], client: OpenSearc
     hybrid_text = query.get("text") if query["mode"] == "hybrid" else None
     results = client.search(settings.opensearch_index, vector, query["k"], query.get("filters"), hybrid_text)
     return {"results": results, "index": {"backend": settings.backend, "size": size}}
-
-
-def answer_search(event: Any, client: OpenSearchClient | None = None) -> tuple[int, dict[str, Any]]:
-    """(status, body) for one API Gateway event on POST /search; never raises for a bad request."""
-    try:
-        settings = SearchSettings.from_env()
-        query = parse_search(event.body, event.is_base64_encoded)
-        return 200, search(settings, query, client)
-    except StatusError as exc:
-        return exc.status, exc.body()

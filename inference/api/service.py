@@ -1,45 +1,44 @@
-"""The API's logic, free of Lambda specifics: configuration, request validation, the two calls, the answer.
+"""The API's logic for POST /describe and /attributes, free of Lambda specifics: configuration, the request,
+the two calls, the answer.
 
 `inference.api.handler` turns an API Gateway event into `parse_request(...)` and `answer(...)` calls; everything
-here takes and returns plain values, so it runs the same on Lambda, in `make demo` and in tests.
-
-Size limits (sources in docs/api.md): a synchronous Lambda invocation takes at most 6 MB, and API
-Gateway delivers a binary body base64-encoded (4/3 larger), as does the JSON `image` field; the endpoint
-request (InvokeEndpoint Body, 6,291,456 bytes) carries the image base64-encoded again. A 4 MiB image is
-5.6 MB in base64, which fits both with room for the JSON around it; larger images are refused with 413.
+here takes and returns plain values, so it runs the same on Lambda, in `make demo` and in tests. A request
+is checked once, here, before any paid call: its body against the public contract (request_body.read_json:
+unknown fields, types, ranges), then its facts by the rules the endpoint shares (loom.request_rules).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from inference.api import aws_clients
-from inference.api.describe import (
-    DEFAULT_MODEL_ID,
-    BedrockWriter,
-    DescriptionWriter,
-    OfflineWriter,
-    clean_product_type,
-    language_code,
-    write_description,
+from inference.api.describe import DEFAULT_MODEL_ID, BedrockWriter, DescriptionWriter, OfflineWriter, write_description
+from inference.api.endpoint_client import AttributeEndpoint, endpoint_for
+from inference.api.request_body import (
+    IMAGE_TYPES,
+    MAX_BODY_CHARS,
+    MAX_IMAGE_BYTES,
+    b64decode,
+    check,
+    check_image_upload,
+    read_json,
 )
-from inference.api.endpoint_client import AttributeEndpoint, EndpointError, endpoint_for
 from loom.base64_image import decode_base64_image
-from loom.abstention import check_known_attributes
-from loom.calibration import check_min_precision
-from loom.errors import StatusError
-from loom.image_header import ImageError, ImageInfo, inspect_image
+from loom.errors import StatusError, echo
+from loom.image_header import ImageError
+from loom.media_types import JSON_TYPE
+from loom.request_rules import check_facts, clean_product_type, language_code
 
-MAX_IMAGE_BYTES = 4 * 1024 * 1024
-MAX_BODY_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 64 * 1024  # the base64 image plus room for JSON fields
-IMAGE_TYPES = ("image/jpeg", "image/png")
 DEFAULT_MIN_CONFIDENCE = 0.5
+EXAMPLE = '{"image": "<base64 JPEG or PNG>"}'
+# The patterns of Converse's GuardrailConfiguration (bedrock-runtime API reference).
+_GUARDRAIL_ID = re.compile(r"^(?:[a-z0-9]+|arn:aws(?:-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+)$")
+_GUARDRAIL_VERSION = re.compile(r"^(?:[1-9][0-9]{0,7}|DRAFT)$")
+QUERY_FIELDS = ("attributes", "language", "product_type", "min_precision")  # raw image bodies
 
 
 class ApiError(StatusError):
@@ -55,6 +54,7 @@ class Settings:
     description_backend: str
     bedrock_model_id: str
     min_confidence: float
+    guardrail: tuple[str, str] | None = None  # (identifier, version): Bedrock Guardrails on every Converse call
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -72,12 +72,20 @@ class Settings:
             raise ApiError(500, "server misconfigured: MIN_CONFIDENCE must be a number in [0, 1]") from None
         if not 0.0 <= min_confidence <= 1.0:
             raise ApiError(500, "server misconfigured: MIN_CONFIDENCE must be a number in [0, 1]")
+        guardrail_id = env.get("BEDROCK_GUARDRAIL_ID", "").strip()
+        guardrail_version = env.get("BEDROCK_GUARDRAIL_VERSION", "").strip()
+        # Converse's guardrailConfig needs both (bedrock-runtime API reference, GuardrailConfiguration).
+        if bool(guardrail_id) != bool(guardrail_version) or (guardrail_id and not (
+                _GUARDRAIL_ID.match(guardrail_id) and _GUARDRAIL_VERSION.match(guardrail_version))):
+            raise ApiError(500, "server misconfigured: set both BEDROCK_GUARDRAIL_ID (a guardrail id or ARN) and "
+                                "BEDROCK_GUARDRAIL_VERSION (a version number or DRAFT), or neither")
         return cls(
             endpoint_name=name,
             endpoint_url=url,
             description_backend=backend,
             bedrock_model_id=env.get("BEDROCK_MODEL_ID", "").strip() or DEFAULT_MODEL_ID,
             min_confidence=min_confidence,
+            guardrail=(guardrail_id, guardrail_version) if guardrail_id else None,
         )
 
     def endpoint(self, read_timeout: float | None = None) -> AttributeEndpoint:
@@ -87,7 +95,8 @@ class Settings:
         if self.description_backend == "offline":
             return OfflineWriter()
         return BedrockWriter(aws_clients.client("bedrock-runtime"), self.bedrock_model_id,
-                             max_attempts=aws_clients.BEDROCK_MAX_ATTEMPTS, attempt_s=aws_clients.BEDROCK_ATTEMPT_S)
+                             max_attempts=aws_clients.BEDROCK_MAX_ATTEMPTS, attempt_s=aws_clients.BEDROCK_ATTEMPT_S,
+                             guardrail=self.guardrail)
 
 
 @dataclass(frozen=True)
@@ -105,105 +114,78 @@ class ProductRequest:
 
 
 def parse_request(
-    settings: Settings,
     body: str | None,
     is_base64: bool,
     content_type: str | None,
     query: Mapping[str, str] | None = None,
+    *,
+    describe: bool = True,
 ) -> ProductRequest:
     """Validate a request before any paid call: JSON with a base64 `image`, or a raw JPEG/PNG body.
 
-    With a raw image body, `attributes` (comma-separated), `language` and `product_type` come from the query.
+    With a raw image body, `attributes` (comma-separated), `language`, `product_type` and `min_precision`
+    come from the query string, checked by the same schema as the JSON fields.
     """
+    schema = "DescribeRequest" if describe else "AttributesRequest"
     if not body:
-        raise ApiError(400, "the request body is missing: send JSON {\"image\": \"<base64>\"} or a JPEG/PNG body")
-    if len(body) > MAX_BODY_CHARS:
-        raise ApiError(413, f"the request body is too large: images may be at most {MAX_IMAGE_BYTES} bytes")
+        raise ApiError(400, f"the request body is missing: send JSON {EXAMPLE} or a JPEG/PNG body")
     media = (content_type or "").split(";")[0].strip().lower()
-    if media == "application/json":
-        text = _b64decode(body, "body").decode("utf-8", "replace") if is_base64 else body
-        try:
-            fields = json.loads(text)
-        except ValueError as exc:
-            raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-        if not isinstance(fields, dict):
-            raise ApiError(400, "the JSON body must be an object with an \"image\" field")
-        if not isinstance(fields.get("image"), str) or not fields["image"]:
-            raise ApiError(400, "the JSON body needs \"image\": a non-empty base64 string of a JPEG or PNG")
+    if media == JSON_TYPE:
+        fields = read_json(body, is_base64, schema, EXAMPLE)
         try:  # the server's reading of the field: line-wrapped base64 and data: URLs pass, the rest is refused
-            image = decode_base64_image(fields.get("image"))
+            image = decode_base64_image(fields["image"])
         except ImageError as exc:
             raise ApiError(400, str(exc)) from None
-        attributes = fields.get("attributes")
     elif media in IMAGE_TYPES:
+        if len(body) > MAX_BODY_CHARS:
+            raise ApiError(413, f"the request body is too large: images may be at most {MAX_IMAGE_BYTES} bytes")
         if not is_base64:
             raise ApiError(400, f"a {media} body must arrive base64-encoded (API Gateway does this for binary bodies)")
-        image = _b64decode(body, "body")
-        fields = dict(query or {})
-        attributes = fields.get("attributes")
-        if attributes is not None:
-            attributes = [a for a in str(attributes).split(",") if a.strip()]
+        image = b64decode(body, "body")
+        fields = _query_fields(query or {}, schema, describe)
     else:
-        raise ApiError(415, f"unsupported Content-Type {content_type!r}: use application/json, image/jpeg or image/png")
-
+        raise ApiError(415, f"unsupported Content-Type {echo(content_type)}: use application/json, image/jpeg or "
+                            "image/png")
     info = check_image_upload(image)
     if media in IMAGE_TYPES and media != info.content_type:
         raise ApiError(400, f"the body is declared {media} but is a {info.format.upper()} image")
     try:
         language = language_code(fields.get("language"))
-        product_type = clean_product_type(fields.get("product_type"))
-        facts = _product_facts(fields)
+        facts = check_facts(fields)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    if fields.get("product_type") is not None:
-        facts["product_type"] = product_type
     return ProductRequest(
-        image, _attribute_names(attributes), language, product_type,
-        info.format, info.width, info.height, tuple(facts.items()),
+        image, _attribute_names(fields.get("attributes")), language,
+        clean_product_type(facts.get("product_type")), info.format, info.width, info.height, tuple(facts.items()),
     )  # fmt: skip
 
 
-def check_image_upload(image: bytes, error: type[StatusError] = ApiError, field: str | None = None) -> ImageInfo:
-    """An uploaded image's format and size: 413 past MAX_IMAGE_BYTES, 400 for what the header check refuses
-    (the message names `field` when given)."""
-    if len(image) > MAX_IMAGE_BYTES:
-        raise error(413, f"the image is {len(image)} bytes; the limit is {MAX_IMAGE_BYTES} bytes (4 MiB)")
-    try:
-        return inspect_image(image)
-    except ImageError as exc:
-        raise error(400, f"'{field}': {exc}" if field else str(exc)) from None
-
-
-def _product_facts(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """`known_attributes` and `min_precision` of a request, checked before the endpoint is paid for."""
-    facts: dict[str, Any] = {}
-    if fields.get("min_precision") is not None:
-        value = fields["min_precision"]
-        if isinstance(value, str):  # from the query string of a raw-image request
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError(f"'min_precision' must be a number, got {value!r}") from None
-        facts["min_precision"] = check_min_precision(value)
-    if fields.get("known_attributes") is not None:
-        # Here the shape only: the endpoint, which reads the model's manifest, judges the names.
-        facts["known_attributes"] = check_known_attributes(None, fields["known_attributes"])
-    return facts
-
-
-def _b64decode(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, f"the {what} is not valid base64") from None
+def _query_fields(query: Mapping[str, str], schema: str, describe: bool) -> dict[str, Any]:
+    """A raw-image request's query parameters as the JSON fields they stand for, checked by the same schema."""
+    allowed = [q for q in QUERY_FIELDS if describe or q != "language"]
+    unknown = [k for k in query if k not in allowed]
+    if unknown:
+        raise ApiError(400, f"'{echo(unknown[0])[1:-1]}' is not a query parameter of this route; allowed: "
+                            f"{', '.join(allowed)}")
+    fields: dict[str, Any] = {k: v for k, v in query.items() if v != ""}
+    if "attributes" in fields:
+        fields["attributes"] = [a.strip() for a in fields["attributes"].split(",") if a.strip()]
+    if "min_precision" in fields:
+        try:
+            fields["min_precision"] = float(fields["min_precision"][:32])
+        except ValueError:
+            raise ApiError(400, f"'min_precision' must be a number, got {echo(fields['min_precision'])}") from None
+    check({**fields, "image": "-"}, schema)
+    return fields
 
 
 def _attribute_names(value: Any) -> tuple[str, ...] | None:
-    """The shape of `attributes` only: the server, which reads the model's manifest, judges the names."""
+    """The names asked, blanks refused and repeats dropped: the endpoint, which reads the model's manifest,
+    judges the names."""
     if value is None:
         return None
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ApiError(400, "\"attributes\" must be a non-empty list of attribute names")
+    if not value or not all(v.strip() for v in value):
+        raise ApiError(400, "'attributes' must be a non-empty list of attribute names")
     return tuple(dict.fromkeys(v.strip() for v in value))
 
 
@@ -212,22 +194,20 @@ def answer(
     request: ProductRequest,
     *,
     describe: bool,
+    log: dict[str, Any] | None = None,
     endpoint: AttributeEndpoint | None = None,
     writer: DescriptionWriter | None = None,
     started: float | None = None,
     clock=time.monotonic,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Ask the endpoint for the attributes and, with `describe`, a writer for the description.
-
-    Returns (response body, log fields). Endpoint failures raise ApiError; description failures do not.
-    """
+) -> dict[str, Any]:
+    """Ask the endpoint for the attributes and, with `describe`, a writer for the description; the response
+    body. `log` receives the request's log fields. Endpoint failures raise a StatusError; description
+    failures do not (the answer says why there is no description)."""
+    log = {} if log is None else log
     started = clock() if started is None else started
     endpoint = endpoint or settings.endpoint()
     called = clock()
-    try:
-        prediction = endpoint.predict(request.image, request.attributes, dict(request.facts))
-    except EndpointError as exc:
-        raise ApiError(exc.status, exc.message) from None
+    prediction = endpoint.predict(request.image, request.attributes, dict(request.facts))
     endpoint_ms = round((clock() - called) * 1000, 1)
     body: dict[str, Any] = {
         "attributes": prediction.attributes,
@@ -241,10 +221,10 @@ def answer(
         body["product_type"] = prediction.product_type
     if prediction.unknown_values:
         body["unknown_values"] = prediction.unknown_values
-    log = {"endpoint_ms": endpoint_ms, "attributes_returned": len(prediction.attributes),
-           "attributes_withheld": len(prediction.withheld), "conflicts": len(prediction.conflicts)}
+    log.update(endpoint_ms=endpoint_ms, attributes_returned=len(prediction.attributes),
+               attributes_withheld=len(prediction.withheld), conflicts=len(prediction.conflicts))
     if not describe:
-        return body, log
+        return body
     writer = writer or settings.writer()
     # Only stated values reach the writer: the model's above threshold and the merchant's (whose wording is
     # the merchant's own; the model's confidence says nothing about it).
@@ -262,4 +242,4 @@ def answer(
     if result.error:
         body["description_error"] = result.error
     log.update(llm_ms=result.timing_ms.get("total"), coverage=result.coverage, description_error=result.error)
-    return body, log
+    return body

@@ -27,13 +27,13 @@ from PIL import Image
 from inference.server.clip_tasks import TagPlan, ZeroShot, parse_prompts
 from inference.server.embedder import ClipEmbedder
 from inference.server.images import ImageError, decode_image
-from inference.server.request_parsing import JSONLINES_TYPES
 from loom.base64_image import decode_base64_image
 from inference.server.search_index import SearchIndex
 from inference.server.zero_shot import DEFAULT_TEMPLATES
 from loom.artifact import IndexPaths, index_dir_of
 from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
+from loom.media_types import JSONLINES_TYPE, JSONLINES_TYPES
 from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
 
 log = logging.getLogger("loom.serve")
@@ -223,7 +223,7 @@ def answer_clip_request(service: ClipService, content_type: str, body: bytes,
     try:
         if content_type in JSONLINES_TYPES:
             lines = [json.dumps(r, ensure_ascii=False) for r in service.answer_lines(body, max_image_pixels)]
-            return 200, "\n".join(lines) + "\n", "application/jsonlines"
+            return 200, "\n".join(lines) + "\n", JSONLINES_TYPE
         if content_type.startswith("image/") or content_type == "application/x-image":
             try:
                 image = decode_image(body, max_image_pixels)

@@ -14,18 +14,14 @@ if TYPE_CHECKING:  # annotations only: the CLIP tagger imports this module in th
 
 from inference.server.images import decode_image
 from loom.base64_image import decode_base64_image
-from loom.abstention import check_known_attributes
-from loom.calibration import check_min_precision
 from loom.errors import StatusError
+from loom.media_types import JSON_TYPE, JSONLINES_TYPE, JSONLINES_TYPES
+from loom.request_rules import FACT_KEYS, check_facts
 
-JSON_TYPE = "application/json"
-JSONLINES_TYPE = "application/jsonlines"
 JSON_TYPES = {JSON_TYPE}
-JSONLINES_TYPES = {JSONLINES_TYPE, "application/x-jsonlines", "application/jsonl"}
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp", "application/x-image"}
 SUPPORTED_TYPES = sorted(JSON_TYPES | JSONLINES_TYPES | IMAGE_TYPES)
 REQUEST_KEYS = {"image", "attributes", "prompt", "parameters", "id", "product_type", "known_attributes", "min_precision"}
-FACT_KEYS = ("product_type", "known_attributes", "min_precision")  # loom.abstention: what a product's answer may use
 MAX_PROMPT_CHARS = 1000
 # Generation bounds: a request cannot buy more GPU time than this (this module must not import torch).
 MAX_NEW_TOKENS_LIMIT = 64
@@ -164,22 +160,12 @@ def parse_product(item: Any, known: list[str], max_image_pixels: int, *, allow_p
 
 
 def parse_facts(predictor: Any, item: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a product's `product_type`, `known_attributes` and `min_precision` (loom.abstention)."""
+    """Validate a product's `product_type`, `known_attributes` and `min_precision` by the rules the API Lambda
+    shares (loom.request_rules.check_facts), with the model's schema and product types."""
     facts = {key: item[key] for key in FACT_KEYS if item.get(key) is not None}
     if facts and "prompt" in item:
         raise RequestError(400, f"{sorted(facts)} apply to attribute requests, not to a 'prompt'")
     try:
-        if "product_type" in facts:
-            if not isinstance(facts["product_type"], str) or not facts["product_type"].strip():
-                raise ValueError("'product_type' must be a non-empty string such as \"Shirts\"")
-            facts["product_type"] = predictor.product_type(facts["product_type"].strip())
-        if "known_attributes" in facts:
-            known = facts["known_attributes"] = check_known_attributes(predictor.schema, facts["known_attributes"])
-            type_name = predictor.schema.type_attribute
-            if type_name in known:  # the merchant's product type must be one the model knows, as product_type
-                known[type_name] = predictor.product_type(known[type_name])
-        if "min_precision" in facts:
-            facts["min_precision"] = check_min_precision(facts["min_precision"])
+        return check_facts(facts, predictor.schema, predictor.product_type)
     except ValueError as exc:
         raise RequestError(400, str(exc)) from None
-    return facts

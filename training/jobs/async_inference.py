@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-JSONLINES = "application/jsonlines"
+from loom.media_types import JSONLINES_TYPE as JSONLINES
+
 MAX_ASYNC_PAYLOAD_BYTES = 1024 ** 3  # 1 GB, InvokeEndpointAsync's payload limit
 MAX_INVOCATION_TIMEOUT_S = 3600
 PENDING = 3  # exit status of `collect` while the result is not there yet

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from loom.schema import DEFAULT_PRODUCT_NOUN
 from loom.calibration import check_min_precision
+from loom.media_types import JSONLINES_TYPE
 from training.jobs import batch_records as records
 from training.jobs import sagemaker_jobs as jobs
 from training.jobs.batch_records import ProductImage
@@ -38,7 +39,7 @@ DEFAULT_RECORDS_PER_FILE = 1000
 # One MultiRecord request may carry ~100 images of 60 KB; at 1-2 s an image that needs minutes, not 60 s.
 INVOCATION_TIMEOUT_S = 900
 INVOCATION_MAX_RETRIES = 1
-CONTENT_TYPE = "application/jsonlines"
+CONTENT_TYPE = JSONLINES_TYPE
 MANIFEST_NAME = "manifest.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
