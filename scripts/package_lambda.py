@@ -18,6 +18,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 POWERTOOLS = "aws-lambda-powertools==3.37.0"
+# Powertools Tracer's provider (its `tracer` extra), installed without its botocore requirement (botocore is in the
+# Lambda runtime) for the runtime Terraform deploys (lambda_runtime python3.12, x86_64): wrapt has a C extension.
+# inference/api/telemetry.py imports it only on the first traced call in Lambda.
+TRACER = ("aws-xray-sdk==2.15.0", "wrapt==2.5.2")
+TARGET_PLATFORM = ("--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.12")
 # The Lambda's own package and the contract it shares; nothing else of the repository enters the zip.
 PACKAGES = ("inference/api", "loom")
 # Operator commands: they import training code; the Lambda never runs them.
@@ -29,9 +34,13 @@ FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # the same inputs give the same zip, byte fo
 def install_dependencies(target: Path, wheelhouse: Path | None = None) -> None:
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
            "--only-binary=:all:", "--target", str(target), POWERTOOLS]  # fmt: skip
+    tracer = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+              "--only-binary=:all:", "--no-deps", *TARGET_PLATFORM, "--target", str(target), *TRACER]
     if wheelhouse:
         cmd += ["--no-index", "--find-links", str(wheelhouse)]
+        tracer += ["--no-index", "--find-links", str(wheelhouse)]
     subprocess.run(cmd, check=True)
+    subprocess.run(tracer, check=True)
     for junk in ("bin",):
         shutil.rmtree(target / junk, ignore_errors=True)
 

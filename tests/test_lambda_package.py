@@ -46,7 +46,7 @@ def test_zip_contents(lambda_zip):
     assert not any("__pycache__" in n for n in names)
     size = lambda_zip.stat().st_size
     print(f"\nlambda.zip: {size} bytes ({size / 1e6:.2f} MB)")
-    assert size < 1_500_000
+    assert size < 5_000_000  # the budget; 1.50 MB with the X-Ray SDK (Powertools Tracer) in December 2026
 
 
 def test_the_zip_is_built_from_the_api_package_and_the_contract(lambda_zip):
