@@ -118,7 +118,8 @@ class LambdaContext:
 def call_api(url: str, images: Path, truth: dict[str, dict[str, str]]) -> list[dict]:
     """Call the same Lambda handler the API runs, in local mode, for each product."""
     # The structured request logs are in serve.log and the summary; keep the terminal readable.
-    os.environ.update(ENDPOINT_URL=url, DESCRIPTION_BACKEND="offline", POWERTOOLS_LOG_LEVEL="WARNING")
+    os.environ.update(ENDPOINT_URL=url, DESCRIPTION_BACKEND="offline", POWERTOOLS_LOG_LEVEL="WARNING",
+                      POWERTOOLS_METRICS_DISABLED="true")  # no EMF lines on the terminal
     os.environ.pop("ENDPOINT_NAME", None)
     from inference.api import handler as gateway
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.errors import StatusError
+from loom.errors import StatusError, echo
 
 DEFAULT_K = 10
 MAX_K = 50
@@ -16,7 +16,7 @@ def check_k(value: Any) -> int:
     """`k`: an integer from 1 to MAX_K (absent: DEFAULT_K)."""
     k = DEFAULT_K if value is None else value
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise StatusError(400, f"'k' must be an integer from 1 to {MAX_K}, got {value!r}")
+        raise StatusError(400, f"'k' must be an integer from 1 to {MAX_K}, got {echo(value)}")
     return k
 
 
@@ -51,5 +51,7 @@ def check_one_query(request: dict[str, Any], text_key: str = "text") -> None:
 
 def check_fields(request: dict[str, Any], allowed: set[str], what: str) -> None:
     extra = sorted(set(request) - allowed)
-    if extra:
-        raise StatusError(400, f"unexpected fields {extra} for {what}; allowed: {sorted(allowed)}")
+    if extra:  # named, not listed: a request with 200,000 unknown fields gets a short answer
+        shown = [echo(name) for name in extra[:5]]
+        more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+        raise StatusError(400, f"unexpected fields [{', '.join(shown)}]{more} for {what}; allowed: {sorted(allowed)}")

@@ -29,10 +29,10 @@ app = APIGatewayHttpResolver()
 
 # A 503 means "busy or not ready": tell clients when to retry (RFC 9110, section 10.2.3).
 RETRY_AFTER_S = 2
-# A synchronous invocation's response is at most 6 MB (Lambda quotas:
-# https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html), API Gateway's envelope included;
-# a body past this is answered 502 instead of failing in Lambda.
-MAX_RESPONSE_BYTES = 5_900_000
+# A synchronous invocation's response is at most 6 MB, the envelope API Gateway reads included (Lambda quotas:
+# https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html): a body whose envelope would pass
+# this (with room for the status and headers) is answered 502 instead of failing in Lambda.
+MAX_RESPONSE_BYTES = 6_000_000
 
 Answer = Callable[[Any, dict[str, Any]], dict[str, Any]]
 
@@ -51,7 +51,7 @@ def _serve(route: str, answer: Answer) -> Response:
     except StatusError as exc:
         status, body = exc.status, exc.body()
         log["error"] = exc.message
-    size = len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+    size = _response_size(body)
     if size > MAX_RESPONSE_BYTES:
         status, body = 502, {"error": f"the answer would be {size} bytes, over the {MAX_RESPONSE_BYTES}-byte limit "
                                       "of a Lambda response: ask for less"}
@@ -64,6 +64,13 @@ def _serve(route: str, answer: Answer) -> Response:
         logger.warning("request refused" if status < 500 else "request failed", extra=log)
     telemetry.record_request(route, status, latency_ms, body)
     return _json(status, body)
+
+
+def _response_size(body: dict[str, Any]) -> int:
+    """The bytes `body` takes in the Lambda response: serialised as Powertools does (ASCII, compact), then
+    escaped once more as the envelope's `body` string (only measured when it could matter)."""
+    text = json.dumps(body, separators=(",", ":"))
+    return len(text) if len(text) < MAX_RESPONSE_BYTES // 2 else len(json.dumps(text))
 
 
 def answer_product(describe: bool) -> Answer:
