@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 SERVICE = "loom-api"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "Loom"
@@ -72,7 +73,12 @@ def subsegment(name: str, **annotations: str | int | float | bool) -> Iterator[N
 
 def record_request(route: str, status: int, latency_ms: float, body: Mapping[str, Any] | None = None) -> None:
     """One request's metrics, under dimension `route`: its latency and status class, and for the attribute
-    routes what was stated and withheld (by reason) and whether the description covered every attribute."""
+    routes what was stated and withheld (by reason) and whether the description covered every attribute.
+
+    Nothing is recorded when metrics are off (POWERTOOLS_METRICS_DISABLED, POWERTOOLS_DEV): Powertools 3.37 then
+    skips the flush but keeps the metrics, and prints them anyway once 100 values pile up."""
+    if is_metrics_disabled():
+        return
     metrics.add_dimension(name="route", value=route)
     metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=latency_ms)
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
