@@ -358,6 +358,16 @@ def test_metrics_are_emitted_in_embedded_metric_format(aws, capsys):
     assert refused["Status4xx"] == [1.0] and "StatedCoverage" not in refused
 
 
+def test_metrics_off_means_no_emf_lines_and_nothing_kept(aws, capsys, monkeypatch):
+    # Powertools 3.37 with POWERTOOLS_METRICS_DISABLED skips the flush but keeps the values, and prints them once
+    # 100 pile up: telemetry records nothing instead (make demo sets the variable).
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    capsys.readouterr()
+    for _ in range(120):
+        post("/describe", image=IMAGE_B64, atributes=[])
+    assert emf_lines(capsys.readouterr().out) == [] and not telemetry.metrics.metric_set
+
+
 class RecordingProvider:
     def __init__(self):
         self.segments: list[tuple[str, dict]] = []
