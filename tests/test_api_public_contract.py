@@ -74,6 +74,18 @@ def test_the_document_is_valid_openapi_3_1_and_names_every_route():
     assert {f"/{p.strip('/')}" for p in handler.ROUTES} == set(DOC["paths"])
 
 
+def test_docs_api_md_renders_the_document():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_api_contract", OPENAPI_FILE.parents[1] / "scripts" /
+                                                  "render_api_contract.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    page = render.DOC_PAGE.read_text(encoding="utf-8")
+    assert render.page_with_tables(page, render.render(DOC)) == page, \
+        "docs/api.md is stale: run python scripts/render_api_contract.py --write"
+
+
 # --- every route's real answers are valid against the document ---------------------------------------------
 
 
