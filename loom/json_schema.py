@@ -4,7 +4,7 @@ The API Lambda checks every request body against loom/api_openapi.json before an
 must stay small and quick to import (no `jsonschema`, whose import and dependencies cost more than the
 whole Lambda). So this validator implements exactly the keywords the documents use, with the meaning JSON
 Schema 2020-12 gives them (https://json-schema.org/draft/2020-12/json-schema-validation), and refuses a
-schema that uses any other keyword rather than ignore it. tests/test_api_openapi.py checks it against
+schema that uses any other keyword rather than ignore it. tests/api/test_api_public_contract.py checks it against
 `jsonschema` on valid and invalid instances of every request schema.
 
 The first violation becomes one message that names the field by its path (`known_attributes.Fabric`,

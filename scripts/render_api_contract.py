@@ -3,7 +3,7 @@
     python scripts/render_api_contract.py           # print the tables
     python scripts/render_api_contract.py --write   # replace them in docs/api.md (between the markers)
 
-tests/test_api_public_contract.py fails when docs/api.md and the document disagree.
+tests/api/test_api_public_contract.py fails when docs/api.md and the document disagree.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 
-from inference.api import aws_clients, clip_tasks, restyle, service, telemetry
+from inference.api import aws_clients, service, telemetry
+from inference.api.visual import restyle, tags
 from loom.errors import StatusError, echo
 from loom.schema import DEFAULT_PRODUCT_NOUN
 
@@ -87,17 +88,17 @@ def answer_product(describe: bool) -> Answer:
 
 
 def answer_search(event: Any, log: dict[str, Any]) -> dict[str, Any]:
-    from inference.api import search  # the OpenSearch client's modules load only for this route
+    from inference.api.visual import search  # the OpenSearch client's modules load only for this route
 
     return search.search(search.SearchSettings.from_env(), search.parse_search(event.body, event.is_base64_encoded))
 
 
 def answer_tags(event: Any, log: dict[str, Any]) -> dict[str, Any]:
-    return clip_tasks.answer_tags(event)
+    return tags.answer_tags(event)
 
 
 def answer_interrogate(event: Any, log: dict[str, Any]) -> dict[str, Any]:
-    body = clip_tasks.answer_interrogate(event)
+    body = tags.answer_interrogate(event)
     log.update(caption=bool(body.get("caption")), caption_error=body.get("caption_error"))
     return body
 
@@ -107,8 +108,8 @@ def answer_restyle(event: Any, log: dict[str, Any]) -> dict[str, Any]:
     settings = restyle.RestyleSettings.from_env(os.environ)
     settings.require_enabled()
     request = restyle.parse_restyle_request(event.body, event.is_base64_encoded, event.headers.get("content-type"))
-    clip = clip_tasks.clip_settings()
-    interrogate = (clip_tasks.prompt_interrogator(clip, restyle.INTERROGATE_MODE, restyle.INTERROGATE_READ_S)
+    clip = tags.clip_settings()
+    interrogate = (tags.prompt_interrogator(clip, restyle.INTERROGATE_MODE, restyle.INTERROGATE_READ_S)
                    if clip else None)
     body = restyle.answer_restyle(
         settings, request, endpoint=service.Settings.from_env().endpoint(), default_product=DEFAULT_PRODUCT_NOUN,

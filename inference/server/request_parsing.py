@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:  # annotations only: the CLIP tagger imports this module in the training image, without Flask
     from flask import Request
 
-from inference.server.images import decode_image
+from runtime.images import decode_image
 from loom.base64_image import decode_base64_image
 from loom.errors import StatusError
 from loom.media_types import JSON_TYPE, JSONLINES_TYPE, JSONLINES_TYPES
