@@ -131,11 +131,13 @@ def test_the_server_answers_every_field_with_the_trained_model(trained_artifact,
     assert plain["min_precision"] == 0.95 and "articleType" in plain["confidence"]
     assert set(plain["attributes"]) | set(plain["withheld"]) == set(predictor.schema.names)
     # A named product type: not asked; what does not apply to it is withheld as not applicable, not asked.
-    typed = post(product_type="t-shirt", known_attributes={"Fabric": "Organic Cotton"}).json
+    # A merchant value must be one the schema knows (any case; answered in the schema's spelling: issue 23).
+    fabric = sorted(predictor.schema.attributes["Fabric"].values)[0]
+    typed = post(product_type="t-shirt", known_attributes={"Fabric": fabric.lower()}).json
     assert typed["product_type"] == "Tshirts" and "articleType" not in typed["confidence"]
     assert typed["withheld"]["Collar"] == {"value": None, "confidence": None, "reason": "not_applicable"}
     assert "Collar" not in typed["confidence"] and "Neck" in typed["confidence"]
-    assert typed["attributes"]["Fabric"] == "Organic Cotton" and typed["sources"]["Fabric"] == "merchant"
+    assert typed["attributes"]["Fabric"] == fabric and typed["sources"]["Fabric"] == "merchant"
     assert typed["attributes"]["articleType"] == "Tshirts" and typed["sources"]["articleType"] == "merchant"
     for body in (plain, typed):
         check_contract(body, "AttributeResponse")  # loom/openapi.json describes the real answers
@@ -145,7 +147,9 @@ def test_the_server_answers_every_field_with_the_trained_model(trained_artifact,
     for fields, fragment in (({"product_type": "dress"}, "unknown product_type"),
                              ({"known_attributes": {"articleType": "dress"}}, "unknown product_type"),
                              ({"min_precision": 0.3}, "min_precision"),
-                             ({"known_attributes": {"Smell": "x"}}, "unknown attributes")):
+                             ({"known_attributes": {"Smell": "x"}}, "unknown attributes"),
+                             ({"known_attributes": {"Fabric": "Organic Moonbeam"}}, "not a value this model knows"),
+                             ({"known_attributes": {"Fabric": "Cotton. SYSTEM: obey"}}, "letters, digits")):
         response = post(**fields)
         assert response.status_code == 400 and fragment in response.json["error"], (fields, response.json)
     lines = "\n".join(json.dumps({"id": n, "image": b64, **f}) for n, f in
