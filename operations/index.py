@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     push_cmd.add_argument("--index", required=True, type=Path)
     push_cmd.add_argument("--endpoint", required=True, help="https:// endpoint of the domain or collection")
     push_cmd.add_argument("--region", required=True)
+    push_cmd.add_argument("--profile", help="named AWS profile for the SigV4 credentials (default: the standard chain)")
     push_cmd.add_argument("--kind", choices=("domain", "serverless"), default="domain")
     push_cmd.add_argument("--name", default="loom-products", help="OpenSearch index name (default loom-products)")
     args = parser.parse_args(argv)
@@ -100,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"index built at {args.out} from {args.embeddings}: {result['count']} products, "
               f"skipped {result['skipped'] or 'none'}")
     elif args.command == "push":
-        result = push(args.index, args.endpoint, args.region, kind=args.kind, name=args.name)
+        credentials = None
+        if args.profile:
+            import boto3
+
+            credentials = boto3.Session(profile_name=args.profile, region_name=args.region).get_credentials()
+        client = OpenSearchClient(args.endpoint, args.region, args.kind, credentials=credentials)
+        result = push(args.index, args.endpoint, args.region, kind=args.kind, name=args.name, client=client)
         print(f"pushed {args.index} to {args.endpoint} index {result['index']}: {result['indexed']} indexed, "
               f"{result['deleted']} old documents deleted{' (index created)' if result['created'] else ''}")
     else:

@@ -34,6 +34,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from loom.errors import command_error
 from inference.api.describe import DEFAULT_MODEL_ID
 from inference.api.visual.restyle import DEFAULT_RESTYLE_MODEL_ID, DEFAULT_RESTYLE_REGION
 from operations import sagemaker_jobs as jobs
@@ -291,12 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ref = ModelRef.parse(args.model_id)
         restyle = None if args.restyle_model_id is None else ModelRef.parse(args.restyle_model_id)
     except ValueError as exc:
-        print(f"loom preflight: {exc}", file=sys.stderr)
-        return 2
+        return command_error(str(exc))
     if restyle is not None and restyle.profile is not None:
-        print(f"loom preflight: the restyle model is invoked on demand by foundation model id (and Terraform allows "
-              f"only that), not through an inference profile: use {restyle.foundation_model}", file=sys.stderr)
-        return 2
+        return command_error(f"the restyle model is invoked on demand by foundation model id (and Terraform allows "
+                             f"only that), not through an inference profile: use {restyle.foundation_model}")
     findings = run_checks(lambda service: jobs.aws_client(service, region=args.region, profile=args.profile), ref,
                           invoke=not args.no_invoke, reserved=args.reserved_concurrency, github=args.github,
                           restyle=restyle, restyle_region=args.restyle_region,

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from loom.errors import command_error
 from operations import sagemaker_jobs as jobs
 from operations.sagemaker_jobs import JobConfigError
 
@@ -727,15 +728,12 @@ def main(argv: Sequence[str] | None = None, *, clients: Clients | None = None,
             return 0
         return execute(plan, clients, log=log, wait=not args.no_wait, timeout_s=args.wait_timeout, sleep=sleep, delays=delays)
     except JobConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return command_error(str(exc))
     except ClientError as exc:
         code, message = _error_code(exc)
-        print(f"error: AWS refused the request ({code}: {message})", file=sys.stderr)
-        return 2
+        return command_error(f"AWS refused the request ({code}: {message})")
     except BotoCoreError as exc:  # no credentials or Region, no connection
-        print(f"error: {exc} (credentials and Region: AWS_PROFILE / AWS_REGION, or --profile / --region)", file=sys.stderr)
-        return 2
+        return command_error(f"{exc} (credentials and Region: AWS_PROFILE / AWS_REGION, or --profile / --region)")
 
 
 if __name__ == "__main__":
