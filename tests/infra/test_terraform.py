@@ -384,7 +384,7 @@ def _check_wiring(client, outputs: dict) -> None:
     env = function["Environment"]["Variables"]
     assert env["ENDPOINT_NAME"] == ENDPOINT_NAME
     assert env["SEARCH_ENDPOINT_NAME"] == CLIP_ENDPOINT_NAME and env["SEARCH_BACKEND"] == "embedded"
-    assert env["BEDROCK_MODEL_ID"] == "us.anthropic.claude-sonnet-4-6"
+    assert env["BEDROCK_MODEL_ID"] == "us.anthropic.claude-sonnet-5-5"
     assert env["POWERTOOLS_SERVICE_NAME"] == "loom-api" and env["DESCRIPTION_BACKEND"] == "bedrock"
     assert (env["RESTYLE_MODEL_ID"], env["RESTYLE_REGION"], env["RESTYLE_BUCKET"]) == (
         "stability.sd3-5-large-v1:0", "us-west-2", BUCKET)
@@ -399,8 +399,8 @@ def _check_wiring(client, outputs: dict) -> None:
     )
     assert _resources(lambda_policy, "sagemaker:InvokeEndpoint") == {endpoint["EndpointArn"]}
     assert _resources(lambda_policy, "bedrock:InvokeModel") == {
-        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6",
-        "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-6",
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-5-5",
+        "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-5-5",
     }
 
     # POST /restyle: the Stability model in its Region, restyle/ of the bucket, the key through S3 only.
