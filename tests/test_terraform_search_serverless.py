@@ -60,9 +60,6 @@ module "search" {
   source = "./modules/search"
 
   name_prefix         = "loom"
-  account_id          = "%(account)s"
-  partition           = "aws"
-  region              = "us-east-1"
   bucket_name         = "%(bucket)s"
   kms_key_arn         = var.inputs.kms_key_arn
   repository_arn      = "arn:aws:ecr:us-east-1:%(account)s:repository/loom-inference"
@@ -149,6 +146,7 @@ def _check_collection_wiring(client, inputs: dict[str, str], lambda_environment:
     assert lambda_environment == {
         "SEARCH_ENDPOINT_NAME": "loom-clip",
         "SEARCH_BACKEND": "opensearch_serverless",
+        "SEARCH_MAX_REQUEST_BYTES": "4000000",
         "OPENSEARCH_ENDPOINT": collection["collectionEndpoint"],
         "OPENSEARCH_INDEX": lambda_environment["OPENSEARCH_INDEX"],
     }
