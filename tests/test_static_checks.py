@@ -221,6 +221,25 @@ def test_release_tags_go_through_the_protected_environment_only() -> None:
     assert "put-image" in steps["Add the release tag"]["run"] and "docker" not in str(job).lower()
 
 
+def test_dependabot_updates_actions_python_and_docker_bases() -> None:
+    """.github/dependabot.yml covers the pinned actions, the Python dependencies and both Dockerfiles,
+    each in a folder that exists (Dependabot options reference:
+    https://docs.github.com/en/code-security/dependabot/working-with-dependabot/dependabot-options-reference)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    assert config["version"] == 2
+    updates = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert set(updates) >= {"github-actions", "pip", "docker"}
+    for ecosystem, update in updates.items():
+        assert update["schedule"]["interval"] in {"daily", "weekly", "monthly"}, ecosystem
+        for folder in update.get("directories", [update.get("directory")]):
+            assert (ROOT / folder.lstrip("/")).is_dir(), f"{ecosystem}: {folder} does not exist"
+    assert (ROOT / "pyproject.toml").is_file()
+    docker_dirs = {d.lstrip("/") for d in updates["docker"]["directories"]}
+    assert docker_dirs == {str(p.parent.relative_to(ROOT)) for p in ROOT.glob("containers/*/Dockerfile")}
+
+
 def test_ci_workflow_runs_make_test_on_pull_requests() -> None:
     workflow = _workflow("ci.yml")
     assert "pull_request" in workflow["on"]

@@ -229,6 +229,29 @@ def test_modules_read_account_partition_and_region_themselves() -> None:
     assert passed == [], f"terraform/main.tf still passes {passed} to modules"
 
 
+def test_lock_file_pins_the_supported_provider(tmp_path: Path, tf_env: dict[str, str]) -> None:
+    """terraform/.terraform.lock.hcl is committed (two operators apply with the same provider build): it
+    names the provider version the constraint admits, and `terraform init -lockfile=readonly` accepts the
+    provider this machine has (its h1 hash for linux_amd64 matches). Other platforms' hashes are added
+    with `terraform providers lock -platform=...` where the registry is reachable (docs/deploy.md)."""
+    import re
+
+    lock = (TF_DIR / ".terraform.lock.hcl").read_text()
+    blocks = re.findall(r'provider "([^"]+)" \{', lock)
+    assert blocks == ["registry.terraform.io/hashicorp/aws"], blocks
+    version = re.search(r'version\s+= "([0-9.]+)"', lock).group(1)
+    assert _admits(tuple(int(v) for v in version.split("."))), version
+    assert re.search(r'constraints = ">= 5.66.0, < 6.0.0"', lock), "the lock must record the constraint of versions.tf"
+    assert re.search(r'"h1:[A-Za-z0-9+/=]{44}"', lock), "the lock must carry at least one h1 hash"
+    mirrored = sorted(p.name for p in AWS_PROVIDER_DIR.iterdir() if p.is_dir())
+    assert version in mirrored, f"the lock names {version}; the machine has {mirrored}"
+    workdir = _copy_module(tmp_path / "terraform")
+    shutil.copy(TF_DIR / ".terraform.lock.hcl", workdir / ".terraform.lock.hcl")
+    result = _tf(["init", "-backend=false", "-input=false", "-no-color", "-lockfile=readonly"], workdir, tf_env)
+    _ok(result, "terraform init -lockfile=readonly with the committed lock file")
+    assert (workdir / ".terraform.lock.hcl").read_text() == lock
+
+
 def test_every_variable_is_typed_described_and_validated_where_it_matters() -> None:
     import hcl2
 
