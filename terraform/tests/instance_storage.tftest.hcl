@@ -2,8 +2,8 @@
 # a volume KMS key" (CreateEndpointConfig KmsKeyId, CreateTrainingJob VolumeKmsKeyId), used by the
 # endpoint and search modules. The table follows the SageMaker guide's instance storage volumes page
 # (https://docs.aws.amazon.com/sagemaker/latest/dg/host-instance-storage.html) and EC2's instance store
-# table for the families it lists; tests/test_sagemaker_jobs.py checks the same table against
-# training/jobs/sagemaker_jobs.py has_instance_storage.
+# table for the families it lists; tests/operations/test_sagemaker_jobs.py checks the same table against
+# operations/sagemaker_jobs.py has_instance_storage.
 
 mock_provider "aws" {
   source = "./tests/mocks"

@@ -35,7 +35,7 @@ locals {
   endpoint_config = "${var.endpoint_name}-${substr(sha1(jsonencode([local.model_name, var.instance_type, var.kms_key_arn, var.data_capture, var.container_startup_timeout_seconds, var.model_data_download_timeout_seconds])), 0, 8)}"
 
   # Instance types with NVMe instance storage refuse KmsKeyId: the one rule of modules/instance_storage
-  # (shared with the search module; training/jobs/sagemaker_jobs.py has the same for jobs).
+  # (shared with the search module; operations/sagemaker_jobs.py has the same for jobs).
   local_storage_instance   = module.instance_storage.local_storage[var.instance_type]
   endpoint_volume_kms_key  = local.local_storage_instance ? null : var.kms_key_arn
   data_capture_enabled     = var.data_capture.enabled

@@ -3,8 +3,8 @@
 # CreateEndpointConfig fails when KmsKeyId is given for them.
 #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpointConfig.html (KmsKeyId)
 #   https://docs.aws.amazon.com/sagemaker/latest/dg/host-instance-storage.html (the instance types)
-# training/jobs/sagemaker_jobs.py has_instance_storage applies the same rule to training and transform
-# jobs; tests/test_sagemaker_jobs.py compares the two, terraform/tests/instance_storage.tftest.hcl
+# operations/sagemaker_jobs.py has_instance_storage applies the same rule to training and transform
+# jobs; tests/operations/test_sagemaker_jobs.py compares the two, terraform/tests/instance_storage.tftest.hcl
 # checks this module against a table of types.
 #
 # A "d" attribute after the generation (m5d, m6id, c5d, c6id, r5d, r7gd, g4dn, g4ad, p3dn, p4d,
