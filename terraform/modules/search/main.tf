@@ -77,7 +77,11 @@ resource "aws_sagemaker_model" "clip" {
   primary_container {
     image          = var.image_uri
     model_data_url = var.model_data_url
-    environment    = { MAX_BODY_MB = "6" } # InvokeEndpoint's own limit is 6 MB
+    # The server's body limit (MAX_BODY_MB, read as MiB) follows what the endpoint type can deliver: real-time
+    # InvokeEndpoint bodies are at most 6,291,456 bytes (6 MiB), serverless invocations 4 MB
+    # (SageMaker guide, "Invoke a serverless endpoint"). The API Lambda refuses larger requests itself (413,
+    # SEARCH_MAX_REQUEST_BYTES; docs/search.md), so this is a second guard, not the one clients meet.
+    environment = { MAX_BODY_MB = local.serverless ? "4" : "6" }
   }
 
   tags = var.tags
