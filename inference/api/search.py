@@ -217,10 +217,9 @@ def search(settings: SearchSettings, query: Mapping[str, Any], client: OpenSearc
                                    "embedded index (vector only)")
         task = {"task": "search", **{k: v for k, v in query.items() if k != "mode"}}
         return invoke_endpoint(settings, task)
+    # Hybrid works on both: the Serverless guide documents the normalization processor and the hybrid query
+    # (https://docs.aws.amazon.com/opensearch-service/latest/developerguide/serverless-configure-neural-search.html).
     kind = "serverless" if settings.backend == "opensearch_serverless" else "domain"
-    if kind == "serverless" and query["mode"] == "hybrid":
-        raise StatusError(400, "'mode': 'hybrid' needs an OpenSearch domain (loom index push sets up its search "
-                               "pipeline on domains only); use 'vector'")
     client = client or OpenSearchClient(settings.opensearch_endpoint, settings.region, kind)  # type: ignore[arg-type]
     size, fields = opensearch_index_info(client, settings.opensearch_index)
     unknown = sorted(set(query.get("filters") or {}) - fields)
