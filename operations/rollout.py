@@ -253,7 +253,8 @@ def config_request(config: Mapping[str, Any], sagemaker: Any, *, name: str, mode
     variant.update(ModelName=model_name, InstanceType=instance_type, InitialInstanceCount=instance_count)
     key = kms_key_arn or request.get("KmsKeyId")
     if key and jobs.has_instance_storage(instance_type):
-        # KmsKeyId is refused for instance types with NVMe instance storage (API_CreateEndpointConfig.html).
+        # KmsKeyId does not encrypt the local storage of NVMe instance types, which the instance encrypts in
+        # hardware (API_CreateEndpointConfig.html, KmsKeyId): it is left out there.
         log(f"note: {instance_type} has NVMe instance storage, encrypted by the instance: no KmsKeyId is sent")
         key = None
     elif not key and not jobs.has_instance_storage(instance_type):

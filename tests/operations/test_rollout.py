@@ -22,7 +22,8 @@ Rules encoded here, with their sources (SageMaker API reference and developer gu
   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_RollingUpdatePolicy.html,
   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_BlueGreenUpdatePolicy.html,
   https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions.html
-- KmsKeyId is refused for instance types with NVMe instance storage:
+- KmsKeyId does not encrypt the local storage of instance types with NVMe instance storage (hardware-encrypted),
+  so it is left out for them:
   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpointConfig.html
 - registering a SageMaker variant again and putting its target-tracking policy back needs
   sagemaker:DescribeEndpoint/DescribeEndpointConfig/UpdateEndpointWeightsAndCapacities,
