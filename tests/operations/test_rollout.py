@@ -28,7 +28,10 @@ Rules encoded here, with their sources (SageMaker API reference and developer gu
 - registering a SageMaker variant again and putting its target-tracking policy back needs
   sagemaker:DescribeEndpoint/DescribeEndpointConfig/UpdateEndpointWeightsAndCapacities,
   cloudwatch:PutMetricAlarm/DescribeAlarms/DeleteAlarms and iam:CreateServiceLinkedRole for the autoscaling
-  service-linked role: checked (iam:SimulatePrincipalPolicy) before the variant is deregistered:
+  service-linked role (only while it is missing: iam:GetRole on it): checked (iam:SimulatePrincipalPolicy)
+  before the variant is deregistered, each action on the resource types it is authorised on (UpdateEndpoint on
+  endpoint and endpoint-config, Create/DescribeEndpointConfig on endpoint-config, CreateModel on model:
+  https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html):
   https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-prerequisites.html,
   https://docs.aws.amazon.com/autoscaling/application/userguide/security_iam_id-based-policy-examples.html
 - MaximumExecutionTimeoutInSeconds (600-28800) covers the whole deployment: a linear deployment waits between
