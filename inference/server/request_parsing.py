@@ -27,6 +27,7 @@ SUPPORTED_TYPES = sorted(JSON_TYPES | JSONLINES_TYPES | IMAGE_TYPES)
 REQUEST_KEYS = {"image", "attributes", "prompt", "parameters", "id", "product_type", "known_attributes", "min_precision"}
 FACT_KEYS = ("product_type", "known_attributes", "min_precision")  # loom.abstention: what a product's answer may use
 MAX_PROMPT_CHARS = 1000
+MAX_JSON_DEPTH = 16  # a product request nests 3 deep; deeper is refused before any field is read
 # Generation bounds: a request cannot buy more GPU time than this (this module must not import torch).
 MAX_NEW_TOKENS_LIMIT = 64
 MAX_BEAMS = 4
@@ -34,6 +35,27 @@ MAX_BEAMS = 4
 
 class RequestError(StatusError):
     """A request the client must fix: `RequestError(status, message)` becomes `{"error": message}`."""
+
+
+MAX_ERROR_CHARS = 1000  # an error message is cut here: no error echoes a client's input at length
+
+
+def error_text(message: str) -> str:
+    """`message` cut to MAX_ERROR_CHARS characters (it may quote what the client sent)."""
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    return f"{message[:MAX_ERROR_CHARS]}... (error cut at {MAX_ERROR_CHARS} of {len(message)} characters)"
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """`value` as an error message may quote it: its repr, cut to `limit` characters (lists: five items), so
+    that no error echoes a client's input at length."""
+    if isinstance(value, (list, tuple)) and len(value) > 5:
+        return f"[{', '.join(shown(v, limit) for v in value[:5])}, ... {len(value) - 5} more]"
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(shown(v, limit) for v in value)}]"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
 
 
 def body_too_large(max_body_bytes: int) -> str:
@@ -88,10 +110,32 @@ def read_body(request: Request, max_body_bytes: int) -> bytes:
 
 
 def load_json(text: bytes, where: str = "the body") -> Any:
+    """Parse a request's JSON; RequestError(400) for anything that is not JSON a request can hold.
+
+    Besides JSONDecodeError, `json.loads` raises ValueError for an integer past Python's 4,300-digit limit
+    (`sys.set_int_max_str_digits`, CPython 3.11) and RecursionError for deep nesting: both are the client's.
+    """
     try:
-        return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise RequestError(400, f"{where} is not valid JSON ({exc}); send a JSON object") from None
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        reason = str(exc) if len(str(exc)) <= 200 else f"{str(exc)[:200]}..."
+        raise RequestError(400, f"{where} is not valid JSON ({reason}); send a JSON object") from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise RequestError(400, f"{where} nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object")
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """How deeply `value` (parsed JSON) nests lists and objects, level by level (no recursion); it stops
+    counting past MAX_JSON_DEPTH."""
+    depth, level = 0, [value]
+    while depth <= MAX_JSON_DEPTH:
+        containers = [item for item in level if isinstance(item, (list, dict))]
+        if not containers:
+            break
+        depth += 1
+        level = [child for item in containers for child in (item.values() if isinstance(item, dict) else item)]
+    return depth
 
 
 def parse_parameters(value: Any) -> dict[str, int]:
@@ -103,13 +147,13 @@ def parse_parameters(value: Any) -> dict[str, int]:
     limits = {"max_new_tokens": MAX_NEW_TOKENS_LIMIT, "num_beams": MAX_BEAMS}
     unknown = sorted(set(value) - set(limits))
     if unknown:
-        raise RequestError(400, f"unsupported parameters {unknown}; allowed: {sorted(limits)}")
+        raise RequestError(400, f"unsupported parameters {shown(unknown)}; allowed: {sorted(limits)}")
     params = {}
     for key, limit in limits.items():
         if key in value:
             v = value[key]
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
-                raise RequestError(400, f"parameters.{key} must be an integer from 1 to {limit}, got {v!r}")
+                raise RequestError(400, f"parameters.{key} must be an integer from 1 to {limit}, got {shown(v)}")
             params[key] = v
     return params
 
@@ -123,9 +167,9 @@ def parse_attributes(value: Any, known: list[str]) -> list[str] | None:
                                 f"known: {known}")
     unknown = [v for v in value if v not in known]
     if unknown:
-        raise RequestError(400, f"unknown attributes {unknown}; this model answers: {known}")
+        raise RequestError(400, f"unknown attributes {shown(unknown)}; this model answers: {known}")
     if len(set(value)) != len(value):
-        raise RequestError(400, f"'attributes' lists a name twice: {value}")
+        raise RequestError(400, f"'attributes' lists a name twice: {shown(value)}")
     return value
 
 
@@ -142,11 +186,20 @@ def parse_product(item: Any, known: list[str], max_image_pixels: int, *, allow_p
     Bad images raise `loom.image_header.ImageError` (a ValueError); everything else RequestError(400).
     `draft_side`: the predictor's `image_draft_side` (a large JPEG is decoded DCT-scaled, as in training).
     """
+    data, names, params, prompt = parse_product_fields(item, known, allow_prompt=allow_prompt)
+    return decode_image(data, max_image_pixels, draft_side=draft_side), names, params, prompt
+
+
+def parse_product_fields(item: Any, known: list[str], *, allow_prompt: bool):
+    """`parse_product` without the decode: (image bytes, attribute names or None, parameters, prompt or None).
+
+    The server checks every field (and the facts) before it pays for a decode.
+    """
     if not isinstance(item, dict):
         raise RequestError(400, "the request must be a JSON object such as {\"image\": \"<base64>\"}")
     extra = sorted(set(item) - REQUEST_KEYS)
     if extra:
-        raise RequestError(400, f"unexpected fields {extra}; allowed: {sorted(REQUEST_KEYS)}")
+        raise RequestError(400, f"unexpected fields {shown(extra)}; allowed: {sorted(REQUEST_KEYS)}")
     if "image" not in item:
         raise RequestError(400, "'image' is missing: send the image file's bytes as a base64 string")
     params = parse_parameters(item.get("parameters"))
@@ -159,8 +212,7 @@ def parse_product(item: Any, known: list[str], max_image_pixels: int, *, allow_p
         if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
             raise RequestError(400, f"'prompt' must be a non-empty question of at most {MAX_PROMPT_CHARS} characters")
     names = parse_attributes(item.get("attributes"), known)
-    image = decode_image(decode_base64_image(item["image"]), max_image_pixels, draft_side=draft_side)
-    return image, names, params, prompt.strip() if prompt is not None else None
+    return decode_base64_image(item["image"]), names, params, prompt.strip() if prompt is not None else None
 
 
 def parse_facts(predictor: Any, item: Mapping[str, Any]) -> dict[str, Any]:
