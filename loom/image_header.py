@@ -9,7 +9,7 @@ from the JPEG frame header or the PNG IHDR chunk, and checks truncation from the
 The work of a decode is bounded here, before any decoder runs:
 
 - Pixels: `MAX_PIXELS` = 4096 x 4096. The models see 224 px (CLIP) or less; the server decodes a JPEG
-  DCT-scaled to at least twice that (inference/server/images.py), and libjpeg's smallest DCT scale is
+  DCT-scaled to at least twice that (runtime/images.py), and libjpeg's smallest DCT scale is
   1/8, so 8 x 448 = 3584 px a side is the largest JPEG the decoder can bring down almost for free. 4096
   a side admits 12 MP phone photos (4032 x 3024) and the catalog's 1800 x 2400; more pixels cost memory
   and time and give the model nothing (docs/endpoint-contract.md, "Image limits").

@@ -1,6 +1,6 @@
 """Hostile images, made in memory: small on the wire, built to cost a decoder time or memory.
 
-Shared by tests/test_hostile_server.py and scripts/bench_image_memory.py (not a test module).
+Shared by tests/server/test_hostile_server.py and scripts/bench_image_memory.py (not a test module).
 """
 
 from __future__ import annotations

@@ -18,11 +18,12 @@ import json
 import logging
 from typing import Any
 
-from inference.server.images import DecodePool
+from runtime.images import DecodePool
 from inference.server.model_queue import Admission
-from inference.server.request_parsing import (RequestError, error_text, image_draft_side, load_json, parse_facts,
+from inference.server.request_parsing import (RequestError, image_draft_side, load_json, parse_facts,
                                               parse_product_fields)
 from loom.errors import StatusError
+from loom.json_limits import error_text
 from loom.image_header import ImageError
 
 log = logging.getLogger("loom.serve")
@@ -90,7 +91,7 @@ def read_line(index: int, line: bytes, predictor: Any, admission: Admission, ids
         data, names, params, _ = parse_product_fields(item, predictor.schema.names, allow_prompt=False)
         facts = parse_facts(predictor, item)
         if decoder is None:
-            from inference.server.images import decode_image
+            from runtime.images import decode_image
 
             image = decode_image(data, max_image_pixels, draft_side=draft_side)
         else:

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:  # annotations only: the CLIP tagger imports this module in the training image, without Flask
     from flask import Request
 
-from inference.server.images import decode_image
+from runtime.images import decode_image
 from loom.base64_image import decode_base64_image
 from loom.abstention import check_known_attributes
 from loom.calibration import check_min_precision
 from loom.errors import StatusError
+from loom.json_limits import loads_request
 
 JSON_TYPE = "application/json"
 JSONLINES_TYPE = "application/jsonlines"
@@ -27,7 +28,6 @@ SUPPORTED_TYPES = sorted(JSON_TYPES | JSONLINES_TYPES | IMAGE_TYPES)
 REQUEST_KEYS = {"image", "attributes", "prompt", "parameters", "id", "product_type", "known_attributes", "min_precision"}
 FACT_KEYS = ("product_type", "known_attributes", "min_precision")  # loom.abstention: what a product's answer may use
 MAX_PROMPT_CHARS = 1000
-MAX_JSON_DEPTH = 16  # a product request nests 3 deep; deeper is refused before any field is read
 # Generation bounds: a request cannot buy more GPU time than this (this module must not import torch).
 MAX_NEW_TOKENS_LIMIT = 64
 MAX_BEAMS = 4
@@ -35,16 +35,6 @@ MAX_BEAMS = 4
 
 class RequestError(StatusError):
     """A request the client must fix: `RequestError(status, message)` becomes `{"error": message}`."""
-
-
-MAX_ERROR_CHARS = 1000  # an error message is cut here: no error echoes a client's input at length
-
-
-def error_text(message: str) -> str:
-    """`message` cut to MAX_ERROR_CHARS characters (it may quote what the client sent)."""
-    if len(message) <= MAX_ERROR_CHARS:
-        return message
-    return f"{message[:MAX_ERROR_CHARS]}... (error cut at {MAX_ERROR_CHARS} of {len(message)} characters)"
 
 
 def shown(value: Any, limit: int = 60) -> str:
@@ -110,32 +100,12 @@ def read_body(request: Request, max_body_bytes: int) -> bytes:
 
 
 def load_json(text: bytes, where: str = "the body") -> Any:
-    """Parse a request's JSON; RequestError(400) for anything that is not JSON a request can hold.
-
-    Besides JSONDecodeError, `json.loads` raises ValueError for an integer past Python's 4,300-digit limit
-    (`sys.set_int_max_str_digits`, CPython 3.11) and RecursionError for deep nesting: both are the client's.
-    """
+    """Parse a request's JSON (`loom.json_limits.loads_request`: huge integers, deep nesting and invalid
+    JSON are the client's); RequestError(400) otherwise."""
     try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        reason = str(exc) if len(str(exc)) <= 200 else f"{str(exc)[:200]}..."
-        raise RequestError(400, f"{where} is not valid JSON ({reason}); send a JSON object") from None
-    if json_depth(value) > MAX_JSON_DEPTH:
-        raise RequestError(400, f"{where} nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object")
-    return value
-
-
-def json_depth(value: Any) -> int:
-    """How deeply `value` (parsed JSON) nests lists and objects, level by level (no recursion); it stops
-    counting past MAX_JSON_DEPTH."""
-    depth, level = 0, [value]
-    while depth <= MAX_JSON_DEPTH:
-        containers = [item for item in level if isinstance(item, (list, dict))]
-        if not containers:
-            break
-        depth += 1
-        level = [child for item in containers for child in (item.values() if isinstance(item, dict) else item)]
-    return depth
+        return loads_request(text, where)
+    except StatusError as exc:
+        raise RequestError(exc.status, exc.message) from None
 
 
 def parse_parameters(value: Any) -> dict[str, int]:
