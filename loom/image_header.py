@@ -127,6 +127,8 @@ def _inspect(head: bytes, tail: bytes | None, size: int, *, max_pixels: int, max
             _check_jpeg_scans(head, end, max_scans)
         fmt = "jpeg"
     else:
+        if tuple(formats) == JPEG_AND_PNG:
+            raise ImageError("the image is neither a JPEG nor a PNG (unknown magic bytes)")
         names = [f.upper() for f in formats]
         listed = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
         raise ImageError(f"the image is not a {listed} file (unknown magic bytes)")

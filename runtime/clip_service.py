@@ -41,6 +41,10 @@ log = logging.getLogger("loom.serve")
 
 MAX_TEXTS = 64
 EMBED_BATCH = 16
+# A JSON Lines request embeds its pending images once they hold this many pixels, even before EMBED_BATCH:
+# decoded images are kept at full size (the index was built from full-size decodes), so this bounds the
+# memory a request holds to about two images at the pixel limit (docs/endpoint-contract.md, "Image limits").
+PENDING_PIXELS = 2 * 4096 * 4096
 EMBED_KEYS = {"task", "texts", "image"}
 SEARCH_KEYS = {"task", "text", "image", "k", "filters"}
 TASKS = ("embed", "search", "tags", "interrogate")
@@ -160,8 +164,8 @@ class ClipService:
     def answer_lines(self, body: bytes, max_image_pixels: int,
                      time_left: Callable[[], float] | None = None) -> list[dict[str, Any]]:
         """One result per JSON Lines record, in order: an embedding, or tags for a line with "task": "tags";
-        a bad line gets its own error, whatever its reading raised. Images are embedded EMBED_BATCH at a time
-        whatever the lines ask. `time_left` (the admission's): when less than LINE_MARGIN_S is left, no more
+        a bad line gets its own error, whatever its reading raised. Images are embedded EMBED_BATCH (or
+        PENDING_PIXELS) at a time whatever the lines ask. `time_left` (the admission's): when less than LINE_MARGIN_S is left, no more
         lines are started and each line not answered gets an error line."""
         lines = [line for line in body.splitlines() if line.strip()]
         if not lines:
@@ -197,7 +201,7 @@ class ClipService:
                 log.exception("line %d could not be read", number + 1)
                 results[number] = {"id": ids.get(number), "error": f"line {number + 1}: the line could not be read "
                                                                    f"({type(exc).__name__}); check its fields"}
-            if len(pending) >= EMBED_BATCH:
+            if len(pending) >= EMBED_BATCH or sum(i.width * i.height for _, _, i, _ in pending) >= PENDING_PIXELS:
                 flush()
         if pending:
             flush()
