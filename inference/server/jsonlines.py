@@ -9,7 +9,8 @@ answered gets its error on its own line, with its id, and costs the others nothi
   only the failing product gets an error line;
 - the request's deadline (REQUEST_TIMEOUT_S) is checked before every line and every generation, and so is
   a stop of the worker (SIGTERM): past it, nothing more is decoded or generated, the lines answered so far
-  keep their answers and every other line gets an error line that says to send it again.
+  keep their answers and every other line gets an error line that says to send it again. When no product
+  was answered yet, the request as a whole gets the 504 (503 when stopping), so that it is retried as one.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
     if batch and not stopped:
         stopped = answer_batch(batch, batch_params, predictor, admission, results)
     if stopped:
+        if not any(result is not None and "error" not in result for result in results):
+            raise stopped  # nothing answered: the whole request is a 504 (503: stopping), retried as one
         unanswered(lines, results, ids, stopped)
     return "".join(json.dumps(result, ensure_ascii=False) + "\n" for result in results)
 

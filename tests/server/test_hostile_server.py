@@ -290,15 +290,19 @@ def test_a_lines_facts_are_checked_before_its_image_is_decoded(hostile):
 
 
 def test_every_jsonlines_line_checks_the_deadline(tight):
-    # 12 heavy-but-allowed lines (about a second of decode each): the request answers by its deadline, with
-    # an error line for each line it could not reach.
+    # 12 heavy-but-allowed lines (about a second of decode each): the request answers by its deadline, either
+    # with the lines done and an error line for each line it could not reach, or, when it reached none, as a
+    # whole 504. Never after the 12 decodes.
     heavy = b64(progressive_jpeg(4096, MAX_JPEG_SCANS - 9))
     body = "\n".join(json.dumps({"id": n, "image": heavy}) for n in range(12))
     status, elapsed, answer = tight.post(body, "application/jsonlines")
+    assert elapsed < DEADLINE_S + SLACK_S, elapsed
+    if status == 504:
+        assert_json_error(status, answer, 504, "REQUEST_TIMEOUT_S")
+        return
     results = [json.loads(line) for line in answer.decode().splitlines()]
     assert status == 200 and [r["id"] for r in results] == list(range(12)), answer[:300]
     assert sum("REQUEST_TIMEOUT_S" in r.get("error", "") for r in results) >= 6, results
-    assert elapsed < DEADLINE_S + SLACK_S, elapsed
 
 
 # -- SIGTERM -----------------------------------------------------------------------------------------------
@@ -307,12 +311,14 @@ def test_sigterm_mid_batch_answers_every_line(untrained_artifact, tmp_path):
     # SageMaker sends SIGTERM, then SIGKILL 30 s later (BYOC guide, "How SageMaker runs your inference image");
     # gunicorn's gthread worker waits `graceful_timeout` for connections in flight, then exits and drops them
     # (gunicorn 27.0.1 gunicorn/workers/gthread.py, ThreadWorker.run). A 400-line request that cannot finish
-    # in that window is answered before it: the lines done, and an error line for each other.
+    # in that window is answered before it: the lines done, and an error line for each other. (Here the
+    # window is 8 s, so the answer comes 6 s after SIGTERM: time for some batches even on a loaded machine.)
     server = started(Hostile(untrained_artifact, log_path=tmp_path / "serve.log", program=DRILL,
-                             env={"DRILL_SLOW_S": "0.1", "BATCH_PRODUCTS": "8", "GUNICORN_GRACEFUL_TIMEOUT": "4",
+                             env={"DRILL_SLOW_S": "0.1", "BATCH_PRODUCTS": "8", "GUNICORN_GRACEFUL_TIMEOUT": "8",
                                   "REQUEST_TIMEOUT_S": "60"}))
     try:
         image = b64(small_png())
+        assert server.post({"image": image, "attributes": ["Fit"]})[0] == 200  # the first call warms the model
         body = "\n".join(json.dumps({"id": f"p{n}", "image": image, "attributes": ["Fit"]}) for n in range(400))
         done: list[tuple[int, float, bytes]] = []
         errors: list[BaseException] = []
@@ -338,7 +344,7 @@ def test_sigterm_mid_batch_answers_every_line(untrained_artifact, tmp_path):
         assert answered and stopped, (len(answered), len(stopped))  # partly done, the rest said so
         assert all("Fit" in r["confidence"] for r in answered)
         assert all("stopping" in r["error"] for r in stopped), stopped[:2]
-        assert time.monotonic() - signalled < 4
+        assert time.monotonic() - signalled < 8  # answered inside gunicorn's graceful window
         assert server.process.wait(timeout=10) == 0
     finally:
         server.stop(timeout=5)
