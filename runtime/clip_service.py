@@ -165,8 +165,8 @@ class ClipService:
                      time_left: Callable[[], float] | None = None) -> list[dict[str, Any]]:
         """One result per JSON Lines record, in order: an embedding, or tags for a line with "task": "tags";
         a bad line gets its own error, whatever its reading raised. Images are embedded EMBED_BATCH (or
-        PENDING_PIXELS) at a time whatever the lines ask. `time_left` (the admission's): when less than LINE_MARGIN_S is left, no more
-        lines are started and each line not answered gets an error line."""
+        PENDING_PIXELS) at a time whatever the lines ask. `time_left` (the admission's): when less than
+        LINE_MARGIN_S is left, no more lines are started and each line not answered gets an error line."""
         lines = [line for line in body.splitlines() if line.strip()]
         if not lines:
             raise StatusError(400, 'the JSON Lines body holds no records: one {"id", "image"} object per line')
