@@ -1,7 +1,8 @@
 """JSON Lines requests (SageMaker Batch Transform, asynchronous inference): one result line per product line.
 
-Valid products are answered `batch_products` at a time in one batched generation. A line that cannot be
-answered gets its error on its own line, with its id: a bad line (JSON, image, attribute names) before any
+Valid products go to the model queue `batch_products` (MAX_BATCH_PRODUCTS) at a time; the queue answers
+them in one batched call, with other requests' products when there is room (model_queue.py). A line that
+cannot be answered gets its error on its own line, with its id: a bad line (JSON, image, attribute names) before any
 generation; a product on which the model itself fails, by answering the rest of its batch again one by
 one, so that only the failing product gets an error line.
 """
@@ -56,6 +57,13 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
     return "".join(json.dumps(result, ensure_ascii=False) + "\n" for result in results)
 
 
+def product_item(predictor: Any, image: Any, names: list[str] | None, facts: dict[str, Any]) -> Any:
+    """The item `predictor.answer_attributes_many` takes for one product, preprocessed in the calling
+    thread when the predictor can (`prepare`), so that the model thread only runs the model."""
+    prepare = getattr(predictor, "prepare", None)
+    return prepare(image, names, facts) if prepare is not None else (image, names, facts)
+
+
 def answer_batch(batch: list[Product], params: dict[str, int], predictor: Any, admission: Admission,
                  results: list[dict[str, Any] | None]) -> None:
     """Answer `batch` in one generation into `results`; on a model failure, product by product.
@@ -64,8 +72,8 @@ def answer_batch(batch: list[Product], params: dict[str, int], predictor: Any, a
     whole request.
     """
     try:
-        answers = admission.run(predictor.answer_attributes_many,
-                                [(image, names, facts) for _, _, image, names, facts in batch], **params)
+        items = [product_item(predictor, image, names, facts) for _, _, image, names, facts in batch]
+        answers = admission.run_batched(predictor.answer_attributes_many, items, **params)
     except StatusError:
         raise  # the admission's deadline
     except Exception as exc:
