@@ -495,17 +495,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="also a tiny model whose vision tower costs what ViT-g costs against Flan-T5-XL")
     parser.add_argument("--compiled", action="store_true", help="with --real-size: also compiled decoding")
     parser.add_argument("--profile", action="store_true", help="with --real-size: a torch.profiler summary")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared machine more threads than free cores "
+                             "make every timing swing; 0 keeps torch's default)")
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="with --real-size: start no new measurement after this many seconds")
     args = parser.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     real_config = real_size_config()
     real_params = component_params(meta_model(real_config))
     real = flop_costs(real_config, real_params, args.answer_tokens)
     print(f"blip2-flan-t5-xl sizes: {real_params['total'] / 1e9:.2f} B parameters; image/question cost ratio "
-          f"(FLOPs, {args.answer_tokens}-token answers) {real['ratio']:.2f}", flush=True)
+          f"(FLOPs, {args.answer_tokens}-token answers) {real['ratio']:.2f}; torch CPU threads "
+          f"{torch.get_num_threads()}", flush=True)
 
     if args.real_size:
         config = real_size_config()

@@ -322,3 +322,36 @@ def test_one_device_to_host_copy_per_batch(predictor, images, monkeypatch):
     predictor.answer_attributes_many(prepared, max_new_tokens=6)
     rows = sum(p.rows.count for p in prepared)
     assert len(copies) == 1 and copies[0][:2] == (2, rows)  # token ids and log-probabilities, all rows
+
+
+# -- the queue is sized so that batches fill ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_burst_of_24_single_product_requests_on_one_worker_is_answered_200(untrained_artifact, tmp_path):
+    # With the serving defaults (MAX_PENDING_REQUESTS 100, as TorchServe's job_queue_size default that the
+    # SageMaker inference toolkit keeps: pytorch/serve docs/configuration.md), 24 clients arriving at once on
+    # one worker are all admitted and answered within REQUEST_TIMEOUT_S; with the old queue of 4, 20 got 503.
+    from inference.server.local_server import LocalServer
+
+    buffer = io.BytesIO()
+    noise_images(1)[0].save(buffer, "JPEG")
+    body = json.dumps({"image": base64.b64encode(buffer.getvalue()).decode()}).encode()
+    with LocalServer(untrained_artifact, env={"GUNICORN_WORKERS": "1"}, log_path=tmp_path / "serve.log") as server:
+        server.wait_ready(timeout=180)
+        start = threading.Barrier(24)
+        results = []
+
+        def client():
+            start.wait(30)
+            sent = time.monotonic()
+            status, _, data = server.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+            results.append((status, time.monotonic() - sent, json.loads(data)))
+
+        threads = [threading.Thread(target=client) for _ in range(24)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert [status for status, _, _ in results] == [200] * 24, [r[2] for r in results if r[0] != 200][:3]
+    assert max(elapsed for _, elapsed, _ in results) < 60  # REQUEST_TIMEOUT_S
+    assert len({json.dumps(body["raw"], sort_keys=True) for _, _, body in results}) == 1  # one image, one answer

@@ -11,10 +11,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import queue
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -144,9 +146,10 @@ class PreparedProduct:
 class Predictor:
     """A loaded model + processor + attribute schema; thread-safe.
 
-    Preprocessing (image resizing, tokenisation) runs in the calling thread on that thread's own copy of
-    the processor: Blip2Processor changes its tokenizer's padding state on every call, so a shared one
-    raises sporadic ValueErrors under threads (FACTS.md). Only the model calls are serialised by a lock.
+    Preprocessing (image resizing, tokenisation) runs in the calling thread on a copy of the processor that
+    no other thread uses meanwhile (`borrowed_processor`): Blip2Processor changes its tokenizer's padding
+    state on every call, so a shared one raises sporadic ValueErrors under threads (FACTS.md). Only the
+    model calls are serialised by a lock.
     """
 
     def __init__(self, model: Blip2ForConditionalGeneration, processor: Blip2Processor,
@@ -167,7 +170,7 @@ class Predictor:
         # "eager": transformers' generate; "compiled": static caches and a compiled decoder step (decoding.py).
         self.decoder = Decoder(model.language_model, resolve_mode(decoding, self.device))
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._processors: queue.SimpleQueue = queue.SimpleQueue()  # idle copies for borrowed_processor
 
     @classmethod
     def load(cls, model_dir: str | Path, *, device: str | torch.device | None = None,
@@ -192,24 +195,31 @@ class Predictor:
 
     # -- preprocessing: any thread, outside the model lock ------------------------------------------------
 
-    def thread_processor(self) -> Blip2Processor:
-        """This thread's own copy of the processor (its tokenizer's padding state is its own)."""
-        local = self._local
-        if getattr(local, "source", None) is not self.processor:
-            local.processor, local.source = copy.deepcopy(self.processor), self.processor
-        return local.processor
+    @contextmanager
+    def borrowed_processor(self) -> Iterator[Blip2Processor]:
+        """A copy of the processor that no other thread uses meanwhile (its tokenizer's padding state is its
+        own). Copies are made on demand and reused: as many as calls ever ran at once, not one per thread."""
+        try:
+            source, processor = self._processors.get_nowait()
+        except queue.Empty:
+            source, processor = self.processor, copy.deepcopy(self.processor)
+        try:
+            yield processor
+        finally:
+            if source is self.processor:  # a processor replaced meanwhile retires its copies
+                self._processors.put((source, processor))
 
     def question_rows(self, image: Image.Image, questions: Sequence[str]) -> QuestionRows:
         """Pixels and token rows of one image's questions: [<image> x NQ, question, </s>, <pad>...] per row."""
-        inputs = self.thread_processor()(images=[image], text=list(questions), padding="longest",
-                                         return_tensors="pt")
+        with self.borrowed_processor() as processor:
+            inputs = processor(images=[image], text=list(questions), padding="longest", return_tensors="pt")
         self.check_image_tokens(inputs["input_ids"])
         return QuestionRows(inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"])
 
     def _inputs(self, images: Sequence[Image.Image], questions: Sequence[str]):
         """The processor's batch on the model's device (for benchmarks and feature checks)."""
-        inputs = self.thread_processor()(images=list(images), text=list(questions), padding="longest",
-                                         return_tensors="pt")
+        with self.borrowed_processor() as processor:
+            inputs = processor(images=list(images), text=list(questions), padding="longest", return_tensors="pt")
         self.check_image_tokens(inputs["input_ids"])
         return inputs.to(self.device)
 
@@ -283,7 +293,8 @@ class Predictor:
     def generate_per_question(self, image: Image.Image, question: str, *,
                               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, num_beams: int = 1) -> Answer:
         """The reference path: the plain `model.generate` for one question (the image is encoded again)."""
-        inputs = self.thread_processor()(images=image, text=question, return_tensors="pt")
+        with self.borrowed_processor() as processor:
+            inputs = processor(images=image, text=question, return_tensors="pt")
         self.check_image_tokens(inputs["input_ids"])
         with self._lock:
             inputs = inputs.to(self.device)
@@ -299,8 +310,11 @@ class Predictor:
 
     def _answers(self, sequences: list[list[int]], logprobs: list[list[float]]) -> list[Answer]:
         """Answers from host-side token ids and log-probabilities (no device access)."""
+        with self.borrowed_processor() as processor:
+            return self._decode_answers(processor.tokenizer, sequences, logprobs)
+
+    def _decode_answers(self, tokenizer, sequences: list[list[int]], logprobs: list[list[float]]) -> list[Answer]:
         pad = self.model.language_model.generation_config.pad_token_id
-        tokenizer = self.thread_processor().tokenizer
         separator = ANSWER_SEPARATOR.strip()
         answers = []
         for sequence, scores in zip(sequences, logprobs, strict=True):
