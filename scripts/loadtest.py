@@ -4,10 +4,10 @@
 
 For each setting, one server: batching off (`MAX_BATCH_PRODUCTS=1`: one product a model call) and on
 (`MAX_BATCH_PRODUCTS=16`, `BATCH_WAIT_MS=0`), the rest at the serving defaults (`MAX_PENDING_REQUESTS`
-100). For each number of concurrent clients, each sending one single-product request (every attribute)
-after the other for `--seconds` (at most `--requests`): throughput, p50/p99 latency of the answered
-requests, 503 refusals (the client backs off 50 ms), errors (anything else), `/ping` latency under that
-load (one ping every 20 ms) and the products per model call. The last line is
+100), torch on one thread (`OMP_NUM_THREADS=1`). For each number of concurrent clients, each sending one
+single-product request (every attribute) after the other for `--seconds` (at most `--requests`):
+throughput, p50/p99 latency of the answered requests, 503 refusals (the client backs off 50 ms), errors
+(anything else) and `/ping` latency under that load (one ping every 20 ms). The last line is
 `batching <throughput on / off at the largest client count>`. Loopback only.
 """
 
@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 SETTINGS = {"off": {"MAX_BATCH_PRODUCTS": "1"}, "on": {"MAX_BATCH_PRODUCTS": "16", "BATCH_WAIT_MS": "0"}}
+# torch in the server on one thread: on a shared machine more threads than free cores make every figure swing.
+SERVER_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def rss_mb(pid: int) -> float:
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
             model_dir = build_tiny_artifact(Path(tmp) / "tiny")
         for batching, env in SETTINGS.items():
-            with LocalServer(model_dir, env=env) as server:
+            with LocalServer(model_dir, env={**SERVER_ENV, **env}) as server:
                 try:
                     server.wait_ready(timeout=180)
                 except (RuntimeError, TimeoutError) as exc:

@@ -123,6 +123,29 @@ def test_a_failing_compilation_falls_back_to_eager_answers(predictor, images, mo
     assert [a.token_ids for a in predictor.generate(images[0], qs, max_new_tokens=8)] == [a.token_ids for a in eager]
 
 
+def test_warm_up_compiles_every_padded_shape_and_turns_off_on_answers_that_differ(untrained_artifact, monkeypatch):
+    predictor = Predictor.load(untrained_artifact, decoding="compiled")  # on CPU: the static, padded path
+    shapes = []
+    compiled = predictor.decoder._compiled
+
+    def recording(embeds, mask, max_new_tokens):
+        shapes.append(embeds.shape[0])
+        return compiled(embeds, mask, max_new_tokens)
+
+    monkeypatch.setattr(predictor.decoder, "_compiled", recording)
+    predictor.warm_up(max_products=2)  # 8 questions a product: up to 16 rows
+    assert predictor.decoding == "compiled" and predictor.decoder.failure is None
+    assert shapes == [8, 8, 12, 16, 8]  # the check against eager, then rows 8, 12, 16, then the last warm-up call
+
+    def wrong(embeds, mask, max_new_tokens):
+        sequences, logprobs = compiled(embeds, mask, max_new_tokens)
+        return sequences + 1, logprobs  # other tokens: what an overwritten buffer would give
+
+    monkeypatch.setattr(predictor.decoder, "_compiled", wrong)
+    predictor.warm_up(max_products=1)
+    assert predictor.decoding == "eager" and "differ from eager" in predictor.decoder.failure
+
+
 def test_confidence_is_the_mean_probability_of_the_generated_tokens(predictor, images):
     question = questions(predictor)[2]
     answer = predictor.generate(images[0], [question], max_new_tokens=6)[0]

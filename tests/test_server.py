@@ -94,7 +94,7 @@ def slow_server(untrained_artifact, tmp_path_factory):
     """Every generation takes 1.5 s; requests have 2 s; a model call past 1 s counts as stuck."""
     server = start(Server(untrained_artifact, tmp_path_factory.mktemp("slow"), DRILL_SLOW_S="1.5",
                           DRILL_LOAD_DELAY_S="0", REQUEST_TIMEOUT_S="2", MODEL_STUCK_AFTER_S="1",
-                          BATCH_PRODUCTS="1", SAGEMAKER_MAX_PAYLOAD_IN_MB="2"))
+                          MAX_BATCH_PRODUCTS="1", SAGEMAKER_MAX_PAYLOAD_IN_MB="2"))
     yield server
     server.stop(timeout=5)
 
@@ -310,7 +310,7 @@ def test_a_long_asynchronous_request_completes_past_gunicorns_timeout(untrained_
     # deadline comes from REQUEST_TIMEOUT_S, and gunicorn's `timeout` (a worker heartbeat, not a request
     # limit in the gthread worker) must not kill a worker that is busy with a long JSON Lines request.
     server = start(Server(untrained_artifact, tmp_path, DRILL_SLOW_S="1.5", DRILL_LOAD_DELAY_S="0",
-                          BATCH_PRODUCTS="1", REQUEST_TIMEOUT_S="30", GUNICORN_TIMEOUT="2"))
+                          MAX_BATCH_PRODUCTS="1", REQUEST_TIMEOUT_S="30", GUNICORN_TIMEOUT="2"))
     try:
         workers = server.workers()
         started = time.monotonic()

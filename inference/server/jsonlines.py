@@ -2,9 +2,9 @@
 
 Valid products go to the model queue `batch_products` (MAX_BATCH_PRODUCTS) at a time; the queue answers
 them in one batched call, with other requests' products when there is room (model_queue.py). A line that
-cannot be answered gets its error on its own line, with its id: a bad line (JSON, image, attribute names) before any
-generation; a product on which the model itself fails, by answering the rest of its batch again one by
-one, so that only the failing product gets an error line.
+cannot be answered gets its error on its own line, with its id: a bad line (JSON, image, attribute names)
+before any generation; a product on which the model itself fails, by answering the rest of its batch again
+one by one, so that only the failing product gets an error line.
 """
 
 from __future__ import annotations

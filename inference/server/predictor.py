@@ -407,17 +407,22 @@ class Predictor:
         image = Image.new("RGB", (64, 64), (128, 128, 128))
         questions = [self.schema.question(n) for n in self.schema.names]
         if self.decoding == "compiled":
-            rows = self.question_rows(image, questions)
+            probe = self.question_rows(image, questions)
             with self._lock, torch.inference_mode():
-                inputs = {"input_ids": rows.input_ids.to(self.device), "pixel_values": rows.pixel_values.to(self.device)}
-                embeds = self.input_embeddings(inputs, torch.zeros(rows.count, dtype=torch.long, device=self.device))
-                self.decoder.verify(embeds, rows.attention_mask.to(self.device), DEFAULT_MAX_NEW_TOKENS)
-            shapes = sorted({row_bucket(n * len(questions)) for n in range(1, max_products + 1)})
-            for count in shapes:
+                inputs = {"input_ids": probe.input_ids.to(self.device),
+                          "pixel_values": probe.pixel_values.to(self.device)}
+                owner = torch.zeros(probe.count, dtype=torch.long, device=self.device)
+                embeds = self.input_embeddings(inputs, owner)
+                self.decoder.verify(embeds, probe.attention_mask.to(self.device), DEFAULT_MAX_NEW_TOKENS)
+            shapes, rows = [], row_bucket(1)
+            while rows <= row_bucket(max_products * len(questions)):  # every padded row count a call can have
+                shapes.append(rows)
+                rows = row_bucket(rows + 1)
+            for rows in shapes:
                 if self.decoding != "compiled":
                     break
-                products = -(-count // len(questions))
-                self.generate_many([(image, questions)] * products, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
+                cycled = [questions[i % len(questions)] for i in range(rows)]
+                self.generate(image, cycled, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
             log.info("decoding: %s%s", self.decoding,
                      f" ({self.decoder.failure})" if self.decoder.failure else f", {len(shapes)} shapes compiled")
         self.generate(image, questions, max_new_tokens=2)
