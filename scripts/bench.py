@@ -16,7 +16,7 @@ seed's inference code does. Both ways answer the same questions with answers for
 length (`--answer-tokens`, default 10: a `Label: Value` answer in Flan-T5's tokenizer is about 8-12
 tokens). The last line printed is `speedup <reference / served, one product a call, type asked>`.
 
-With `--real-size --device cuda` it also times compiled decoding (inference/server/decoding.py) at each
+With `--real-size --device cuda` it also times compiled decoding (runtime/decoding.py) at each
 N, prints the physical floor for each N and a `torch.profiler` summary of one served call (GPU-busy
 fraction, kernel launches and host syncs per product), and stops starting new measurements past
 `--budget-s`.
@@ -50,8 +50,8 @@ from transformers import (  # noqa: E402
 )
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil  # noqa: E402
 
-from inference.server.decoding import Decoder  # noqa: E402
-from inference.server.predictor import Predictor  # noqa: E402
+from runtime.decoding import Decoder  # noqa: E402
+from runtime.predictor import Predictor  # noqa: E402
 from loom.schema import DEFAULT_ATTRIBUTES, PRODUCT_TYPE_ATTRIBUTE, AttributeSchema  # noqa: E402
 from training import tiny_base  # noqa: E402
 

@@ -141,7 +141,7 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     if clip_artifact is None and is_artifact(paths.clip):
         clip_artifact = paths.clip
     if clip_artifact is not None:  # a wrong folder fails now, not after training
-        from training.clip_baseline import check_clip_artifact
+        from training.search.clip_baseline import check_clip_artifact
 
         log(f"CLIP zero-shot baseline from {clip_artifact} ({check_clip_artifact(clip_artifact)['base_model']})")
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else paths.checkpoints
@@ -267,7 +267,7 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
 
     stage(8, "evaluation report" + (", with the CLIP zero-shot baseline" if clip_artifact else ""))
     if clip_artifact is not None and answers:
-        from training.clip_baseline import evaluate_clip
+        from training.search.clip_baseline import evaluate_clip
 
         try:  # the model is saved and gated; a baseline that cannot be measured must not lose it
             metrics = {**metrics, CLIP_BASELINE_METRICS: evaluate_clip(paths.model, clip_artifact, paths.images,

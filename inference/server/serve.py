@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from inference.server.app import ServerLimits
-from inference.server.images import DEFAULT_MAX_IMAGE_PIXELS
+from runtime.images import DEFAULT_MAX_IMAGE_PIXELS
 from loom.artifact import KIND_CLIP, MANIFEST_FILE, is_artifact, manifest_kind
 
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
@@ -71,7 +71,7 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
 
 
 DEFAULT_MAX_PENDING = 100
-DECODING_MODES = ("auto", "eager", "compiled")  # inference.server.decoding.MODES, without importing torch
+DECODING_MODES = ("auto", "eager", "compiled")  # runtime.decoding.MODES, without importing torch
 SAGEMAKER_SIGKILL_AFTER_S = 30  # SageMaker sends SIGKILL this long after SIGTERM (docs/endpoint-contract.md)
 SPARE_THREADS = 4  # request threads never admitted to the model: /ping, /execution-parameters, 503 refusals
 
@@ -90,7 +90,7 @@ class ServeSettings:
     keepalive_s: int = 75
     limits: ServerLimits = field(default_factory=ServerLimits)
     device: str | None = None
-    decoding: str = "auto"  # compiled decoding on GPUs, eager elsewhere (inference/server/decoding.py)
+    decoding: str = "auto"  # compiled decoding on GPUs, eager elsewhere (runtime/decoding.py)
     gpus: list[str] = field(default_factory=list)
 
     @classmethod
@@ -145,13 +145,13 @@ class ServeSettings:
 
 def load_predictor(settings: ServeSettings):
     """Load the predictor (called in the worker's loader thread; torch is imported here, not in the master)."""
-    if manifest_kind(settings.model_dir) == KIND_CLIP:  # search hook: a CLIP artifact (clip_app.py)
-        from inference.server.clip_app import ClipService
+    if manifest_kind(settings.model_dir) == KIND_CLIP:  # search hook: a CLIP artifact (runtime/clip_service.py)
+        from runtime.clip_service import ClipService
 
         service = ClipService.load(settings.model_dir, device=settings.device)
         service.warm_up()
         return service
-    from inference.server.predictor import Predictor
+    from runtime.predictor import Predictor
 
     predictor = Predictor.load(settings.model_dir, device=settings.device, decoding=settings.decoding)
     predictor.warm_up(max_products=settings.limits.batch_products)
