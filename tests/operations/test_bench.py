@@ -83,7 +83,7 @@ def test_the_served_call_and_the_reference_ask_the_same_questions_at_a_fixed_len
 def test_real_size_run_prints_each_n_the_floor_and_a_profile_and_survives_a_failed_compile(monkeypatch, capsys):
     # What `make bench-gpu` runs, shrunk to one layer per stack on CPU; compiled decoding is made to fail as
     # it may on a GPU, and the run reports the fallback instead of losing the figures.
-    from inference.server import decoding
+    from runtime import decoding
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("inductor failed")
