@@ -22,6 +22,9 @@ requests:
   admitted requests are still being read and preprocessed. A job past its deadline is answered 504 before
   the call. When a call of several jobs fails, each job is run again alone, so that one bad product fails
   alone.
+- When the worker is told to stop (`stop(within_s)`, on SIGTERM: serve.py), every admitted request's
+  deadline becomes at most that: it is answered (503, or a JSON Lines request's remaining lines as error
+  lines) before gunicorn's graceful timeout ends the worker, never dropped.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from typing import Any, Callable, Hashable, Iterator
 from loom.errors import StatusError
 
 log = logging.getLogger("loom.serve")
+
+_POLL_S = 0.1  # how often a waiting request looks at its deadline
 
 
 class ModelSlot:
@@ -131,10 +136,18 @@ class ModelQueue:
         self._thread: threading.Thread | None = None
         self._busy_since: float | None = None
         self.calls: collections.deque[int] = collections.deque(maxlen=1000)  # items per recent model call
+        self.stop_at: float | None = None  # monotonic time by which every admitted request must be answered
+
+    def stop(self, within_s: float) -> None:
+        """The worker stops: every admitted request ends within `within_s` (503 past it); none is admitted."""
+        stop_at = time.monotonic() + max(0.0, within_s)
+        self.stop_at = stop_at if self.stop_at is None else min(self.stop_at, stop_at)
 
     @contextmanager
     def admitted(self) -> Iterator["Admission"]:
         """Admit one request for the duration of the block, or raise StatusError(503) at once when full."""
+        if self.stop_at is not None:
+            raise StatusError(503, "this worker is stopping: retry, another instance or worker will answer")
         if not self._admissions.acquire(blocking=False):
             raise StatusError(503, f"the model is busy: {self.max_pending} requests are already waiting for it "
                                    f"on this worker (MAX_PENDING_REQUESTS); retry shortly")
@@ -209,11 +222,13 @@ class ModelQueue:
                 self._changed.wait(remaining)
 
     def _run(self, batch: list[Job]) -> None:
-        now = time.monotonic()
+        now, stop_at = time.monotonic(), self.stop_at
         live = []
         for job in batch:
-            if job.deadline <= now:  # its request is answered 504; the model does not work for nobody
-                job.future.set_exception(self._timeout_error())
+            if min(job.deadline, stop_at if stop_at is not None else job.deadline) <= now:
+                # Its request is answered (504, or 503 when the worker stops); the model does not work for nobody.
+                stopping = stop_at is not None and stop_at < job.deadline
+                job.future.set_exception(self._stopping_error() if stopping else self._timeout_error())
             else:
                 live.append(job)
         if not live:
@@ -254,6 +269,11 @@ class ModelQueue:
         finally:
             self._busy_since = None
 
+    @staticmethod
+    def _stopping_error() -> StatusError:
+        return StatusError(503, "the server is stopping (SIGTERM) and could not finish this request in time: "
+                                "send it again")
+
     def _timeout_error(self) -> StatusError:
         return StatusError(504, f"the model did not answer within REQUEST_TIMEOUT_S={self.request_timeout_s:g} s; "
                                 f"send fewer products per request or retry later")
@@ -274,27 +294,44 @@ class Admission:
         self._preparing = True
         queue._prepared(+1)
 
+    def time_left(self) -> float:
+        """Seconds until this request must be answered: its deadline, or sooner when the worker stops."""
+        stop_at = self.queue.stop_at
+        return (self.deadline if stop_at is None else min(self.deadline, stop_at)) - time.monotonic()
+
+    def expired(self) -> StatusError:
+        """The error of a request whose time is up: 503 when the worker stops, else 504."""
+        stop_at = self.queue.stop_at
+        if stop_at is not None and stop_at < self.deadline:
+            return self.queue._stopping_error()
+        return self.queue._timeout_error()
+
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`fn(*args, **kwargs)` on the model thread, alone; StatusError(504) when the deadline passes first."""
+        """`fn(*args, **kwargs)` on the model thread, alone; StatusError(504) when the deadline passes first
+        (503 when the worker stops first)."""
         return self._wait(Job(fn, args, kwargs, self.deadline))
 
     def run_batched(self, fn: Callable[..., list], items: list, **params: Any) -> list:
         """`fn(items, **params)` (one result per item) on the model thread, in one call with the waiting jobs
-        of other requests that have the same `fn` and `params`; StatusError(504) past the deadline."""
+        of other requests that have the same `fn` and `params`; StatusError(504) past the deadline (503 when
+        the worker stops first)."""
         return self._wait(Job(fn, (list(items),), params, self.deadline, batched=True))
 
     def _wait(self, job: Job) -> Any:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise self.queue._timeout_error()
+        if self.time_left() <= 0:
+            raise self.expired()
         future = self.queue.submit(job)
         self._done_preparing()
-        try:
-            return future.result(timeout=remaining)
-        except concurrent.futures.TimeoutError:
-            if not future.cancel():
-                self._running = future  # it holds the model thread: give the admission back when it ends
-            raise self.queue._timeout_error() from None
+        while True:  # in short waits: a stop may bring the deadline forward meanwhile
+            remaining = self.time_left()
+            if remaining <= 0:
+                if not future.cancel():
+                    self._running = future  # it holds the model thread: give the admission back when it ends
+                raise self.expired()
+            try:
+                return future.result(timeout=min(remaining, _POLL_S))
+            except concurrent.futures.TimeoutError:
+                continue
 
     def _done_preparing(self) -> None:
         if self._preparing:
