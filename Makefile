@@ -17,14 +17,15 @@ CATALOG ?=
 BASE_MODEL ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test test-fast demo search-demo bench bench-train loadtest lambda-zip lint checkov-venv clean help
+.PHONY: venv test test-fast demo search-demo bench bench-gpu bench-train loadtest lambda-zip lint checkov-venv clean help
 
 help:
 	@echo "make demo        the whole flow offline on a synthetic catalog (creates .venv)"
 	@echo "make test        the test suite, static checks and Terraform checks (creates .venv)"
-	@echo "make bench       encode-once vs per-question inference benchmark (last line: speedup <ratio>)"
+	@echo "make bench       the served call vs one generate per question, tiny model on CPU (last line: speedup <ratio>)"
+	@echo "make bench-gpu   real-size served call on a CUDA GPU: N=1/4/16 a call, eager and compiled, floor, profile (< 8 min)"
 	@echo "make bench-train training steps: every row through the vision tower vs each photo once (last line: speedup <ratio>)"
-	@echo "make loadtest    concurrent clients against serve + the tiny model on 127.0.0.1: throughput, p50/p99, 503s, /ping latency under load"
+	@echo "make loadtest    serve + tiny model on 127.0.0.1, batching off and on, 1/4/16 clients (last line: batching <ratio>)"
 	@echo "make search-demo product search offline: tiny CLIP, index, queries, and the search page on 127.0.0.1"
 	@echo "make lambda-zip  build/lambda.zip for the API Lambda"
 	@echo "make lint        static checks only (terraform fmt/validate, checkov, hadolint, actionlint, shellcheck)"
@@ -58,6 +59,11 @@ demo: venv
 
 bench: venv
 	$(BIN)/python scripts/bench.py
+
+# On a machine with one CUDA GPU: the whole real-size run (random bf16 weights, nothing downloaded) in one
+# process, cut off at 8 minutes; it starts no new measurement after 400 s (--budget-s).
+bench-gpu: venv
+	timeout 480 $(BIN)/python scripts/bench.py --real-size --device cuda --compiled --profile --budget-s 400
 
 bench-train: venv
 	$(BIN)/python scripts/bench_train.py
