@@ -87,7 +87,9 @@ clean:
 # ---------------------------------------------------------------------------------------------
 # Deployment to AWS, in two phases (docs/deploy.md walks through it). Nothing here runs in tests.
 #   make tf-foundation                      KMS key, bucket, ECR repositories, training + CI roles
-#   make images AWS_ACCOUNT=... AWS_REGION=...           build and push both images (tag: commit SHA)
+#   make images AWS_ACCOUNT=... AWS_REGION=...           build and push the images (tag: commit SHA): training,
+#                                           inference (CUDA) and inference <sha>-cpu (Serverless search);
+#                                           IMAGES='inference inference-cpu' builds some of them
 #   (train: loom launch ..., see docs/deploy.md)
 #   make preflight AWS_REGION=...           Bedrock model lifecycle + access, one tiny Converse call, quotas
 #   make tf-serving MODEL_DATA_URL=s3://.../model.tar.gz    endpoint, Lambda and HTTP API
@@ -102,6 +104,7 @@ AWS_ACCOUNT ?=
 AWS_REGION ?=
 NAME_PREFIX ?= loom
 GITHUB_REPOSITORY ?=
+IMAGES ?=
 IMAGE_TAG ?= $(shell git rev-parse HEAD 2>/dev/null)
 MODEL_DATA_URL ?=
 TF_VARS ?=
@@ -129,7 +132,7 @@ tf-foundation: tf-init
 
 images:
 	@test -n "$(AWS_ACCOUNT)" -a -n "$(AWS_REGION)" || { echo "images: set AWS_ACCOUNT=<12 digits> AWS_REGION=<region>"; exit 2; }
-	LOOM_NAME_PREFIX=$(NAME_PREFIX) scripts/build_and_push.sh "$(AWS_ACCOUNT)" "$(AWS_REGION)" "$(IMAGE_TAG)"
+	LOOM_NAME_PREFIX=$(NAME_PREFIX) $(if $(IMAGES),LOOM_IMAGES="$(IMAGES)") scripts/build_and_push.sh "$(AWS_ACCOUNT)" "$(AWS_REGION)" "$(IMAGE_TAG)"
 
 # Before phase 2, as an administrator: the description model is ACTIVE, this account may use it
 # (the first invocation also starts its Marketplace subscription), and the quotas fit.
