@@ -22,10 +22,10 @@ DEMO_ARGS ?=
 help:
 	@echo "make demo        the whole flow offline on a synthetic catalog (creates .venv)"
 	@echo "make test        the test suite, static checks and Terraform checks (creates .venv)"
-	@echo "make bench       the served call vs one generate per question, tiny model on CPU (last line: speedup <ratio>)"
+	@echo "make bench       the model call a request makes vs one generate per question, tiny model on CPU, 3 rounds (last line: speedup <ratio>)"
 	@echo "make bench-gpu   real-size served call on a CUDA GPU: N=1/4/16 a call, eager and compiled, floor, profile (< 8 min)"
 	@echo "make bench-train training steps: every row through the vision tower vs each photo once (last line: speedup <ratio>)"
-	@echo "make loadtest    serve + tiny model on 127.0.0.1, batching off and on, 1/4/16 clients (last line: batching <ratio>)"
+	@echo "make loadtest    serve + tiny model on 127.0.0.1, batching off and on in turn, 1/4/16 clients, 3 rounds (last line: batching <ratio>)"
 	@echo "make search-demo product search offline: tiny CLIP, index, queries, and the search page on 127.0.0.1"
 	@echo "make lambda-zip  build/lambda.zip for the API Lambda"
 	@echo "make lint        static checks only (terraform fmt/validate, checkov, hadolint, actionlint, shellcheck)"

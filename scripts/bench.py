@@ -1,25 +1,38 @@
-"""Benchmark of the served call: what `/invocations` runs for a product, against the reference way.
+"""Benchmark of the model call a request makes, against plain transformers one `generate` per question.
 
     python scripts/bench.py                        # tiny model, CPU (make bench)
     python scripts/bench.py --model DIR            # a Loom artifact folder
     python scripts/bench.py --vision-dominant      # also a tiny model whose vision tower costs what ViT-g does
     python scripts/bench.py --real-size --device cuda   # blip2-flan-t5-xl sizes, random bf16 weights (make bench-gpu)
 
-The served call is the server's path for each product: `Predictor.prepare` (preprocessing and tokenisation,
-in the request thread) and `Predictor.answer_attributes_many` (one vision pass, one T5 encoder pass, one
-generation for every question of every product in the call, applicability applied afterwards). It is
-timed for products without a given product type (the type question is asked with the attributes) and
-with one, and for N = 1, 4 and 16 products per call (what batching across requests gives).
+The served call is the model call the server makes for each product: `Predictor.prepare` (preprocessing and
+tokenisation) and `Predictor.answer_attributes_many` (one vision pass, one T5 encoder pass, one generation
+for every question of every product in the call, applicability applied afterwards), on decoded PIL images in
+one thread. Image decoding (the DecodePool), base64/JSON parsing, the queue hop and the HTTP response are not
+in it. It is timed for products without a given product type (the type question is asked with the
+attributes) and with one, and for N = 1, 4 and 16 products per call (what batching across requests gives).
 
-Reference: one `model.generate` per question of the same product (the image re-encoded every time), as the
-seed's inference code does. Both ways answer the same questions with answers forced to the same realistic
-length (`--answer-tokens`, default 10: a `Label: Value` answer in Flan-T5's tokenizer is about 8-12
-tokens). The last line printed is `speedup <reference / served, one product a call, type asked>`.
+Reference: plain transformers, one `model.generate` per question of the same product (the image re-encoded
+every time). This is not any earlier Loom server: the previous server's two-pass path for a product without
+a type (the type asked first, then the attributes, each pass encoding the image once) is not timed here, so
+the gain over that server is not measured by this script.
 
-With `--real-size --device cuda` it also times compiled decoding (runtime/decoding.py) at each
-N, prints the physical floor for each N and a `torch.profiler` summary of one served call (GPU-busy
-fraction, kernel launches and host syncs per product), and stops starting new measurements past
-`--budget-s`.
+Answer lengths are an estimate: no Flan-T5 tokenizer is available offline, so each attribute's answer
+(`Label: Value`) is given a length from its words (`estimated_answer_tokens`). The reference decodes each
+answer to its own estimated length; the served call decodes every row to the longest answer of the call,
+as one batched generation does (it stops when its last row ends). `--answer-tokens N` forces every answer
+of both ways to N tokens instead.
+
+Each measurement is repeated `--repeats` times (default 3), the rounds interleaving the two kinds of
+product and the two ways, and reported as the median with the range (lowest-highest) of the rounds. The
+last line printed is `speedup <reference / served, one product a call, type asked, medians>`.
+
+With `--real-size --device cuda` it also times compiled decoding (runtime/decoding.py) at each N, after
+`Predictor.warm_up` has checked compiled answers against eager ones (it prints whether compiled decoding is
+really used), prints the physical floor for each N from the running GPU's published figures (`GPU_SPECS`,
+matched by device name) with the stand-in tokenizer's question lengths, a `torch.profiler` summary of one
+served call (GPU-busy fraction, kernel launches and host syncs per product), and stops starting new
+measurements past `--budget-s`.
 """
 
 from __future__ import annotations
@@ -55,15 +68,17 @@ from runtime.predictor import Predictor  # noqa: E402
 from loom.schema import DEFAULT_ATTRIBUTES, PRODUCT_TYPE_ATTRIBUTE, AttributeSchema  # noqa: E402
 from training import tiny_base  # noqa: E402
 
-QUESTION_TOKENS = 14  # a catalog question in the real Flan-T5 tokenizer, with </s>
-ANSWER_TOKENS = 10  # a `Label: Value` answer in the real Flan-T5 tokenizer: about 8-12 tokens
+QUESTION_TOKENS = 14  # a catalog question in the real Flan-T5 tokenizer, with </s>: an estimate, not counted
+ANSWER_TOKENS = 8  # an estimated `Label: Value` answer (see estimated_answer_tokens): for the printed cost ratio
 PRODUCTS_PER_CALL = (1, 4, 16)
 GIVEN_TYPE = "Tshirts"
 
-# Published GPU figures (dense bf16 tensor TFLOP/s, memory GB/s) for the floor estimate. The A10G of ml.g5 is
-# AWS's variant, not NVIDIA's A10: third parties list about 62.5-70 dense bf16 TFLOP/s (FACTS.md).
-GPU_SPECS = {"A10G": (70, 600), "L4": (121, 300), "A100": (312, 2039), "H100": (989, 3350), "H200": (989, 4800),
-             "L40S": (362, 864)}
+# Published GPU figures (dense bf16 tensor TFLOP/s, memory GB/s) for the floor estimate, matched in this order
+# against the running GPU's name (`gpu_spec`). The A10G of ml.g5 is AWS's variant, not NVIDIA's A10: third
+# parties list about 62.5-70 dense bf16 TFLOP/s (FACTS.md). "H100" is the SXM part; the PCIe and NVL parts are
+# slower and listed before it so that their names match first.
+GPU_SPECS = {"A10G": (70, 600), "L40S": (362, 864), "L4": (121, 300), "A100": (312, 2039),
+             "H100 PCIE": (756, 2000), "H100 NVL": (835, 3900), "H100": (989, 3350), "H200": (989, 4800)}
 
 
 def served_schema(base: AttributeSchema | None = None) -> AttributeSchema:
@@ -211,8 +226,8 @@ def median_ms(predictor: Predictor, fn: Callable[[], Any], repeats: int) -> floa
 
 
 class forced_answer_length:
-    """Every generation in the block decodes exactly `tokens` tokens (both ways decode the same number of
-    steps, whatever random or untrained weights would say)."""
+    """Every generation in the block decodes exactly `tokens` tokens (whatever random or untrained weights
+    would say): the lengths the bench gives the answers are the lengths decoded."""
 
     def __init__(self, predictor: Predictor, tokens: int):
         self.config, self.tokens = predictor.model.language_model.generation_config, tokens
@@ -223,6 +238,18 @@ class forced_answer_length:
 
     def __exit__(self, *exc):
         self.config.min_new_tokens = self.previous
+
+
+def estimated_answer_tokens(schema: AttributeSchema, name: str) -> int:
+    """Estimated Flan-T5 length of an answer to `name` (`Label: Value`, with </s>), averaged over the values
+    the schema knows (a one-word value when it knows none): about 1.5 pieces a word, one for the colon and
+    one for </s>. An estimate: no Flan-T5 tokenizer is available offline to count real pieces."""
+    values = list(schema.attributes[name].values) or ["Regular"]
+
+    def tokens(text: str) -> int:
+        return math.ceil(1.5 * len(text.replace(":", " ").split())) + 2
+
+    return round(statistics.mean(tokens(schema.format_answer(name, v)) for v in values))
 
 
 def product_images(count: int, size: tuple[int, int] = (96, 128)):
@@ -237,16 +264,19 @@ def facts_for(type_given: bool) -> dict[str, str]:
 
 
 def served_call(predictor: Predictor, images, facts: dict, answer_tokens: int):
-    """What the server runs for these products in one model call (request threads prepare, the model
-    thread answers; here one thread does both, in that order)."""
+    """The model call the server makes for these products (request threads prepare, the model thread
+    answers; here one thread does both, in that order)."""
     prepared = [predictor.prepare(image, None, facts) for image in images]
     return predictor.answer_attributes_many(prepared, max_new_tokens=answer_tokens)
 
 
-def reference_call(predictor: Predictor, image, questions: list[str], answer_tokens: int) -> None:
-    """The reference way: one `model.generate` per question, the image encoded again for each."""
-    for question in questions:
-        predictor.generate_per_question(image, question, max_new_tokens=answer_tokens)
+def reference_call(predictor: Predictor, image, questions: list[str], answer_tokens: int | list[int]) -> None:
+    """The reference way: one `model.generate` per question, the image encoded again for each, each answer
+    decoded to its own length (`answer_tokens`: one per question, or one for all)."""
+    lengths = answer_tokens if isinstance(answer_tokens, list) else [answer_tokens] * len(questions)
+    for question, tokens in zip(questions, lengths):
+        with forced_answer_length(predictor, tokens):
+            predictor.generate_per_question(image, question, max_new_tokens=tokens)
 
 
 def asked_questions(predictor: Predictor, image, facts: dict) -> list[str]:
@@ -254,47 +284,118 @@ def asked_questions(predictor: Predictor, image, facts: dict) -> list[str]:
     return [predictor.schema.question(n) for n in predictor.prepare(image, None, facts).asked]
 
 
+def answer_lengths(predictor: Predictor, image, facts: dict, forced: int | None) -> list[int]:
+    """Tokens decoded for each asked question: `forced` for all, else each answer's estimated length."""
+    names = predictor.prepare(image, None, facts).asked
+    return [forced or estimated_answer_tokens(predictor.schema, n) for n in names]
+
+
+def spread(samples: list[float]) -> str:
+    """`median (lowest-highest)` of the rounds."""
+    median = statistics.median(samples)
+    return f"{median:.1f} ({min(samples):.1f}-{max(samples):.1f})" if len(samples) > 1 else f"{median:.1f}"
+
+
 @dataclass
 class ServedTiming:
-    """ms per product: the reference way, and the served call at each number of products per call."""
+    """ms per product of each round: the reference way, and the served call at each number of products per
+    call; `lengths` are the tokens the reference decodes per question, `answer_tokens` the served call's."""
 
     questions: int
-    reference_ms: float | None
-    served_ms: dict[int, float]
+    reference_samples: list[float] | None
+    served_samples: dict[int, list[float]]
+    lengths: list[int]
+    answer_tokens: int
+
+    @property
+    def reference_ms(self) -> float | None:
+        return statistics.median(self.reference_samples) if self.reference_samples else None
+
+    @property
+    def served_ms(self) -> dict[int, float]:
+        return {n: statistics.median(v) for n, v in self.served_samples.items()}
 
     @property
     def speedup(self) -> float:
         return self.reference_ms / self.served_ms[1]
 
+    @property
+    def speedups(self) -> list[float]:
+        """reference / served (one product a call) of each round."""
+        return [r / s for r, s in zip(self.reference_samples or [], self.served_samples[1])]
 
-def time_served(predictor: Predictor, type_given: bool, answer_tokens: int = ANSWER_TOKENS,
-                per_call: tuple[int, ...] = PRODUCTS_PER_CALL, products: int = 3, repeats: int = 1,
-                reference: bool = True) -> ServedTiming:
-    """Median ms per product of the reference way (`products` products) and of the served call with N
-    products a call for each N in `per_call` (each timed call warmed up once: compiled decoding compiles
-    its padded shape there)."""
-    facts = facts_for(type_given)
+
+def time_rounds(predictor: Predictor, kinds: tuple[bool, ...], answer_tokens: int | None = None,
+                per_call: tuple[int, ...] = PRODUCTS_PER_CALL, products: int = 3, repeats: int = 3,
+                reference: bool = True) -> dict[bool, ServedTiming]:
+    """ms per product of the reference way (the mean of `products` products) and of the served call with N
+    products a call for each N in `per_call`, for each kind (product type given or not): every measurement
+    warmed up once (compiled decoding compiles its padded shape there), then `repeats` rounds, each round
+    timing every kind and way once, the order of the kinds alternating between rounds."""
     images = product_images(max(products, max(per_call)))
-    questions = asked_questions(predictor, images[0], facts)
-    with forced_answer_length(predictor, answer_tokens):
-        reference_ms = None
+    setups = {}
+    for type_given in kinds:
+        facts = facts_for(type_given)
+        lengths = answer_lengths(predictor, images[0], facts, answer_tokens)
+        setups[type_given] = (facts, asked_questions(predictor, images[0], facts), lengths, max(lengths))
+
+    def once(fn: Callable[[], Any]) -> float:
+        _sync(predictor)
+        start = time.perf_counter()
+        fn()
+        _sync(predictor)
+        return (time.perf_counter() - start) * 1000
+
+    def reference_fn(type_given: bool) -> Callable[[], Any]:
+        _, questions, lengths, _ = setups[type_given]
+        return lambda: [reference_call(predictor, image, questions, lengths) for image in images[:products]]
+
+    def served_fn(type_given: bool, n: int) -> Callable[[], Any]:
+        facts, _, _, longest = setups[type_given]
+
+        def run():
+            with forced_answer_length(predictor, longest):
+                served_call(predictor, images[:n], facts, longest)
+        return run
+
+    for type_given in kinds:  # warm-ups
         if reference:
-            reference_ms = statistics.median(
-                median_ms(predictor, lambda image=image: reference_call(predictor, image, questions, answer_tokens),
-                          repeats) for image in images[:products])
-        served = {n: median_ms(predictor, lambda n=n: served_call(predictor, images[:n], facts, answer_tokens),
-                               repeats) / n for n in per_call}
-    return ServedTiming(len(questions), reference_ms, served)
+            reference_fn(type_given)()
+        for n in per_call:
+            served_fn(type_given, n)()
+    samples = {k: ([] if reference else None, {n: [] for n in per_call}) for k in kinds}
+    for round_ in range(repeats):
+        for type_given in (kinds if round_ % 2 == 0 else tuple(reversed(kinds))):
+            ref, served = samples[type_given]
+            if reference:
+                ref.append(once(reference_fn(type_given)) / products)
+            for n in per_call:
+                served[n].append(once(served_fn(type_given, n)) / n)
+    return {k: ServedTiming(len(setups[k][1]), samples[k][0], samples[k][1], setups[k][2], setups[k][3])
+            for k in kinds}
+
+
+def time_served(predictor: Predictor, type_given: bool, answer_tokens: int | None = None,
+                per_call: tuple[int, ...] = PRODUCTS_PER_CALL, products: int = 3, repeats: int = 3,
+                reference: bool = True) -> ServedTiming:
+    """`time_rounds` for one kind of product."""
+    return time_rounds(predictor, (type_given,), answer_tokens, per_call, products, repeats, reference)[type_given]
 
 
 def report(label: str, timing: ServedTiming, type_given: bool) -> None:
     kind = f"product type given ({GIVEN_TYPE})" if type_given else "product type asked"
+    rounds = len(timing.served_samples[min(timing.served_samples)])
     line = f"{label}, {kind}, {timing.questions} questions a product:"
     if timing.reference_ms is not None:
-        line += (f" reference {timing.reference_ms:.1f} ms/product, served {timing.served_ms[1]:.1f} ms/product"
-                 f" (one product a call), speedup {timing.speedup:.2f}x")
+        speedups = timing.speedups
+        line += (f" reference {spread(timing.reference_samples)} ms/product, served "
+                 f"{spread(timing.served_samples[1])} ms/product (one product a call), speedup "
+                 f"{timing.speedup:.2f}x (rounds {min(speedups):.2f}-{max(speedups):.2f})")
     print(line, flush=True)
-    per_call = ", ".join(f"N={n}: {ms:.1f}" for n, ms in timing.served_ms.items())
+    print(f"  {rounds} rounds, median (lowest-highest); answer tokens (estimated): reference "
+          f"{'/'.join(map(str, timing.lengths))} per question, served call {timing.answer_tokens} for every row",
+          flush=True)
+    per_call = ", ".join(f"N={n}: {spread(v)}" for n, v in timing.served_samples.items())
     print(f"  served call, ms per product with N products a call: {per_call}", flush=True)
 
 
@@ -315,20 +416,26 @@ def measured_ratio(predictor: Predictor, answer_tokens: int, repeats: int = 3) -
     return vision / max(whole - vision, 0.05 * whole)  # noise can make the difference negative
 
 
+def gpu_spec(device_name: str) -> tuple[str, tuple[float, float]] | None:
+    """The `GPU_SPECS` entry (key, (TFLOP/s, GB/s)) whose key the running GPU's name contains, first match."""
+    return next(((key, v) for key, v in GPU_SPECS.items() if key in device_name.upper()), None)
+
+
 def floor_parts(config: Blip2Config, params: dict[str, int], k: int, answer_tokens: int,
-                device_name: str, products: int = 1) -> dict[str, float] | None:
+                device_name: str, products: int = 1,
+                question_tokens: float = QUESTION_TOKENS) -> dict[str, float] | None:
     """Physical floor per product, by stage, with `products` products a call: the image and the T5 encoder
     compute-bound (the encoder's weights read once a call), each decoder step memory-bound (all decoder
     weights read once per step, shared by the call's products) unless its rows make it compute-bound."""
-    spec = next((v for key, v in GPU_SPECS.items() if key in device_name.upper()), None)
+    spec = gpu_spec(device_name)
     if spec is None:
         return None
-    tflops, gbps = spec
+    tflops, gbps = spec[1]
     costs = flop_costs(config, params, answer_tokens)
     nq = config.num_query_tokens
     return {
         "image": costs["image"] / (tflops * 1e12) * 1e3,
-        "encoder": max(2 * params["encoder"] * (nq + QUESTION_TOKENS) * k / (tflops * 1e12),
+        "encoder": max(2 * params["encoder"] * (nq + question_tokens) * k / (tflops * 1e12),
                        2 * params["encoder"] / (gbps * 1e9) / products) * 1e3,
         "step": max(2 * params["decoder"] / (gbps * 1e9) / products,
                     2 * params["decoder"] * k / (tflops * 1e12)) * 1e3,
@@ -336,9 +443,9 @@ def floor_parts(config: Blip2Config, params: dict[str, int], k: int, answer_toke
 
 
 def floor_ms(config: Blip2Config, params: dict[str, int], k: int, answer_tokens: int, device_name: str,
-             products: int = 1) -> float | None:
+             products: int = 1, question_tokens: float = QUESTION_TOKENS) -> float | None:
     """Physical floor per product (see `floor_parts`): image + encoder + answer_tokens decoder steps."""
-    parts = floor_parts(config, params, k, answer_tokens, device_name, products)
+    parts = floor_parts(config, params, k, answer_tokens, device_name, products, question_tokens)
     return None if parts is None else parts["image"] + parts["encoder"] + answer_tokens * parts["step"]
 
 
@@ -437,23 +544,46 @@ def run_real_size(predictor: Predictor, device_name: str, args) -> float:
     per_call = tuple(args.per_call)
     timings: dict[str, ServedTiming] = {}
     decoders: dict[str, Decoder] = {}  # kept: the profile reuses the compiled shapes and caches
+    image = product_images(1)[0]
+    questions = asked_questions(predictor, image, {})
+    question_tokens = statistics.mean(len(predictor.processor.tokenizer(q).input_ids) for q in questions)
+    spec = gpu_spec(device_name)
+    if spec:
+        print(f"floor: GPU_SPECS[{spec[0]!r}] = {spec[1][0]:g} dense bf16 TFLOP/s, {spec[1][1]:g} GB/s (published "
+              f"figures, matched to {device_name!r}); question rows of {question_tokens:.1f} tokens on average, "
+              f"as measured (the stand-in tokenizer's; real Flan-T5 questions are estimated at about "
+              f"{QUESTION_TOKENS})", flush=True)
+    else:
+        print(f"floor: no GPU_SPECS entry matches {device_name!r}; no floor printed", flush=True)
     for mode in ("eager", "compiled") if args.compiled else ("eager",):
         if time.monotonic() > deadline:
             print(f"{mode}: not timed, past --budget-s {args.budget_s:g} s", flush=True)
             continue
         predictor.decoder = decoders[mode] = Decoder(lm, mode)
         started = time.monotonic()
+        if mode == "compiled":
+            # What the server does at start: compiled answers checked against eager ones (Decoder.verify),
+            # then the one-product shapes compiled; a mismatch or a failure turns compiled decoding off.
+            predictor.warm_up(max_products=1)
+            verified = predictor.decoding == "compiled"
+            print(f"compiled decoding after warm-up: {'verified against eager, in use' if verified else 'OFF'}"
+                  f"{'' if verified else f' ({predictor.decoder.failure}); the compiled rows below are eager'}",
+                  flush=True)
         timing = time_served(predictor, type_given=False, answer_tokens=args.answer_tokens, per_call=per_call,
                              products=args.products, repeats=args.repeats, reference=mode == "eager")
-        if mode == "compiled" and predictor.decoding != "compiled":
-            print(f"compiled decoding failed and fell back to eager ({predictor.decoder.failure}); "
-                  f"its figures below are eager", flush=True)
+        if mode == "compiled":
+            if predictor.decoding != "compiled":
+                print(f"compiled decoding failed and fell back to eager ({predictor.decoder.failure}); "
+                      f"its figures below are eager", flush=True)
+            else:
+                print("compiled decoding still in use after the timed calls", flush=True)
         timings[mode] = timing
         report(f"real-size on {device_name}, {mode} decoding", timing, type_given=False)
         print(f"  ({time.monotonic() - started:.0f} s including warm-ups and compilation)", flush=True)
     eager = timings["eager"]
     for n in per_call:
-        floor = floor_ms(config, params, eager.questions, args.answer_tokens, device_name, products=n)
+        floor = floor_ms(config, params, eager.questions, eager.answer_tokens, device_name, products=n,
+                         question_tokens=question_tokens)
         line = f"N={n}: eager {eager.served_ms[n]:.1f} ms/product"
         if "compiled" in timings:
             compiled = timings["compiled"].served_ms[n]
@@ -465,17 +595,18 @@ def run_real_size(predictor: Predictor, device_name: str, args) -> float:
     if args.profile and time.monotonic() < deadline:
         images = product_images(max(per_call))
         n = max(per_call)
-        with forced_answer_length(predictor, args.answer_tokens):
+        with forced_answer_length(predictor, eager.answer_tokens):
             for mode in timings:
                 predictor.decoder = decoders[mode]
                 summary = profile_summary(predictor, lambda: served_call(predictor, images[:n], {},
-                                                                         args.answer_tokens), n)
+                                                                         eager.answer_tokens), n)
                 print_profile(f"{mode} decoding", summary, n)
     predictor.decoder = Decoder(lm, "eager")
     if time.monotonic() < deadline:
-        parts = floor_parts(config, params, eager.questions, args.answer_tokens, device_name)
+        parts = floor_parts(config, params, eager.questions, eager.answer_tokens, device_name,
+                            question_tokens=question_tokens)
         print(f"stages of the served call (eager, one product, {eager.questions} rows) on {device_name}:", flush=True)
-        print_stages(stage_times(predictor, eager.questions, args.answer_tokens), parts, args.answer_tokens)
+        print_stages(stage_times(predictor, eager.questions, eager.answer_tokens), parts, eager.answer_tokens)
     return eager.speedup
 
 
@@ -485,12 +616,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-size", action="store_true", help="blip2-flan-t5-xl sizes, random bf16 weights")
     parser.add_argument("--shrink", action="store_true", help="with --real-size: one layer per stack (tests)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--answer-tokens", type=int, default=ANSWER_TOKENS,
-                        help=f"tokens decoded per answer (default {ANSWER_TOKENS})")
+    parser.add_argument("--answer-tokens", type=int, default=None,
+                        help="tokens decoded for every answer, both ways (default: each answer's estimated "
+                             "length for the reference, the longest of the call for the served call)")
     parser.add_argument("--products", type=int, default=3, help="products timed the reference way (default 3)")
     parser.add_argument("--per-call", type=int, nargs="+", default=list(PRODUCTS_PER_CALL),
                         help="products per served call (default 1 4 16)")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds of every measurement, interleaved (default 3): median and range reported")
     parser.add_argument("--quick", action="store_true", help="tiny model, fewer products (for tests)")
     parser.add_argument("--vision-dominant", action="store_true",
                         help="also a tiny model whose vision tower costs what ViT-g costs against Flan-T5-XL")
@@ -509,10 +642,11 @@ def main(argv: list[str] | None = None) -> int:
 
     real_config = real_size_config()
     real_params = component_params(meta_model(real_config))
-    real = flop_costs(real_config, real_params, args.answer_tokens)
+    ratio_tokens = args.answer_tokens or ANSWER_TOKENS
+    real = flop_costs(real_config, real_params, ratio_tokens)
     print(f"blip2-flan-t5-xl sizes: {real_params['total'] / 1e9:.2f} B parameters; image/question cost ratio "
-          f"(FLOPs, {args.answer_tokens}-token answers) {real['ratio']:.2f}; torch CPU threads "
-          f"{torch.get_num_threads()}", flush=True)
+          f"(FLOPs, {ratio_tokens}-token answers) {real['ratio']:.2f}; torch CPU threads "
+          f"{torch.get_num_threads()}; {args.repeats} rounds a measurement", flush=True)
 
     if args.real_size:
         config = real_size_config()
@@ -531,11 +665,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="loom-bench-") as tmp:
         work = Path(tmp)
         if args.vision_dominant:
-            layers, _ = calibrate_vision_layers(work, real["ratio"], args.answer_tokens)
+            layers, _ = calibrate_vision_layers(work, real["ratio"], ratio_tokens)
             dominant = Predictor.load(build_tiny_artifact(work / "vision-dominant", vision_layers=layers),
                                       device=device)
             dominant.schema = served_schema(dominant.schema)
-            ratio = measured_ratio(dominant, args.answer_tokens)
+            ratio = measured_ratio(dominant, ratio_tokens)
             print(f"vision-dominant: {layers} vision layers of width 512 on 257 patches; image/question cost ratio "
                   f"(measured) {ratio:.2f} vs {real['ratio']:.2f} for ViT-g + Flan-T5-XL", flush=True)
             report("vision-dominant (CPU)", time_served(dominant, False, args.answer_tokens, tuple(args.per_call),
@@ -546,9 +680,11 @@ def main(argv: list[str] | None = None) -> int:
             predictor, label = Predictor.load(build_tiny_artifact(work / "tiny"), device=device), "tiny"
             predictor.schema = served_schema(predictor.schema)
         label += f" ({device})"
-        given = time_served(predictor, True, args.answer_tokens, tuple(args.per_call), args.products, args.repeats)
+        # Both kinds in the same rounds, interleaved: a load swing hits both, not one of them.
+        timings = time_rounds(predictor, (True, False), args.answer_tokens, tuple(args.per_call), args.products,
+                              args.repeats)
+        given, asked = timings[True], timings[False]
         report(label, given, type_given=True)
-        asked = time_served(predictor, False, args.answer_tokens, tuple(args.per_call), args.products, args.repeats)
         report(label, asked, type_given=False)
         print(f"speedup {asked.speedup:.2f}")
     return 0

@@ -1,19 +1,23 @@
 """Load test: `serve` (gunicorn) with a tiny model on 127.0.0.1, batching across requests off and on.
 
-    python scripts/loadtest.py [--model DIR] [--clients 1 4 16] [--seconds 8] [--requests 400]
+    python scripts/loadtest.py [--model DIR] [--clients 1 4 16] [--seconds 8] [--requests 400] [--rounds 3]
 
-For each setting, one server: batching off (`MAX_BATCH_PRODUCTS=1`: one product a model call) and on
-(`MAX_BATCH_PRODUCTS=16`, `BATCH_WAIT_MS=0`), the rest at the serving defaults (`MAX_PENDING_REQUESTS`
-100), torch on one thread (`OMP_NUM_THREADS=1`). For each number of concurrent clients, each sending one
-single-product request (every attribute) after the other for `--seconds` (at most `--requests`):
-throughput, p50/p99 latency of the answered requests, 503 refusals (the client backs off 50 ms), errors
-(anything else) and `/ping` latency under that load (one ping every 20 ms). The last line is
-`batching <throughput on / off at the largest client count>`. Loopback only.
+Two servers run side by side for the whole test: batching off (`MAX_BATCH_PRODUCTS=1`: one product a model
+call) and on (`MAX_BATCH_PRODUCTS=16`, `BATCH_WAIT_MS=0`), the rest at the serving defaults
+(`MAX_PENDING_REQUESTS` 100), torch on one thread (`OMP_NUM_THREADS=1`). Only one of them is loaded at a
+time: for each round and each number of concurrent clients, off and on are loaded one after the other (the
+order alternating between rounds), so that a swing of the machine's load hits both and shows as a spread.
+In each phase every client sends one single-product request (every attribute) after the other for
+`--seconds` (at most `--requests`): throughput, p50/p99 latency of the answered requests, 503 refusals (the
+client backs off 50 ms), errors (anything else) and `/ping` latency under that load (one ping every 20 ms).
+After the rounds, each setting and client count is summarised as the median with the range of the rounds.
+The last line is `batching <median throughput on / median off at the largest client count>`. Loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import base64
 import io
 import json
@@ -149,43 +153,73 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
     parser.add_argument("--requests", type=int, default=400, help="most requests in one phase")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of off/on phases (default 3)")
     args = parser.parse_args(argv)
 
     from inference.server.local_server import LocalServer
 
     bodies = request_bodies()
-    results: dict[str, list[Phase]] = {}
-    with tempfile.TemporaryDirectory(prefix="loom-load-") as tmp:
+    results: dict[tuple[str, int], list[Phase]] = {(b, c): [] for b in SETTINGS for c in args.clients}
+    with tempfile.TemporaryDirectory(prefix="loom-load-") as tmp, contextlib.ExitStack() as stack:
         model_dir = args.model
         if model_dir is None:
             from bench import build_tiny_artifact
 
             model_dir = build_tiny_artifact(Path(tmp) / "tiny")
+        servers, workers, rss_before = {}, {}, {}
         for batching, env in SETTINGS.items():
-            with LocalServer(model_dir, env={**SERVER_ENV, **env}) as server:
-                try:
-                    server.wait_ready(timeout=180)
-                except (RuntimeError, TimeoutError) as exc:
-                    print(f"serve did not start: {exc}", file=sys.stderr)
-                    return 1
-                server.request("POST", "/invocations", bodies[0], {"Content-Type": "application/json"})  # warm
-                worker = worker_pids(server.process.pid)[0]
-                rss_before = rss_mb(worker)
-                results[batching] = []
-                for clients in args.clients:
-                    phase = run_phase(server, clients, args.seconds, args.requests, bodies)
-                    results[batching].append(phase)
-                    print(phase.line(batching), flush=True)
-                print(f"batching {batching}: {', '.join(f'{k}={v}' for k, v in env.items())}; worker RSS "
-                      f"{rss_before:.0f} -> {rss_mb(worker):.0f} MB", flush=True)
-    off, on = results["off"][-1], results["on"][-1]
+            servers[batching] = stack.enter_context(LocalServer(model_dir, env={**SERVER_ENV, **env}))
+        for batching, server in servers.items():
+            try:
+                server.wait_ready(timeout=180)
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"serve did not start: {exc}", file=sys.stderr)
+                return 1
+            server.request("POST", "/invocations", bodies[0], {"Content-Type": "application/json"})  # warm
+            workers[batching] = worker_pids(server.process.pid)[0]
+            rss_before[batching] = rss_mb(workers[batching])
+        for round_ in range(args.rounds):
+            for clients in args.clients:
+                for batching in phase_order(round_):
+                    phase = run_phase(servers[batching], clients, args.seconds, args.requests, bodies)
+                    results[batching, clients].append(phase)
+                    print(f"round {round_ + 1}: {phase.line(batching)}", flush=True)
+        for batching, env in SETTINGS.items():
+            print(f"batching {batching}: {', '.join(f'{k}={v}' for k, v in env.items())}; worker RSS "
+                  f"{rss_before[batching]:.0f} -> {rss_mb(workers[batching]):.0f} MB", flush=True)
+    print(f"summary of {args.rounds} rounds, median (lowest-highest):")
+    for clients in args.clients:
+        for batching in SETTINGS:
+            phases = results[batching, clients]
+            print(f"batching {batching:<3} clients {clients:>2}: "
+                  f"{spread([p.throughput for p in phases], '.2f')} answered req/s, "
+                  f"p99 {spread([percentile(p.latencies, 0.99) * 1000 for p in phases if p.latencies], '.0f')} ms, "
+                  f"ping p99 {spread([percentile(p.pings, 0.99) * 1000 for p in phases if p.pings], '.1f')} ms, "
+                  f"503: {sum(p.refused for p in phases)}, errors: {sum(len(p.errors) for p in phases)}", flush=True)
     clients = args.clients[-1]
-    print(f"at {clients} clients: p99 off {percentile(off.latencies, 0.99) * 1000:.0f} ms, on "
-          f"{percentile(on.latencies, 0.99) * 1000:.0f} ms; ping p99 off {percentile(off.pings, 0.99) * 1000:.1f} ms, "
-          f"on {percentile(on.pings, 0.99) * 1000:.1f} ms")
+    off, on = results["off", clients], results["on", clients]
+    ratios = [b.throughput / a.throughput for a, b in zip(off, on) if a.throughput]
+    off_tp, on_tp = statistics.median(p.throughput for p in off), statistics.median(p.throughput for p in on)
+    print(f"at {clients} clients: on / off throughput of each round {', '.join(f'{r:.2f}' for r in ratios)}")
     failed = any(p.errors or p.ping_errors for phases in results.values() for p in phases)
-    print(f"batching {on.throughput / off.throughput:.2f}" if off.throughput else "batching n/a")
+    print(f"batching {on_tp / off_tp:.2f}" if off_tp else "batching n/a")
     return 1 if failed else 0
+
+
+def phase_order(round_: int) -> list[str]:
+    """The settings in the order they are loaded in round `round_` (from 0): reversed every other round, so
+    that neither server always runs right after the other's heaviest phase."""
+    order = list(SETTINGS)
+    return order if round_ % 2 == 0 else order[::-1]
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """`median (lowest-highest)`."""
+    if not values:
+        return "n/a"
+    median = statistics.median(values)
+    return (f"{median:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})" if len(values) > 1
+            else f"{median:{fmt}}")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ def test_the_served_call_and_the_reference_ask_the_same_questions_at_a_fixed_len
     assert predictor.model.dtype == torch.bfloat16
     timing = bench.time_served(predictor, type_given=False, answer_tokens=3, per_call=(1, 2), products=1)
     assert timing.questions == 9 and timing.reference_ms > 0 and set(timing.served_ms) == {1, 2}
+    # 3 rounds by default, every one timed: the median and the range come from them.
+    assert len(timing.reference_samples) == 3 and all(len(v) == 3 for v in timing.served_samples.values())
+    assert timing.lengths == [3] * 9 and timing.answer_tokens == 3  # --answer-tokens forces every answer
     images = bench.product_images(2)
     with bench.forced_answer_length(predictor, 3):
         served = bench.served_call(predictor, images, {}, answer_tokens=3)
@@ -94,6 +97,9 @@ def test_real_size_run_prints_each_n_the_floor_and_a_profile_and_survives_a_fail
                        "2", "--products", "1", "--answer-tokens", "2"]) == 0
     out = capsys.readouterr().out
     assert "compiled decoding failed and fell back to eager (RuntimeError: inductor failed)" in out
+    # The warm-up the server runs (Decoder.verify) comes first and says compiled decoding is not in use.
+    assert "compiled decoding after warm-up: OFF (RuntimeError: inductor failed)" in out
+    assert "floor: no GPU_SPECS entry matches 'cpu'" in out
     assert re.search(r"N=2: eager [\d.]+ ms/product, compiled [\d.]+ ms/product .*floor 1\.00 ms/product", out)
     assert re.search(r"profile, eager decoding, 2 products a call: .* kernel launches 0 .* host syncs 0", out)
     assert "stages of the served call" in out
@@ -155,3 +161,42 @@ def test_real_size_training_steps_run_through_the_training_code(tmp_path):
     # and cross-attention q,v are 6 linears of A (8 x 2048) + B (2048 x 8); at full size 144 linears: 4,718,592
     assert result["trainable_params"] == 6 * (8 * 2048 + 2048 * 8)
     assert result["int8_layers"] == 0 and result["s_per_step"] > 0
+
+
+def test_answer_lengths_are_estimated_per_attribute_and_the_reference_decodes_each_its_own():
+    schema = bench.served_schema()
+    # `Label: Value`: about 1.5 pieces a word, the colon and </s> (an estimate: no Flan-T5 tokenizer offline).
+    assert bench.estimated_answer_tokens(schema, "baseColour") == 5  # "Colour: Red"
+    assert bench.estimated_answer_tokens(schema, "Sleeve Length") == 8  # "Sleeve Length: Short Sleeves"
+    assert bench.estimated_answer_tokens(schema, "Fit") == 5  # no known value: "Fit: Regular"
+
+    class Config:
+        min_new_tokens = None
+
+    class Recorder:
+        """A predictor that records how many tokens each reference generation was forced to decode."""
+
+        def __init__(self):
+            self.config, self.calls = Config(), []
+            self.model = type("M", (), {"language_model": type("L", (), {"generation_config": self.config})})
+
+        def generate_per_question(self, image, question, max_new_tokens):
+            self.calls.append((question, self.config.min_new_tokens, max_new_tokens))
+
+    recorder = Recorder()
+    bench.reference_call(recorder, None, ["a", "b", "c"], [5, 8, 7])
+    assert recorder.calls == [("a", 5, 5), ("b", 8, 8), ("c", 7, 7)]  # each answer its own length
+    assert recorder.config.min_new_tokens is None  # restored after each
+
+
+def test_the_floor_uses_the_running_gpus_figures_by_name():
+    # The most specific name first: an H100 PCIe is not the SXM part, an L40S is not an L4.
+    assert bench.gpu_spec("NVIDIA H100 PCIe") == ("H100 PCIE", (756, 2000))
+    assert bench.gpu_spec("NVIDIA H100 80GB HBM3") == ("H100", (989, 3350))
+    assert bench.gpu_spec("NVIDIA L40S")[0] == "L40S" and bench.gpu_spec("NVIDIA L4")[0] == "L4"
+    assert bench.gpu_spec("NVIDIA A10G")[0] == "A10G" and bench.gpu_spec("cpu") is None
+    # Shorter question rows make a lower floor: the rows measured are the rows floored.
+    config = bench.real_size_config()
+    params = bench.component_params(bench.meta_model(config))
+    assert (bench.floor_ms(config, params, 9, 8, "NVIDIA A10G", question_tokens=10)
+            < bench.floor_ms(config, params, 9, 8, "NVIDIA A10G", question_tokens=14))
