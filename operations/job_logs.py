@@ -133,7 +133,7 @@ class JobLogs:
         if code in _DENIED:
             self.enabled = False
             self._warn(f"warning: cannot read the job's log ({code}); showing statuses only. Allow "
-                       f"{' and '.join(LOG_PERMISSIONS)} on log group {self.group} (docs/deploy.md, step 5)")
+                       f"{' and '.join(LOG_PERMISSIONS)} on log group {self.group} (docs/deploy.md, step 6)")
         elif code not in self._warned:
             self._warned.add(code)
             self._warn(f"warning: reading the job's log failed ({' '.join(text.split())}); trying again at the "
