@@ -17,7 +17,7 @@ CATALOG ?=
 BASE_MODEL ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test test-fast demo search-demo bench bench-train loadtest lambda-zip lint checkov-venv clean help
+.PHONY: venv test test-fast demo search-demo screenshots bench bench-train loadtest lambda-zip lint checkov-venv clean help
 
 help:
 	@echo "make demo        the whole flow offline on a synthetic catalog (creates .venv)"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-train training steps: every row through the vision tower vs each photo once (last line: speedup <ratio>)"
 	@echo "make loadtest    concurrent clients against serve + the tiny model on 127.0.0.1: throughput, p50/p99, 503s, /ping latency under load"
 	@echo "make search-demo product search offline: tiny CLIP, index, queries, and the search page on 127.0.0.1"
+	@echo "make screenshots docs/images/report.png and search.png from the real pages (headless Chromium; runs the demos first if needed)"
 	@echo "make lambda-zip  build/lambda.zip for the API Lambda"
 	@echo "make lint        static checks only (terraform fmt/validate, checkov, hadolint, actionlint, shellcheck)"
 	@echo "make tf-help     the two-phase AWS deployment targets (docs/deploy.md)"
@@ -64,6 +65,11 @@ bench-train: venv
 
 search-demo: venv
 	$(BIN)/loom search-demo
+
+# The README's pictures: the evaluation report and the search page, taken by Debian's headless Chromium
+# (apt-get install chromium) from `loom demo`'s artifact and `loom search-demo`'s cached tiny CLIP.
+screenshots: venv
+	$(BIN)/python scripts/screenshots.py --out docs/images
 
 loadtest: venv
 	$(BIN)/python scripts/loadtest.py

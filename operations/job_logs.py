@@ -65,7 +65,7 @@ class JobLogs:
             for name in self._stream_names():
                 self.streams.setdefault(name, _StreamPosition())
             for name in sorted(self.streams):
-                events += [(e["timestamp"], name, e["message"]) for e in self._read(name)]
+                self._read(name, events)
         except ClientError as exc:
             self._failed(_error_code(exc), str(exc))
         except BotoCoreError as exc:
@@ -92,11 +92,12 @@ class JobLogs:
                 return names
             request["nextToken"] = page["nextToken"]
 
-    def _read(self, name: str) -> list[dict[str, Any]]:
+    def _read(self, name: str, shown: list[tuple[int, str, str]]) -> None:
+        """Append the stream's new events to `shown` as they are read, so that an error on a later page
+        loses none of the events whose position was already passed."""
         from botocore.exceptions import ClientError
 
         position = self.streams[name]
-        shown: list[dict[str, Any]] = []
         for _ in range(MAX_PAGES_PER_POLL):
             request: dict[str, Any] = {"logGroupName": self.group, "logStreamName": name, "startFromHead": True}
             if position.token:
@@ -108,7 +109,7 @@ class JobLogs:
             except ClientError as exc:
                 code = _error_code(exc)
                 if code == "ResourceNotFoundException":  # listed but not readable yet, or gone
-                    return shown
+                    return
                 if code == "InvalidParameterException" and position.token:  # an expired token
                     position.token, position.skip = None, position.shown_at_last
                     continue
@@ -122,12 +123,11 @@ class JobLogs:
                     position.shown_at_last += 1
                 else:
                     position.last_timestamp, position.shown_at_last = event["timestamp"], 1
-                shown.append(event)
+                shown.append((event["timestamp"], name, event["message"]))
             token = page.get("nextForwardToken")
             if not token or token == request.get("nextToken"):
-                return shown
+                return
             position.token = token
-        return shown
 
     def _failed(self, code: str, text: str) -> None:
         if code in _DENIED:

@@ -21,7 +21,7 @@ from operations.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-_FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+_FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.S | re.M)
 _SPAN = re.compile(r"`([^`\n]+)`")
 _START = re.compile(r"(?:^|[\s(;&|])(?:loom|\S*python3?\S* -m operations\.cli)\s+(?=[a-z])")
 _SUBSTITUTION = re.compile(r"\$\([^()]*\)")
@@ -64,9 +64,11 @@ def options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 
 def logical_lines(text: str) -> list[str]:
-    """Code block lines (continuations joined, comments dropped) and inline code spans."""
+    """Code block lines (continuations joined, comments dropped; diagrams skipped) and inline code spans."""
     lines = []
-    for block in _FENCE.findall(text):
+    for info, block in _FENCE.findall(text):
+        if info.strip() == "mermaid":  # a diagram names commands on its arrows, not command lines
+            continue
         for line in block.replace("\\\n", " ").splitlines():
             lines.append(re.sub(r"\s#\s.*$", "", line))
     prose = _FENCE.sub("", text)

@@ -145,6 +145,20 @@ def test_a_passing_failure_is_said_once_and_retried(logs):
     assert len(warnings) == 1 and "trying again" in warnings[0]
 
 
+def test_a_failure_on_a_later_page_keeps_the_lines_already_read(logs):
+    client, stub = logs
+    warnings = []
+    tail = JobLogs(client, JOB, warn=warnings.append)
+    streams(stub, STREAM_A)
+    events(stub, STREAM_A, None, [(1, "one"), (2, "two")], "f/1")
+    stub.add_client_error("get_log_events", "ServiceUnavailableException", "try later", 503)
+    assert tail.poll() == ["one", "two"]
+    streams(stub, STREAM_A)
+    events(stub, STREAM_A, "f/1", [(3, "three")], "f/2")  # goes on from the token of the page it had read
+    events(stub, STREAM_A, "f/2", [], "f/2")
+    assert tail.poll() == ["three"] and len(warnings) == 1
+
+
 # ---------------------------------------------------------------------------------------------------------
 # loom launch --wait, end to end with both clients stubbed
 
