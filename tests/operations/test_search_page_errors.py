@@ -60,15 +60,21 @@ class ScriptedServer:
         self.server.server_close()
 
 
-@pytest.fixture
-def browser(tmp_path):
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """One browser for the module (starting Chromium costs seconds of CPU); each test opens the page afresh."""
     if CHROMIUM is None:
         print("\nSKIP: Debian's chromium is not installed (.ci/run installs it; apt-get install chromium)")
         pytest.skip("SKIP: no chromium binary")
+    with HeadlessChromium(CHROMIUM, tmp_path_factory.mktemp("profile")) as running:
+        yield running
+
+
+@pytest.fixture
+def browser(chromium):
     server = ScriptedServer()
-    with HeadlessChromium(CHROMIUM, tmp_path / "profile") as chromium:
-        chromium.open(server.url + "/")
-        yield chromium, server
+    chromium.open(server.url + "/")
+    yield chromium, server
     server.stop()
 
 
