@@ -174,8 +174,9 @@ def _outermost(prefixes: Sequence[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # Instance storage: which instance types refuse a volume KMS key
 
-# SageMaker refuses VolumeKmsKeyId (training, transform) and KmsKeyId (endpoint configs) for instance
-# types with local NVMe instance storage, which is encrypted by a hardware module on the instance:
+# SageMaker refuses VolumeKmsKeyId (training, transform) for instance types with local NVMe instance storage,
+# which is encrypted by a hardware module on the instance; for endpoint configs KmsKeyId "does not encrypt
+# instance local storage" there, so it is left out too:
 #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ResourceConfig.html (VolumeKmsKeyId)
 #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TransformResources.html (VolumeKmsKeyId)
 #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpointConfig.html (KmsKeyId)
@@ -184,8 +185,9 @@ def _outermost(prefixes: Sequence[str]) -> list[str]:
 # (c5d, g4dn, p3dn, p4d, p4de, m6id, c7gd...; https://docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html),
 # and these accelerated families carry NVMe instance storage without a "d" in their name.
 NVME_FAMILIES_WITHOUT_D = frozenset({"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "p6", "p6e", "trn1", "trn1n", "trn2"})
-# Terraform's endpoint module applies the same rule (terraform/modules/endpoint/main.tf,
-# local.local_storage_instance); tests/operations/test_sagemaker_jobs.py checks that both agree.
+# Terraform applies the same rule in the one module its endpoint and search modules share
+# (terraform/modules/instance_storage/main.tf, local.pattern); tests/operations/test_sagemaker_jobs.py
+# checks that both agree.
 _INSTANCE_TYPE = re.compile(r"^ml\.(?P<series>[a-z]+)(?P<generation>[0-9]+)(?P<attributes>[a-z]*)(?P<variant>-[a-z0-9]+)?\.[a-z0-9]+$")
 
 

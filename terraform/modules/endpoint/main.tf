@@ -5,6 +5,19 @@
 # runs them as the Model's execution role; so this role may also read batch/input/ and write
 # batch/output/. A separate batch role would need a second Model duplicating image and artifact.
 
+# The container's serving defaults (docs/inference.md): a queue of 100 admitted requests per worker
+# (TorchServe's job_queue_size default) and batches of up to 16 products across requests, taken without
+# waiting. var.environment overrides any of them.
+locals {
+  serving_defaults = {
+    MAX_BODY_MB          = "20"
+    MODEL_LOAD_TIMEOUT   = tostring(local.model_load_timeout)
+    MAX_PENDING_REQUESTS = "100"
+    MAX_BATCH_PRODUCTS   = "16"
+    BATCH_WAIT_MS        = "0"
+  }
+}
+
 locals {
   artifact_bucket = split("/", trimprefix(var.model_data_url, "s3://"))[0]
   artifact_key    = join("/", slice(split("/", trimprefix(var.model_data_url, "s3://")), 1, length(split("/", trimprefix(var.model_data_url, "s3://")))))
@@ -27,14 +40,15 @@ locals {
   # The server gives up loading the model (and /ping reports why) before SageMaker's startup health
   # check window ends, so that the failure carries the server's message, not only a timeout.
   model_load_timeout = var.container_startup_timeout_seconds - 120
-  environment        = merge({ MAX_BODY_MB = "20", MODEL_LOAD_TIMEOUT = tostring(local.model_load_timeout) }, var.environment)
+  environment        = merge(local.serving_defaults, var.environment)
   resource_id        = "endpoint/${var.endpoint_name}/variant/${var.variant_name}"
   model_name         = "${var.endpoint_name}-${substr(sha1(jsonencode([var.image_uri, var.model_data_url, var.model_data_compression, local.environment])), 0, 8)}"
   # min_capacity is not part of the name: autoscaling owns the instance count once the endpoint
   # exists, so a capacity change must not create a new configuration (and a rollout).
   endpoint_config = "${var.endpoint_name}-${substr(sha1(jsonencode([local.model_name, var.instance_type, var.kms_key_arn, var.data_capture, var.container_startup_timeout_seconds, var.model_data_download_timeout_seconds])), 0, 8)}"
 
-  # Instance types with NVMe instance storage refuse KmsKeyId: the one rule of modules/instance_storage
+  # Instance types with NVMe instance storage: KmsKeyId does not encrypt their (hardware-encrypted) local
+  # storage, so it is left out; the one rule of modules/instance_storage
   # (shared with the search module; operations/sagemaker_jobs.py has the same for jobs).
   local_storage_instance   = module.instance_storage.local_storage[var.instance_type]
   endpoint_volume_kms_key  = local.local_storage_instance ? null : var.kms_key_arn
@@ -190,8 +204,9 @@ resource "aws_sagemaker_model" "this" {
 }
 
 resource "aws_sagemaker_endpoint_configuration" "this" {
-  # kms_key_arn is set for every instance type that accepts it: ml.g5 (the default) and other
-  # NVMe instance-storage types reject KmsKeyId; their local storage is hardware-encrypted.
+  # kms_key_arn is set for every instance type with an EBS volume: on ml.g5 (the default) and other
+  # NVMe instance-storage types the key does not encrypt local storage, which is hardware-encrypted
+  # (API_CreateEndpointConfig.html, KmsKeyId), so none is sent.
   name        = local.endpoint_config
   kms_key_arn = local.endpoint_volume_kms_key
 
