@@ -316,6 +316,25 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+# What the training role Terraform creates may read in the project bucket (terraform/modules/training/main.tf:
+# read data/, read and write checkpoints/, write models/). A channel elsewhere in that bucket fails inside the
+# job with AccessDenied after the instance has started; refused here before anything is uploaded or started.
+TRAINING_ROLE_READS = (DATA_PREFIX, "checkpoints/")
+
+
+def check_training_role_reads(args: argparse.Namespace) -> None:
+    channels = {"--train": args.train, "--validation": args.validation, "--images": args.images,
+                "--base-model": args.base_model, "--clip-artifact": args.clip_artifact}
+    for flag, uri in channels.items():
+        if not args.bucket or not uri or not str(uri).startswith("s3://"):
+            continue
+        bucket, key = jobs.parse_s3_uri(uri)
+        if bucket == args.bucket and not key.startswith(TRAINING_ROLE_READS):
+            raise JobConfigError(
+                f"{flag} {uri}: the training role reads only {' and '.join(TRAINING_ROLE_READS)} of the project "
+                f"bucket (terraform/modules/training); stage it under s3://{bucket}/{DATA_PREFIX}...")
+
+
 def spec_from_args(args: argparse.Namespace, job_name: str) -> TrainingJobSpec:
     """A TrainingJobSpec from the command line, filling S3 locations from --bucket where not given."""
     def where(explicit: str | None, default_key: str, flag: str) -> str:
@@ -330,6 +349,7 @@ def spec_from_args(args: argparse.Namespace, job_name: str) -> TrainingJobSpec:
         spot_checkpoint = where(args.checkpoint_s3, f"checkpoints/{job_name}/", "--checkpoint-s3")
     elif args.checkpoint_s3:
         spot_checkpoint = args.checkpoint_s3
+    check_training_role_reads(args)
     hyperparameters = hyperparameters_as_strings(_hyperparameters(args))
     if not args.no_check_hyperparameters:
         check_hyperparameters(hyperparameters)

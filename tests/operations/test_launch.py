@@ -302,3 +302,21 @@ def test_a_clip_artifact_comes_in_as_the_optional_clip_channel():
     plain = launch.training_job_request(launch.spec_from_args(launch.parse_args(
         ["--image-uri", IMAGE, "--role-arn", ROLE, "--bucket", "bkt"]), "loom-x"))
     assert "clip" not in [c["ChannelName"] for c in plain["InputDataConfig"]]
+
+
+@pytest.mark.parametrize("flag, uri, ok", [
+    ("--base-model", "s3://bkt/data/base-models/blip2/", True),
+    ("--base-model", "s3://bkt/base-models/blip2/", False),     # the training role cannot read it
+    ("--clip-artifact", "s3://bkt/models/clip-1/", False),      # models/ is write-only for the training role
+    ("--clip-artifact", "s3://bkt/data/clip/", True),
+    ("--images", "s3://other-bucket/images/", True),            # another bucket: its own policy decides
+])
+def test_channels_in_the_project_bucket_must_be_readable_by_the_training_role(flag, uri, ok):
+    """terraform/modules/training/main.tf lets the role read data/ and checkpoints/ only: anything else in the
+    bucket would fail inside the job with AccessDenied, after the instance started."""
+    args = launch.parse_args(["--image-uri", IMAGE, "--role-arn", ROLE, "--bucket", "bkt", flag, uri])
+    if ok:
+        launch.spec_from_args(args, "job-1")
+    else:
+        with pytest.raises(jobs.JobConfigError, match="reads only data/"):
+            launch.spec_from_args(args, "job-1")
