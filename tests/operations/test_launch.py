@@ -307,7 +307,7 @@ def test_a_clip_artifact_comes_in_as_the_optional_clip_channel():
 @pytest.mark.parametrize("flag, uri, ok", [
     ("--base-model", "s3://bkt/data/base-models/blip2/", True),
     ("--base-model", "s3://bkt/base-models/blip2/", False),     # the training role cannot read it
-    ("--clip-artifact", "s3://bkt/data/clip-1/", False),      # models/ is write-only for the training role
+    ("--clip-artifact", "s3://bkt/models/clip-1/", False),    # models/ is write-only for the training role
     ("--clip-artifact", "s3://bkt/data/clip/", True),
     ("--images", "s3://other-bucket/images/", True),            # another bucket: its own policy decides
 ])
