@@ -17,7 +17,7 @@ CATALOG ?=
 BASE_MODEL ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test test-fast demo search-demo bench bench-gpu bench-train loadtest lambda-zip lint checkov-venv clean help
+.PHONY: venv test test-fast demo search-demo screenshots bench bench-gpu bench-train loadtest lambda-zip lint checkov-venv clean help
 
 help:
 	@echo "make demo        the whole flow offline on a synthetic catalog (creates .venv)"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench-train training steps: every row through the vision tower vs each photo once (last line: speedup <ratio>)"
 	@echo "make loadtest    serve + tiny model on 127.0.0.1, batching off and on in turn, 1/4/16 clients, 3 rounds (last line: batching <ratio>)"
 	@echo "make search-demo product search offline: tiny CLIP, index, queries, and the search page on 127.0.0.1"
+	@echo "make screenshots docs/images/report.png and search.png from the real pages (headless Chromium; runs the demos first if needed)"
 	@echo "make lambda-zip  build/lambda.zip for the API Lambda"
 	@echo "make lint        static checks only (terraform fmt/validate, checkov, hadolint, actionlint, shellcheck)"
 	@echo "make tf-help     the two-phase AWS deployment targets (docs/deploy.md)"
@@ -70,6 +71,11 @@ bench-train: venv
 
 search-demo: venv
 	$(BIN)/loom search-demo
+
+# The README's pictures: the evaluation report and the search page, taken by Debian's headless Chromium
+# (apt-get install chromium) from `loom demo`'s artifact and `loom search-demo`'s cached tiny CLIP.
+screenshots: venv
+	$(BIN)/python scripts/screenshots.py --out docs/images
 
 loadtest: venv
 	$(BIN)/python scripts/loadtest.py
