@@ -1,12 +1,12 @@
 """Start a SageMaker training job for the Loom training image, with plain boto3.
 
-    python -m operations.launch --image-uri URI --role-arn ARN --bucket BUCKET
+    loom launch --image-uri URI --role-arn ARN --bucket BUCKET
         [--upload-data PREPARED_DIR] [--upload-images IMAGES_DIR]
         [--train s3://...] [--validation s3://...] [--images s3://...] [--base-model s3://...] [--clip-artifact s3://...]
         [--output s3://...] [--hyperparameters FILE.json] [--hp key=value ...]
         [--instance-type ml.g5.2xlarge] [--volume-gb 100] [--max-run-hours 24]
         [--spot [--max-wait-hours 36] [--checkpoint-s3 s3://...]]
-        [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--wait] [--region REGION] [--profile NAME]
+        [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--wait [--no-logs]] [--region REGION] [--profile NAME]
 
 Channels (the contract of the image's `train` program): `train` (vqa_train.csv, attribute_schema.json),
 `validation` (vqa_val.csv), `images` (<id>.jpg), and optionally `base_model` (a base model folder) and
@@ -14,6 +14,8 @@ Channels (the contract of the image's `train` program): `train` (vqa_train.csv, 
 With --bucket and no channel URIs they are s3://BUCKET/data/{train,validation,images}/; --upload-data
 and --upload-images put a `training.prepare` output folder and an images folder there first.
 
+With --wait, the job's status changes and its CloudWatch log lines (log group /aws/sagemaker/TrainingJobs,
+operations/job_logs.py) are shown as they come; --no-logs shows the statuses only.
 The last line printed is the model artifact's S3 URI (with --wait, once the job has Completed). Exit
 status: 0 on success, 1 when the job ends Failed or Stopped (its FailureReason is printed), 2 for bad
 arguments or AWS errors before the job starts.
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from loom.errors import command_error
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from operations import sagemaker_jobs as jobs
 from training.metrics_regex import METRIC_DEFINITIONS, attribute_metric_definitions
@@ -239,7 +242,7 @@ def upload_prepared_data(s3: Any, prepared_dir: str | Path, train_uri: str, vali
     missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
     if missing:
         raise JobConfigError(
-            f"{root} is not a prepared-data folder (python -m training.prepare --out): missing {', '.join(missing)}"
+            f"{root} is not a prepared-data folder (`loom prepare --out`): missing {', '.join(missing)}"
         )
     train_bucket, train_prefix = jobs.parse_s3_uri(jobs.as_prefix(train_uri))
     val_bucket, val_prefix = jobs.parse_s3_uri(jobs.as_prefix(validation_uri))
@@ -287,7 +290,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "instance types without local NVMe storage (ml.g5 and *d types encrypt theirs in hardware)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a job tag (repeatable)")
     p.add_argument("--job-name", help="default loom-train-YYYYmmdd-HHMMSS (UTC)")
-    p.add_argument("--wait", action="store_true", help="wait for the job and stream its status")
+    p.add_argument("--wait", action="store_true", help="wait for the job, showing its status changes and log lines")
+    p.add_argument("--no-logs", action="store_true", help="with --wait: status changes only, no CloudWatch log "
+                   "lines (they need logs:DescribeLogStreams and logs:GetLogEvents)")
     p.add_argument("--region")
     p.add_argument("--profile")
     return p.parse_args(argv)
@@ -311,6 +316,25 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+# What the training role Terraform creates may read in the project bucket (terraform/modules/training/main.tf:
+# read data/, read and write checkpoints/, write models/). A channel elsewhere in that bucket fails inside the
+# job with AccessDenied after the instance has started; refused here before anything is uploaded or started.
+TRAINING_ROLE_READS = (DATA_PREFIX, "checkpoints/")
+
+
+def check_training_role_reads(args: argparse.Namespace) -> None:
+    channels = {"--train": args.train, "--validation": args.validation, "--images": args.images,
+                "--base-model": args.base_model, "--clip-artifact": args.clip_artifact}
+    for flag, uri in channels.items():
+        if not args.bucket or not uri or not str(uri).startswith("s3://"):
+            continue
+        bucket, key = jobs.parse_s3_uri(uri)
+        if bucket == args.bucket and not key.startswith(TRAINING_ROLE_READS):
+            raise JobConfigError(
+                f"{flag} {uri}: the training role reads only {' and '.join(TRAINING_ROLE_READS)} of the project "
+                f"bucket (terraform/modules/training); stage it under s3://{bucket}/{DATA_PREFIX}...")
+
+
 def spec_from_args(args: argparse.Namespace, job_name: str) -> TrainingJobSpec:
     """A TrainingJobSpec from the command line, filling S3 locations from --bucket where not given."""
     def where(explicit: str | None, default_key: str, flag: str) -> str:
@@ -325,6 +349,7 @@ def spec_from_args(args: argparse.Namespace, job_name: str) -> TrainingJobSpec:
         spot_checkpoint = where(args.checkpoint_s3, f"checkpoints/{job_name}/", "--checkpoint-s3")
     elif args.checkpoint_s3:
         spot_checkpoint = args.checkpoint_s3
+    check_training_role_reads(args)
     hyperparameters = hyperparameters_as_strings(_hyperparameters(args))
     if not args.no_check_hyperparameters:
         check_hyperparameters(hyperparameters)
@@ -372,24 +397,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"images: {len(report.uploaded)} uploaded, {len(report.skipped)} already in S3")
         sagemaker.create_training_job(**request)
     except (JobConfigError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return command_error(str(exc))
     except (ClientError, BotoCoreError) as exc:
-        print(f"error: AWS refused the request: {exc}", file=sys.stderr)
-        return 2
+        return command_error(f"AWS refused the request: {exc}")
     print(f"started training job {job_name} on {spec.instance_type}{' (spot)' if spec.spot else ''}")
     artifact = model_artifact_uri(spec.output_uri, job_name)
     if not args.wait:
         print(f"the model artifact will be written to:\n{artifact}")
         return 0
+    follow = None
+    if not args.no_logs:
+        from operations.job_logs import JobLogs
+
+        follow = JobLogs(jobs.aws_client("logs", region=args.region, profile=args.profile), job_name).poll
     try:
-        job = jobs.wait_for_job(lambda: sagemaker.describe_training_job(TrainingJobName=job_name), jobs.TRAINING_JOB)
+        job = jobs.wait_for_job(lambda: sagemaker.describe_training_job(TrainingJobName=job_name), jobs.TRAINING_JOB,
+                                follow=follow)
     except (ClientError, BotoCoreError) as exc:
-        print(f"error: lost track of {job_name}: {exc}", file=sys.stderr)
-        return 2
+        return command_error(f"lost track of {job_name}: {exc}")
     if job["TrainingJobStatus"] != "Completed":
-        print(f"error: {jobs.failure_message(job, jobs.TRAINING_JOB, job_name)}", file=sys.stderr)
-        return 1
+        return command_error(f"{jobs.failure_message(job, jobs.TRAINING_JOB, job_name)}", 1)
     if job.get("BillableTimeInSeconds") is not None:
         print(f"billable time: {job['BillableTimeInSeconds']}s")
     print(job.get("ModelArtifacts", {}).get("S3ModelArtifacts", artifact))

@@ -24,14 +24,120 @@ from inference.api import telemetry
 from loom.request_rules import LANGUAGES
 from loom.schema import DEFAULT_PRODUCT_NOUN, DISPLAY_ATTRIBUTES, PRODUCT_TYPE_ATTRIBUTE, attribute_label
 
-# An active Claude model through the US cross-Region inference profile: current Claude models refuse
-# on-demand invocation by bare model id, and Claude 3 Sonnet is end-of-life. Converse takes a profile
+# The current Claude Sonnet (5.5) through the US cross-Region inference profile: current Claude models
+# refuse on-demand invocation by bare model id, and Claude 3 Sonnet is end-of-life. Converse takes a profile
 # id (or ARN) as modelId. Terraform's bedrock_model_id has the same default (tests/operations/test_preflight.py).
 #   https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-use.html
-DEFAULT_MODEL_ID = "us.anthropic.claude-sonnet-4-6"
+# Profiles of Claude Sonnet 5.5 on Bedrock: us. and global. (AI SDK amazon-bedrock release notes for
+# Sonnet 5.5 list anthropic.claude-sonnet-5-5 and us.anthropic.claude-sonnet-5-5). The documented fallback,
+# for Regions or accounts without it, is Claude Sonnet 4.6 (FALLBACK_MODEL_ID; its profiles are us., eu.,
+# apac., jp., au., global.).
+DEFAULT_MODEL_ID = "us.anthropic.claude-sonnet-5-5"
+FALLBACK_MODEL_ID = "us.anthropic.claude-sonnet-4-6"
 OFFLINE_MODEL = "loom-offline-writer"
 MAX_TOKENS = 400
 TEMPERATURE = 0.1
+# Claude Sonnet 5 and later count about 30 % more tokens for the same text (a new tokenizer: Anthropic's
+# "Migrating to Claude Sonnet 5"); 400 tokens of Sonnet 4.6 are about 520 there.
+MAX_TOKENS_NEW_TOKENIZER = 520
+# Room for thinking on Claude 5 models whose card Loom has not checked (see converse_settings): their thinking
+# may be on by default and counts against maxTokens, so the answer's 520 tokens come on top of it.
+THINKING_HEADROOM_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class ConverseSettings:
+    """What one model's Converse request may contain: `inferenceConfig` and `additionalModelRequestFields`."""
+
+    inference_config: dict[str, Any]
+    additional_fields: dict[str, Any] | None = None
+    # Output tokens that thinking may take before the answer (included in inference_config's maxTokens).
+    thinking_headroom: int = 0
+
+    def request(self, *, answer_tokens: int | None = None) -> dict[str, Any]:
+        """The request fields; `answer_tokens` replaces the answer's share of maxTokens (a short check such as
+        `loom preflight`), keeping the room for thinking."""
+        fields: dict[str, Any] = {"inferenceConfig": dict(self.inference_config)}
+        if answer_tokens is not None:
+            fields["inferenceConfig"]["maxTokens"] = answer_tokens + self.thinking_headroom
+        if self.additional_fields:
+            fields["additionalModelRequestFields"] = dict(self.additional_fields)
+        return fields
+
+
+_CLAUDE = re.compile(r"anthropic\.claude-(sonnet|opus|haiku)-(\d+)(?:-(\d))?(?:$|[-:])")
+
+
+def converse_settings(model_id: str) -> ConverseSettings:
+    """The inference settings Loom sends to `model_id` (a profile id, profile ARN or model id).
+
+    Claude Sonnet 5.5 returns 400 for five settings: thinking budgets, sampling parameters (temperature,
+    top_p, top_k), assistant prefill, forced tool choice and thinking {"type": "disabled"}; it thinks by
+    default, and {"type": "between_tools"} is its lowest setting, which for a request without tools means
+    no thinking before the answer (Anthropic, "Claude Sonnet 5.5 migration guide" and "What's new in Claude
+    Sonnet 5.5"; the Bedrock AI SDK release for Sonnet 5.5 sends the same): 520 tokens, all for the answer.
+
+    Other Claude 5 models (Sonnet 5, Opus 5.x, Haiku 5.x, later Sonnets' siblings): no sampling parameters
+    (Sonnet 5 answers 400 for a non-default temperature: "Migrating to Claude Sonnet 5"), and thinking is
+    adaptive and may be on by default, counting against maxTokens: with 520 tokens it could spend them all
+    and leave no text. The conservative rule, until a model's card is checked and it gets its own line here:
+    ask for the lowest effort (Anthropic's `output_config.effort` "low", through additionalModelRequestFields)
+    and add THINKING_HEADROOM_TOKENS to maxTokens. A model that refuses the effort field fails loudly (a 400
+    that `loom preflight` reports, since it sends this same body) instead of answering empty text.
+
+    Earlier Claude models (the Sonnet 4.6 fallback) and other Converse models keep temperature 0.1."""
+    match = _CLAUDE.search(model_id.rsplit("/", 1)[-1])
+    if match and int(match[2]) >= 5:
+        version = (int(match[2]), int(match[3] or 0))
+        if match[1] == "sonnet" and version >= (5, 5):
+            return ConverseSettings({"maxTokens": MAX_TOKENS_NEW_TOKENIZER}, {"thinking": {"type": "between_tools"}})
+        return ConverseSettings({"maxTokens": MAX_TOKENS_NEW_TOKENIZER + THINKING_HEADROOM_TOKENS},
+                                {"output_config": {"effort": "low"}}, thinking_headroom=THINKING_HEADROOM_TOKENS)
+    return ConverseSettings({"maxTokens": MAX_TOKENS, "temperature": TEMPERATURE})
+
+
+# Where a cross-Region inference profile may be called from: its geography prefix -> the source Regions.
+# A geographic profile is called from a Region of its geography; jp. and au. are not all of ap-northeast-*
+# and ap-southeast-*: jp. is Tokyo and Osaka, au. is Sydney and Melbourne (Seoul and Singapore have only
+# apac.). apac. also routes from me-central-1. global. is called from any commercial Region.
+#   https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html
+#   https://docs.aws.amazon.com/bedrock/latest/userguide/cross-region-inference.html
+#   (and the CDK's CrossRegionInferenceProfileRegion, aws-bedrock-alpha, which lists the same sets)
+PROFILE_SOURCE_REGIONS: dict[str, tuple[str, ...]] = {
+    "jp": ("ap-northeast-1", "ap-northeast-3"),
+    "au": ("ap-southeast-2", "ap-southeast-4"),
+}
+PROFILE_SOURCE_PREFIXES: dict[str, tuple[str, ...]] = {
+    "us": ("us-",), "us-gov": ("us-gov-",), "eu": ("eu-",), "apac": ("ap-", "me-central-1"), "ca": ("ca-",),
+}
+# Regions a profile is not called from although a prefix above (or, for global., any Region) admits them:
+# us. is not GovCloud; global. is commercial Regions only. terraform/modules/api/bedrock.tf holds the same
+# three tables (tests/infra/test_terraform_bedrock_regions.py compares them).
+PROFILE_EXCLUDED_PREFIXES: dict[str, tuple[str, ...]] = {
+    "us": ("us-gov-",), "global": ("us-gov-", "cn-", "us-iso"),
+}
+PROFILE_GEOGRAPHIES = ("global", "us-gov", "us", "eu", "apac", "jp", "au", "ca")
+
+
+def profile_geography(model_id: str) -> str | None:
+    """"us" for us.anthropic.claude-... (or its ARN); None for a foundation model id."""
+    name = model_id.rsplit("/", 1)[-1]
+    for geo in PROFILE_GEOGRAPHIES:
+        if name.startswith(geo + "."):
+            return geo
+    return None
+
+
+def profile_callable_from(model_id: str, region: str) -> bool:
+    """Whether `model_id` can be invoked from `region`: a foundation model id always (whether it is offered
+    there is the service's business), a geographic profile only from a source Region of its geography."""
+    geo = profile_geography(model_id)
+    if geo is None:
+        return True
+    if geo in PROFILE_SOURCE_REGIONS:
+        return region in PROFILE_SOURCE_REGIONS[geo]
+    admitted = geo == "global" or region.startswith(PROFILE_SOURCE_PREFIXES[geo])
+    return admitted and not region.startswith(PROFILE_EXCLUDED_PREFIXES.get(geo, ()))
 
 SYSTEM_PROMPT = (
     "You are an expert in writing product descriptions for {products}. Use the data below to create "
@@ -262,7 +368,7 @@ class BedrockWriter:
             "modelId": self.model,
             "system": [{"text": system_prompt(brief.product_type, brief.language)}],
             "messages": messages,
-            "inferenceConfig": {"maxTokens": MAX_TOKENS, "temperature": TEMPERATURE},
+            **converse_settings(self.model).request(),
         }
         if self.guardrail:
             request["guardrailConfig"] = {"guardrailIdentifier": self.guardrail[0],

@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from runtime.images import DEFAULT_MAX_IMAGE_PIXELS, decode_image
-from inference.server.jsonlines import answer_jsonlines
+from runtime.images import DEFAULT_DECODE_THREADS, DEFAULT_MAX_IMAGE_PIXELS, DecodePool
+from inference.server.jsonlines import answer_jsonlines, product_item
 from inference.server.model_queue import Admission, ModelQueue, ModelSlot
 from inference.server.request_parsing import (
     IMAGE_TYPES,
@@ -32,18 +32,20 @@ from inference.server.request_parsing import (
     image_draft_side,
     load_json,
     parse_facts,
-    parse_product,
+    parse_product_fields,
     read_body,
     request_content_type,
     response_type,
 )
 from loom.errors import StatusError
+from loom.json_limits import error_text
 from loom.image_header import ImageError
 
 log = logging.getLogger("loom.serve")
 
 MB = 1024 * 1024
 SAGEMAKER_MAX_PAYLOAD_MB = 100  # MaxPayloadInMB's upper bound (CreateTransformJob API reference)
+TRANSFORMS_PER_WORKER = 2  # Batch Transform requests in flight per worker (GET /execution-parameters)
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,14 @@ class ServerLimits:
 
     max_body_bytes: int = 20 * MB
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    batch_products: int = 8  # JSON Lines products answered together in one batched generation
-    max_pending: int = 4  # admitted requests (running or waiting for the model); past that: 503
+    batch_products: int = 16  # MAX_BATCH_PRODUCTS: most products in one model call, across requests
+    batch_wait_ms: float = 0.0  # BATCH_WAIT_MS: how long a call may wait for admitted requests to join it
+    max_pending: int = 100  # admitted requests (running or waiting for the model); past that: 503
     request_timeout_s: float = 60.0  # an admitted request's deadline; past it: 504
     stuck_after_s: float = 300.0  # one model call running longer than this: /ping 500
     load_timeout_s: float | None = None  # the model must load within this, else /ping 500
-    workers: int = 1  # worker processes of this server: Batch Transform's MaxConcurrentTransforms
+    workers: int = 1  # worker processes of this server (GET /execution-parameters)
+    decode_threads: int = DEFAULT_DECODE_THREADS  # images decoding at once in one worker (IMAGE_DECODE_THREADS)
 
 
 @dataclass
@@ -67,6 +71,7 @@ class ServerState:
     slot: ModelSlot
     queue: ModelQueue
     limits: ServerLimits
+    decoder: DecodePool
 
 
 def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | None = None,
@@ -81,8 +86,9 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
     app = Flask("loom-inference")
     app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes
     slot = ModelSlot(predictor, limits.load_timeout_s)
-    app.extensions["loom"] = ServerState(slot, ModelQueue(limits.max_pending, limits.request_timeout_s,
-                                                          limits.stuck_after_s), limits)
+    queue = ModelQueue(limits.max_pending, limits.request_timeout_s, limits.stuck_after_s,
+                       max_batch_products=limits.batch_products, batch_wait_ms=limits.batch_wait_ms)
+    app.extensions["loom"] = ServerState(slot, queue, limits, DecodePool(limits.decode_threads))
     if predictor_factory is not None:
         slot.load_in_background(predictor_factory)
     app.add_url_rule("/ping", view_func=ping, methods=["GET"])
@@ -124,7 +130,10 @@ def ping() -> Response:
 def execution_parameters() -> Response:
     """What Batch Transform asks before invoking when the job leaves these unset (docs/endpoint-contract.md)."""
     limits = state().limits
-    return reply({"MaxConcurrentTransforms": limits.workers, "BatchStrategy": "MULTI_RECORD",
+    # Two requests per worker: one request's lines are read and preprocessed while the other's batch runs on
+    # the model, and their partial batches share a call (model_queue.py). Never more than are admitted.
+    concurrent = min(limits.max_pending, TRANSFORMS_PER_WORKER * limits.workers)
+    return reply({"MaxConcurrentTransforms": concurrent, "BatchStrategy": "MULTI_RECORD",
                   "MaxPayloadInMB": max(1, min(SAGEMAKER_MAX_PAYLOAD_MB, limits.max_body_bytes // MB))})
 
 
@@ -141,42 +150,55 @@ def invocations() -> Response:
             from inference.server.clip_invocations import answer_clip_request
 
             status, text, mimetype = admission.run(answer_clip_request, predictor, content_type, body,
-                                                   server.limits.max_image_pixels)
+                                                   server.limits.max_image_pixels, admission=admission)
             return Response(text, status=status, mimetype=mimetype)
         if content_type in JSONLINES_TYPES:
             text = answer_jsonlines(body, predictor, admission, batch_products=server.limits.batch_products,
-                                    max_image_pixels=server.limits.max_image_pixels)
+                                    max_image_pixels=server.limits.max_image_pixels, decoder=server.decoder)
             return Response(text, status=200, mimetype=JSONLINES_TYPE)
-        result = answer_product(body, content_type, predictor, admission, server.limits.max_image_pixels)
+        result = answer_product(body, content_type, predictor, admission, server.limits.max_image_pixels,
+                                server.decoder)
     result["model"] = predictor.model_info
     result["timing_ms"] = {"total": round((time.perf_counter() - started) * 1000, 1)}
     return reply(result, mimetype=answer_type)
 
 
 def answer_product(body: bytes, content_type: str, predictor: Any, admission: Admission,
-                   max_image_pixels: int) -> dict[str, Any]:
-    """Answer a raw image (every attribute) or a JSON product request (attributes or a prompt)."""
+                   max_image_pixels: int, decoder: DecodePool) -> dict[str, Any]:
+    """Answer a raw image (every attribute) or a JSON product request (attributes or a prompt).
+
+    Every field is checked before the image is decoded; the decode runs on the worker's DecodePool, within
+    the request's deadline."""
+    def decode(data: bytes):
+        return decoder.decode(data, max_image_pixels, draft_side=image_draft_side(predictor), admission=admission)
+
     if content_type in IMAGE_TYPES:
-        image = decode_image(body, max_image_pixels, draft_side=image_draft_side(predictor))
-        return admission.run(predictor.answer_attributes, image, None).to_dict()
+        return answer_attributes(predictor, admission, decode(body), None, {}, {})
     item = load_json(body)
-    image, names, params, prompt = parse_product(item, predictor.schema.names, max_image_pixels, allow_prompt=True,
-                                                 draft_side=image_draft_side(predictor))
+    data, names, params, prompt = parse_product_fields(item, predictor.schema.names, allow_prompt=True)
     facts = parse_facts(predictor, item)
+    image = decode(data)
     if prompt is not None:
         answer = admission.run(predictor.answer_prompt, image, prompt, **params)
         return {"answer": answer.text, "confidence": round(answer.confidence, 4)}
-    return admission.run(predictor.answer_attributes, image, names, facts, **params).to_dict()
+    return answer_attributes(predictor, admission, image, names, facts, params)
+
+
+def answer_attributes(predictor: Any, admission: Admission, image: Any, names: list[str] | None,
+                      facts: dict[str, Any], params: dict[str, int]) -> dict[str, Any]:
+    """One product's attributes, in a model call shared with other requests' products (model_queue)."""
+    item = product_item(predictor, image, names, facts)  # preprocessed here, in the request thread
+    return admission.run_batched(predictor.answer_attributes_many, [item], **params)[0].to_dict()
 
 
 # -- errors: every one is {"error": ...} ----------------------------------------------------------------------
 
 def status_error(exc: StatusError) -> Response:
-    return reply(exc.body(), exc.status)
+    return reply({"error": error_text(exc.message)}, exc.status)
 
 
 def image_error(exc: ImageError) -> Response:
-    return reply({"error": str(exc)}, 400)
+    return reply({"error": error_text(str(exc))}, 400)
 
 
 def http_error(exc: HTTPException) -> Response:

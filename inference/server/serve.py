@@ -16,13 +16,14 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from inference.server.app import ServerLimits
-from runtime.images import DEFAULT_MAX_IMAGE_PIXELS
+from runtime.images import DEFAULT_DECODE_THREADS, DEFAULT_MAX_IMAGE_PIXELS
 from loom.artifact import KIND_CLIP, MANIFEST_FILE, is_artifact, manifest_kind
 
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
@@ -63,8 +64,20 @@ def _number(env: Mapping[str, str], name: str, default: float, kind=int, minimum
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise SystemExit(f"serve: {name}={env.get(name)!r} must be one of {', '.join(choices)}")
+    return value
+
+
+DEFAULT_MAX_PENDING = 100
+DECODING_MODES = ("auto", "eager", "compiled")  # runtime.decoding.MODES, without importing torch
 SAGEMAKER_SIGKILL_AFTER_S = 30  # SageMaker sends SIGKILL this long after SIGTERM (docs/endpoint-contract.md)
 SPARE_THREADS = 4  # request threads never admitted to the model: /ping, /execution-parameters, 503 refusals
+# On SIGTERM, every admitted request is answered this long before gunicorn's graceful timeout ends the
+# worker: time to write the lines done so far and an error line for each other (never a dropped connection).
+STOP_MARGIN_S = 2.0
 
 
 @dataclass
@@ -75,18 +88,22 @@ class ServeSettings:
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 1
-    threads: int = 4 + SPARE_THREADS
+    threads: int = DEFAULT_MAX_PENDING + SPARE_THREADS
     timeout_s: int = 120
     graceful_timeout_s: int = 25
     keepalive_s: int = 75
     limits: ServerLimits = field(default_factory=ServerLimits)
     device: str | None = None
+    decoding: str = "auto"  # compiled decoding on GPUs, eager elsewhere (runtime/decoding.py)
     gpus: list[str] = field(default_factory=list)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "ServeSettings":
         gpus = visible_gpus(env)
-        max_pending = _number(env, "MAX_PENDING_REQUESTS", 4, minimum=1)
+        # 100 admitted requests, as TorchServe's and MMS's job_queue_size (the servers of the SageMaker
+        # inference toolkit, which leaves it at its default: pytorch/serve docs/configuration.md), so that a
+        # burst fills batches instead of being refused (docs/endpoint-contract.md, "Back-pressure").
+        max_pending = _number(env, "MAX_PENDING_REQUESTS", DEFAULT_MAX_PENDING, minimum=1)
         threads = _number(env, "GUNICORN_THREADS", max_pending + SPARE_THREADS, minimum=1)
         if threads <= max_pending:
             raise SystemExit(f"serve: GUNICORN_THREADS={threads} must exceed MAX_PENDING_REQUESTS={max_pending}: "
@@ -104,12 +121,16 @@ class ServeSettings:
         limits = ServerLimits(
             max_body_bytes=int(body_mb * 1024 * 1024),
             max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, minimum=1),
-            batch_products=_number(env, "BATCH_PRODUCTS", 8, minimum=1),
+            # BATCH_PRODUCTS: the earlier name, when it only sized JSON Lines batches.
+            batch_products=_number(env, "MAX_BATCH_PRODUCTS", _number(env, "BATCH_PRODUCTS", 16, minimum=1),
+                                   minimum=1),
+            batch_wait_ms=_number(env, "BATCH_WAIT_MS", 0.0, float, minimum=0),
             max_pending=max_pending,
             request_timeout_s=request_timeout,
             stuck_after_s=_number(env, "MODEL_STUCK_AFTER_S", max(300.0, request_timeout), float, minimum=0.001),
             load_timeout_s=_number(env, "MODEL_LOAD_TIMEOUT", 900.0, float, minimum=1),
             workers=workers,
+            decode_threads=_number(env, "IMAGE_DECODE_THREADS", DEFAULT_DECODE_THREADS, minimum=1),
         )
         return cls(
             model_dir=resolve_model_dir(env),
@@ -122,6 +143,7 @@ class ServeSettings:
             keepalive_s=_number(env, "GUNICORN_KEEPALIVE", 75, minimum=0),
             limits=limits,
             device=env.get("SERVE_DEVICE") or None,
+            decoding=_choice(env, "DECODING", "auto", DECODING_MODES),
             gpus=gpus,
         )
 
@@ -136,8 +158,8 @@ def load_predictor(settings: ServeSettings):
         return service
     from runtime.predictor import Predictor
 
-    predictor = Predictor.load(settings.model_dir, device=settings.device)
-    predictor.warm_up()
+    predictor = Predictor.load(settings.model_dir, device=settings.device, decoding=settings.decoding)
+    predictor.warm_up(max_products=settings.limits.batch_products)
     return predictor
 
 
@@ -163,6 +185,29 @@ def _post_fork(server, worker) -> None:
     server.log.info("worker %s uses GPU %s", worker.pid, getattr(worker, "loom_gpu", None) or "none")
 
 
+def stop_window_s(graceful_timeout_s: float) -> float:
+    """How long a stopping worker's admitted requests have: the graceful timeout less STOP_MARGIN_S (at
+    least a quarter of it)."""
+    return max(graceful_timeout_s / 4, graceful_timeout_s - STOP_MARGIN_S)
+
+
+def _post_worker_init(worker) -> None:
+    # gunicorn's worker has installed its own SIGTERM handler (stop accepting, wait up to graceful_timeout for
+    # the connections in flight, exit); a request still running then is cut off. Wrap that handler: first
+    # bring every admitted request's deadline forward (model_queue.ModelQueue.stop), so that each is
+    # answered (in full, or the lines done and an error line for each other, or 503) before the worker exits.
+    previous = signal.getsignal(signal.SIGTERM)
+    queue = worker.wsgi.extensions["loom"].queue
+    within_s = stop_window_s(worker.cfg.graceful_timeout)
+
+    def on_sigterm(signum, frame):
+        queue.stop(within_s)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def gunicorn_options(settings: ServeSettings) -> dict[str, Any]:
     """The gunicorn configuration `serve` runs with."""
     return {
@@ -181,6 +226,7 @@ def gunicorn_options(settings: ServeSettings) -> dict[str, Any]:
         "control_socket_disable": True,  # no runtime control socket in a serving container
         "pre_fork": _pre_fork,
         "post_fork": _post_fork,
+        "post_worker_init": _post_worker_init,
     }
 
 

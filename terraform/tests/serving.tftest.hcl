@@ -8,8 +8,6 @@ mock_provider "aws" {
 }
 
 variables {
-  account_id      = "123456789012"
-  partition       = "aws"
   region          = "us-east-1"
   kms_key_arn     = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
   lambda_zip_path = "tests/fixtures/lambda.zip"
@@ -63,8 +61,8 @@ run "endpoint_defaults" {
   }
 
   assert {
-    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "20", MODEL_LOAD_TIMEOUT = "1380" }) && aws_sagemaker_model.this.primary_container[0].model_data_url == var.model_data_url && aws_sagemaker_model.this.primary_container[0].image == var.image_uri
-    error_message = "The model must run the given image and artifact with MAX_BODY_MB=20 and the server's load timeout below the startup window."
+    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "20", MODEL_LOAD_TIMEOUT = "1380", MAX_PENDING_REQUESTS = "100", MAX_BATCH_PRODUCTS = "16", BATCH_WAIT_MS = "0" }) && aws_sagemaker_model.this.primary_container[0].model_data_url == var.model_data_url && aws_sagemaker_model.this.primary_container[0].image == var.image_uri
+    error_message = "The model must run the given image and artifact with MAX_BODY_MB=20, the server's load timeout below the startup window and the batching defaults."
   }
 
   assert {
@@ -165,7 +163,7 @@ run "endpoint_kms_and_data_capture" {
   }
 
   assert {
-    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "8", LOG_LEVEL = "DEBUG", MODEL_LOAD_TIMEOUT = "1380" })
+    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "8", LOG_LEVEL = "DEBUG", MODEL_LOAD_TIMEOUT = "1380", MAX_PENDING_REQUESTS = "100", MAX_BATCH_PRODUCTS = "16", BATCH_WAIT_MS = "0" })
     error_message = "The environment variable must merge over the MAX_BODY_MB default."
   }
 }
@@ -219,7 +217,7 @@ run "api_defaults" {
   assert {
     condition = aws_lambda_function.api.environment[0].variables == tomap({
       ENDPOINT_NAME           = "loom-endpoint"
-      BEDROCK_MODEL_ID        = "us.anthropic.claude-sonnet-4-6"
+      BEDROCK_MODEL_ID        = "us.anthropic.claude-sonnet-5-5"
       DESCRIPTION_BACKEND     = "bedrock"
       MIN_CONFIDENCE          = "0.5"
       POWERTOOLS_SERVICE_NAME = "loom-api"
@@ -238,7 +236,7 @@ run "api_defaults" {
   assert {
     condition = (
       one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "InvokeThisEndpoint"]) == var.endpoint_arn &&
-      one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "InvokeThroughInferenceProfile"]) == "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6" &&
+      one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "InvokeThroughInferenceProfile"]) == "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-5-5" &&
       one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "WriteOwnLogs"]) == "${aws_cloudwatch_log_group.lambda.arn}:*"
     )
     error_message = "The Lambda role must name exactly this endpoint, this inference profile and its own log group."

@@ -9,39 +9,6 @@ variable "endpoint_name" {
   }
 }
 
-variable "account_id" {
-  description = "AWS account id (trust condition, log-group and endpoint ARNs)."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[0-9]{12}$", var.account_id))
-    error_message = "account_id must be 12 digits."
-  }
-}
-
-variable "partition" {
-  description = "AWS partition (aws, aws-cn, aws-us-gov)."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = contains(["aws", "aws-cn", "aws-us-gov"], var.partition)
-    error_message = "partition must be aws, aws-cn or aws-us-gov."
-  }
-}
-
-variable "region" {
-  description = "AWS region of the endpoint."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
-    error_message = "region must look like us-east-1."
-  }
-}
-
 variable "bucket_name" {
   description = "The Loom bucket: holds the artifact (models/), batch/ and capture/."
   type        = string
@@ -98,7 +65,7 @@ variable "model_data_url" {
 }
 
 variable "environment" {
-  description = "Extra environment of the inference container, merged over { MAX_BODY_MB = \"20\" }."
+  description = "Extra environment of the inference container, merged over the serving defaults { MAX_BODY_MB = \"20\", MODEL_LOAD_TIMEOUT, MAX_PENDING_REQUESTS = \"100\", MAX_BATCH_PRODUCTS = \"16\", BATCH_WAIT_MS = \"0\" }."
   type        = map(string)
   default     = {}
   nullable    = false
@@ -264,8 +231,17 @@ variable "async_inference" {
   validation {
     condition = (var.async_inference.max_payload_mb >= 1 && var.async_inference.max_payload_mb <= 1024
       && var.async_inference.invocation_timeout_seconds >= 1 && var.async_inference.invocation_timeout_seconds <= 3600
-    && var.async_inference.max_capacity >= 1 && var.async_inference.max_concurrent_invocations_per_instance >= 1)
-    error_message = "async_inference: max_payload_mb 1..1024 (1 GB is SageMaker's limit), invocation_timeout_seconds 1..3600, max_capacity and max_concurrent_invocations_per_instance at least 1."
+    && var.async_inference.max_capacity >= 1)
+    error_message = "async_inference: max_payload_mb 1..1024 (1 GB is SageMaker's limit), invocation_timeout_seconds 1..3600, max_capacity at least 1."
+  }
+
+  # AsyncInferenceClientConfig.MaxConcurrentInvocationsPerInstance: an integer 1..1000 (botocore's SageMaker
+  # model, shape MaxConcurrentInvocationsPerInstance; API_AsyncInferenceClientConfig.html).
+  validation {
+    condition = (floor(var.async_inference.max_concurrent_invocations_per_instance) == var.async_inference.max_concurrent_invocations_per_instance
+      && var.async_inference.max_concurrent_invocations_per_instance >= 1
+    && var.async_inference.max_concurrent_invocations_per_instance <= 1000)
+    error_message = "async_inference.max_concurrent_invocations_per_instance must be a whole number from 1 to 1000 (SageMaker's MaxConcurrentInvocationsPerInstance)."
   }
 }
 

@@ -14,31 +14,14 @@ variable "bucket_name" {
   type        = string
   default     = null
 
+  # No dots: the Lambda presigns /restyle URLs virtual-hosted style (https://<bucket>.s3.<region>.amazonaws.com),
+  # and S3's wildcard TLS certificate does not match a bucket name with dots ("Virtual hosting of buckets",
+  # https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html; bucket naming rules,
+  # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html: "for best compatibility,
+  # we recommend that you avoid using dots"). The default, <name_prefix>-data-<account>-<region>, has none.
   validation {
-    condition     = var.bucket_name == null || can(regex("^[a-z0-9][a-z0-9.-]{1,56}[a-z0-9]$", var.bucket_name))
-    error_message = "bucket_name must be 3-58 characters of lower-case letters, digits, dots and hyphens (room is left for the -logs bucket)."
-  }
-}
-
-variable "account_id" {
-  description = "AWS account id (part of the default bucket name and of the log-delivery condition)."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[0-9]{12}$", var.account_id))
-    error_message = "account_id must be 12 digits."
-  }
-}
-
-variable "region" {
-  description = "AWS region (part of the default bucket name)."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
-    error_message = "region must look like us-east-1."
+    condition     = var.bucket_name == null || can(regex("^[a-z0-9][a-z0-9-]{1,56}[a-z0-9]$", var.bucket_name))
+    error_message = "bucket_name must be 3-58 characters of lower-case letters, digits and hyphens (room is left for the -logs bucket); no dots: HTTPS to a virtual-hosted bucket with dots fails S3's certificate check."
   }
 }
 
