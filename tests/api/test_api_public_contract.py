@@ -18,6 +18,7 @@ from api_events import event, png
 from api_lambda_harness import ATTRIBUTE_ANSWER, IMAGE_B64, call, post, streaming
 from fixtures_api import converse_reply, endpoint_reply
 from inference.api import aws_clients, endpoint_client, handler, telemetry
+from inference.api.describe import DEFAULT_MODEL_ID, converse_settings
 from inference.api.visual import restyle
 from inference.api.request_body import API, OPENAPI_FILE
 from loom.json_schema import Document, SchemaViolation
@@ -46,7 +47,7 @@ def check_answer(path: str, status: int, body: dict, raw: dict) -> None:
 @pytest.fixture
 def paid(monkeypatch):
     """SageMaker mode for both endpoints, Bedrock stubbed; `calls` counts endpoint and model calls."""
-    for key in ("ENDPOINT_URL", "SEARCH_ENDPOINT_URL", "OPENSEARCH_ENDPOINT", "BEDROCK_GUARDRAIL_ID",
+    for key in ("ENDPOINT_URL", "BEDROCK_MODEL_ID", "SEARCH_ENDPOINT_URL", "OPENSEARCH_ENDPOINT", "BEDROCK_GUARDRAIL_ID",
                 "BEDROCK_GUARDRAIL_VERSION", "RESTYLE_BUCKET"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("ENDPOINT_NAME", "loom-endpoint")
@@ -144,7 +145,8 @@ def test_restyle_answer_matches_the_document(paid, monkeypatch):
     paid.image.add_response("invoke_model", {"body": streaming({"images": [base64.b64encode(png()).decode()],
                                                                "seeds": [7], "finish_reasons": [None]}),
                                             "contentType": "application/json"})
-    status, body, raw = post("/restyle", image=IMAGE_B64, style="in pastel", product_type="Polo Shirt")
+    photo = base64.b64encode(png(80, 64)).decode()  # the image model takes sides of 64 px or more
+    status, body, raw = post("/restyle", image=photo, style="in pastel", product_type="Polo Shirt")
     assert status == 200 and body["prompt"].startswith("a Red polo shirt with"), body
     check_answer("/restyle", status, body, raw)
 
@@ -326,7 +328,7 @@ def test_the_guardrail_is_sent_when_configured_and_validates_against_the_service
     paid.sagemaker.add_response("invoke_endpoint", endpoint_reply(ATTRIBUTE_ANSWER))
     # Stubber checks the request against bedrock-runtime's model, guardrailConfig included.
     paid.bedrock.add_response("converse", converse_reply("", stop="guardrail_intervened"), {
-        "modelId": ANY, "system": ANY, "inferenceConfig": ANY,
+        "modelId": DEFAULT_MODEL_ID, "system": ANY, **converse_settings(DEFAULT_MODEL_ID).request(),
         "messages": [{"role": "user", "content": [{"text": "<product_data>\nColour: Red\nSleeve Length: Long Sleeves"
                                                            "\nFabric: Cotton\n</product_data>"}]}],
         "guardrailConfig": {"guardrailIdentifier": "abc123def456", "guardrailVersion": "3", "trace": "disabled"}})
