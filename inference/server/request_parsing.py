@@ -188,6 +188,6 @@ def parse_facts(predictor: Any, item: Mapping[str, Any]) -> dict[str, Any]:
     if facts and "prompt" in item:
         raise RequestError(400, f"{sorted(facts)} apply to attribute requests, not to a 'prompt'")
     try:
-        return check_facts(facts, predictor.schema, predictor.product_type)
+        return check_facts(facts, predictor.schema, lambda text: predictor.product_type(text)) if facts else {}
     except ValueError as exc:
         raise RequestError(400, str(exc)) from None
