@@ -33,6 +33,15 @@ log = logging.getLogger("loom.serve")
 # (line index, product id, image, attribute names or None, facts)
 Product = tuple[int, Any, Any, "list[str] | None", "dict[str, Any]"]
 
+MAX_LINES = 10_000  # lines in one JSON Lines request (docs/endpoint-contract.md)
+FLUSH_FRACTION = 0.25  # with less than this part of the request's time left, a partial batch is answered first
+
+
+def count_lines(body: bytes) -> int:
+    """How many lines `body.splitlines()` makes, blank ones included, without making them."""
+    breaks = body.count(b"\n") + body.count(b"\r") - body.count(b"\r\n")
+    return breaks + (0 if body.endswith((b"\n", b"\r")) or not body else 1)
+
 
 def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch_products: int,
                      max_image_pixels: int, decoder: DecodePool | None = None) -> str:
@@ -41,6 +50,9 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
     `decoder`: the worker's DecodePool (images then decode within the deadline, a few at a time); None
     decodes on the request thread.
     """
+    if count_lines(body) > MAX_LINES:
+        raise RequestError(413, f"the JSON Lines body holds {count_lines(body)} lines, more than the server's "
+                                f"limit of {MAX_LINES} (blank lines included): split it into smaller requests")
     lines = [line for line in body.splitlines() if line.strip()]
     if not lines:
         raise RequestError(400, "the JSON Lines body holds no products: one {\"id\", \"image\"} object per line")
@@ -50,7 +62,13 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
     batch_params: dict[str, int] = {}
     draft_side = image_draft_side(predictor)
     stopped: StatusError | None = None
+    flush_at = admission.queue.request_timeout_s * FLUSH_FRACTION
     for index, line in enumerate(lines):
+        if batch and admission.time_left() < flush_at:  # answer what waits before reading on
+            stopped = answer_batch(batch, batch_params, predictor, admission, results)
+            batch = []
+            if stopped:
+                break
         if admission.time_left() <= 0:
             stopped = admission.expired()
             break
@@ -80,7 +98,7 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
     if stopped:
         if not any(result is not None and "error" not in result for result in results):
             raise stopped  # nothing answered: the whole request is a 504 (503: stopping), retried as one
-        unanswered(lines, results, ids, stopped)
+        unanswered(results, ids, stopped)
     return "".join(json.dumps(result, ensure_ascii=False) + "\n" for result in results)
 
 
@@ -147,20 +165,10 @@ def answer_batch(batch: list[Product], params: dict[str, int], predictor: Any, a
     return None
 
 
-def unanswered(lines: list[bytes], results: list[dict[str, Any] | None], ids: dict[int, Any],
-               stopped: StatusError) -> None:
-    """An error line for every line without a result: the request's time is up (`stopped` says why)."""
+def unanswered(results: list[dict[str, Any] | None], ids: dict[int, Any], stopped: StatusError) -> None:
+    """An error line for every line without a result: the request's time is up (`stopped` says why). Only
+    the lines already read carry their id: no line is parsed past the deadline."""
+    reason = error_text(stopped.message)
     for index, result in enumerate(results):
         if result is None:
-            product_id = ids[index] if index in ids else line_id(lines[index])
-            results[index] = {"id": product_id, "error": f"line {index + 1}: not answered: {stopped.message}"}
-
-
-def line_id(line: bytes) -> Any:
-    """The `id` of a line not read yet, or None when it has none that can be read."""
-    try:
-        item = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    product_id = item.get("id") if isinstance(item, dict) else None
-    return product_id if isinstance(product_id, (str, int, float)) and not isinstance(product_id, bool) else None
+            results[index] = {"id": ids.get(index), "error": f"line {index + 1}: not answered: {reason}"}
