@@ -4,7 +4,10 @@
 int() (`sys.set_int_max_str_digits`, Python 3.11+) raises a plain `ValueError`, and deep nesting raises
 `RecursionError`. `loads_request` turns all of them, and nesting past MAX_JSON_DEPTH (no Loom request nests
 more than 4 deep), into `StatusError(400)`, so that nothing parsed from a client reaches a recursive walk.
-`error_text` cuts an error message that may quote client input.
+`loads_request` also refuses (400, naming the field) a string holding a lone UTF-16 surrogate ("\\ud800" is
+valid JSON, RFC 8259 section 8.2, but no UTF-8 text can hold it: it would fail later, in a tokenizer or
+while encoding the answer), and the constants NaN, Infinity and -Infinity, which are not JSON (RFC 8259
+section 6) and could not be echoed as JSON. `error_text` cuts an error message that may quote client input.
 """
 
 from __future__ import annotations
@@ -21,13 +24,51 @@ MAX_ERROR_CHARS = 1000
 def loads_request(text: bytes | str, where: str = "the body") -> Any:
     """The parsed JSON of a request (or one JSON Lines line); StatusError(400) with the reason otherwise."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise StatusError(400, f"{where} is not valid JSON ({error_text(str(exc), 200)}); "
                                f"send a JSON object") from None
     if json_depth(value) > MAX_JSON_DEPTH:
         raise StatusError(400, f"{where} nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object")
+    field = lone_surrogate_at(value)
+    if field is not None:
+        raise StatusError(400, f"{where}: {field} holds a lone UTF-16 surrogate (such as \\ud800), which is not "
+                               f"text: send valid Unicode")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def lone_surrogate_at(value: Any) -> str | None:
+    """Where (a field path such as `'texts'[2]`, or "a key") the first string holding a lone surrogate is in
+    `value` (parsed JSON), or None; no recursion (call it on a value `json_depth` has bounded)."""
+    stack: list[tuple[str, Any]] = [("the value", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if not _is_text(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not _is_text(key):
+                    return "a key" if path == "the value" else f"a key of {path}"
+                stack.append((error_text(repr(key), 60) if path == "the value" else f"{path}[{error_text(repr(key), 60)}]",
+                              child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{n}]", child) for n, child in enumerate(item))
+    return None
+
+
+def _is_text(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def json_depth(value: Any) -> int:
