@@ -13,7 +13,9 @@ requests:
   answered 504 and its thread is free again. A model call that has not started is cancelled; one that
   runs keeps the model thread until it ends, and its admission is given back only then.
 - A model call that has run for more than `stuck_after_s` makes `/ping` report the worker unhealthy,
-  so that SageMaker replaces the instance instead of queueing requests behind a hung GPU.
+  so that SageMaker replaces the instance instead of queueing requests behind a hung GPU; so does a model
+  thread that has ended (it never should: an unexpected error while taking or running a batch fails that
+  batch's jobs with a 500 and the thread goes on).
 - Batching: a job submitted with `run_batched(fn, items, **params)` means `fn(items, **params)` returns one
   result per item. When the model thread is free it takes the oldest job and every other waiting job with
   the same `fn` and parameters, up to `max_batch_products` items, and answers them all from one call.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
+import math
 import threading
 import time
 from contextlib import contextmanager
@@ -43,6 +46,7 @@ from loom.errors import StatusError
 log = logging.getLogger("loom.serve")
 
 _POLL_S = 0.1  # how often a waiting request looks at its deadline
+MAX_WAIT_S = 60.0  # the longest batch wait the queue takes (serve.py bounds BATCH_WAIT_MS to 1 s)
 
 
 class ModelSlot:
@@ -122,8 +126,10 @@ class ModelQueue:
                  max_batch_products: int = 1, batch_wait_ms: float = 0.0):
         if max_pending < 1 or request_timeout_s <= 0 or stuck_after_s <= 0:
             raise ValueError("max_pending >= 1, request_timeout_s > 0 and stuck_after_s > 0 are required")
-        if max_batch_products < 1 or batch_wait_ms < 0:
-            raise ValueError("max_batch_products >= 1 and batch_wait_ms >= 0 are required")
+        if max_batch_products < 1 or not 0 <= batch_wait_ms <= 1000 * MAX_WAIT_S:
+            raise ValueError(f"max_batch_products >= 1 and 0 <= batch_wait_ms <= {1000 * MAX_WAIT_S:g} are required")
+        if not (math.isfinite(request_timeout_s) and math.isfinite(stuck_after_s)):
+            raise ValueError("request_timeout_s and stuck_after_s must be finite")
         self.max_pending = max_pending
         self.request_timeout_s = request_timeout_s
         self.stuck_after_s = stuck_after_s
@@ -135,6 +141,8 @@ class ModelQueue:
         self._preparing = 0  # admitted requests that have not submitted a job yet
         self._thread: threading.Thread | None = None
         self._busy_since: float | None = None
+        self._taken: list[Job] = []  # the jobs of the batch being taken (failed together if taking it fails)
+        self.thread_error: str | None = None  # set when the model thread has ended: /ping reports it
         self.calls: collections.deque[int] = collections.deque(maxlen=1000)  # items per recent model call
         self.stop_at: float | None = None  # monotonic time by which every admitted request must be answered
 
@@ -164,6 +172,8 @@ class ModelQueue:
 
     def stuck_reason(self) -> str | None:
         """Why this worker should be replaced, or None while its model calls end in sane time."""
+        if self.thread_error is not None:
+            return self.thread_error
         busy = self.busy_for()
         if busy > self.stuck_after_s:
             return (f"one model call has run for {busy:.0f} s, past MODEL_STUCK_AFTER_S={self.stuck_after_s:g} s: "
@@ -174,6 +184,8 @@ class ModelQueue:
 
     def submit(self, job: Job) -> concurrent.futures.Future:
         with self._changed:
+            if self.thread_error is not None:  # under the lock: no job is queued after the thread ended
+                raise StatusError(500, self.thread_error)
             if self._thread is None:  # started on first use: after gunicorn's fork, once per worker
                 self._thread = threading.Thread(target=self._serve, name="loom-model", daemon=True)
                 self._thread.start()
@@ -182,15 +194,28 @@ class ModelQueue:
         return job.future
 
     def _serve(self) -> None:
-        while True:
-            batch = self._next_batch()
-            try:
-                self._run(batch)
-            except BaseException:  # noqa: BLE001 - the model thread must outlive any job
-                log.exception("the model thread failed to answer a batch")
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(StatusError(500, "internal error in the model queue"))
+        batch: list[Job] = []
+        try:
+            while True:
+                batch, self._taken = [], []
+                try:
+                    batch = self._next_batch()
+                    self._run(batch)
+                except Exception:  # noqa: BLE001 - the model thread must outlive any job
+                    log.exception("the model thread failed to take or answer a batch")
+                    self._fail(batch + self._taken, StatusError(500, "internal error in the model queue"))
+        except BaseException as exc:  # it ended after all: /ping says so, and the instance is replaced
+            log.exception("the model thread has stopped")
+            with self._changed:
+                self.thread_error = f"the model thread has stopped ({type(exc).__name__}): replace this instance"
+                waiting, self._jobs = list(self._jobs), collections.deque()
+            self._fail(batch + self._taken + waiting, StatusError(500, self.thread_error))
+
+    @staticmethod
+    def _fail(jobs: list[Job], error: StatusError) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
 
     def _next_batch(self) -> list[Job]:
         """The oldest job and every waiting job that can share its call, up to `max_batch_products` items."""
@@ -200,6 +225,7 @@ class ModelQueue:
                     self._changed.wait()
                 first = self._jobs.popleft()
                 if first.future.set_running_or_notify_cancel():  # False: its request gave up while it waited
+                    self._taken = [first]
                     break
             key = first.key()
             if key is None:
@@ -214,12 +240,13 @@ class ModelQueue:
                         self._jobs.remove(job)
                         if job.future.set_running_or_notify_cancel():
                             batch.append(job)
+                            self._taken = batch
                             size += len(job.items)
                 remaining = wait_until - time.monotonic()
                 # Wait only for requests already admitted and still being read: an idle server waits for nothing.
                 if size >= self.max_batch_products or remaining <= 0 or self._preparing == 0:
                     return batch
-                self._changed.wait(remaining)
+                self._changed.wait(min(remaining, MAX_WAIT_S))
 
     def _run(self, batch: list[Job]) -> None:
         now, stop_at = time.monotonic(), self.stop_at

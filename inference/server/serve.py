@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import signal
 import sys
@@ -51,17 +52,53 @@ def resolve_model_dir(env: Mapping[str, str] = os.environ) -> Path:
     return sagemaker
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind=int, minimum: float = 0):
+def _number(env: Mapping[str, str], name: str, default: float, kind=int, minimum: float = 0,
+            maximum: float | None = None):
+    """`name` from `env` as `kind` (int or float), `default` when unset; SystemExit with one line
+    (`serve: NAME=... ...`) when it is not a finite number from `minimum` to `maximum` (NUMBER_BOUNDS).
+
+    NaN passes every comparison as false and infinity overflows timeouts (threading.TIMEOUT_MAX): both are
+    refused here, so that no setting reaches the model thread unbounded."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
+    if maximum is None:
+        maximum = NUMBER_BOUNDS.get(name)
     try:
         value = kind(raw)
     except ValueError:
-        raise SystemExit(f"serve: {name}={raw!r} is not a {kind.__name__}") from None
+        raise SystemExit(f"serve: {name}={raw!r} is not a{'n' if kind is int else ''} {kind.__name__}") from None
+    if not math.isfinite(value):
+        bounds = f"from {minimum:g} to {maximum:g}" if maximum is not None else f"of at least {minimum:g}"
+        raise SystemExit(f"serve: {name}={raw!r} must be a finite number {bounds}")
     if value < minimum:
-        raise SystemExit(f"serve: {name}={raw!r} must be at least {minimum}")
+        raise SystemExit(f"serve: {name}={raw!r} must be at least {minimum:g}")
+    if maximum is not None and value > maximum:
+        raise SystemExit(f"serve: {name}={raw!r} must be at most {maximum:g}")
     return value
+
+
+# The upper bound of every numeric setting (docs/inference.md): past these a setting is a mistake, and some
+# would overflow a timeout (threading.TIMEOUT_MAX) or hold the model thread for ever.
+NUMBER_BOUNDS: dict[str, float] = {
+    "MAX_PENDING_REQUESTS": 10_000,
+    "GUNICORN_THREADS": 10_100,
+    "GUNICORN_GRACEFUL_TIMEOUT": 3600,  # and under SAGEMAKER_SIGKILL_AFTER_S, checked below
+    "MAX_BODY_MB": 1024,
+    "SAGEMAKER_MAX_PAYLOAD_IN_MB": 1024,
+    "REQUEST_TIMEOUT_S": 3600,
+    "GUNICORN_WORKERS": 64,
+    "MAX_IMAGE_PIXELS": 1 << 28,  # 16384 x 16384
+    "MAX_BATCH_PRODUCTS": 256,
+    "BATCH_PRODUCTS": 256,
+    "BATCH_WAIT_MS": 1000,
+    "MODEL_STUCK_AFTER_S": 86_400,
+    "MODEL_LOAD_TIMEOUT": 86_400,
+    "IMAGE_DECODE_THREADS": 64,
+    "SAGEMAKER_BIND_TO_PORT": 65_535,
+    "GUNICORN_TIMEOUT": 86_400,
+    "GUNICORN_KEEPALIVE": 3600,
+}
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
