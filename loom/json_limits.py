@@ -19,6 +19,7 @@ from loom.errors import StatusError
 
 MAX_JSON_DEPTH = 16
 MAX_ERROR_CHARS = 1000
+MAX_ID_CHARS = 256  # a JSON Lines line's `id`, echoed in its answer line (loom/openapi.json, LineId)
 
 
 def loads_request(text: bytes | str, where: str = "the body") -> Any:
@@ -89,3 +90,17 @@ def error_text(message: str, limit: int = MAX_ERROR_CHARS) -> str:
     if len(message) <= limit:
         return message
     return f"{message[:limit]}... (cut at {limit} of {len(message)} characters)"
+
+
+def line_id(value: Any) -> str | int | None:
+    """A JSON Lines line's `id`, fit to echo: a string of at most MAX_ID_CHARS characters, an integer of at
+    most MAX_ID_CHARS digits, or None (absent). StatusError(400) otherwise, quoting it only in part: the
+    answer echoes an id, so an id must not make the answer large (a 1 MB id, a nested object)."""
+    if value is None or (isinstance(value, str) and len(value) <= MAX_ID_CHARS):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(abs(value))) <= MAX_ID_CHARS:
+        return value
+    kind = "string" if isinstance(value, str) else "integer" if isinstance(value, int) and not isinstance(
+        value, bool) else type(value).__name__
+    raise StatusError(400, f"'id' must be a string or an integer of at most {MAX_ID_CHARS} characters, got a "
+                           f"{kind} {error_text(repr(value), 60)}")

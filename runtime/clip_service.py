@@ -34,7 +34,7 @@ from runtime.zero_shot import DEFAULT_TEMPLATES
 from loom.artifact import index_dir_of
 from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
-from loom.json_limits import error_text, loads_request
+from loom.json_limits import error_text, line_id, loads_request
 from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
 
 log = logging.getLogger("loom.serve")
@@ -194,7 +194,7 @@ class ClipService:
                 record = loads_request(line, "the line")
                 if not isinstance(record, dict) or "image" not in record:
                     raise StatusError(400, 'each line must be an object with "image" (base64) and an optional "id"')
-                ids[number] = record.get("id")
+                ids[number] = line_id(record.get("id"))
                 plan = self._line_plan(record, plans)  # the line's fields before its image
                 pending.append((number, ids[number], _image(record["image"], max_image_pixels), plan))
             except StatusError as exc:

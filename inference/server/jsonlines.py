@@ -25,7 +25,7 @@ from inference.server.model_queue import Admission
 from inference.server.request_parsing import (RequestError, image_draft_side, load_json, parse_facts,
                                               parse_product_fields)
 from loom.errors import StatusError
-from loom.json_limits import error_text
+from loom.json_limits import error_text, line_id
 from loom.image_header import ImageError
 
 log = logging.getLogger("loom.serve")
@@ -102,6 +102,14 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
     return "".join(json.dumps(result, ensure_ascii=False) + "\n" for result in results)
 
 
+def checked_id(value: Any) -> Any:
+    """The line's `id` to echo (loom.json_limits.line_id), or RequestError(400)."""
+    try:
+        return line_id(value)
+    except StatusError as exc:
+        raise RequestError(exc.status, exc.message) from None
+
+
 def product_item(predictor: Any, image: Any, names: list[str] | None, facts: dict[str, Any]) -> Any:
     """The item `predictor.answer_attributes_many` takes for one product, preprocessed in the calling
     thread when the predictor can (`prepare`), so that the model thread only runs the model."""
@@ -116,7 +124,7 @@ def read_line(index: int, line: bytes, predictor: Any, admission: Admission, ids
     try:
         item = load_json(line, "the line")
         if isinstance(item, dict):
-            ids[index] = item.get("id")
+            ids[index] = checked_id(item.get("id"))
         data, names, params, _ = parse_product_fields(item, predictor.schema.names, allow_prompt=False)
         facts = parse_facts(predictor, item)
         if decoder is None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
+from clip_stub import StubEmbedder
 from endpoint_contract import RGB_PNG, RecordingPredictor, b64
 from inference.server.app import create_app
 from loom.errors import StatusError
@@ -61,19 +61,6 @@ def test_a_jsonlines_line_with_a_lone_surrogate_id_gets_its_own_error_line(clien
     assert [answer["id"] for answer in answers] == ["a", None, "c"]
     assert "attributes" in answers[0] and "attributes" in answers[2]
     assert answers[1]["error"].startswith("line 2:") and "surrogate" in answers[1]["error"]
-
-
-class StubEmbedder:
-    """Stands in for ClipEmbedder: 4-d zero vectors, enough for the request paths before the model."""
-
-    model_info = {"name": "stub-clip"}
-    dimension = 4
-
-    def embed_images(self, images):
-        return np.zeros((len(images), 4), dtype=np.float32)
-
-    def embed_texts(self, texts):  # never reached by a refused request
-        raise AssertionError(f"embedded {texts!r}")
 
 
 @pytest.fixture()
