@@ -145,7 +145,7 @@ def invocations() -> Response:
     answer_type = response_type(request, content_type)
     predictor = server.slot.ready_predictor()
     with server.queue.admitted() as admission:  # before the body is read: a refusal costs nothing
-        body = read_body(request, server.limits.max_body_bytes)
+        body = read_body(request, server.limits.max_body_bytes, admission.time_left)  # 408 past the deadline
         if getattr(predictor, "kind", None) == "clip":  # search hook: CLIP requests: clip_invocations.py
             from inference.server.clip_invocations import answer_clip_request
 

@@ -7,7 +7,7 @@ into `{"error": message}` with that status (docs/endpoint-contract.md lists them
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:  # annotations only: the CLIP tagger imports this module in the training image, without Flask
     from flask import Request
@@ -78,21 +78,58 @@ def response_type(request: Request, content_type: str) -> str:
                             f"{' or '.join(offered)}")
 
 
-def read_body(request: Request, max_body_bytes: int) -> bytes:
-    """The whole body, at most `max_body_bytes` (RequestError 413 past it), with or without Content-Length."""
+def read_body(request: Request, max_body_bytes: int, time_left: Callable[[], float] | None = None) -> bytes:
+    """The whole body, at most `max_body_bytes` (RequestError 413 past it), with or without Content-Length.
+
+    `time_left` (the admission's): the body must arrive within the request's deadline, or RequestError(408):
+    a slow upload must not hold an admission past it. Under gunicorn each read waits on the client's socket
+    (`environ["gunicorn.socket"]`) at most the time left; elsewhere the deadline is checked between reads.
+    """
     # Werkzeug enforces MAX_CONTENT_LENGTH from the Content-Length header; a chunked body has none,
     # so read at most one byte past the limit and refuse what does not fit.
     if request.content_length is not None and request.content_length > max_body_bytes:
         raise RequestError(413, body_too_large(max_body_bytes))
+    sock = request.environ.get("gunicorn.socket") if time_left is not None else None
     chunks, total = [], 0
-    while True:  # a stream read may return less than asked (one chunk of a chunked body)
-        piece = request.stream.read(min(1 << 20, max_body_bytes + 1 - total))
-        if not piece:
-            return b"".join(chunks)
-        chunks.append(piece)
-        total += len(piece)
-        if total > max_body_bytes:
-            raise RequestError(413, body_too_large(max_body_bytes))
+    try:
+        while True:  # a stream read may return less than asked (one chunk of a chunked body)
+            if time_left is not None:
+                remaining = time_left()
+                if remaining <= 0:
+                    raise RequestError(408, BODY_TOO_SLOW)
+                if sock is not None:
+                    sock.settimeout(remaining)
+            try:
+                piece = request.stream.read(min(BODY_READ_BYTES, max_body_bytes + 1 - total))
+            except Exception as exc:  # socket.timeout is TimeoutError; Werkzeug's stream wraps it (ClientDisconnected)
+                if _timed_out(exc):
+                    raise RequestError(408, BODY_TOO_SLOW) from None
+                raise
+            if not piece:
+                return b"".join(chunks)
+            chunks.append(piece)
+            total += len(piece)
+            if total > max_body_bytes:
+                raise RequestError(413, body_too_large(max_body_bytes))
+    finally:
+        if sock is not None:
+            sock.settimeout(None)  # blocking again, as gunicorn left it, for writing the answer
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an exception it was raised from, is a socket timeout."""
+    for _ in range(4):
+        if exc is None:
+            return False
+        if isinstance(exc, TimeoutError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+BODY_READ_BYTES = 256 * 1024
+BODY_TOO_SLOW = ("the request body did not arrive within the request's deadline (REQUEST_TIMEOUT_S): send it "
+                 "faster, or a smaller body")
 
 
 def load_json(text: bytes, where: str = "the body") -> Any:
