@@ -19,6 +19,7 @@ from loom.errors import StatusError
 
 MAX_JSON_DEPTH = 16
 MAX_ERROR_CHARS = 1000
+MAX_JSONL_LINES = 10_000  # lines in one JSON Lines request, blank ones included (docs/endpoint-contract.md)
 MAX_ID_CHARS = 256  # a JSON Lines line's `id`, echoed in its answer line (loom/openapi.json, LineId)
 
 
@@ -104,3 +105,18 @@ def line_id(value: Any) -> str | int | None:
         value, bool) else type(value).__name__
     raise StatusError(400, f"'id' must be a string or an integer of at most {MAX_ID_CHARS} characters, got a "
                            f"{kind} {error_text(repr(value), 60)}")
+
+
+def count_lines(body: bytes) -> int:
+    """How many lines `body.splitlines()` makes, blank ones included, without making them."""
+    breaks = body.count(b"\n") + body.count(b"\r") - body.count(b"\r\n")
+    return breaks + (0 if body.endswith((b"\n", b"\r")) or not body else 1)
+
+
+def check_line_count(body: bytes) -> None:
+    """StatusError(413) when a JSON Lines body holds more than MAX_JSONL_LINES lines: refused before any
+    line is read, so that the answer (one bounded line per line) stays bounded too."""
+    lines = count_lines(body)
+    if lines > MAX_JSONL_LINES:
+        raise StatusError(413, f"the JSON Lines body holds {lines} lines, more than the server's limit of "
+                               f"{MAX_JSONL_LINES} (blank lines included): split it into smaller requests")

@@ -34,7 +34,7 @@ from runtime.zero_shot import DEFAULT_TEMPLATES
 from loom.artifact import index_dir_of
 from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
-from loom.json_limits import error_text, line_id, loads_request
+from loom.json_limits import check_line_count, error_text, line_id, loads_request
 from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
 
 log = logging.getLogger("loom.serve")
@@ -169,6 +169,7 @@ class ClipService:
         a bad line gets its own error, whatever its reading raised. Images are embedded EMBED_BATCH (or
         PENDING_PIXELS) at a time whatever the lines ask. `time_left` (the admission's): when less than
         LINE_MARGIN_S is left, no more lines are started and each line not answered gets an error line."""
+        check_line_count(body)  # 413 past MAX_JSONL_LINES, before any line is read
         lines = [line for line in body.splitlines() if line.strip()]
         if not lines:
             raise StatusError(400, 'the JSON Lines body holds no records: one {"id", "image"} object per line')

@@ -25,7 +25,7 @@ from inference.server.model_queue import Admission
 from inference.server.request_parsing import (RequestError, image_draft_side, load_json, parse_facts,
                                               parse_product_fields)
 from loom.errors import StatusError
-from loom.json_limits import error_text, line_id
+from loom.json_limits import MAX_JSONL_LINES, check_line_count, error_text, line_id
 from loom.image_header import ImageError
 
 log = logging.getLogger("loom.serve")
@@ -33,14 +33,8 @@ log = logging.getLogger("loom.serve")
 # (line index, product id, image, attribute names or None, facts)
 Product = tuple[int, Any, Any, "list[str] | None", "dict[str, Any]"]
 
-MAX_LINES = 10_000  # lines in one JSON Lines request (docs/endpoint-contract.md)
+MAX_LINES = MAX_JSONL_LINES  # lines in one JSON Lines request (loom.json_limits, docs/endpoint-contract.md)
 FLUSH_FRACTION = 0.25  # with less than this part of the request's time left, a partial batch is answered first
-
-
-def count_lines(body: bytes) -> int:
-    """How many lines `body.splitlines()` makes, blank ones included, without making them."""
-    breaks = body.count(b"\n") + body.count(b"\r") - body.count(b"\r\n")
-    return breaks + (0 if body.endswith((b"\n", b"\r")) or not body else 1)
 
 
 def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch_products: int,
@@ -50,9 +44,10 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
     `decoder`: the worker's DecodePool (images then decode within the deadline, a few at a time); None
     decodes on the request thread.
     """
-    if count_lines(body) > MAX_LINES:
-        raise RequestError(413, f"the JSON Lines body holds {count_lines(body)} lines, more than the server's "
-                                f"limit of {MAX_LINES} (blank lines included): split it into smaller requests")
+    try:
+        check_line_count(body)
+    except StatusError as exc:
+        raise RequestError(exc.status, exc.message) from None
     lines = [line for line in body.splitlines() if line.strip()]
     if not lines:
         raise RequestError(400, "the JSON Lines body holds no products: one {\"id\", \"image\"} object per line")

@@ -8,7 +8,10 @@ import time
 
 from endpoint_contract import RGB_PNG, RecordingPredictor, b64
 from inference.server.app import create_app
-from inference.server.jsonlines import MAX_LINES, count_lines
+from clip_stub import StubEmbedder
+from inference.server.jsonlines import MAX_LINES
+from loom.json_limits import count_lines
+from runtime.clip_service import ClipService
 
 JSONL = "application/jsonlines"
 
@@ -83,3 +86,11 @@ def test_lines_past_the_deadline_are_not_parsed_and_a_pending_product_keeps_its_
     for index, answer in enumerate(answers[last_read + 1:], start=last_read + 1):
         assert answer["id"] is None and answer["error"].startswith(f"line {index + 1}: not answered")
     assert len(parsed) == len(read)  # only the lines read were parsed: none after the deadline
+
+
+def test_the_clip_server_refuses_more_lines_than_the_limit_too():
+    client = create_app(ClipService(StubEmbedder(), None)).test_client()
+    body = line("p0") + "\n" + "1\n" * MAX_LINES
+    response = client.post("/invocations", data=body, content_type=JSONL)
+    assert response.status_code == 413, response.data[:300]
+    assert str(MAX_LINES) in response.get_json()["error"]
