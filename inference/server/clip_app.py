@@ -25,12 +25,14 @@ import numpy as np
 from PIL import Image
 
 from inference.server.clip_tasks import TagPlan, ZeroShot, parse_prompts
+from inference.server import legacy_requests
 from inference.server.embedder import ClipEmbedder
 from inference.server.images import ImageError, decode_image
 from inference.server.request_parsing import JSONLINES_TYPES
 from loom.base64_image import decode_base64_image
 from inference.server.search_index import SearchIndex
 from inference.server.zero_shot import DEFAULT_TEMPLATES
+from inference.server.zero_shot import compose as zs_compose
 from loom.artifact import IndexPaths, index_dir_of
 from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
@@ -81,6 +83,9 @@ class ClipService:
             raise StatusError(400, 'the request must be a JSON object such as {"task": "search", "text": "..."}')
         if "task" not in request and "prompt" in request:
             return self.prompt_probabilities(request, max_image_pixels)
+        if legacy_requests.is_interrogator_request(request):  # the interrogator sample's {"inputs", "parameters"}
+            return legacy_requests.answer_interrogator(request, lambda r: self.interrogate(r, max_image_pixels),
+                                                       zs_compose)
         task = request.get("task")
         handlers = {"embed": self.embed, "search": self.search, "tags": self.tags, "interrogate": self.interrogate}
         if task not in handlers:
