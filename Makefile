@@ -59,7 +59,7 @@ test: venv checkov-venv
 
 # Not part of `make test` (nor CI): the SDK is an optional extra and a 1 GB install.
 test-sdk: venv $(SDK_VENV)/.installed
-	LOOM_SDK_PYTHON=$(abspath $(SDK_VENV))/bin/python $(BIN)/python -m pytest tests/test_sdk_path.py
+	LOOM_SDK_PYTHON=$(abspath $(SDK_VENV))/bin/python $(BIN)/python -m pytest tests/operations/test_sdk_path.py
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
@@ -83,7 +83,7 @@ lambda-zip: venv
 	$(BIN)/python scripts/package_lambda.py --out build/lambda.zip
 
 lint: venv checkov-venv
-	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(BIN)/python -m pytest tests/test_static_checks.py tests/test_terraform.py
+	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(BIN)/python -m pytest tests/infra/test_static_checks.py tests/infra/test_terraform.py
 
 clean:
 	rm -rf build runs .pytest_cache
@@ -138,7 +138,7 @@ images:
 # Before phase 2, as an administrator: the description model is ACTIVE, this account may use it
 # (the first invocation also starts its Marketplace subscription), and the quotas fit.
 preflight: $(STAMP)
-	$(BIN)/python -m loom.cli preflight $(if $(AWS_REGION),--region $(AWS_REGION)) $(if $(BEDROCK_MODEL_ID),--model-id $(BEDROCK_MODEL_ID)) $(PREFLIGHT_FLAGS)
+	$(BIN)/python -m operations.cli preflight $(if $(AWS_REGION),--region $(AWS_REGION)) $(if $(BEDROCK_MODEL_ID),--model-id $(BEDROCK_MODEL_ID)) $(PREFLIGHT_FLAGS)
 
 # Phase 2 (and every later change): needs the trained artifact and a pushed inference image.
 tf-serving: tf-init lambda-zip

@@ -1,6 +1,6 @@
 """The SageMaker Python SDK (3.x: sagemaker-train, sagemaker-serve, sagemaker-core) driving Loom, without AWS.
 
-Run by tests/test_sdk_path.py with the Python of the virtualenv that holds the SDK (`make test-sdk` builds it
+Run by tests/operations/test_sdk_path.py with the Python of the virtualenv that holds the SDK (`make test-sdk` builds it
 in .cache/sdk-venv, apart from the project's .venv), as
 
     <sdk python> tests/sdk_checks.py train|deploy|invoke SERVER_URL

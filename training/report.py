@@ -5,7 +5,7 @@
 Reads `metrics.json`, `evaluation/predictions.csv`, `evaluation/loss_history.csv` and `loom_manifest.json`;
 writes `report.html`, `accuracy.png`, `confusion_<attribute>.png`, `loss.png` and `examples/<id>.jpg`.
 With `--clip-artifact`, a CLIP model's zero-shot tags are first scored on the same validation questions
-(training/clip_baseline.py) and shown beside the fine-tuned and base figures.
+(training/search/clip_baseline.py) and shown beside the fine-tuned and base figures.
 Figures are drawn with matplotlib's object API (no pyplot), so no backend or global state is touched.
 """
 
@@ -445,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", help="device for the CLIP model: cpu, cuda or cuda:N (default: cuda if present)")
     args = parser.parse_args(argv)
     if args.clip_artifact:
-        from training.clip_baseline import evaluate_clip
+        from training.search.clip_baseline import evaluate_clip
         from training.data import DataError
 
         try:

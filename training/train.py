@@ -200,7 +200,7 @@ def job_settings(paths: JobPaths, device: str | None, clip_artifact: str | Path 
     if clip_artifact is None and is_artifact(paths.clip):
         clip_artifact = paths.clip
     if clip_artifact is not None:  # a wrong folder fails now, not after training
-        from training.clip_baseline import check_clip_artifact
+        from training.search.clip_baseline import check_clip_artifact
 
         log(f"CLIP zero-shot baseline from {clip_artifact} ({check_clip_artifact(clip_artifact)['base_model']})")
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else paths.checkpoints
@@ -419,7 +419,7 @@ def report(paths: JobPaths, job: JobSettings, metrics: dict[str, Any], answered:
     """The CLIP zero-shot baseline (when asked for; it adds its section to the artifact's metrics) and the
     HTML report. The model is saved and gated: neither may lose it, so their failures are warnings."""
     if job.clip_artifact is not None and answered:
-        from training.clip_baseline import evaluate_clip
+        from training.search.clip_baseline import evaluate_clip
 
         try:
             metrics = {**metrics, CLIP_BASELINE_METRICS: evaluate_clip(paths.model, job.clip_artifact, paths.images,

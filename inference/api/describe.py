@@ -24,7 +24,7 @@ from loom.schema import DEFAULT_PRODUCT_NOUN, PRODUCT_TYPE_ATTRIBUTE, attribute_
 
 # An active Claude model through the US cross-Region inference profile: current Claude models refuse
 # on-demand invocation by bare model id, and Claude 3 Sonnet is end-of-life. Converse takes a profile
-# id (or ARN) as modelId. Terraform's bedrock_model_id has the same default (tests/test_preflight.py).
+# id (or ARN) as modelId. Terraform's bedrock_model_id has the same default (tests/operations/test_preflight.py).
 #   https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-use.html
 DEFAULT_MODEL_ID = "us.anthropic.claude-sonnet-4-6"
 OFFLINE_MODEL = "loom-offline-writer"
