@@ -11,8 +11,8 @@ unchanged (docs/from-the-posts.md lists each snippet, docs/endpoint-contract.md 
 - **The CLIP interrogator sample's form** `{"inputs": "<base64>", "parameters": {"max_length", "max_flavors"}}`
   is answered `{"outputs": "<prompt>"}`: Loom's `best` interrogation (what `Interrogator.interrogate` runs),
   `max_flavors` -> `max_terms` (capped at 32), `max_length` -> at most that many words in the prompt (whole
-  terms are dropped from its end; clip-interrogator used it for its caption model's length, and Loom
-  writes no generated caption).
+  terms are dropped from its end, the first one always kept; clip-interrogator used it for its caption
+  model's length, and Loom writes no generated caption).
 
 Nothing here changes Loom's own forms: a typed request, an attribute request and a `{"task": ...}` request
 are read exactly as before.
@@ -96,13 +96,14 @@ def interrogator_request(request: Mapping[str, Any]) -> tuple[dict[str, Any], in
 def answer_interrogator(request: Mapping[str, Any], interrogate: Callable[[dict[str, Any]], Mapping[str, Any]],
                         compose: Callable[[str | None, list[str]], str]) -> dict[str, str]:
     """`{"outputs": "<prompt>"}`: `interrogate` answers Loom's request; the prompt is then cut to
-    `max_length` words by dropping whole terms from its end (`compose` writes a prompt from caption and terms)."""
+    `max_length` words by dropping whole terms from its end, never the first (`compose` writes a prompt from
+    caption and terms)."""
     loom_request, max_length = interrogator_request(request)
     result = interrogate(loom_request)
     prompt = result["prompt"]
     if max_length is not None:
         terms = [term["text"] for term in result.get("terms", [])]
-        while terms and len(prompt.split()) > max_length:
+        while len(terms) > 1 and len(prompt.split()) > max_length:  # the first term always stays
             terms.pop()
             prompt = compose(result.get("caption"), terms)
     return {"outputs": prompt}

@@ -73,20 +73,11 @@ def test_the_sdks_model_classes_deploy_loom_artifact_on_loom_serving_image():
     assert sent["CreateEndpoint"]["EndpointConfigName"] == sent["CreateEndpointConfig"]["EndpointConfigName"]
 
 
-@pytest.fixture(scope="module")
-def served(trained_artifact, tmp_path_factory):
-    from inference.server.local_server import LocalServer
-
-    with LocalServer(trained_artifact.model_dir, log_path=tmp_path_factory.mktemp("sdk") / "serve.log") as server:
-        server.wait_ready(180)
-        yield server
-
-
-def test_the_sdks_predictor_and_json_serializer_against_serve(served, trained_artifact):
+def test_the_sdks_predictor_and_json_serializer_against_serve(trained_server, trained_artifact):
     from loom.artifact import read_manifest
 
     photo = sorted((trained_artifact.catalog_dir / "images").glob("*.jpg"))[0]
-    result = sdk("invoke", served.url, env={"LOOM_SDK_IMAGE": str(photo)})
+    result = sdk("invoke", trained_server.url, env={"LOOM_SDK_IMAGE": str(photo)})
     schema = read_manifest(trained_artifact.model_dir)["schema"]
     assert result["prompt"]["Sleeve Length"] in schema.attributes["Sleeve Length"].values
     assert set(result["attributes"]) >= {"attributes", "withheld", "confidence"}

@@ -83,22 +83,13 @@ def test_max_flavors_and_max_length_shape_the_prompt(clip_client, shopper_photo)
     one = outputs({"max_flavors": 1})
     assert one and full.startswith(one) and len(one) <= len(full)
     short = outputs({"max_flavors": 32, "max_length": 3})
-    assert len(short.split()) <= 3 or short == one  # whole terms dropped; the first term always stays
+    assert len(short.split()) <= 3 or short == one  # whole terms dropped; the first one always stays
 
 
 # -- the fashion post: the attribute model ---------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def fashion_server(trained_artifact, tmp_path_factory):
-    from inference.server.local_server import LocalServer
-
-    with LocalServer(trained_artifact.model_dir, log_path=tmp_path_factory.mktemp("posts") / "serve.log") as server:
-        server.wait_ready(180)
-        yield server
-
-
-def test_the_fashion_posts_question_is_answered_under_its_own_key(fashion_server, trained_artifact):
-    smr_client = runtime_client(fashion_server.url)
+def test_the_fashion_posts_question_is_answered_under_its_own_key(trained_server, trained_artifact):
+    smr_client = runtime_client(trained_server.url)
     photo = sorted((trained_artifact.catalog_dir / "images").glob("*.jpg"))[0]
     schema = read_manifest(trained_artifact.model_dir)["schema"]
     for kwargs in ({"ContentType": "application/json"}, {}):  # the SDK's JSONSerializer, and no type at all

@@ -169,3 +169,6 @@ def test_max_length_drops_whole_terms_from_the_end():
     assert answer == {"outputs": "a shirt, red, striped"}  # 4 words: "long sleeves" would make 6
     assert legacy_requests.answer_interrogator({"inputs": "b64"}, lambda request: result, compose) == {
         "outputs": result["prompt"]}
+    # never an empty prompt: the first term stays even past max_length
+    assert legacy_requests.answer_interrogator({"inputs": "b64", "parameters": {"max_length": 1}},
+                                               lambda request: result, compose) == {"outputs": "a shirt, red"}
