@@ -112,7 +112,7 @@ def layout_job(sm_root: str | Path, *, train: str | Path, validation: str | Path
     for name, source in sources.items():
         if source is None:
             continue
-        link = getattr(paths, name)
+        link = paths.root / "input" / "data" / name  # Loom's channel names (an alias is only read)
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():
             link.unlink() if link.is_symlink() else shutil.rmtree(link)
@@ -120,7 +120,7 @@ def layout_job(sm_root: str | Path, *, train: str | Path, validation: str | Path
     paths.hyperparameters.parent.mkdir(parents=True, exist_ok=True)
     values = {k: str(v) for k, v in (hyperparameters or {}).items()}
     paths.hyperparameters.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
-    return paths
+    return JobPaths.resolve(sm_root)
 
 
 def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], None] | None = None,
