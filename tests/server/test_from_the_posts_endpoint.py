@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from endpoint_contract import check_contract
 from local_runtime import runtime_client
 from loom.artifact import read_manifest
 
@@ -70,6 +71,8 @@ def test_the_interrogator_samples_call(clip_client, shopper_photo):
     response = clip_client.invoke_endpoint(EndpointName=endpoint_name, ContentType="application/json",
                                            Body=json.dumps(data))
     result = json.loads(response["Body"].read())
+    check_contract(data, "InterrogatorRequest")
+    check_contract(result, "InterrogatorResponse")
     assert set(result) == {"outputs"} and isinstance(result["outputs"], str) and result["outputs"]
     assert len(result["outputs"].split()) <= 50
 
@@ -99,3 +102,4 @@ def test_the_fashion_posts_question_is_answered_under_its_own_key(trained_server
         # the post reads resp["Sleeve Length"]; Loom's own fields are still there
         assert resp["Sleeve Length"] in schema.attributes["Sleeve Length"].values, resp
         assert resp["answer"] == f"Sleeve Length: {resp['Sleeve Length']}" and 0 <= resp["confidence"] <= 1
+        check_contract(resp, "PromptResponse")
