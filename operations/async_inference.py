@@ -122,18 +122,26 @@ def main(argv: list[str] | None = None) -> int:
     get.add_argument("--wait", action="store_true", help="poll until the result or a failure is there")
     get.add_argument("--max-wait-s", type=float, default=3900.0)
     get.add_argument("--poll-s", type=float, default=30.0)
+    for sub in (send, get):
+        sub.add_argument("--region", help="AWS Region (default: the profile's or AWS_REGION)")
+        sub.add_argument("--profile", help="named AWS profile (default: the standard credential chain)")
     args = parser.parse_args(argv)
+    if args.command == "collect" and not args.receipt.is_file():
+        raise SystemExit(f"no receipt at {args.receipt}: `loom async submit` writes it (--receipt)")
+    if args.command == "submit" and not args.shard.is_file():
+        raise SystemExit(f"no shard at {args.shard}: a JSON Lines file of products")
 
-    import boto3
+    from loom.errors import command_error
+    from operations.sagemaker_jobs import aws_client
 
-    s3 = boto3.client("s3")
+    s3 = aws_client("s3", region=args.region, profile=args.profile)
     if args.command == "submit":
         try:
             receipt = submit(args.shard, endpoint=args.endpoint, bucket=args.bucket, s3=s3,
-                             runtime=boto3.client("sagemaker-runtime"), timeout_s=args.timeout_s)
+                             runtime=aws_client("sagemaker-runtime", region=args.region, profile=args.profile),
+                             timeout_s=args.timeout_s)
         except ValueError as exc:
-            print(f"loom async submit: {exc}", file=sys.stderr)
-            return 2
+            return command_error(str(exc))
         args.receipt.write_text(json.dumps(receipt, indent=2) + "\n", encoding="utf-8")
         print(f"submitted {len(receipt['ids'])} products as {receipt['inference_id']}; result: {receipt['output']}; "
               f"receipt: {args.receipt}")

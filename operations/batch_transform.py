@@ -1,12 +1,12 @@
 """Attributes (or CLIP tags, or embeddings) for a whole catalog with SageMaker Batch Transform, with plain boto3.
 
-    python -m operations.batch_transform --catalog DIR|s3://bucket/prefix/ --model-name NAME --bucket BUCKET
+    loom batch --catalog DIR|s3://bucket/prefix/ --model-name NAME --bucket BUCKET
         [--task attributes|tags] [--labels labels.json [--min-probability P]] [--prefix batch/]
         [--instance-type ml.g5.2xlarge] [--instance-count N] [--max-payload-mb 6]
         [--records-per-file 1000] [--max-concurrent-transforms N] [--article-types all|Shirts ...]
         [--attributes NAME ...] [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--region R] [--profile P]
         [--wait --out results.csv|results.jsonl [--describe [--writer offline|bedrock] [--concurrency 4]]]
-    python -m operations.batch_transform --collect JOB_NAME --bucket BUCKET [--prefix batch/] --out FILE ...
+    loom batch --collect JOB_NAME --bucket BUCKET [--prefix batch/] --out FILE ...
 
 The catalog's images are written as JSON Lines shards (one product per line, `{"id", "image"}`; with
 `--task tags` also `"task": "tags"` and the optional `labels`) to s3://BUCKET/PREFIX/JOB/input/, one shard at a
@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from loom.errors import command_error
 from loom.schema import DEFAULT_PRODUCT_NOUN
 from loom.calibration import check_min_precision
 from operations import batch_records as records
@@ -328,26 +329,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              "skipped": report.skipped})
         sagemaker.create_transform_job(**request)
     except (JobConfigError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return command_error(str(exc))
     except (ClientError, BotoCoreError) as exc:
-        print(f"error: AWS refused the request: {exc}", file=sys.stderr)
-        return 2
+        return command_error(f"AWS refused the request: {exc}")
     print(f"started transform job {job_name}: {report.records} products in {len(report.shards)} files "
           f"on {args.instance_count} x {args.instance_type}; outputs under {where['output']}")
     if not args.wait:
-        print(f"join the outputs later with: python -m operations.batch_transform --collect {job_name} "
+        print(f"join the outputs later with: loom batch --collect {job_name} "
               f"--bucket {args.bucket} --prefix {args.prefix} --out results.csv")
         return 0
     try:
         job = jobs.wait_for_job(lambda: sagemaker.describe_transform_job(TransformJobName=job_name), jobs.TRANSFORM_JOB)
         if job["TransformJobStatus"] != "Completed":
-            print(f"error: {jobs.failure_message(job, jobs.TRANSFORM_JOB, job_name)}", file=sys.stderr)
-            return 1
+            return command_error(f"{jobs.failure_message(job, jobs.TRANSFORM_JOB, job_name)}", 1)
         return _collect(s3, args, where, {"task": task, "shards": report.shards, "skipped": report.skipped})
     except (ClientError, BotoCoreError) as exc:
-        print(f"error: AWS: {exc}", file=sys.stderr)
-        return 2
+        return command_error(f"AWS: {exc}")
 
 
 def _collect(s3: Any, args: argparse.Namespace, where: Mapping[str, str],

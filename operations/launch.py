@@ -1,6 +1,6 @@
 """Start a SageMaker training job for the Loom training image, with plain boto3.
 
-    python -m operations.launch --image-uri URI --role-arn ARN --bucket BUCKET
+    loom launch --image-uri URI --role-arn ARN --bucket BUCKET
         [--upload-data PREPARED_DIR] [--upload-images IMAGES_DIR]
         [--train s3://...] [--validation s3://...] [--images s3://...] [--base-model s3://...] [--clip-artifact s3://...]
         [--output s3://...] [--hyperparameters FILE.json] [--hp key=value ...]
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from loom.errors import command_error
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
 from operations import sagemaker_jobs as jobs
 from training.metrics_regex import METRIC_DEFINITIONS, attribute_metric_definitions
@@ -239,7 +240,7 @@ def upload_prepared_data(s3: Any, prepared_dir: str | Path, train_uri: str, vali
     missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
     if missing:
         raise JobConfigError(
-            f"{root} is not a prepared-data folder (python -m training.prepare --out): missing {', '.join(missing)}"
+            f"{root} is not a prepared-data folder (`loom prepare --out`): missing {', '.join(missing)}"
         )
     train_bucket, train_prefix = jobs.parse_s3_uri(jobs.as_prefix(train_uri))
     val_bucket, val_prefix = jobs.parse_s3_uri(jobs.as_prefix(validation_uri))
@@ -372,11 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"images: {len(report.uploaded)} uploaded, {len(report.skipped)} already in S3")
         sagemaker.create_training_job(**request)
     except (JobConfigError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return command_error(str(exc))
     except (ClientError, BotoCoreError) as exc:
-        print(f"error: AWS refused the request: {exc}", file=sys.stderr)
-        return 2
+        return command_error(f"AWS refused the request: {exc}")
     print(f"started training job {job_name} on {spec.instance_type}{' (spot)' if spec.spot else ''}")
     artifact = model_artifact_uri(spec.output_uri, job_name)
     if not args.wait:
@@ -385,11 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         job = jobs.wait_for_job(lambda: sagemaker.describe_training_job(TrainingJobName=job_name), jobs.TRAINING_JOB)
     except (ClientError, BotoCoreError) as exc:
-        print(f"error: lost track of {job_name}: {exc}", file=sys.stderr)
-        return 2
+        return command_error(f"lost track of {job_name}: {exc}")
     if job["TrainingJobStatus"] != "Completed":
-        print(f"error: {jobs.failure_message(job, jobs.TRAINING_JOB, job_name)}", file=sys.stderr)
-        return 1
+        return command_error(f"{jobs.failure_message(job, jobs.TRAINING_JOB, job_name)}", 1)
     if job.get("BillableTimeInSeconds") is not None:
         print(f"billable time: {job['BillableTimeInSeconds']}s")
     print(job.get("ModelArtifacts", {}).get("S3ModelArtifacts", artifact))

@@ -6,15 +6,21 @@
 
 Checks, each printed as `ok`, `WARN` or `FAIL` with what to do about it:
   identity       whose credentials these are (sts GetCallerIdentity)
-  model          a cross-Region inference profile is ACTIVE here and where it routes (GetInferenceProfile);
-                 a bare model id allows on-demand invocation (current Claude models do not)
+  model          a cross-Region inference profile can be called from this Region (jp.: Tokyo, Osaka; au.: Sydney,
+                 Melbourne; apac.: Asia Pacific; global.: any commercial Region), is ACTIVE here and where it
+                 routes (GetInferenceProfile); a bare model id allows on-demand invocation (current Claude
+                 models do not)
   lifecycle      the foundation model is ACTIVE, not LEGACY (GetFoundationModel modelLifecycle)
-  access         the account may use it: authorised, entitled, agreement accepted (GetFoundationModelAvailability)
+  access         the account may use it: authorised, entitled, agreement accepted (GetFoundationModelAvailability).
+                 A new account has no entitlement or agreement until the first invocation: that is a WARN
+                 when the Converse call below will be made (it starts the subscription), a FAIL otherwise
   converse       one tiny Converse call (8 output tokens). For a third-party model the first invocation
-                 also subscribes the account through AWS Marketplace, so run this as an administrator once
+                 also subscribes the account through AWS Marketplace, so run this as an administrator once;
+                 after it, `access` is read again and reported (Marketplace may take minutes to show it)
   restyle-model  (--restyle-model-id, Terraform enable_restyle) the image model of POST /restyle, in the
                  Region it is invoked in: ACTIVE, read live (a LEGACY model FAILs: new customers cannot use
-                 it), invocable on demand by model id, image in and image out (GetFoundationModel)
+                 it), invocable on demand by model id, one of the models whose image-to-image body Loom
+                 sends (IMAGE_TO_IMAGE_MODELS: `mode`, `image`, `strength`), image in and out (GetFoundationModel)
   restyle-access the account may use it there (GetFoundationModelAvailability); no image is generated
   lambda         the account's Lambda concurrency, and whether --reserved-concurrency N would be refused
   github-oidc    (--github) an existing GitHub OIDC provider to reuse (github_oidc_provider_arn)
@@ -32,10 +38,11 @@ import argparse
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from inference.api.describe import DEFAULT_MODEL_ID
-from inference.api.visual.restyle import DEFAULT_RESTYLE_MODEL_ID, DEFAULT_RESTYLE_REGION
+from inference.api.describe import DEFAULT_MODEL_ID, FALLBACK_MODEL_ID, profile_callable_from, profile_geography
+from inference.api.visual.restyle import DEFAULT_RESTYLE_MODEL_ID, DEFAULT_RESTYLE_REGION, IMAGE_TO_IMAGE_MODELS
+from loom.errors import command_error
 from operations import sagemaker_jobs as jobs
 
 # Lambda keeps this many executions unreserved in every account: a reservation may not go below it.
@@ -70,7 +77,7 @@ class ModelRef:
             return cls(model_id, profile["model"], model_id)
         if _MODEL_ID.match(model_id):
             return cls(model_id, model_id, None)
-        raise ValueError(f"{model_id!r} is neither an inference profile id (us.anthropic.claude-sonnet-4-6), "
+        raise ValueError(f"{model_id!r} is neither an inference profile id (us.anthropic.claude-sonnet-5-5), "
                          "an inference-profile ARN nor a foundation model id (amazon.nova-lite-v1:0)")
 
 
@@ -93,6 +100,13 @@ def check_identity(sts: Any) -> Finding:
 def check_model(bedrock: Any, ref: ModelRef) -> Finding:
     if ref.profile is None:
         return Finding("model", "ok", f"{ref.invoke_id} is a foundation model id (invoked on demand in this Region)")
+    region = bedrock.meta.region_name
+    if not profile_callable_from(ref.profile, region):
+        geo = profile_geography(ref.profile)
+        return Finding("model", "FAIL", f"{ref.profile} is a {geo}. inference profile, which cannot be called from "
+                                        f"{region} (jp.: ap-northeast-1/-3; au.: ap-southeast-2/-4; apac.: Asia "
+                                        "Pacific; us./eu./ca.: their Regions): use the profile of this Region's "
+                                        f"geography or global.{ref.foundation_model}")
     try:
         profile = bedrock.get_inference_profile(inferenceProfileIdentifier=ref.profile)
     except Exception as exc:
@@ -137,6 +151,12 @@ def check_lifecycle(bedrock: Any, ref: ModelRef, *, check: str = "lifecycle", se
     if ref.profile is None and "ON_DEMAND" not in details.get("inferenceTypesSupported", []):
         return Finding(check, "FAIL", f"{ref.foundation_model} does not allow on-demand invocation by model id; "
                                       f"use an inference profile such as us.{ref.foundation_model}")
+    if image_to_image and ref.foundation_model not in IMAGE_TO_IMAGE_MODELS:
+        # Stability's editing and control models also take and return images, with other request bodies
+        # (no mode/strength): POST /restyle would send them a body they refuse.
+        return Finding(check, "FAIL", f"{ref.foundation_model} does not take the image-to-image request POST /restyle "
+                                      f"sends (mode \"image-to-image\", image, strength); {setting} must be one of "
+                                      f"{', '.join(sorted(IMAGE_TO_IMAGE_MODELS))}")
     if image_to_image and not ("IMAGE" in details.get("inputModalities", [])
                                and "IMAGE" in details.get("outputModalities", [])):
         return Finding(check, "FAIL", f"{ref.foundation_model} does not take and return images "
@@ -145,27 +165,66 @@ def check_lifecycle(bedrock: Any, ref: ModelRef, *, check: str = "lifecycle", se
     return Finding(check, "ok", f"{ref.foundation_model} is ACTIVE")
 
 
-def check_access(bedrock: Any, ref: ModelRef, *, check: str = "access") -> Finding:
+# GetFoundationModelAvailability reports entitlement and agreement NOT_AVAILABLE (or a PENDING agreement)
+# until the account's first invocation of a Marketplace model starts the subscription: "the first
+# invocation of a third-party model subscribes the account" (Bedrock guide, model access:
+# https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html).
+_SUBSCRIBABLE = ("NOT_AVAILABLE", "PENDING")
+
+
+def _access_problems(availability: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(problems no invocation can fix, problems the first invocation fixes: the Marketplace subscription)."""
+    blocking, subscription = [], []
+    if availability.get("authorizationStatus") != "AUTHORIZED":
+        blocking.append("not authorised for this account (for Anthropic models submit the one-time use-case "
+                        "form: Bedrock console, Model catalog, the model)")
+    if availability.get("regionAvailability") != "AVAILABLE":
+        blocking.append("not available in this Region")
+    entitlement = availability.get("entitlementAvailability")
+    if entitlement != "AVAILABLE":
+        (subscription if entitlement in _SUBSCRIBABLE else blocking).append(
+            f"no entitlement yet ({entitlement}: the first invocation by an administrator subscribes the account "
+            "through AWS Marketplace; or grant aws-marketplace:Subscribe for its product id)")
+    agreement = availability.get("agreementAvailability", {})
+    status = agreement.get("status")
+    if status not in (None, "AVAILABLE"):
+        (subscription if status in _SUBSCRIBABLE else blocking).append(
+            f"agreement {status}: {agreement.get('errorMessage') or 'the first invocation accepts the offer'}")
+    return blocking, subscription
+
+
+_SUBSCRIBE_HINT = "run loom preflight without --no-invoke as an administrator: its Converse call subscribes"
+
+
+def check_access(bedrock: Any, ref: ModelRef, *, check: str = "access", will_invoke: bool = False,
+                 subscribe_hint: str = _SUBSCRIBE_HINT) -> Finding:
+    """Authorised, entitled, agreement accepted. With `will_invoke` (a Converse call follows), a missing
+    subscription alone is a WARN: that call starts it."""
     try:
         availability = bedrock.get_foundation_model_availability(modelId=ref.foundation_model)
     except Exception as exc:
         code, message = _error(exc)
         return Finding(check, "WARN", f"could not read the model's availability ({code}: {message})")
-    problems = []
-    if availability.get("authorizationStatus") != "AUTHORIZED":
-        problems.append("not authorised for this account (for Anthropic models submit the one-time use-case "
-                        "form: Bedrock console, Model catalog, the model)")
-    if availability.get("entitlementAvailability") != "AVAILABLE":
-        problems.append("no entitlement yet (the first invocation by an administrator subscribes the account "
-                        "through AWS Marketplace; or grant aws-marketplace:Subscribe for its product id)")
-    agreement = availability.get("agreementAvailability", {})
-    if agreement.get("status") not in (None, "AVAILABLE"):
-        problems.append(f"agreement {agreement.get('status')}: {agreement.get('errorMessage') or 'accept the offer first'}")
-    if availability.get("regionAvailability") != "AVAILABLE":
-        problems.append("not available in this Region")
-    if problems:
-        return Finding(check, "FAIL", f"{ref.foundation_model}: " + "; ".join(problems))
+    blocking, subscription = _access_problems(availability)
+    if blocking:
+        return Finding(check, "FAIL", f"{ref.foundation_model}: " + "; ".join(blocking + subscription))
+    if subscription and will_invoke:
+        return Finding(check, "WARN", f"{ref.foundation_model}: not subscribed yet ({'; '.join(subscription)}); the "
+                                      "Converse call below is the first invocation, which starts the subscription")
+    if subscription:
+        return Finding(check, "FAIL", f"{ref.foundation_model}: " + "; ".join(subscription) + f" ({subscribe_hint})")
     return Finding(check, "ok", f"{ref.foundation_model}: authorised, entitled, agreement accepted")
+
+
+def recheck_access(bedrock: Any, ref: ModelRef) -> Finding:
+    """After a Converse call that answered: the subscription it started (Marketplace may take minutes to
+    show it; the call itself answering is what matters, so this is never a FAIL)."""
+    finding = check_access(bedrock, ref, check="subscribed", will_invoke=True)
+    if finding.status == "ok":
+        return Finding("subscribed", "ok", f"{ref.foundation_model}: entitled, agreement accepted after the first call")
+    return Finding("subscribed", "WARN", f"{ref.foundation_model} answered, but its availability still reads: "
+                                         f"{finding.message.split(': ', 1)[-1]}; Marketplace can take a few minutes: "
+                                         "run loom preflight again later to see it settled")
 
 
 def check_converse(runtime: Any, ref: ModelRef) -> Finding:
@@ -239,7 +298,9 @@ def check_restyle(bedrock: Any, ref: ModelRef, region: str) -> list[Finding]:
     lifecycle = Finding(lifecycle.check, lifecycle.status, f"{lifecycle.message} in {region}")
     if lifecycle.status == "FAIL":
         return [lifecycle]
-    return [lifecycle, check_access(bedrock, ref, check="restyle-access")]
+    hint = ("preflight generates no image: invoke the model once as an administrator, e.g. one POST /restyle, "
+            "or give the role aws-marketplace:Subscribe for its product id")
+    return [lifecycle, check_access(bedrock, ref, check="restyle-access", subscribe_hint=hint)]
 
 
 def run_checks(client: Callable[[str], Any], ref: ModelRef, *, invoke: bool = True,
@@ -252,13 +313,18 @@ def run_checks(client: Callable[[str], Any], ref: ModelRef, *, invoke: bool = Tr
     if findings[0].status == "FAIL":
         return findings
     bedrock = client("bedrock")
-    for check in (check_model, check_lifecycle, check_access):
+    for check in (check_model, check_lifecycle):
         findings.append(check(bedrock, ref))
         if findings[-1].status == "FAIL":
             break
     else:
-        if invoke:
+        access = check_access(bedrock, ref, will_invoke=invoke)
+        findings.append(access)
+        if access.status != "FAIL" and invoke:
             findings.append(check_converse(client("bedrock-runtime"), ref))
+            # The call that starts a new account's subscription: read the availability again and say so.
+            if findings[-1].status == "ok" and access.status == "WARN" and "not subscribed yet" in access.message:
+                findings.append(recheck_access(bedrock, ref))
     if restyle is not None:
         findings += check_restyle((restyle_client or client)("bedrock"), restyle, restyle_region)
     findings.append(check_lambda(client("lambda"), reserved))
@@ -271,7 +337,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="loom preflight", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-id", default=DEFAULT_MODEL_ID,
-                   help=f"the Bedrock model the API will use (Terraform bedrock_model_id; default {DEFAULT_MODEL_ID})")
+                   help=f"the Bedrock model the API will use (Terraform bedrock_model_id; default {DEFAULT_MODEL_ID}, "
+                        f"fallback {FALLBACK_MODEL_ID})")
     p.add_argument("--reserved-concurrency", type=int, help="the lambda_reserved_concurrency you mean to set")
     p.add_argument("--github", action="store_true", help="also look for an existing GitHub OIDC provider")
     p.add_argument("--no-invoke", action="store_true", help="skip the Converse call (no tokens, no subscription)")
@@ -291,12 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ref = ModelRef.parse(args.model_id)
         restyle = None if args.restyle_model_id is None else ModelRef.parse(args.restyle_model_id)
     except ValueError as exc:
-        print(f"loom preflight: {exc}", file=sys.stderr)
-        return 2
+        return command_error(str(exc))
     if restyle is not None and restyle.profile is not None:
-        print(f"loom preflight: the restyle model is invoked on demand by foundation model id (and Terraform allows "
-              f"only that), not through an inference profile: use {restyle.foundation_model}", file=sys.stderr)
-        return 2
+        return command_error(f"the restyle model is invoked on demand by foundation model id (and Terraform allows "
+                             f"only that), not through an inference profile: use {restyle.foundation_model}")
     findings = run_checks(lambda service: jobs.aws_client(service, region=args.region, profile=args.profile), ref,
                           invoke=not args.no_invoke, reserved=args.reserved_concurrency, github=args.github,
                           restyle=restyle, restyle_region=args.restyle_region,

@@ -2,8 +2,8 @@
 
     loom rollout --endpoint NAME [--model-data s3://...] [--image URI] [--instance-type TYPE]
                  [--instance-count N] [--strategy {all-at-once,canary,linear,rolling}] [--step N]
-                 [--bake-seconds S] [--alarm NAME ...] [--kms-key-arn ARN]
-                 [--dry-run] [--no-wait] [--wait-timeout S] [--region REGION] [--profile NAME]
+                 [--bake-seconds S] [--alarm NAME ...] [--kms-key-arn ARN] [--startup-seconds S]
+                 [--skip-permission-check] [--dry-run] [--no-wait] [--wait-timeout S] [--region REGION] [--profile NAME]
 
 Why: Terraform's provider (hashicorp/aws 5.x) sends UpdateEndpoint without RetainAllVariantProperties,
 so a rollout through Terraform starts the new fleet at the configuration's InitialInstanceCount, not at
@@ -23,10 +23,18 @@ under autoscaling (https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-scal
 An instance type change of an autoscaled variant is refused by UpdateEndpoint; as the guide says, the
 variant is deregistered from Application Auto Scaling first (which deletes its policies), and registered
 again with the same capacity range, tags and target-tracking policies once the update has ended (also
-after a rollback). --instance-count N sets the new fleet's size instead of keeping the current one.
+after a rollback). Before deregistering, iam:SimulatePrincipalPolicy checks that the caller may register it
+again (--skip-permission-check when the caller may not simulate). Ctrl-C or SIGTERM afterwards registers it
+again when no update can be running, or prints the exact AWS CLI commands that do it once the endpoint is
+InService. --instance-count N sets the new fleet's size instead of keeping the current one.
+
+Before starting, the deployment's steps, fleet start-ups and bake waits are set against its
+MaximumExecutionTimeoutInSeconds: refused when the waits alone reach it, a warning when the estimate with
+start-ups (--startup-seconds) does.
 
 Exit status: 0 when the new configuration serves, 1 when the update failed, rolled back or is still running
-at --wait-timeout, 2 for bad arguments or a request AWS refused before the update started.
+at --wait-timeout, 2 for bad arguments or a request AWS refused before the update started, 130 / 143 when
+interrupted by Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,12 +42,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from loom.errors import command_error
 from operations import sagemaker_jobs as jobs
 from operations.sagemaker_jobs import JobConfigError
 
@@ -81,12 +93,14 @@ class Clients:
     autoscaling: Any
     autoscaling_write: Any
     cloudwatch: Any
+    sts: Any
+    iam: Any
 
     @classmethod
     def create(cls, region: str | None = None, profile: str | None = None, **client_kwargs: Any) -> "Clients":
         import boto3
 
-        # One session per (region, profile): it loads each service model once for all five clients.
+        # One session per (region, profile): it loads each service model once for all the clients.
         if (region, profile) not in _SESSIONS:
             _SESSIONS[(region, profile)] = boto3.Session(profile_name=profile, region_name=region)
         session = _SESSIONS[(region, profile)]
@@ -96,7 +110,8 @@ class Clients:
             return session.client(service, config=config, **client_kwargs)
 
         return cls(make("sagemaker", read), make("sagemaker", write), make("application-autoscaling", read),
-                   make("application-autoscaling", write), make("cloudwatch", read))
+                   make("application-autoscaling", write), make("cloudwatch", read), make("sts", read),
+                   make("iam", read))
 
 
 def _error_code(exc: Exception) -> tuple[str, str]:
@@ -310,7 +325,6 @@ def deployment_config(last: Mapping[str, Any] | None, *, strategy: str | None, s
         if timeout:
             policy["MaximumExecutionTimeoutInSeconds"] = timeout
         config["RollingUpdatePolicy"] = policy
-        waits = bake
     else:
         traffic: dict[str, Any] = {"Type": strategy.upper().replace("-", "_"), "WaitIntervalInSeconds": bake}
         if strategy == "canary":
@@ -323,13 +337,84 @@ def deployment_config(last: Mapping[str, Any] | None, *, strategy: str | None, s
         if timeout:
             policy["MaximumExecutionTimeoutInSeconds"] = timeout
         config["BlueGreenUpdatePolicy"] = policy
-        waits = bake + blue_green.get("TerminationWaitInSeconds", 0)
     # "the timeout value should be larger than the total waiting time specified in
-    # TerminationWaitInSeconds and WaitIntervalInSeconds" (API_BlueGreenUpdatePolicy.html).
+    # TerminationWaitInSeconds and WaitIntervalInSeconds" (API_BlueGreenUpdatePolicy.html); a linear or rolling
+    # deployment waits once per step (deployment_time below).
+    waits = deployment_time(config, instance_count, startup_s=0).waits_s
     if timeout and timeout <= waits:
         raise RolloutError(f"the deployment's MaximumExecutionTimeoutInSeconds ({timeout}) does not exceed its waits "
-                           f"({waits} s): lower --bake-seconds")
+                           f"({waits} s): lower --bake-seconds" + (" or take larger steps" if strategy in ("linear", "rolling") else ""))
     return config
+
+
+# MaximumExecutionTimeoutInSeconds: 600 to 28800 (API_BlueGreenUpdatePolicy.html, API_RollingUpdatePolicy.html).
+MAX_EXECUTION_TIMEOUT_S = 28800
+
+
+@dataclass(frozen=True)
+class DeploymentTime:
+    """How long a deployment takes at least (`waits_s`: its bake periods and termination wait, which SageMaker
+    waits in full) and about (`estimate_s`: plus `starts` fleet start-ups of `startup_s` each)."""
+
+    steps: int
+    starts: int
+    waits_s: int
+    startup_s: int
+
+    @property
+    def estimate_s(self) -> int:
+        return self.waits_s + self.starts * self.startup_s
+
+
+def _instances(size: Mapping[str, Any], count: int) -> int:
+    if size.get("Type") == "CAPACITY_PERCENT":
+        return max(1, count * int(size["Value"]) // 100)
+    return max(1, int(size["Value"]))
+
+
+def deployment_time(config: Mapping[str, Any], instance_count: int, *, startup_s: int) -> DeploymentTime:
+    """Steps, fleet start-ups and waits of a DeploymentConfig for a fleet of `instance_count`.
+
+    Blue/green (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-blue-green.html): the
+    whole new fleet starts once, then traffic shifts: all at once and a bake; a canary and a bake, then the
+    rest; linear steps of LinearStepSize with a WaitIntervalInSeconds between them ("the waiting time between
+    incremental steps", API_TrafficRoutingConfig.html); then TerminationWaitInSeconds. Rolling
+    (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-rolling.html): batches of
+    MaximumBatchSize, each started and baked ("the baking period, during which SageMaker monitors alarms for
+    each batch", API_RollingUpdatePolicy.html). MaximumExecutionTimeoutInSeconds covers all of it."""
+    rolling = config.get("RollingUpdatePolicy")
+    if rolling:
+        steps = -(-instance_count // _instances(rolling["MaximumBatchSize"], instance_count))
+        return DeploymentTime(steps, steps, steps * int(rolling["WaitIntervalInSeconds"]), startup_s)
+    policy = config["BlueGreenUpdatePolicy"]
+    routing = policy["TrafficRoutingConfiguration"]
+    bake, termination = int(routing.get("WaitIntervalInSeconds", 0)), int(policy.get("TerminationWaitInSeconds", 0))
+    if routing["Type"] == "LINEAR":
+        steps = -(-instance_count // _instances(routing["LinearStepSize"], instance_count))
+        return DeploymentTime(steps, 1, max(1, steps - 1) * bake + termination, startup_s)
+    steps = 2 if routing["Type"] == "CANARY" else 1
+    return DeploymentTime(steps, 1, bake + termination, startup_s)
+
+
+def check_deployment_time(config: Mapping[str, Any], instance_count: int, startup_s: int) -> list[str]:
+    """RolloutError when the deployment cannot fit MaximumExecutionTimeoutInSeconds; warnings when its estimate
+    with fleet start-ups does not."""
+    policy = config.get("BlueGreenUpdatePolicy") or config.get("RollingUpdatePolicy") or {}
+    timeout = policy.get("MaximumExecutionTimeoutInSeconds")
+    time_needed = deployment_time(config, instance_count, startup_s=startup_s)
+    if time_needed.waits_s >= MAX_EXECUTION_TIMEOUT_S:
+        raise RolloutError(f"the deployment's {time_needed.steps} step(s) wait {time_needed.waits_s} s in all, beyond the "
+                           f"{MAX_EXECUTION_TIMEOUT_S} s SageMaker allows a deployment: take larger steps or a shorter "
+                           "--bake-seconds")
+    if not timeout:
+        return []
+    if time_needed.estimate_s > timeout:
+        return [f"warning: the deployment may outlast its MaximumExecutionTimeoutInSeconds ({timeout} s): "
+                f"{time_needed.steps} step(s), {time_needed.starts} fleet start-up(s) of up to {startup_s} s and "
+                f"{time_needed.waits_s} s of bake and termination waits come to about {time_needed.estimate_s} s; "
+                "SageMaker rolls back a deployment that runs past it. Take larger steps, a shorter --bake-seconds, or "
+                "raise the timeout (Terraform's deployment configuration, at most 28800 s)"]
+    return []
 
 
 def check_alarms(cloudwatch: Any, names: Sequence[str]) -> dict[str, str]:
@@ -402,6 +487,106 @@ def read_autoscaling(client: Any, endpoint_name: str, variant_name: str) -> Auto
 
 def policy_requests(client: Any, autoscaling: Autoscaling) -> list[dict[str, Any]]:
     return [copy_request_fields(client, "PutScalingPolicy", p) for p in autoscaling.policies]
+
+
+def startup_window(config_request: Mapping[str, Any]) -> int:
+    """The longest a new fleet may take to start: the variant's model download and container health-check
+    timeouts (what SageMaker waits at most, API_ProductionVariant.html), or 600 s when neither is set."""
+    variant = config_request["ProductionVariants"][0]
+    window = int(variant.get("ModelDataDownloadTimeoutInSeconds") or 0) + \
+        int(variant.get("ContainerStartupHealthCheckTimeoutInSeconds") or 0)
+    return window or 600
+
+
+# What the caller needs once the variant is deregistered, so that it can be registered again. Registering a
+# SageMaker variant needs sagemaker:DescribeEndpoint, DescribeEndpointConfig, UpdateEndpointWeightsAndCapacities
+# and iam:CreateServiceLinkedRole (for AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint); a
+# target-tracking policy needs cloudwatch:PutMetricAlarm, DescribeAlarms and DeleteAlarms (it creates and
+# replaces its alarms); tags on RegisterScalableTarget need application-autoscaling:TagResource. Sources:
+#   https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-prerequisites.html
+#   https://docs.aws.amazon.com/autoscaling/application/userguide/security_iam_id-based-policy-examples.html
+#   https://docs.aws.amazon.com/autoscaling/application/userguide/application-auto-scaling-service-linked-roles.html
+AUTOSCALING_ACTIONS = (
+    "application-autoscaling:DeregisterScalableTarget", "application-autoscaling:RegisterScalableTarget",
+    "application-autoscaling:PutScalingPolicy", "application-autoscaling:DescribeScalableTargets",
+    "application-autoscaling:DescribeScalingPolicies", "application-autoscaling:TagResource",
+    "cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms",
+)
+ENDPOINT_ACTIONS = (
+    "sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig",
+    "sagemaker:UpdateEndpointWeightsAndCapacities",
+)
+AUTOSCALING_SLR_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
+AUTOSCALING_SLR_NAME = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+
+
+def caller_principal(clients: Clients) -> str | None:
+    """The IAM ARN SimulatePrincipalPolicy takes for the caller: a user's ARN, or for an assumed role the role's
+    ARN with its path (iam:GetRole); None for the account root (which IAM policies do not limit)."""
+    arn = clients.sts.get_caller_identity()["Arn"]
+    parts = arn.split(":", 5)
+    if parts[5] == "root":
+        return None
+    if parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        role = parts[5].split("/")[1]
+        return clients.iam.get_role(RoleName=role)["Role"]["Arn"]
+    if parts[2] == "iam":
+        return arn
+    raise RolloutError(f"cannot check the permissions of {arn} (a federated user): use an IAM role or user, or pass "
+                       "--skip-permission-check")
+
+
+def check_autoscaling_permissions(clients: Clients, endpoint: Mapping[str, Any], autoscaling: "Autoscaling", *,
+                                  skip: bool, log: Callable[[str], None]) -> None:
+    """Before the variant is deregistered: may the caller update the endpoint and register it again with its
+    policies? iam:SimulatePrincipalPolicy on the caller's identity policies (and permissions boundary); a
+    missing permission refuses the rollout. When the simulation itself is refused, the rollout is refused too
+    unless --skip-permission-check says the caller checked by hand (a deregistered variant that cannot be
+    registered again stays without autoscaling)."""
+    from botocore.exceptions import ClientError
+
+    account = endpoint["EndpointArn"].split(":")[4]
+    partition = endpoint["EndpointArn"].split(":")[1]
+    slr = (f"arn:{partition}:iam::{account}:role/aws-service-role/{AUTOSCALING_SLR_SERVICE}/{AUTOSCALING_SLR_NAME}")
+    groups = [
+        (ENDPOINT_ACTIONS, [endpoint["EndpointArn"]], []),
+        (AUTOSCALING_ACTIONS, ["*"], []),
+        (("iam:CreateServiceLinkedRole",), [slr], [{"ContextKeyName": "iam:AWSServiceName",
+                                                    "ContextKeyValues": [AUTOSCALING_SLR_SERVICE],
+                                                    "ContextKeyType": "string"}]),
+    ]
+    if skip:
+        log("warning: --skip-permission-check: the permissions to register autoscaling again are not checked")
+        return
+    try:
+        principal = caller_principal(clients)
+        if principal is None:
+            log("permissions: the account root is not limited by IAM policies; not simulated")
+            return
+        denied = []
+        for actions, resources, context in groups:
+            request: dict[str, Any] = {"PolicySourceArn": principal, "ActionNames": list(actions),
+                                       "ResourceArns": resources}
+            if context:
+                request["ContextEntries"] = context
+            for page in clients.iam.get_paginator("simulate_principal_policy").paginate(**request):
+                denied += [f"{r['EvalActionName']} ({r['EvalDecision']})" for r in page["EvaluationResults"]
+                           if r["EvalDecision"] != "allowed"]
+    except ClientError as exc:
+        code, message = _error_code(exc)
+        if code not in ("AccessDenied", "AccessDeniedException", "NoSuchEntity"):
+            raise
+        raise RolloutError(f"could not check the permissions the instance type change needs ({code}: {message}). "
+                           f"{autoscaling.resource_id} is deregistered from autoscaling during the update and "
+                           "registered again after it; without these permissions it would stay unregistered: "
+                           f"{', '.join(ENDPOINT_ACTIONS + AUTOSCALING_ACTIONS)}, iam:CreateServiceLinkedRole. "
+                           "Grant iam:SimulatePrincipalPolicy (and iam:GetRole for a role), or check them yourself "
+                           "and pass --skip-permission-check") from None
+    if denied:
+        raise RolloutError(f"the caller ({principal}) lacks permissions that an instance type change needs to register "
+                           f"{autoscaling.resource_id} for autoscaling again: {', '.join(denied)}; nothing was changed "
+                           "(docs/deploy.md lists them)")
+    log(f"permissions: {principal} may update the endpoint and register autoscaling again")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -511,6 +696,9 @@ def plan_rollout(args: argparse.Namespace, clients: Clients, *, log: Callable[[s
                                 tags=_tags(sagemaker, config["EndpointConfigArn"]), log=log)
     deployment = deployment_config(endpoint.get("LastDeploymentConfig"), strategy=args.strategy, step=args.step,
                                    bake_seconds=args.bake_seconds, alarms=args.alarm, instance_count=instance_count)
+    startup_s = args.startup_seconds if args.startup_seconds is not None else startup_window(new_config)
+    for warning in check_deployment_time(deployment, instance_count, startup_s):
+        log(warning)
     alarm_states = check_alarms(clients.cloudwatch, [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]])
 
     update: dict[str, Any] = {"EndpointName": args.endpoint, "EndpointConfigName": name,
@@ -534,6 +722,8 @@ def plan_rollout(args: argparse.Namespace, clients: Clients, *, log: Callable[[s
         if autoscaling and args.no_wait:
             raise RolloutError("an instance type change of an autoscaled variant waits for the update to re-register "
                                "autoscaling: leave out --no-wait")
+        if autoscaling:
+            check_autoscaling_permissions(clients, endpoint, autoscaling, skip=args.skip_permission_check, log=log)
     policies = policy_requests(clients.autoscaling_write, autoscaling) if autoscaling else []
     return Plan(endpoint, config, instance_type, instance_count, model, new_config, update, autoscaling, policies, alarm_states)
 
@@ -562,8 +752,8 @@ def _restore_autoscaling(plan: Plan, clients: Clients, log: Callable[[str], None
         for policy in plan.policies:
             clients.autoscaling_write.put_scaling_policy(**policy)
     except (BotoCoreError, ClientError) as exc:
-        log(f"error: could not register {plan.autoscaling.resource_id} for autoscaling again ({exc}); run "
-            "`make tf-serving ...` (Terraform registers it and its policy again)")
+        log(f"error: could not register {plan.autoscaling.resource_id} for autoscaling again ({exc})")
+        _print_restore(plan, clients, log, "registering it again failed")
         return False
     target = plan.autoscaling.target
     log(f"autoscaling: {plan.autoscaling.resource_id} registered again ({target['MinCapacity']}-{target['MaxCapacity']} "
@@ -605,8 +795,91 @@ def report(outcome: Outcome, plan: Plan, clients: Clients, log: Callable[[str], 
     return 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the rollout can put back (or say how to put back) what it changed."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def restore_commands(plan: Plan, clients: Clients) -> list[str]:
+    """The AWS CLI commands that register the variant for autoscaling again, exactly as loom rollout would."""
+    assert plan.autoscaling is not None
+    region = clients.autoscaling_write.meta.region_name
+    name = plan.update["EndpointName"]
+    lines = [f"aws sagemaker wait endpoint-in-service --region {region} --endpoint-name {shlex.quote(name)}",
+             f"aws application-autoscaling register-scalable-target --region {region} --cli-input-json "
+             f"{shlex.quote(json.dumps(plan.autoscaling.register_request(), sort_keys=True))}"]
+    lines += [f"aws application-autoscaling put-scaling-policy --region {region} --cli-input-json "
+              f"{shlex.quote(json.dumps(policy, sort_keys=True, default=str))}" for policy in plan.policies]
+    return lines
+
+
+def _print_restore(plan: Plan, clients: Clients, log: Callable[[str], None], why: str) -> None:
+    assert plan.autoscaling is not None
+    log(f"autoscaling: {plan.autoscaling.resource_id} is not registered; {why}. Once the endpoint is InService, "
+        "register it again with its range, tags and policies:")
+    for line in restore_commands(plan, clients):
+        log(f"  {line}")
+
+
 def execute(plan: Plan, clients: Clients, *, log: Callable[[str], None], wait: bool, timeout_s: float | None,
             sleep: Callable[[float], None] | None = None, delays: Iterable[float] | None = None) -> int:
+    """Send the requests and wait. Ctrl-C or SIGTERM after the variant was deregistered puts autoscaling back
+    when no update can be running (or the update has ended), and otherwise prints the exact commands that
+    do it once the endpoint is InService: an endpoint must not be left without autoscaling silently."""
+    progress = {"deregistered": False, "update_called": False}
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _execute(plan, clients, progress, log=log, wait=wait, timeout_s=timeout_s, sleep=sleep, delays=delays)
+    except KeyboardInterrupt as exc:
+        return _interrupted(plan, clients, progress, log, terminated=isinstance(exc, Terminated))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(plan: Plan, clients: Clients, progress: Mapping[str, bool], log: Callable[[str], None], *,
+                 terminated: bool) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    code, what = (143, "terminated (SIGTERM)") if terminated else (130, "interrupted")
+    name = plan.update["EndpointName"]
+    if progress["update_called"]:
+        log(f"{what}: an update of {name} may be running without loom rollout: "
+            f"`aws sagemaker describe-endpoint --endpoint-name {name}`")
+    else:
+        log(f"{what} before UpdateEndpoint: {name} still serves {plan.current_config['EndpointConfigName']}")
+    if not (plan.autoscaling and progress["deregistered"]):
+        return code
+    endpoint: Mapping[str, Any] = {}
+    if progress["update_called"]:
+        try:
+            endpoint = clients.sagemaker.describe_endpoint(EndpointName=name)
+        except (KeyboardInterrupt, BotoCoreError, ClientError):
+            endpoint = {}
+    # Registering is safe when no update can be running: it was never sent, or it has ended on the new
+    # configuration. Otherwise an update may be starting or running, and registering could make SageMaker
+    # refuse or roll back the instance type change: print the commands instead.
+    ended = endpoint.get("EndpointStatus") == "InService" and endpoint.get("EndpointConfigName") == plan.update["EndpointConfigName"]
+    if not progress["update_called"] or ended:
+        try:
+            if _restore_autoscaling(plan, clients, log):
+                return code
+        except KeyboardInterrupt:
+            pass
+        _print_restore(plan, clients, log, "registering it again did not finish")
+        return code
+    _print_restore(plan, clients, log, f"the update may still be running ({endpoint.get('EndpointStatus') or 'status unknown'})")
+    return code
+
+
+def _execute(plan: Plan, clients: Clients, progress: dict[str, bool], *, log: Callable[[str], None], wait: bool,
+             timeout_s: float | None, sleep: Callable[[float], None] | None = None,
+             delays: Iterable[float] | None = None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     sagemaker = clients.sagemaker_write
@@ -616,10 +889,12 @@ def execute(plan: Plan, clients: Clients, *, log: Callable[[str], None], wait: b
     sagemaker.create_endpoint_config(**plan.config)
     log(f"created endpoint configuration {plan.config['EndpointConfigName']} ({plan.instance_type})")
     if plan.autoscaling:
+        progress["deregistered"] = True  # from here on: the request may have reached AWS
         clients.autoscaling_write.deregister_scalable_target(**plan.autoscaling.deregister_request())
         log(f"autoscaling: {plan.autoscaling.resource_id} deregistered (SageMaker refuses an instance type change of an "
             "autoscaled variant)")
     try:
+        progress["update_called"] = True
         sagemaker.update_endpoint(**plan.update)
     except (BotoCoreError, ClientError) as exc:
         if plan.autoscaling:
@@ -642,19 +917,17 @@ def execute(plan: Plan, clients: Clients, *, log: Callable[[str], None], wait: b
     try:
         outcome = wait_for_update(lambda: clients.sagemaker.describe_endpoint(EndpointName=plan.update["EndpointName"]),
                                   plan.update["EndpointConfigName"], log=log, timeout_s=limit, sleep=sleep, delays=delays)
-    except (KeyboardInterrupt, BotoCoreError, ClientError) as exc:
+    except (BotoCoreError, ClientError) as exc:
         # The update goes on without us; so does the missing autoscaling registration.
-        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"lost track of the update ({exc})"
-        log(f"{what}: the update goes on: `aws sagemaker describe-endpoint --endpoint-name {plan.update['EndpointName']}`")
+        log(f"lost track of the update ({exc}): the update goes on: "
+            f"`aws sagemaker describe-endpoint --endpoint-name {plan.update['EndpointName']}`")
         if plan.autoscaling:
-            log(f"autoscaling: {plan.autoscaling.resource_id} is not registered; once the endpoint is InService run "
-                "`make tf-serving ...` (Terraform registers it again)")
-        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+            _print_restore(plan, clients, log, "loom rollout cannot see the update end")
+        return 1
     status = report(outcome, plan, clients, log)
     if plan.autoscaling:
         if outcome.status == "timed out":
-            log(f"autoscaling: {plan.autoscaling.resource_id} stays deregistered until the update ends; then run "
-                "`make tf-serving ...` (Terraform registers it again)")
+            _print_restore(plan, clients, log, "the update is still running")
         elif not _restore_autoscaling(plan, clients, log):
             status = 1
     return status
@@ -690,6 +963,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                                          "the 5xx and latency alarms Terraform created")
     parser.add_argument("--kms-key-arn", help="volume key for the new configuration (EBS-backed types only); default: "
                                               "the current configuration's")
+    parser.add_argument("--startup-seconds", type=int, help="how long a new fleet takes to start, for the deployment "
+                                                            "time estimate; default: the variant's model download + "
+                                                            "health-check timeouts (the most SageMaker waits)")
+    parser.add_argument("--skip-permission-check", action="store_true",
+                        help="for --instance-type of an autoscaled variant: go on when iam:SimulatePrincipalPolicy "
+                             "is refused (you checked the permissions in docs/deploy.md yourself)")
     parser.add_argument("--dry-run", action="store_true", help="read the endpoint, print the requests, change nothing")
     parser.add_argument("--no-wait", action="store_true", help="return once UpdateEndpoint is accepted")
     parser.add_argument("--wait-timeout", type=float, help="seconds to wait; default: the deployment's maximum "
@@ -727,15 +1006,12 @@ def main(argv: Sequence[str] | None = None, *, clients: Clients | None = None,
             return 0
         return execute(plan, clients, log=log, wait=not args.no_wait, timeout_s=args.wait_timeout, sleep=sleep, delays=delays)
     except JobConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return command_error(str(exc))
     except ClientError as exc:
         code, message = _error_code(exc)
-        print(f"error: AWS refused the request ({code}: {message})", file=sys.stderr)
-        return 2
+        return command_error(f"AWS refused the request ({code}: {message})")
     except BotoCoreError as exc:  # no credentials or Region, no connection
-        print(f"error: {exc} (credentials and Region: AWS_PROFILE / AWS_REGION, or --profile / --region)", file=sys.stderr)
-        return 2
+        return command_error(f"{exc} (credentials and Region: AWS_PROFILE / AWS_REGION, or --profile / --region)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from loom.errors import command_error
 from operations import sagemaker_jobs as jobs
 
 DTYPES = ("bf16", "fp32")
@@ -71,8 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         s3 = jobs.aws_client("s3", region=args.region, profile=args.profile)
         summary = stage(args.base_model, args.s3_uri, s3, dtype=args.dtype, work=args.work)
     except (jobs.JobConfigError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return command_error(str(exc))
     print(json.dumps({k: v for k, v in summary.items() if k != "files"}, default=str))
     print(f"channel base_model: {summary['s3_uri']}  (hyperparameter base_model={args.base_model})")
     print(summary["s3_uri"])

@@ -130,6 +130,21 @@ def save_checkpoint(checkpoint_dir: str | Path, step: int, model, optimizer, sch
     return path
 
 
+def read_trainer_state(path: Path) -> dict:
+    """The trainer state of a checkpoint (step, optimizer, scheduler, RNG, loss history), unpickled with
+    `weights_only=True`: tensors and plain containers and numbers only. A checkpoint folder is read back from
+    S3 (SageMaker's checkpoint sync), and a full unpickler runs whatever code a planted `trainer_state.pt`
+    names (https://pytorch.org/docs/stable/generated/torch.load.html: "weights_only=False ... can result in
+    arbitrary code execution"; True is the default since PyTorch 2.6)."""
+    import pickle
+
+    try:
+        return torch.load(path / TRAINER_STATE, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"checkpoint {path} holds a trainer state that is not plain tensors and values: refusing "
+                         f"to unpickle it ({str(exc).splitlines()[0]})") from None
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
     """Restore a checkpoint into model/optimizer/scheduler and the RNGs; (step, loss history)."""
     from peft import set_peft_model_state_dict
@@ -139,7 +154,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[
     result = set_peft_model_state_dict(model, weights)
     if getattr(result, "unexpected_keys", None):
         raise ValueError(f"checkpoint {path} does not fit this model: unexpected {result.unexpected_keys[:3]}")
-    state = torch.load(path / TRAINER_STATE, weights_only=False)
+    state = read_trainer_state(path)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])

@@ -2,7 +2,7 @@
 
 SageMaker runs it as `train` in the training image. Locally, a folder stands in for /opt/ml:
 
-    python -m training.train --sm-root DIR [--device cpu]
+    loom train --sm-root DIR [--device cpu]
 
     DIR/input/config/hyperparameters.json   {"name": "value", ...} (all strings; see training/config.py)
     DIR/input/data/train/                   vqa_train.csv (or hyperparameter train_file / file-name) and
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from loom.errors import command_error
 from loom.artifact import (CLIP_BASELINE_METRICS, EVALUATION_DIR, ArtifactPaths, calibration_metrics, is_artifact,
                            make_world_readable)
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
@@ -468,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a CLIP artifact whose zero-shot tags are scored on the same validation questions and "
                              "shown beside BLIP-2 in the report (SageMaker: the optional `clip` channel)")
     args = parser.parse_args(argv)
+    if args.sm_root is not None and not (args.sm_root / "input").is_dir():
+        # Refused before any folder is made: a local run needs a job laid out under it first.
+        return command_error(f"--sm-root {args.sm_root} holds no SageMaker job (no input/ folder): lay one out "
+                             "with training.train.layout_job (as `loom demo` does), or run inside the image")
     paths = JobPaths.resolve(args.sm_root)
     if paths.failure.exists():
         paths.failure.unlink()
@@ -479,8 +484,9 @@ def main(argv: list[str] | None = None) -> int:
         write_failure(paths, exc)
         if not isinstance(exc, USER_ERRORS + (QualityGateFailed,)):
             traceback.print_exc()
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return 2 if isinstance(exc, USER_ERRORS) else 3 if isinstance(exc, QualityGateFailed) else 1
+        sys.stdout.flush()
+        return command_error(f"{type(exc).__name__}: {exc}",
+                             2 if isinstance(exc, USER_ERRORS) else 3 if isinstance(exc, QualityGateFailed) else 1)
     return 0
 
 

@@ -10,12 +10,15 @@ from botocore.stub import ANY
 from inference.api import aws_clients
 from inference.api.describe import (
     DEFAULT_MODEL_ID,
+    FALLBACK_MODEL_ID,
     BedrockWriter,
     OfflineWriter,
     attribute_lines,
     clean_product_type,
+    converse_settings,
     language_code,
     missing_attributes,
+    profile_callable_from,
     plural,
     system_prompt,
     write_description,
@@ -106,12 +109,22 @@ def converse_response(text: str) -> dict:
     }
 
 
+# Claude Sonnet 5.5 (the default) answers 400 for sampling parameters (temperature, top_p, top_k), thinking
+# budgets, thinking {"type": "disabled"}, assistant prefill and forced tool choice; {"type": "between_tools"}
+# is its lowest thinking setting (no thinking before the answer of a request without tools). Its tokenizer
+# counts ~30 % more tokens than Sonnet 4.6's: 400 -> 520. Sources: Anthropic's "Claude Sonnet 5.5 migration
+# guide" (https://platform.claude.com/docs/en/models/sonnet-5-5/migration-guide) and "Migrating to Claude
+# Sonnet 5" (tokenizer); Bedrock passes Anthropic fields through additionalModelRequestFields.
+SONNET_5_5_SETTINGS = {"inferenceConfig": {"maxTokens": 520},
+                       "additionalModelRequestFields": {"thinking": {"type": "between_tools"}}}
+
+
 def expected_request(messages, product="shirt", language="en") -> dict:
     return {
         "modelId": DEFAULT_MODEL_ID,
         "system": [{"text": system_prompt(product, language)}],
         "messages": messages,
-        "inferenceConfig": {"maxTokens": 400, "temperature": 0.1},
+        **SONNET_5_5_SETTINGS,
     }
 
 
@@ -258,3 +271,65 @@ def test_the_writer_takes_its_budget_from_its_caller(monkeypatch):
     assert writer._client.meta.config.read_timeout == batch_describe.BEDROCK_READ_TIMEOUT_S
     assert writer.attempt_s > aws_clients.BEDROCK_ATTEMPT_S  # a batch call may take longer than the API's
     assert batch_describe.PRODUCT_BUDGET_S > aws_clients.REQUEST_BUDGET_S
+
+
+# ---------------------------------------------------------------------------------------------------
+# The default model, its request settings, its fallback and the geography of inference profiles
+
+
+def test_the_default_is_claude_sonnet_5_5_through_the_us_profile_and_the_fallback_sonnet_4_6():
+    assert DEFAULT_MODEL_ID == "us.anthropic.claude-sonnet-5-5"
+    assert FALLBACK_MODEL_ID == "us.anthropic.claude-sonnet-4-6"
+
+
+@pytest.mark.parametrize("model_id", [
+    DEFAULT_MODEL_ID, "global.anthropic.claude-sonnet-5-5", "anthropic.claude-sonnet-5-5",
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-5-5",
+])
+def test_sonnet_5_5_requests_leave_out_every_setting_it_refuses(model_id):
+    request = converse_settings(model_id).request()
+    assert request == SONNET_5_5_SETTINGS
+    assert not {"temperature", "topP"} & set(request["inferenceConfig"])
+    assert request["additionalModelRequestFields"]["thinking"]["type"] not in ("disabled", "enabled")
+
+
+def test_other_claude_5_models_get_no_sampling_parameters_and_earlier_ones_keep_temperature():
+    # Claude Sonnet 5: a non-default temperature is a 400 ("Migrating to Claude Sonnet 5").
+    assert converse_settings("us.anthropic.claude-sonnet-5").request() == {"inferenceConfig": {"maxTokens": 520}}
+    for earlier in (FALLBACK_MODEL_ID, "anthropic.claude-sonnet-4-20250514-v1:0", "amazon.nova-lite-v1:0"):
+        assert converse_settings(earlier).request() == {"inferenceConfig": {"maxTokens": 400, "temperature": 0.1}}
+
+
+def test_the_fallback_model_is_sent_with_temperature(bedrock):
+    client, stub = bedrock
+    stub.add_response("converse", converse_response(FULL), {
+        "modelId": FALLBACK_MODEL_ID, "system": [{"text": system_prompt("shirt", "en")}], "messages": [USER],
+        "inferenceConfig": {"maxTokens": 400, "temperature": 0.1}})
+    fallback = BedrockWriter(client, FALLBACK_MODEL_ID, sleep=lambda s: None)
+    assert write_description(fallback, ATTRS, CONF).text == FULL
+
+
+def test_reasoning_blocks_before_the_text_are_not_part_of_the_description(bedrock):
+    client, stub = bedrock
+    response = converse_response(FULL)
+    response["output"]["message"]["content"].insert(0, {"reasoningContent": {"reasoningText": {"text": "notes"}}})
+    stub.add_response("converse", response, expected_request([USER]))
+    assert write_description(writer(client), ATTRS, CONF).text == FULL
+
+
+# Source Regions of cross-Region inference profiles: jp. is Tokyo and Osaka, au. is Sydney and Melbourne;
+# Seoul (ap-northeast-2) and Singapore (ap-southeast-1) have apac. only; us. is not GovCloud; global. is any
+# commercial Region. https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html
+@pytest.mark.parametrize("model_id,region,ok", [
+    ("jp.anthropic.claude-sonnet-4-6", "ap-northeast-1", True), ("jp.anthropic.claude-sonnet-4-6", "ap-northeast-3", True),
+    ("jp.anthropic.claude-sonnet-4-6", "ap-northeast-2", False), ("au.anthropic.claude-sonnet-4-6", "ap-southeast-2", True),
+    ("au.anthropic.claude-sonnet-4-6", "ap-southeast-4", True), ("au.anthropic.claude-sonnet-4-6", "ap-southeast-1", False),
+    ("apac.anthropic.claude-sonnet-4-6", "ap-northeast-2", True), ("apac.anthropic.claude-sonnet-4-6", "ap-southeast-1", True),
+    ("apac.anthropic.claude-sonnet-4-6", "eu-west-1", False), ("us.anthropic.claude-sonnet-5-5", "us-west-2", True),
+    ("us.anthropic.claude-sonnet-5-5", "us-gov-west-1", False), ("us.anthropic.claude-sonnet-5-5", "eu-central-1", False),
+    ("eu.anthropic.claude-sonnet-4-6", "eu-north-1", True), ("global.anthropic.claude-sonnet-5-5", "ap-southeast-1", True),
+    ("global.anthropic.claude-sonnet-5-5", "us-gov-east-1", False), ("amazon.nova-lite-v1:0", "ap-northeast-2", True),
+    ("arn:aws:bedrock:ap-northeast-2:123456789012:inference-profile/jp.anthropic.claude-sonnet-4-6", "ap-northeast-2", False),
+])
+def test_profile_source_regions_are_exact(model_id, region, ok):
+    assert profile_callable_from(model_id, region) is ok

@@ -18,7 +18,7 @@ from fixtures_api import ENDPOINT_ANSWER, FULL, converse_reply, endpoint_reply
 
 from inference.api import handler as gateway
 from inference.api import service
-from inference.api.describe import DEFAULT_MODEL_ID
+from inference.api.describe import DEFAULT_MODEL_ID, converse_settings
 from loom.image_header import ImageError, inspect_image
 
 
@@ -121,7 +121,7 @@ def test_describe_json_body_success(aws, log_lines):
         "Body": json.dumps({"image": base64.b64encode(image).decode(), "attributes": ["baseColour", "Sleeve Length", "Pattern"]}).encode(),
     })  # fmt: skip
     aws.bedrock.add_response("converse", converse_reply(FULL), {
-        "modelId": DEFAULT_MODEL_ID, "system": ANY, "inferenceConfig": {"maxTokens": 400, "temperature": 0.1},
+        "modelId": DEFAULT_MODEL_ID, "system": ANY, **converse_settings(DEFAULT_MODEL_ID).request(),
         "messages": [{"role": "user", "content": [{"text": "Colour: Red\nSleeve Length: Long Sleeves"}]}],
     })  # fmt: skip
     code, body = call(json_event(image, attributes=["baseColour", "Sleeve Length", "Pattern"]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from urllib.parse import urlsplit
 
 import boto3
 import jsonschema
@@ -57,7 +58,7 @@ class FakeEndpoint:
 
 
 def request(**fields) -> restyle.RestyleRequest:
-    body = {"image": base64.b64encode(jpeg(32, 32)).decode(), "style": "in the style of Van Gogh's Starry Night",
+    body = {"image": base64.b64encode(jpeg(64, 64)).decode(), "style": "in the style of Van Gogh's Starry Night",
             **fields}
     return restyle.parse_restyle_request(json.dumps(body), False, "application/json")
 
@@ -145,17 +146,52 @@ def test_no_image_call_is_started_without_the_time_it_needs():
 
 def test_a_large_result_goes_to_the_bucket_behind_a_short_lived_url(fake_aws_credentials, monkeypatch):
     monkeypatch.setattr(restyle, "MAX_INLINE_BASE64_CHARS", 100)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="loom-artifacts")
         body = restyle.deliver(jpeg(64, 64), bucket="loom-artifacts", s3=restyle.storage_client)
         assert "image" not in body and body["expires_in"] == restyle.URL_EXPIRY_S
         assert "X-Amz-Expires=900" in body["url"] and "X-Amz-Algorithm=AWS4-HMAC-SHA256" in body["url"]
-        key = body["url"].split("loom-artifacts/", 1)[-1].split("?")[0] if "loom-artifacts/" in body["url"] else \
-            body["url"].split(".amazonaws.com/", 1)[1].split("?")[0]
-        assert s3.get_object(Bucket="loom-artifacts", Key=key)["Body"].read() == jpeg(64, 64)
+        url = urlsplit(body["url"])
+        assert url.hostname == "loom-artifacts.s3.us-east-1.amazonaws.com"
+        assert s3.get_object(Bucket="loom-artifacts", Key=url.path.lstrip("/"))["Body"].read() == jpeg(64, 64)
     with pytest.raises(restyle.RestyleError, match="RESTYLE_BUCKET"):
         restyle.deliver(jpeg(64, 64), bucket=None, s3=restyle.storage_client)
+
+
+# A URL signed for the global endpoint (<bucket>.s3.amazonaws.com) is redirected, and its signature then
+# fails, for buckets in Regions launched after March 20, 2019 (ap-east-1, me-south-1, ...) and for new
+# buckets until DNS has propagated: the URL must name the bucket's Regional endpoint.
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html (legacy global endpoint),
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingRouting.html (temporary redirects)
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-1", "ap-east-1", "me-south-1"])
+def test_the_presigned_url_names_the_regional_endpoint(fake_aws_credentials, monkeypatch, region):
+    bucket = f"loom-data-123456789012-{region}"
+    monkeypatch.setenv("AWS_REGION", region)
+    url = urlsplit(restyle.storage_client().generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "restyle/x.jpeg"}, ExpiresIn=restyle.URL_EXPIRY_S))
+    assert url.scheme == "https" and url.hostname == f"{bucket}.s3.{region}.amazonaws.com"
+    assert f"%2F{region}%2Fs3%2Faws4_request" in url.query  # signed for the bucket's Region
+
+
+# The image bounds of Stability's image-to-image request: every side >= 64 px (Stability API reference,
+# SD3/SD3.5 generate, `image`), at most 9,437,184 pixels and an aspect ratio within 1:2.5..2.5:1 (Stability's
+# image-input validation rules). The Lambda cannot resize (no Pillow), so it refuses with the bounds.
+@pytest.mark.parametrize("width,height,ok", [
+    (64, 64, True), (63, 200, False), (200, 63, False), (160, 64, True), (161, 64, False), (64, 160, True),
+    (64, 161, False), (3072, 3072, True), (3073, 3072, False), (4096, 2304, True), (1024, 1024, True),
+])
+def test_photos_outside_the_models_bounds_are_refused_with_the_bounds(width, height, ok):
+    body = json.dumps({"image": base64.b64encode(png(width, height)).decode(), "style": "in pastel"})
+    if ok:
+        assert restyle.parse_restyle_request(body, False, "application/json").image_format == "png"
+        return
+    with pytest.raises(restyle.RestyleError) as refused:
+        restyle.parse_restyle_request(body, False, "application/json")
+    assert refused.value.status == 400 and f"{width}x{height}" in refused.value.message
+    assert "at least 64 pixels" in refused.value.message and "9,437,184" in refused.value.message
+    assert "1:2.5 and 2.5:1" in refused.value.message
 
 
 def test_the_route_is_off_unless_enabled(monkeypatch):
@@ -235,7 +271,7 @@ def restyle_route(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("ENDPOINT_NAME", "loom-endpoint")
     monkeypatch.setenv("RESTYLE_MODEL_ID", MODEL)
-    image = jpeg(32, 32)
+    image = jpeg(64, 64)
     attributes = {"attributes": {"baseColour": "Green", "Pattern": "Striped"},
                   "withheld": {"Fit": {"value": "Slim Fit", "confidence": 0.3, "reason": "below_threshold"}},
                   "confidence": {"baseColour": 0.99, "Pattern": 0.98, "Fit": 0.3}}

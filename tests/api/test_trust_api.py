@@ -12,7 +12,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY
 
-from inference.api.describe import DEFAULT_MODEL_ID, OfflineWriter, write_description
+from inference.api.describe import DEFAULT_MODEL_ID, OfflineWriter, converse_settings, write_description
 from inference.api.endpoint_client import parse_prediction, request_body
 from api_events import call, jpeg, json_event
 from fixtures_api import converse_reply
@@ -44,7 +44,7 @@ def test_describe_prompt_carries_no_withheld_value_and_the_facts_reach_the_endpo
     })
     # The exact user message: stated colour and the merchant's fit; neither Linen nor any Neck.
     aws.bedrock.add_response("converse", converse_reply("A red shirt in a slim fit."), {
-        "modelId": DEFAULT_MODEL_ID, "system": ANY, "inferenceConfig": {"maxTokens": 400, "temperature": 0.1},
+        "modelId": DEFAULT_MODEL_ID, "system": ANY, **converse_settings(DEFAULT_MODEL_ID).request(),
         "messages": [{"role": "user", "content": [{"text": "Colour: Red\nFit: Slim Fit"}]}],
     })
     code, body = call(json_event(image, **facts))

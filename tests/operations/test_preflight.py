@@ -9,6 +9,12 @@ Rules checked, with their sources:
   https://docs.aws.amazon.com/bedrock/latest/userguide/model-lifecycle.html
 - Lambda keeps 10 executions unreserved; a reservation below that is refused:
   https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html
+- a new account's entitlement and agreement read NOT_AVAILABLE until the first invocation of a Marketplace
+  model, which starts the subscription; so preflight must still make its Converse call then:
+  https://docs.aws.amazon.com/bedrock/latest/userguide/model-access.html
+- a geographic inference profile is called from a source Region of its geography (jp.: Tokyo, Osaka; au.:
+  Sydney, Melbourne; Seoul and Singapore have apac. only):
+  https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from operations import preflight
 from operations.preflight import ModelRef
 
 ROOT = Path(__file__).resolve().parents[2]
-PROFILE = "us.anthropic.claude-sonnet-4-6"
-MODEL = "anthropic.claude-sonnet-4-6"
+PROFILE = "us.anthropic.claude-sonnet-5-5"
+MODEL = "anthropic.claude-sonnet-5-5"
 PROFILE_ARN = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{PROFILE}"
 
 
@@ -54,7 +60,7 @@ def _identity(stubbers):
 def _profile(stubbers, status="ACTIVE"):
     now = datetime(2026, 11, 1, tzinfo=timezone.utc)
     stubbers["bedrock"].add_response("get_inference_profile", {
-        "inferenceProfileName": "US Claude Sonnet 4.6", "inferenceProfileArn": PROFILE_ARN, "inferenceProfileId": PROFILE,
+        "inferenceProfileName": "US Claude Sonnet 5.5", "inferenceProfileArn": PROFILE_ARN, "inferenceProfileId": PROFILE,
         "status": status, "type": "SYSTEM_DEFINED", "createdAt": now, "updatedAt": now,
         "models": [{"modelArn": f"arn:aws:bedrock:{r}::foundation-model/{MODEL}"} for r in ("us-east-1", "us-east-2", "us-west-2")],
     }, {"inferenceProfileIdentifier": PROFILE})
@@ -67,9 +73,9 @@ def _model(stubbers, model=MODEL, status="ACTIVE", inference=("INFERENCE_PROFILE
     }}, {"modelIdentifier": model})
 
 
-def _availability(stubbers, model=MODEL, entitlement="AVAILABLE"):
+def _availability(stubbers, model=MODEL, entitlement="AVAILABLE", agreement="AVAILABLE", authorization="AUTHORIZED"):
     stubbers["bedrock"].add_response("get_foundation_model_availability", {
-        "modelId": model, "agreementAvailability": {"status": "AVAILABLE"}, "authorizationStatus": "AUTHORIZED",
+        "modelId": model, "agreementAvailability": {"status": agreement}, "authorizationStatus": authorization,
         "entitlementAvailability": entitlement, "regionAvailability": "AVAILABLE",
     }, {"modelId": model})
 
@@ -98,7 +104,7 @@ def test_default_model_is_the_terraform_default_and_an_inference_profile():
 def test_model_ref_parsing():
     assert ModelRef.parse(PROFILE) == ModelRef(PROFILE, MODEL, PROFILE)
     assert ModelRef.parse(PROFILE_ARN) == ModelRef(PROFILE_ARN, MODEL, PROFILE_ARN)
-    assert ModelRef.parse("global.anthropic.claude-sonnet-4-6").foundation_model == MODEL
+    assert ModelRef.parse("global.anthropic.claude-sonnet-5-5").foundation_model == MODEL
     assert ModelRef.parse("amazon.nova-lite-v1:0") == ModelRef("amazon.nova-lite-v1:0", "amazon.nova-lite-v1:0", None)
     for bad in ("claude", "arn:aws:bedrock:us-east-1::foundation-model/x", "us.anthropic claude"):
         with pytest.raises(ValueError, match="inference profile id"):
@@ -138,9 +144,13 @@ def test_legacy_model_warns_and_retired_model_fails(stubs):
 
 def test_profile_of_another_geography_is_explained(stubs):
     clients, stubbers = stubs
-    stubbers["bedrock"].add_client_error("get_inference_profile", "ResourceNotFoundException", "not found",
-                                         expected_params={"inferenceProfileIdentifier": "eu.anthropic.claude-sonnet-4-6"})
+    # Refused before any call: an eu. profile cannot be called from us-east-1.
     finding = preflight.check_model(clients["bedrock"], ModelRef.parse("eu.anthropic.claude-sonnet-4-6"))
+    assert finding.status == "FAIL" and "cannot be called from us-east-1" in finding.message
+    # A profile of this geography that is not offered here: the service says so.
+    stubbers["bedrock"].add_client_error("get_inference_profile", "ResourceNotFoundException", "not found",
+                                         expected_params={"inferenceProfileIdentifier": "us.anthropic.claude-nothing-1"})
+    finding = preflight.check_model(clients["bedrock"], ModelRef.parse("us.anthropic.claude-nothing-1"))
     assert finding.status == "FAIL" and "not offered in this Region" in finding.message
 
 
@@ -148,7 +158,7 @@ def test_missing_subscription_is_reported_with_both_fixes(stubs):
     clients, stubbers = stubs
     _availability(stubbers, entitlement="NOT_AVAILABLE")
     finding = preflight.check_access(clients["bedrock"], ModelRef.parse(PROFILE))
-    assert finding.status == "FAIL" and "AWS Marketplace" in finding.message
+    assert finding.status == "FAIL" and "AWS Marketplace" in finding.message and "without --no-invoke" in finding.message
     stubbers["bedrock-runtime"].add_client_error(
         "converse", "AccessDeniedException",
         "Model access is denied due to IAM user or service role is not authorized to perform the required AWS "
@@ -329,3 +339,97 @@ def test_the_restyle_model_is_checked_in_its_own_region(stubs, capsys, monkeypat
 def test_a_restyle_inference_profile_is_a_usage_error(capsys):
     assert preflight.main(["--restyle-model-id", "us.stability.sd3-5-large-v1:0"]) == 2
     assert "by foundation model id" in capsys.readouterr().err
+
+
+# --- a new account: the Converse call is the one that subscribes (issue: preflight could never pass) -------
+
+
+def _new_account(stubbers, *, after="AVAILABLE"):
+    _identity(stubbers), _profile(stubbers), _model(stubbers)
+    _availability(stubbers, entitlement="NOT_AVAILABLE", agreement="NOT_AVAILABLE")
+    _converse_ok(stubbers)
+    _availability(stubbers, entitlement=after, agreement=after)
+    _lambda(stubbers)
+
+
+def test_a_new_account_is_subscribed_by_the_converse_call_and_passes(stubs, capsys, monkeypatch):
+    clients, stubbers = stubs
+    _new_account(stubbers)
+    monkeypatch.setattr(preflight.jobs, "aws_client", lambda service, **_: clients[service])
+    assert preflight.main([]) == 0
+    out = capsys.readouterr().out
+    assert "WARN  access" in out and "starts the subscription" in out
+    assert f"ok    converse     {PROFILE} answered 'OK'" in out
+    assert "ok    subscribed" in out and out.strip().endswith("preflight: passed (0 failed, 1 warnings)")
+
+
+def test_a_subscription_marketplace_has_not_shown_yet_still_passes_with_a_warning(stubs, capsys, monkeypatch):
+    clients, stubbers = stubs
+    _new_account(stubbers, after="NOT_AVAILABLE")
+    monkeypatch.setattr(preflight.jobs, "aws_client", lambda service, **_: clients[service])
+    assert preflight.main([]) == 0
+    out = capsys.readouterr().out
+    assert "WARN  subscribed" in out and "run loom preflight again later" in out
+
+
+def test_a_new_account_without_the_converse_call_fails_and_says_how_to_subscribe(stubs, capsys, monkeypatch):
+    clients, stubbers = stubs
+    _identity(stubbers), _profile(stubbers), _model(stubbers)
+    _availability(stubbers, entitlement="NOT_AVAILABLE", agreement="NOT_AVAILABLE"), _lambda(stubbers)
+    monkeypatch.setattr(preflight.jobs, "aws_client", lambda service, **_: clients[service])
+    assert preflight.main(["--no-invoke"]) == 1  # no converse is stubbed: a call would fail the Stubber
+    assert "without --no-invoke" in capsys.readouterr().out
+
+
+def test_a_failed_first_call_on_a_new_account_fails(stubs, capsys, monkeypatch):
+    clients, stubbers = stubs
+    _identity(stubbers), _profile(stubbers), _model(stubbers)
+    _availability(stubbers, entitlement="NOT_AVAILABLE")
+    stubbers["bedrock-runtime"].add_client_error(
+        "converse", "AccessDeniedException", "not authorized to perform the required AWS Marketplace actions")
+    _lambda(stubbers)
+    monkeypatch.setattr(preflight.jobs, "aws_client", lambda service, **_: clients[service])
+    assert preflight.main([]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  converse" in out and "  subscribed " not in out  # no re-check after a failed call
+
+
+def test_an_unauthorised_account_fails_before_any_call(stubs, capsys, monkeypatch):
+    clients, stubbers = stubs
+    _identity(stubbers), _profile(stubbers), _model(stubbers)
+    _availability(stubbers, entitlement="NOT_AVAILABLE", authorization="NOT_AUTHORIZED"), _lambda(stubbers)
+    monkeypatch.setattr(preflight.jobs, "aws_client", lambda service, **_: clients[service])
+    assert preflight.main([]) == 1  # no converse stubbed: the use-case form comes first
+    assert "use-case form" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("profile,region,ok", [
+    ("jp.anthropic.claude-sonnet-4-6", "ap-northeast-2", False),  # Seoul: apac. only
+    ("au.anthropic.claude-sonnet-4-6", "ap-southeast-1", False),  # Singapore: apac. only
+    ("jp.anthropic.claude-sonnet-4-6", "ap-northeast-3", True),
+    ("apac.anthropic.claude-sonnet-4-6", "ap-northeast-2", True),
+])
+def test_a_profile_is_checked_against_the_callers_region(profile, region, ok):
+    bedrock = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name=region).client("bedrock")
+    with Stubber(bedrock) as stubber:
+        if ok:
+            now = datetime(2026, 11, 1, tzinfo=timezone.utc)
+            stubber.add_response("get_inference_profile", {
+                "inferenceProfileName": profile, "inferenceProfileArn": f"arn:aws:bedrock:{region}:1:inference-profile/{profile}",
+                "inferenceProfileId": profile, "status": "ACTIVE", "type": "SYSTEM_DEFINED", "createdAt": now,
+                "updatedAt": now, "models": [{"modelArn": f"arn:aws:bedrock:{region}::foundation-model/x"}]})
+        finding = preflight.check_model(bedrock, ModelRef.parse(profile))
+        stubber.assert_no_pending_responses()
+    assert (finding.status == "ok") is ok
+    if not ok:
+        assert f"cannot be called from {region}" in finding.message and "global.anthropic.claude-sonnet-4-6" in finding.message
+
+
+def test_an_image_in_image_out_model_with_another_body_is_refused(stubs):
+    # Stable Image Style Transfer takes and returns images, but not Loom's mode/strength body.
+    clients, stubbers = stubs
+    other = "stability.stable-style-transfer-v1:0"
+    _image_model(stubbers, model=other)
+    finding, = preflight.check_restyle(clients["bedrock"], ModelRef.parse(other), "us-west-2")
+    assert finding.status == "FAIL" and "does not take the image-to-image request" in finding.message
+    assert restyle_route.DEFAULT_RESTYLE_MODEL_ID in restyle_route.IMAGE_TO_IMAGE_MODELS

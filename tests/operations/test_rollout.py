@@ -24,14 +24,28 @@ Rules encoded here, with their sources (SageMaker API reference and developer gu
   https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions.html
 - KmsKeyId is refused for instance types with NVMe instance storage:
   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpointConfig.html
+- registering a SageMaker variant again and putting its target-tracking policy back needs
+  sagemaker:DescribeEndpoint/DescribeEndpointConfig/UpdateEndpointWeightsAndCapacities,
+  cloudwatch:PutMetricAlarm/DescribeAlarms/DeleteAlarms and iam:CreateServiceLinkedRole for the autoscaling
+  service-linked role: checked (iam:SimulatePrincipalPolicy) before the variant is deregistered:
+  https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-prerequisites.html,
+  https://docs.aws.amazon.com/autoscaling/application/userguide/security_iam_id-based-policy-examples.html
+- MaximumExecutionTimeoutInSeconds (600-28800) covers the whole deployment: a linear deployment waits between
+  its steps, a rolling one starts and bakes every batch:
+  https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_RollingUpdatePolicy.html,
+  https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-rolling.html
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import signal
 import threading
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -269,7 +283,7 @@ def test_an_explicit_instance_count_excludes_the_retained_count(aws):
 # Instance type change under autoscaling
 
 
-def autoscaling_read(aws: Aws) -> dict[str, Any]:
+def autoscaling_read(aws: Aws, *, check_permissions: bool = True) -> dict[str, Any]:
     where = {"ServiceNamespace": "sagemaker", "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
     target_arn = f"arn:aws:application-autoscaling:us-east-1:{ACCOUNT}:scalable-target/056abc"
     aws.expect("autoscaling", "describe_scalable_targets", {"ScalableTargets": [{
@@ -286,7 +300,48 @@ def autoscaling_read(aws: Aws) -> dict[str, Any]:
         "CreationTime": NOW}]}, {**where, "ResourceId": RESOURCE_ID})
     aws.expect("autoscaling", "describe_scheduled_actions", {"ScheduledActions": []}, {**where, "ResourceId": RESOURCE_ID})
     aws.expect("autoscaling", "list_tags_for_resource", {"Tags": {"project": "loom"}}, {"ResourceARN": target_arn})
+    if check_permissions:
+        permissions(aws)
     return {"where": {**where, "ResourceId": RESOURCE_ID}, "policy": policy_config}
+
+
+OPERATOR_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ops/loom-operator"
+SLR = (f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
+       "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint")
+
+
+def permissions(aws: Aws, denied: tuple[str, ...] = ()) -> None:
+    """The caller (an assumed role with a path), and the simulation of what re-registering needs."""
+    aws.expect("sts", "get_caller_identity", {"Account": ACCOUNT, "UserId": "AROA:me",
+                                              "Arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/loom-operator/me"})
+    aws.expect("iam", "get_role", {"Role": {"Path": "/ops/", "RoleName": "loom-operator", "RoleId": "AROAEXAMPLE12345",
+                                            "Arn": OPERATOR_ROLE, "CreateDate": NOW,
+                                            "AssumeRolePolicyDocument": "{}"}}, {"RoleName": "loom-operator"})
+    for actions, resources, context in (
+            (rollout.ENDPOINT_ACTIONS, [f"{ARN}:endpoint/{ENDPOINT}"], None),
+            (rollout.AUTOSCALING_ACTIONS, ["*"], None),
+            (("iam:CreateServiceLinkedRole",), [SLR], [{"ContextKeyName": "iam:AWSServiceName", "ContextKeyType": "string",
+                                                        "ContextKeyValues": ["sagemaker.application-autoscaling.amazonaws.com"]}])):
+        request = {"PolicySourceArn": OPERATOR_ROLE, "ActionNames": list(actions), "ResourceArns": resources}
+        if context:
+            request["ContextEntries"] = context
+        aws.expect("iam", "simulate_principal_policy", {"IsTruncated": False, "EvaluationResults": [
+            {"EvalActionName": a, "EvalDecision": "implicitDeny" if a in denied else "allowed"} for a in actions]}, request)
+
+
+def test_the_permissions_cover_what_re_registering_needs():
+    # The SageMaker autoscaling prerequisites and Application Auto Scaling's identity-based policies.
+    needed = {"sagemaker:UpdateEndpointWeightsAndCapacities", "sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig",
+              "cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms",
+              "application-autoscaling:RegisterScalableTarget", "application-autoscaling:PutScalingPolicy"}
+    assert needed <= set(rollout.ENDPOINT_ACTIONS + rollout.AUTOSCALING_ACTIONS)
+    # ... and docs/deploy.md lists every one of them, and the service-linked role.
+    root = next(p for p in Path(__file__).resolve().parents if (p / "docs" / "deploy.md").exists())
+    docs = (root / "docs" / "deploy.md").read_text()
+    for action in (*rollout.ENDPOINT_ACTIONS, *rollout.AUTOSCALING_ACTIONS, "iam:CreateServiceLinkedRole",
+                   "iam:SimulatePrincipalPolicy", "iam:GetRole", "iam:PassRole"):
+        service, name = action.split(":")
+        assert f"{service}:{name}" in docs or f"`{name}`" in docs, action
 
 
 def test_instance_type_change_deregisters_autoscaling_keeps_the_count_and_restores_it(aws, capsys):
@@ -384,7 +439,190 @@ def test_losing_track_of_the_update_says_what_is_left_to_do(aws, capsys):
     aws.refuse("sagemaker", "describe_endpoint", "AccessDeniedException", "not allowed", 403)
     assert run(aws, "--instance-type", "ml.g5.2xlarge") == 1
     out = capsys.readouterr().out
-    assert "lost track of the update" in out and "is not registered; once the endpoint is InService" in out
+    assert "lost track of the update" in out and "is not registered" in out and "Once the endpoint is InService" in out
+    assert_restore_commands(out)
+
+
+def assert_restore_commands(out: str) -> None:
+    """The printed commands are the exact requests loom rollout would send (checked by parsing them back)."""
+    lines = [line.strip() for line in out.splitlines() if line.strip().startswith("aws application-autoscaling")]
+    register, policy = (json.loads(shlex.split(line)[-1]) for line in lines)
+    assert register == {"ServiceNamespace": "sagemaker", "ResourceId": RESOURCE_ID, "MinCapacity": 1, "MaxCapacity": 4,
+                        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount", "Tags": {"project": "loom"}}
+    assert policy["PolicyName"] == "loom-endpoint-invocations-per-instance"
+    assert policy["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 60.0
+    assert f"aws sagemaker wait endpoint-in-service --region us-east-1 --endpoint-name {ENDPOINT}" in out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Permissions are checked before the variant is deregistered
+
+
+def test_a_missing_permission_stops_the_instance_type_change_before_anything_changes(aws, capsys):
+    read_current(aws, model=False)
+    alarms_ok(aws)
+    autoscaling_read(aws, check_permissions=False)
+    permissions(aws, denied=("sagemaker:UpdateEndpointWeightsAndCapacities",))
+    assert run(aws, "--instance-type", "ml.g5.2xlarge") == 2
+    assert not any(c[0].endswith("_write") for c in aws.calls)
+    err = capsys.readouterr().err
+    assert "sagemaker:UpdateEndpointWeightsAndCapacities (implicitDeny)" in err and OPERATOR_ROLE in err
+
+
+def test_a_refused_simulation_stops_the_change_unless_skipped(aws, capsys):
+    def refused_simulation() -> None:
+        read_current(aws, model=False)
+        alarms_ok(aws)
+        autoscaling_read(aws, check_permissions=False)
+        aws.expect("sts", "get_caller_identity", {"Account": ACCOUNT, "UserId": "AIDA", "Arn": f"arn:aws:iam::{ACCOUNT}:user/ops"})
+        aws.refuse("iam", "simulate_principal_policy", "AccessDenied", "not authorized to perform iam:SimulatePrincipalPolicy", 403)
+
+    refused_simulation()
+    assert run(aws, "--instance-type", "ml.g5.2xlarge") == 2
+    err = capsys.readouterr().err
+    assert "could not check the permissions" in err and "--skip-permission-check" in err
+    assert "sagemaker:UpdateEndpointWeightsAndCapacities" in err and "iam:CreateServiceLinkedRole" in err
+    assert not any(c[0].endswith("_write") for c in aws.calls)
+    # With the flag the check is skipped (said so) and the rollout is planned: a dry run here.
+    read_current(aws, model=False)
+    alarms_ok(aws)
+    autoscaling_read(aws, check_permissions=False)
+    assert run(aws, "--instance-type", "ml.g5.2xlarge", "--skip-permission-check", "--dry-run") == 0
+    assert "--skip-permission-check: the permissions to register autoscaling again are not checked" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM after the variant was deregistered
+
+
+def _raise_on(aws: Aws, client: str, operation: str, action) -> None:
+    """Run `action` (raise KeyboardInterrupt, or send this process SIGTERM) when `operation` is called: while
+    botocore takes the call's parameters, before the Stubber sees it (as a real call interrupted in flight)."""
+    def handler(**_: Any) -> None:
+        action()
+    getattr(aws.clients, client).meta.events.register(f"provide-client-params.*.{operation}", handler)
+
+
+def _sigterm() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)  # the handler rollout installed raises at the next bytecode
+
+
+def test_sigterm_during_deregistration_registers_autoscaling_again(aws, capsys):
+    read_current(aws, model=False)
+    alarms_ok(aws)
+    scaling = autoscaling_read(aws)
+    aws.expect("sagemaker_write", "create_endpoint_config", CREATED_CONFIG)
+    _raise_on(aws, "autoscaling_write", "DeregisterScalableTarget", _sigterm)
+    aws.expect("autoscaling_write", "register_scalable_target", REGISTERED,
+               {**scaling["where"], "MinCapacity": 1, "MaxCapacity": 4, "Tags": {"project": "loom"}})
+    aws.expect("autoscaling_write", "put_scaling_policy", POLICY_PUT)
+    previous = signal.getsignal(signal.SIGTERM)
+    assert run(aws, "--instance-type", "ml.g5.2xlarge") == 143
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is put back
+    out = capsys.readouterr().out
+    assert "terminated (SIGTERM) before UpdateEndpoint" in out and "registered again (1-4 instances, 1 policy(ies))" in out
+    assert ("sagemaker_write", "UpdateEndpoint") not in aws.calls
+
+
+def test_ctrl_c_during_update_endpoint_prints_the_exact_restore_commands(aws, capsys):
+    read_current(aws, model=False)
+    alarms_ok(aws)
+    autoscaling_read(aws)
+    aws.expect("sagemaker_write", "create_endpoint_config", CREATED_CONFIG)
+    aws.expect("autoscaling_write", "deregister_scalable_target", {})
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+    _raise_on(aws, "sagemaker_write", "UpdateEndpoint", ctrl_c)
+    # The update may have reached SageMaker: the endpoint still reads InService on the old configuration, so
+    # registering now could collide with an update that starts: the commands are printed instead.
+    aws.expect("sagemaker", "describe_endpoint", endpoint())
+    assert run(aws, "--instance-type", "ml.g5.2xlarge") == 130
+    out = capsys.readouterr().out
+    assert "interrupted: an update of loom-endpoint may be running" in out
+    assert not any(c == ("autoscaling_write", "RegisterScalableTarget") for c in aws.calls)
+    assert_restore_commands(out)
+
+
+def test_sigterm_while_waiting_prints_the_commands(aws, capsys):
+    read_current(aws, model=False)
+    alarms_ok(aws)
+    autoscaling_read(aws)
+    aws.expect("sagemaker_write", "create_endpoint_config", CREATED_CONFIG)
+    aws.expect("autoscaling_write", "deregister_scalable_target", {})
+    aws.expect("sagemaker_write", "update_endpoint", UPDATED)
+    sent = []
+
+    def terminate_once() -> None:  # once waiting (never while planning: no handler is installed then)
+        if not sent and ("sagemaker_write", "UpdateEndpoint") in aws.calls:
+            sent.append(1)
+            _sigterm()
+    _raise_on(aws, "sagemaker", "DescribeEndpoint", terminate_once)
+    # The first poll is interrupted; the describe after it shows the update running: no registration now.
+    aws.expect("sagemaker", "describe_endpoint", updating("Creating", "Launching 3 instances"))
+    assert run(aws, "--instance-type", "ml.g5.2xlarge") == 143
+    out = capsys.readouterr().out
+    assert "terminated (SIGTERM)" in out and "the update may still be running (Updating)" in out
+    assert not any(c == ("autoscaling_write", "RegisterScalableTarget") for c in aws.calls)
+    assert_restore_commands(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The deployment's time against MaximumExecutionTimeoutInSeconds
+
+
+def _config(kind: str, step: int | None, bake: int, timeout: int, termination: int = 300) -> dict[str, Any]:
+    size = {"Type": "INSTANCE_COUNT", "Value": step} if step else None
+    alarms = {"AutoRollbackConfiguration": {"Alarms": [{"AlarmName": "a"}]}}
+    if kind == "rolling":
+        return {**alarms, "RollingUpdatePolicy": {"MaximumBatchSize": size, "WaitIntervalInSeconds": bake,
+                                                  "MaximumExecutionTimeoutInSeconds": timeout}}
+    routing = {"Type": kind, "WaitIntervalInSeconds": bake}
+    if kind == "LINEAR":
+        routing["LinearStepSize"] = size
+    if kind == "CANARY":
+        routing["CanarySize"] = size
+    return {**alarms, "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": routing, "TerminationWaitInSeconds": termination,
+                                                "MaximumExecutionTimeoutInSeconds": timeout}}
+
+
+@pytest.mark.parametrize("kind,step,count,steps,starts,waits", [
+    ("ALL_AT_ONCE", None, 4, 1, 1, 600 + 300),         # one start, one bake, the termination wait
+    ("CANARY", 1, 4, 2, 1, 600 + 300),                 # the canary's bake, then the rest
+    ("LINEAR", 1, 4, 4, 1, 3 * 600 + 300),             # a wait between each of 4 steps
+    ("LINEAR", 2, 5, 3, 1, 2 * 600 + 300),             # ceil(5 / 2) steps
+    ("rolling", 1, 4, 4, 4, 4 * 600),                  # every batch starts and bakes
+    ("rolling", 2, 5, 3, 3, 3 * 600),
+])
+def test_the_deployment_time_counts_every_step(kind, step, count, steps, starts, waits):
+    time_needed = rollout.deployment_time(_config(kind, step, 600, 28800), count, startup_s=900)
+    assert (time_needed.steps, time_needed.starts, time_needed.waits_s) == (steps, starts, waits)
+    assert time_needed.estimate_s == waits + starts * 900
+
+
+def test_a_rolling_deployment_that_cannot_fit_its_timeout_is_refused_and_one_that_may_not_warns():
+    # 4 batches x 600 s bake = 2400 s of waits alone: a 2000 s timeout can never be met.
+    with pytest.raises(rollout.RolloutError, match=r"\(2000\) does not exceed its waits \(2400 s\)"):
+        rollout.deployment_config(_config("rolling", 1, 600, 2000), strategy=None, step=None, bake_seconds=None,
+                                  alarms=None, instance_count=4)
+    # The waits fit 7200 s, but with 4 start-ups of up to 2700 s (download 1200 + health check 1500) they do not.
+    warnings = rollout.check_deployment_time(_config("rolling", 1, 600, 7200), 4, 2700)
+    assert len(warnings) == 1 and "about 13200 s" in warnings[0] and "4 fleet start-up(s)" in warnings[0]
+    # All at once: one start-up: 2700 + 600 + 300 = 3600 <= 7200: no warning.
+    assert rollout.check_deployment_time(_config("ALL_AT_ONCE", None, 600, 7200), 4, 2700) == []
+    # Waits past SageMaker's own maximum (28800 s) cannot be fixed by a timeout.
+    with pytest.raises(rollout.RolloutError, match="beyond the 28800 s"):
+        rollout.check_deployment_time(_config("LINEAR", 1, 3600, 28800), 10, 0)
+
+
+def test_the_estimate_is_printed_before_the_rollout(aws, capsys):
+    read_current(aws)
+    alarms_ok(aws)
+    assert run(aws, "--image", f"{REPO}:4567def", "--strategy", "rolling", "--step", "1", "--bake-seconds", "600",
+               "--dry-run") == 0
+    out = capsys.readouterr().out
+    # 3 batches x (up to 1200 + 1500 s start-up + 600 s bake) = 9900 s > 7200 s.
+    assert "may outlast its MaximumExecutionTimeoutInSeconds (7200 s)" in out and "about 9900 s" in out
 
 
 def test_scheduled_actions_stop_an_instance_type_change(aws, capsys):
@@ -427,8 +665,8 @@ def test_canary_keeps_bake_time_and_alarms(aws):
     ("canary", None, 4, False),
 ])
 def test_step_sizes_follow_the_api_bounds(strategy, step, count, ok):
-    def build():
-        return rollout.deployment_config(TERRAFORM_DEPLOYMENT, strategy=strategy, step=step, bake_seconds=None,
+    def build():  # a short bake: the timeout (7200 s) must not be what refuses here
+        return rollout.deployment_config(TERRAFORM_DEPLOYMENT, strategy=strategy, step=step, bake_seconds=60,
                                          alarms=None, instance_count=count)
     if ok:
         assert build()["AutoRollbackConfiguration"] == TERRAFORM_DEPLOYMENT["AutoRollbackConfiguration"]

@@ -110,3 +110,40 @@ def test_nan_loss_stops_the_run(small_task, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 1: stopping without saving"):
         _run(small_task, tmp_path, poison=True)
     assert latest_checkpoint(tmp_path) is None
+
+
+class _Planted:
+    """A pickle payload: unpickling it with a full unpickler runs code (here: it writes a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def test_a_trainer_state_with_a_pickle_payload_is_refused_and_never_run(tmp_path):
+    # torch.load(weights_only=False) runs whatever a planted trainer_state.pt names (torch.load's warning;
+    # weights_only=True is PyTorch's default since 2.6). Checkpoints come back from S3, so Loom never unpickles
+    # more than tensors and plain values.
+    from training.finetune import TRAINER_STATE, read_trainer_state
+
+    plain = {"step": 3, "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}, "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999)}]},
+             "scheduler": {"last_epoch": 3, "_last_lr": [0.1]}, "loss_history": [{"step": 1, "loss": 0.5, "learning_rate": 0.1}],
+             "rng": {"torch": torch.get_rng_state(), "python": __import__("random").getstate(), "cuda": None}}
+    good = tmp_path / "good"
+    good.mkdir()
+    torch.save(plain, good / TRAINER_STATE)
+    state = read_trainer_state(good)
+    assert state["step"] == 3 and torch.equal(state["rng"]["torch"], plain["rng"]["torch"])
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    marker = tmp_path / "ran.txt"
+    torch.save({"step": 3, "loss_history": [_Planted(marker)]}, bad / TRAINER_STATE)
+    with pytest.raises(ValueError, match="refusing to unpickle it"):
+        read_trainer_state(bad)
+    assert not marker.exists()
+    # The same file through a full unpickler does run the payload: the test's payload is real.
+    torch.load(bad / TRAINER_STATE, weights_only=False)
+    assert marker.read_text() == "ran"

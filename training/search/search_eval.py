@@ -6,7 +6,7 @@
 - photo R-precision: a catalog photo cropped, resized and re-encoded as JPEG (a shopper's photo);
   relevant = products with the same three values.
 
-    python -m training.search.search_eval --model CLIP_DIR [--index INDEX_DIR] --catalog DIR
+    loom search-eval --model CLIP_DIR [--index INDEX_DIR] --catalog DIR
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def evaluate(embedder: ClipEmbedder, index: SearchIndex, catalog: Path, photos: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.search.search_eval", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="loom search-eval", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--index", type=Path, help="bundle folder (default MODEL/index)")
     parser.add_argument("--catalog", required=True, type=Path)

@@ -12,6 +12,14 @@ is Stable Diffusion 3.5 Large, whose request takes `mode: "image-to-image"`, `im
 (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-3-5-large.html).
 `loom preflight` checks the configured model's lifecycle status before deployment.
 
+Input bounds. Stability's image-to-image request takes an image whose every side is at least 64 pixels
+(Stability API reference, Stable Diffusion 3/3.5 generate, `image`: "Supported dimensions: Every side must
+be at least 64 pixels"), and Stability's image inputs are held to at most 9,437,184 pixels in all and an
+aspect ratio between 1:2.5 and 2.5:1 (the validation rules of its image services). The Lambda has no
+Pillow and no pure-Python resizer would fit API Gateway's 30 s with a photo of several megapixels, so a
+photo outside these bounds is refused with a 400 that names them (resize it, keeping its aspect), before
+any paid call; the model itself answers at about 1 megapixel with the photo's aspect ratio.
+
 Size. A synchronous Lambda response is at most 6 MB
 (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html): an image whose base64 form
 would not fit with room for the JSON is written to the project bucket and answered with a presigned URL.
@@ -32,6 +40,13 @@ from loom.base64_image import decode_base64_image
 from loom.errors import StatusError
 
 DEFAULT_RESTYLE_MODEL_ID = "stability.sd3-5-large-v1:0"
+# The Bedrock models whose documented request takes the body `model_request` sends (prompt, mode
+# "image-to-image", image, strength, seed, output_format): Stable Diffusion 3.5 Large and Stable Diffusion 3
+# Large. Stability's other image-in/image-out models on Bedrock (Stable Image editing and control services:
+# style transfer, inpaint, outpaint, search-and-replace, sketch, structure, upscale...) take other bodies.
+#   https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-3-5-large.html
+#   https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-3-text-image.html
+IMAGE_TO_IMAGE_MODELS = frozenset({DEFAULT_RESTYLE_MODEL_ID, "stability.sd3-large-v1:0"})
 DEFAULT_RESTYLE_REGION = "us-west-2"  # Terraform restyle_region's default; `loom preflight` checks the model there
 RESTYLE_KEY_PREFIX = "restyle/"  # where large results go (Terraform grants this prefix only)
 MAX_STYLE_CHARS = 300
@@ -43,6 +58,10 @@ MAX_INLINE_BASE64_CHARS = 5_500_000
 URL_EXPIRY_S = 900
 OUTPUT_FORMAT = "jpeg"
 REQUEST_KEYS = {"image", "style", "strength", "seed", "product_type"}
+# The image bounds of the image-to-image request (module docstring).
+MIN_IMAGE_SIDE = 64
+MAX_IMAGE_PIXELS = 9_437_184
+MAX_ASPECT_RATIO = 2.5
 
 # finish_reasons of a Stability response on Bedrock (same page): each becomes an answer the client can act on.
 _FILTERED = {
@@ -116,8 +135,19 @@ def parse_restyle_request(body: str | None, is_base64: bool, content_type: str |
     product_type = fields.get("product_type")
     if product_type is not None and (not isinstance(product_type, str) or not product_type.strip()):
         raise RestyleError(400, "\"product_type\" must be a non-empty text such as \"shirt\"")
+    check_image_bounds(info.width, info.height)
     return RestyleRequest(image, info.format, " ".join(style.split()), float(strength), seed,
                           " ".join(product_type.split()) if product_type else None)
+
+
+def check_image_bounds(width: int, height: int) -> None:
+    """400 for a photo the image model's request does not take (module docstring: sides, pixels, aspect)."""
+    bounds = (f"the image model takes photos with every side at least {MIN_IMAGE_SIDE} pixels, at most "
+              f"{MAX_IMAGE_PIXELS:,} pixels in all and an aspect ratio between 1:{MAX_ASPECT_RATIO:g} and "
+              f"{MAX_ASPECT_RATIO:g}:1; resize it keeping its aspect (about 1 megapixel is what the model draws)")
+    if min(width, height) < MIN_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS or \
+            max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise RestyleError(400, f"the photo is {width}x{height}: {bounds}")
 
 
 def _b64decode(text: str, what: str) -> bytes:
@@ -222,13 +252,24 @@ def image_client(region: str | None = None) -> Any:
     return _IMAGE_CLIENT[region]
 
 
-def storage_client() -> Any:
-    """An S3 client for the presigned URL (SigV4: the bucket's objects are KMS-encrypted)."""
+def storage_client(region: str | None = None) -> Any:
+    """An S3 client for the presigned URL (SigV4: the bucket's objects are KMS-encrypted), signing for the
+    bucket's Regional endpoint (<bucket>.s3.<region>.amazonaws.com). Without this botocore signs URLs for
+    the global endpoint (<bucket>.s3.amazonaws.com), which redirects, and then fails the signature, for
+    buckets in Regions launched after March 20, 2019 and for new buckets until DNS catches up
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html, "Legacy global endpoint";
+    https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingRouting.html#Redirects). The bucket is the
+    project bucket, in the Lambda's own Region (AWS_REGION) unless `region` says otherwise."""
+    import os
+
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", config=Config(signature_version="s3v4", connect_timeout=1.0, read_timeout=5.0,
-                                            retries={"mode": "standard", "total_max_attempts": 3}))
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return boto3.client("s3", region_name=region, config=Config(
+        signature_version="s3v4", connect_timeout=1.0, read_timeout=5.0,
+        retries={"mode": "standard", "total_max_attempts": 3},
+        s3={"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"}))
 
 
 @dataclass(frozen=True)
