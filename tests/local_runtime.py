@@ -60,7 +60,7 @@ def _text(value) -> str:
 
 
 class _Raw:
-    """The raw-response object AWSResponse reads (`stream()` and `read()`)."""
+    """The raw-response object AWSResponse and botocore's StreamingBody read (`stream()`, `read()`, `close()`)."""
 
     def __init__(self, data: bytes):
         self._data = data
@@ -71,3 +71,6 @@ class _Raw:
     def read(self, *_args, **_kwargs) -> bytes:
         data, self._data = self._data, b""
         return data
+
+    def close(self) -> None:  # StreamingBody.close() (the SDK's JSONDeserializer closes the stream)
+        self._data = b""
