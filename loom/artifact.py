@@ -225,6 +225,14 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def calibration_metrics(calibration: Mapping[str, Any]) -> dict[str, Any]:
+    """The "calibration" section of an artifact's metrics: threshold, precision, coverage and examples per
+    attribute, from loom.calibration's dict."""
+    return {"target_precision": calibration["target_precision"], "attributes": {
+        name: {k: a[k] for k in ("threshold", "precision", "coverage", "examples")}
+        for name, a in calibration["attributes"].items()}}
+
+
 def write_calibration(model_dir: str | Path, calibration: Mapping[str, Any],
                       records: Iterable[tuple[str, bool, float | None]]) -> Path:
     """Store thresholds (loom.calibration's dict) in the manifest, and the records they were fitted on.
@@ -235,10 +243,7 @@ def write_calibration(model_dir: str | Path, calibration: Mapping[str, Any],
     manifest = read_json(paths.manifest, missing=f"{model_dir} has no {MANIFEST_FILE}: write the manifest first")
     manifest["calibration"] = dict(calibration)
     write_json(paths.manifest, manifest)
-    record_metrics(model_dir, "calibration", {
-        "target_precision": calibration["target_precision"], "attributes": {
-            name: {k: a[k] for k in ("threshold", "precision", "coverage", "examples")}
-            for name, a in calibration["attributes"].items()}})
+    record_metrics(model_dir, "calibration", calibration_metrics(calibration))
     paths.evaluation.mkdir(parents=True, exist_ok=True)
     with paths.calibration_records.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
