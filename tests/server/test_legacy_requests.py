@@ -46,6 +46,9 @@ class Predictor:
         answers = [Answer(f"{self.schema.attributes[n].label}: Plain", [1], 0.9) for n in names]
         return interpret_answers(self.schema, names, answers)
 
+    def answer_attributes_many(self, items, **params):  # the server's batched call: (image, names, facts) items
+        return [self.answer_attributes(image, names, facts, **params) for image, names, facts in items]
+
     def answer_prompt(self, image, prompt, **params):
         self.calls.append(("prompt", prompt))
         return Answer(self.prompt_answer, [1], 0.8)
