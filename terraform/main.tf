@@ -131,7 +131,6 @@ module "api" {
   bedrock_marketplace_product_ids = var.bedrock_marketplace_product_ids
   disable_execute_api_endpoint    = var.api_disable_execute_api_endpoint
   alarm_actions                   = var.alarm_actions
-  min_confidence                  = var.min_confidence
   log_level                       = var.log_level
   lambda_zip_path                 = var.lambda_zip_path
   lambda_runtime                  = var.lambda_runtime

@@ -74,7 +74,7 @@ ENDPOINT_ANSWER = {
     "confidence": {"baseColour": 0.95, "Sleeve Length": 0.9, "Pattern": 0.3},
     "raw": {}, "unknown_values": [], "model": {"name": "loom-blip2-lora"},
 }  # fmt: skip
-FULL = "A red shirt with long-sleeved comfort."
+FULL = "A red striped shirt with long-sleeved comfort."
 
 
 def endpoint_reply(data=ENDPOINT_ANSWER):
@@ -94,7 +94,6 @@ def aws(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("ENDPOINT_NAME", "loom-endpoint")
     monkeypatch.setenv("DESCRIPTION_BACKEND", "bedrock")
-    monkeypatch.setenv("MIN_CONFIDENCE", "0.5")
     creds = dict(region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
     sm, br = aws_clients.new_client("sagemaker-runtime", **creds), aws_clients.new_client("bedrock-runtime", **creds)
     stubs = SimpleNamespace(sagemaker=Stubber(sm), bedrock=Stubber(br))
@@ -187,9 +186,11 @@ def test_describe_json_body_success(aws, log_lines):
         "EndpointName": "loom-endpoint", "ContentType": "application/json", "Accept": "application/json",
         "Body": json.dumps({"image": base64.b64encode(image).decode(), "attributes": ["baseColour", "Sleeve Length", "Pattern"]}).encode(),
     })  # fmt: skip
+    # One gate (loom/calibration.py): every value the endpoint stated reaches the writer, whatever its
+    # confidence (Pattern's 0.3 passed its calibrated threshold, or the endpoint would have withheld it).
     aws.bedrock.add_response("converse", converse_reply(FULL), {
         "modelId": DEFAULT_MODEL_ID, "system": ANY, "inferenceConfig": {"maxTokens": 400, "temperature": 0.1},
-        "messages": [{"role": "user", "content": [{"text": "Colour: Red\nSleeve Length: Long Sleeves"}]}],
+        "messages": [{"role": "user", "content": [{"text": "Colour: Red\nSleeve Length: Long Sleeves\nPattern: Striped"}]}],
     })  # fmt: skip
     code, body = call(json_event(image, attributes=["baseColour", "Sleeve Length", "Pattern"]))
     assert code == 200
@@ -197,7 +198,8 @@ def test_describe_json_body_success(aws, log_lines):
     assert body["confidence"] == ENDPOINT_ANSWER["confidence"]
     assert body["description"] == FULL
     assert body["model"] == {"vlm": "loom-blip2-lora", "llm": DEFAULT_MODEL_ID}
-    assert body["coverage"]["complete"] and body["coverage"]["omitted_low_confidence"] == ["Pattern"]
+    assert body["coverage"]["complete"] and body["coverage"]["checked"] == list(ENDPOINT_ANSWER["attributes"])
+    assert "omitted_low_confidence" not in body["coverage"]
     lines = log_lines()
     assert base64.b64encode(image).decode()[:40] not in json.dumps(lines)  # no image bytes in the logs
     (line,) = [x for x in lines if x["message"] == "request answered"]
@@ -208,7 +210,7 @@ def test_describe_json_body_success(aws, log_lines):
 
 def test_raw_jpeg_body_base64_encoded_by_api_gateway(aws):
     aws.sagemaker.add_response("invoke_endpoint", endpoint_reply())
-    aws.bedrock.add_response("converse", converse_reply("Uma camisa Red com Long Sleeves."))
+    aws.bedrock.add_response("converse", converse_reply("Uma camisa Red com Long Sleeves e padrão Striped."))
     evt = event(body=base64.b64encode(jpeg()).decode(), content_type="image/jpeg", b64=True,
                 query={"language": "pt", "attributes": "baseColour,Sleeve Length"})  # fmt: skip
     code, body = call(evt)
@@ -281,7 +283,6 @@ def test_local_mode_against_a_real_http_server(monkeypatch):
         monkeypatch.delenv("ENDPOINT_NAME", raising=False)
         monkeypatch.setenv("ENDPOINT_URL", server.url)
         monkeypatch.setenv("DESCRIPTION_BACKEND", "offline")
-        monkeypatch.setenv("MIN_CONFIDENCE", "0")
         code, body = call(json_event(png(), product_type="shirt"))
     finally:
         server.close()

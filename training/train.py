@@ -252,7 +252,8 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
         # Thresholds from the served answers just measured (one generation path): each value confidence
         # against whether the value was right; unparsed or unknown values are never stated.
         records = calibrate.records_from_predictions(answers, schema)
-        calibration = calibrate.calibrate_artifact(paths.model, records, config.target_precision)
+        calibration = calibrate.calibrate_artifact(paths.model, records, config.target_precision,
+                                                 config.calibration_confidence)
         metrics = read_metrics(paths.model)
         log(calibrate.format_calibration(calibration))
     verdict = metrics["quality_gate"]

@@ -39,7 +39,6 @@ from loom.image_header import ImageError, ImageInfo, inspect_image
 MAX_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_BODY_CHARS = (MAX_IMAGE_BYTES + 2) // 3 * 4 + 64 * 1024  # the base64 image plus room for JSON fields
 IMAGE_TYPES = ("image/jpeg", "image/png")
-DEFAULT_MIN_CONFIDENCE = 0.5
 
 
 class ApiError(StatusError):
@@ -54,7 +53,6 @@ class Settings:
     endpoint_url: str | None
     description_backend: str
     bedrock_model_id: str
-    min_confidence: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -66,18 +64,11 @@ class Settings:
         backend = env.get("DESCRIPTION_BACKEND", "bedrock").strip().lower()
         if backend not in ("bedrock", "offline"):
             raise ApiError(500, f"server misconfigured: DESCRIPTION_BACKEND={backend!r}, expected bedrock or offline")
-        try:
-            min_confidence = float(env.get("MIN_CONFIDENCE", DEFAULT_MIN_CONFIDENCE))
-        except ValueError:
-            raise ApiError(500, "server misconfigured: MIN_CONFIDENCE must be a number in [0, 1]") from None
-        if not 0.0 <= min_confidence <= 1.0:
-            raise ApiError(500, "server misconfigured: MIN_CONFIDENCE must be a number in [0, 1]")
         return cls(
             endpoint_name=name,
             endpoint_url=url,
             description_backend=backend,
             bedrock_model_id=env.get("BEDROCK_MODEL_ID", "").strip() or DEFAULT_MODEL_ID,
-            min_confidence=min_confidence,
         )
 
     def endpoint(self, read_timeout: float | None = None) -> AttributeEndpoint:
@@ -246,13 +237,11 @@ def answer(
     if not describe:
         return body, log
     writer = writer or settings.writer()
-    # Only stated values reach the writer: the model's above threshold and the merchant's (whose wording is
-    # the merchant's own; the model's confidence says nothing about it).
-    model_confidence = {n: c for n, c in prediction.confidence.items() if prediction.sources.get(n) != "merchant"}
+    # Exactly what the endpoint stated reaches the writer: the model's values that passed their calibrated
+    # thresholds and the merchant's facts. Calibration is the one gate; there is no second confidence floor.
     result = write_description(
-        writer, prediction.attributes, model_confidence,
+        writer, prediction.attributes,
         product_type=request.product_type, language=request.language,
-        min_confidence=settings.min_confidence,
         deadline=started + aws_clients.REQUEST_BUDGET_S, clock=clock,
     )  # fmt: skip
     body["description"] = result.text

@@ -221,7 +221,6 @@ run "api_defaults" {
       ENDPOINT_NAME           = "loom-endpoint"
       BEDROCK_MODEL_ID        = "us.anthropic.claude-sonnet-4-6"
       DESCRIPTION_BACKEND     = "bedrock"
-      MIN_CONFIDENCE          = "0.5"
       POWERTOOLS_SERVICE_NAME = "loom-api"
       LOG_LEVEL               = "INFO"
     })
