@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.loom-installed
 TORCH_VERSION := 2.13.0
 CHECKOV_VENV := .cache/checkov-venv
+OPS_VENV := .venv-ops
+OPS_STAMP := $(OPS_VENV)/.loom-installed
 # Extra pip arguments for the torch install, e.g. the CPU-only index on a CI runner (see .github/workflows/ci.yml).
 TORCH_PIP_ARGS ?=
 
@@ -66,11 +68,12 @@ search-demo: venv
 loadtest: venv
 	$(BIN)/python scripts/loadtest.py
 
-lambda-zip: venv
-	$(BIN)/python scripts/package_lambda.py --out build/lambda.zip
+# Plain Python: the zip needs only the standard library and pip (Powertools is installed into it).
+lambda-zip:
+	$(PYTHON) scripts/package_lambda.py --out build/lambda.zip
 
 lint: venv checkov-venv
-	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(BIN)/python -m pytest tests/test_static_checks.py tests/test_terraform.py
+	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(BIN)/python -m pytest tests/infra/test_static_checks.py tests/infra/test_terraform.py
 
 clean:
 	rm -rf build runs .pytest_cache
@@ -102,7 +105,7 @@ PREFLIGHT_FLAGS ?=
 TF_COMMON_VARS = -var name_prefix=$(NAME_PREFIX) $(if $(AWS_REGION),-var region=$(AWS_REGION)) $(if $(GITHUB_REPOSITORY),-var github_repository=$(GITHUB_REPOSITORY)) $(TF_VARS)
 TF_SERVING_VARS = -var model_data_url=$(MODEL_DATA_URL) -var inference_image_tag=$(IMAGE_TAG) -var lambda_zip_path=$(abspath build/lambda.zip)
 
-.PHONY: tf-help tf-init tf-foundation images preflight tf-serving tf-outputs tf-destroy
+.PHONY: tf-help tf-init tf-foundation images preflight tf-serving tf-serving-vars tf-outputs tf-destroy
 
 tf-help:
 	@sed -n '/^# Deployment to AWS/,/^# ----/p' Makefile | sed 's/^# \{0,1\}//'
@@ -124,14 +127,23 @@ images:
 
 # Before phase 2, as an administrator: the description model is ACTIVE, this account may use it
 # (the first invocation also starts its Marketplace subscription), and the quotas fit.
-preflight: $(STAMP)
-	$(BIN)/python -m loom.cli preflight $(if $(AWS_REGION),--region $(AWS_REGION)) $(if $(BEDROCK_MODEL_ID),--model-id $(BEDROCK_MODEL_ID)) $(PREFLIGHT_FLAGS)
+preflight: $(OPS_STAMP)
+	$(OPS_VENV)/bin/loom preflight $(if $(AWS_REGION),--region $(AWS_REGION)) $(if $(BEDROCK_MODEL_ID),--model-id $(BEDROCK_MODEL_ID)) $(PREFLIGHT_FLAGS)
+
+# The operator's commands without the ML stack (`.[ops]`: boto3, tqdm): seconds to install, no torch.
+$(OPS_STAMP): pyproject.toml
+	@test -x $(OPS_VENV)/bin/python || $(PYTHON) -m venv $(OPS_VENV)
+	$(OPS_VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[ops]'
+	@touch $(OPS_STAMP)
 
 # Phase 2 (and every later change): needs the trained artifact and a pushed inference image.
-tf-serving: tf-init lambda-zip
+# The variables are checked before anything is initialised or built.
+tf-serving: tf-serving-vars tf-init lambda-zip
+	$(TERRAFORM) -chdir=$(TF_DIR) apply -input=false $(TF_APPLY_FLAGS) $(TF_COMMON_VARS) $(TF_SERVING_VARS)
+
+tf-serving-vars:
 	@test -n "$(MODEL_DATA_URL)" || { echo "tf-serving: set MODEL_DATA_URL=s3://<bucket>/models/<job>/output/model.tar.gz"; exit 2; }
 	@test -n "$(IMAGE_TAG)" || { echo "tf-serving: set IMAGE_TAG=<tag of the pushed inference image>"; exit 2; }
-	$(TERRAFORM) -chdir=$(TF_DIR) apply -input=false $(TF_APPLY_FLAGS) $(TF_COMMON_VARS) $(TF_SERVING_VARS)
 
 tf-outputs:
 	$(TERRAFORM) -chdir=$(TF_DIR) output

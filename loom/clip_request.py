@@ -1,6 +1,6 @@
 """The request rules of the CLIP tasks `tags` and `interrogate` (standard library only): the one copy, used by
-the API Lambda (inference/api/clip_tasks.py), which checks a request before any endpoint is called, and by the
-CLIP endpoint (inference/server/clip_app.py). Every violation is a `StatusError(400, ...)`.
+the API Lambda (inference/api/visual/tags.py), which checks a request before any endpoint is called, and by the
+CLIP endpoint (inference/server/clip_invocations.py). Every violation is a `StatusError(400, ...)`.
 
     {"task": "tags", "image": "<base64>", "attributes"?: [...], "labels"?: {"Pattern": ["Striped", ...]},
      "min_probability"?: (0, 1]}

@@ -14,3 +14,16 @@ class StatusError(Exception):
     def body(self) -> dict[str, str]:
         """The JSON error body every Loom HTTP answer uses."""
         return {"error": self.message}
+
+
+def command_error(message: str, status: int = 2) -> int:
+    """Print one line `<program>: error: <message>` on stderr and return `status` (2: the user's input).
+
+    The program is what the user typed: `loom <command>` through the front door (operations/cli.py sets
+    sys.argv[0] so), else the script's name (`train` in the training image)."""
+    import os
+    import sys
+
+    program = sys.argv[0] if sys.argv and sys.argv[0].startswith("loom ") else os.path.basename(sys.argv[0] or "loom")
+    print(f"{program}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return status

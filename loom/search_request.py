@@ -1,5 +1,5 @@
-"""The search request rules, one copy for the endpoint (inference/server/clip_app.py) and the API Lambda
-(inference/api/search.py): standard library only. Every violation is a `StatusError(400, ...)`."""
+"""The search request rules, one copy for the endpoint (inference/server/clip_invocations.py) and the API Lambda
+(inference/api/visual/search.py): standard library only. Every violation is a `StatusError(400, ...)`."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ from transformers import (  # noqa: E402
 )
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil  # noqa: E402
 
-from inference.server.predictor import Predictor  # noqa: E402
+from runtime.predictor import Predictor  # noqa: E402
 from loom.schema import DEFAULT_ATTRIBUTES, AttributeSchema  # noqa: E402
 from training import tiny_base  # noqa: E402
 

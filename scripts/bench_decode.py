@@ -1,5 +1,5 @@
 """Decode benchmark: a large product JPEG decoded in full against decoded with the JPEG draft
-(`inference.server.images.decode_image(..., draft_side=...)`), each followed by BLIP-2's image processor,
+(`runtime.images.decode_image(..., draft_side=...)`), each followed by BLIP-2's image processor,
 side by side in one process, alternating, on one thread.
 
     python scripts/bench_decode.py [--size 1800x2400] [--input-side 224] [--repeats 20] [--grain]
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil  # noqa: E402
 
-from inference.server.images import decode_image, draft_side_for  # noqa: E402
+from runtime.images import decode_image, draft_side_for  # noqa: E402
 from training.synthetic import draw_shirt  # noqa: E402
 
 

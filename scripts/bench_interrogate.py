@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from inference.server.clip_app import ClipService
-from inference.server.zero_shot import MODES
+from runtime.clip_service import ClipService
+from runtime.zero_shot import MODES
 from training.catalog import read_catalog
-from training.search_eval import shopper_photo
+from training.search.search_eval import shopper_photo
 
 
 def measure(service: ClipService, photos: list[Image.Image], max_terms: int = 6) -> dict[str, dict[str, float]]:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             write_catalog(catalog, products=400, seed=5)
         model = args.model
         if model is None:
-            from training.clip_model import build_tiny_clip
+            from training.search.clip_model import build_tiny_clip
 
             model = Path(tmp) / "clip"
             print("building the tiny CLIP (a stand-in) ...", flush=True)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from inference.server.search_index import ProductRow, SearchIndex, index_manifest
+from runtime.search_index import ProductRow, SearchIndex, index_manifest
 
 COLOURS = ("Green", "Red", "Blue", "Black", "Yellow", "Pink", "Purple", "Orange")
 

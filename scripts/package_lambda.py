@@ -20,8 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 POWERTOOLS = "aws-lambda-powertools==3.37.0"
 # The Lambda's own package and the contract it shares; nothing else of the repository enters the zip.
 PACKAGES = ("inference/api", "loom")
-# Operator commands: they import training code; the Lambda never runs them.
-EXCLUDE = {"loom/cli.py", "loom/demo.py", "loom/search_demo.py"}
 FORBIDDEN = ("torch", "transformers", "PIL", "flask", "boto3", "botocore")
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)  # the same inputs give the same zip, byte for byte
 
@@ -41,8 +39,7 @@ def package_files() -> list[Path]:
     files = [ROOT / "inference" / "__init__.py"]
     for package in PACKAGES:
         files += sorted(p for p in (ROOT / package).rglob("*")
-                        if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts
-                        and p.relative_to(ROOT).as_posix() not in EXCLUDE)
+                        if p.is_file() and p.suffix in (".py", ".json") and "__pycache__" not in p.parts)
     return files
 
 

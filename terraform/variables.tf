@@ -441,9 +441,9 @@ variable "lambda_reserved_concurrency" {
 }
 
 variable "bedrock_model_id" {
-  description = "Bedrock model that writes descriptions: a cross-Region inference profile id (default us.anthropic.claude-sonnet-4-6; eu./apac./jp./au./ca./global. in other geographies), its ARN, or a bare foundation model id for models that allow on-demand invocation. The Lambda may invoke only this model."
+  description = "Bedrock model that writes descriptions: a cross-Region inference profile id (default us.anthropic.claude-sonnet-5-5, Claude Sonnet 5.5, whose profiles are us. and global.; fallback us./eu./apac./jp./au./global.anthropic.claude-sonnet-4-6), its ARN, or a bare foundation model id for models that allow on-demand invocation. The Lambda may invoke only this model."
   type        = string
-  default     = "us.anthropic.claude-sonnet-4-6"
+  default     = "us.anthropic.claude-sonnet-5-5"
   nullable    = false
 
   validation {

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 
-pytest_plugins = ["fixtures_training", "fixtures_search"]
+pytest_plugins = ["fixtures_training", "fixtures_search", "fixtures_api", "report_fixtures", "fixtures_terraform"]
 
 
 @pytest.fixture

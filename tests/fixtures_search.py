@@ -28,8 +28,8 @@ class SearchBuild:
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> SearchBuild:
     from loom.artifact import index_dir_of
-    from training.clip_model import build_tiny_clip
-    from training.index_build import build
+    from training.search.clip_model import build_tiny_clip
+    from training.search.index_build import build
     from training.synthetic import write_catalog
 
     root = tmp_path_factory.mktemp("search")

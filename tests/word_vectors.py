@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from inference.server.zero_shot import normalise
+from runtime.zero_shot import normalise
 
 
 class WordSpace:

@@ -1,6 +1,6 @@
 """VQA examples (`id,Question,Answer` CSV rows + `<id>.jpg` images) as model inputs.
 
-Images are decoded by the inference server's own decoder (`inference.server.images.decode_image`: EXIF
+Images are decoded by the inference server's own decoder (`runtime.images.decode_image`: EXIF
 rotation, alpha on white, 16-bit rescaled, every mode to RGB), so training and serving see the same pixels:
 a large JPEG is decoded DCT-scaled to twice the processor's input side, as the server does
 (`draft_side_for`), and the processor does the final resize; nothing is pre-resized on disk.
@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import torch
 from PIL import Image
 
-from inference.server.images import ImageError, decode_image, draft_side_for
+from runtime.images import ImageError, decode_image, draft_side_for
 from loom.schema import AttributeSchema
 from training.prepare import VQA_COLUMNS
 

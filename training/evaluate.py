@@ -1,7 +1,7 @@
 """Evaluation on the validation split through the serving predictor: one generation path for both.
 
 Every model that is scored (the untouched base, the LoRA-wrapped model, the saved artifact) answers
-through `inference.server.predictor.Predictor`: each product photo decoded as the server decodes it,
+through `runtime.predictor.Predictor`: each product photo decoded as the server decodes it,
 encoded once, its questions decoded in one batched generation, answers parsed as the server parses them.
 The saved artifact is reloaded with `Predictor.load`, the loader, device and dtype `serve` uses.
 
@@ -27,7 +27,7 @@ from training.data import VqaExample, read_image, values_by_product
 
 PREDICTION_COLUMNS = ("id", "attribute", "expected", "predicted", "baseline", "correct", "baseline_correct",
                       "confidence")
-SERVED_PATH = "inference.server.predictor.Predictor.load + generate_many"
+SERVED_PATH = "runtime.predictor.Predictor.load + generate_many"
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def _record(found: dict, schema: AttributeSchema, chunk: list[str], asked: dict[
             answers) -> None:
     """Each answer's parsed value (as the server parses it, whether or not it would be stated), raw text and
     value confidence, by (product, attribute): evaluation and calibration score every answer."""
-    from inference.server.predictor import model_answers
+    from runtime.predictor import model_answers
 
     for pid, product_answers in zip(chunk, answers, strict=True):
         parsed = model_answers(schema, list(asked[pid]), product_answers)
@@ -119,7 +119,7 @@ def _record(found: dict, schema: AttributeSchema, chunk: list[str], asked: dict[
 
 def in_memory_predictor(model, processor, schema: AttributeSchema):
     """A Predictor around a model in memory (the base, or the LoRA-wrapped model) for `predict`."""
-    from inference.server.predictor import Predictor
+    from runtime.predictor import Predictor
 
     return Predictor(model, processor, schema)
 
@@ -128,7 +128,7 @@ def served_predictions(model_dir: str | Path, examples: Sequence[VqaExample], im
                        device=None, batch_size: int = 32, max_new_tokens: int = 16,
                        progress: bool = False) -> tuple[list[Prediction], dict[str, str]]:
     """The saved artifact reloaded exactly as `serve` loads it, and its answers; (predictions, how measured)."""
-    from inference.server.predictor import Predictor
+    from runtime.predictor import Predictor
 
     predictor = Predictor.load(model_dir, device=device)
     try:

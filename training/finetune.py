@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from runtime.devices import pick_device, pick_dtype
 from training.config import TrainingConfig
 from training.data import PixelCache, VqaExample, micro_batches, training_batch
 from training.features import ImageFeatures, loss_with_features
@@ -40,27 +41,20 @@ class TrainingDiverged(FloatingPointError):
 
 def resolve_device(config: TrainingConfig) -> tuple[torch.device, torch.dtype]:
     """cuda when available (bf16 where supported), else cpu in fp32; config.device/precision override."""
-    name = config.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available")
+    device = pick_device(config.device)
     if config.precision == "fp32" or device.type == "cpu":
         if config.precision == "bf16" and device.type == "cpu":
             print("note: precision bf16 is ignored on cpu; training in fp32", flush=True)
         return device, torch.float32
-    if config.precision == "bf16" or torch.cuda.is_bf16_supported():
-        return device, torch.bfloat16
-    # No bf16 on this GPU: fp32, not fp16 (Flan-T5 overflows in fp16).
-    return device, torch.float32
+    # An explicit bf16 is honoured; "auto" follows the serving rule (bf16 where supported, never fp16).
+    return device, torch.bfloat16 if config.precision == "bf16" else pick_dtype(device)
 
 
 def load_base(path: str, device: torch.device, dtype: torch.dtype, load_in_8bit: bool = False):
     """(model, processor) of a BLIP-2 base from a hub id or a folder, on `device` in `dtype`."""
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-    from inference.server.predictor import check_image_token_setup
+    from runtime.predictor import check_image_token_setup
 
     processor = Blip2Processor.from_pretrained(path)
     kwargs = {"dtype": dtype}
@@ -136,6 +130,21 @@ def save_checkpoint(checkpoint_dir: str | Path, step: int, model, optimizer, sch
     return path
 
 
+def read_trainer_state(path: Path) -> dict:
+    """The trainer state of a checkpoint (step, optimizer, scheduler, RNG, loss history), unpickled with
+    `weights_only=True`: tensors and plain containers and numbers only. A checkpoint folder is read back from
+    S3 (SageMaker's checkpoint sync), and a full unpickler runs whatever code a planted `trainer_state.pt`
+    names (https://pytorch.org/docs/stable/generated/torch.load.html: "weights_only=False ... can result in
+    arbitrary code execution"; True is the default since PyTorch 2.6)."""
+    import pickle
+
+    try:
+        return torch.load(path / TRAINER_STATE, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"checkpoint {path} holds a trainer state that is not plain tensors and values: refusing "
+                         f"to unpickle it ({str(exc).splitlines()[0]})") from None
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
     """Restore a checkpoint into model/optimizer/scheduler and the RNGs; (step, loss history)."""
     from peft import set_peft_model_state_dict
@@ -145,7 +154,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[
     result = set_peft_model_state_dict(model, weights)
     if getattr(result, "unexpected_keys", None):
         raise ValueError(f"checkpoint {path} does not fit this model: unexpected {result.unexpected_keys[:3]}")
-    state = torch.load(path / TRAINER_STATE, weights_only=False)
+    state = read_trainer_state(path)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])

@@ -1,7 +1,7 @@
 """The folders SageMaker gives a training job: the one place their names are written down.
 
 Both sides use it: the `train` program reads these folders inside the job (training/train.py), and the
-launcher names the same channels and checkpoint folder in CreateTrainingJob (training/jobs/launch.py).
+launcher names the same channels and checkpoint folder in CreateTrainingJob (operations/launch.py).
 https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-training-algo-running-container.html
 """
 
@@ -15,7 +15,7 @@ TRAIN_CHANNEL = "train"
 VALIDATION_CHANNEL = "validation"
 IMAGES_CHANNEL = "images"
 BASE_MODEL_CHANNEL = "base_model"
-# Optional: a CLIP artifact whose zero-shot tags are scored beside BLIP-2 (training/clip_baseline.py).
+# Optional: a CLIP artifact whose zero-shot tags are scored beside BLIP-2 (training/search/clip_baseline.py).
 CLIP_CHANNEL = "clip"
 CHANNELS = (TRAIN_CHANNEL, VALIDATION_CHANNEL, IMAGES_CHANNEL, BASE_MODEL_CHANNEL, CLIP_CHANNEL)
 # Managed spot training syncs this folder with CheckpointConfig.S3Uri.

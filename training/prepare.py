@@ -1,6 +1,6 @@
 """Turn a catalog folder into VQA training data: one question per attribute, split by product.
 
-    python -m training.prepare --catalog DIR --out DIR [--article-types Shirts Tshirts]
+    loom prepare --catalog DIR --out DIR [--article-types Shirts Tshirts]
         [--attributes Fabric "Sleeve Length" ...] [--val-fraction 0.2] [--seed 0]
 
 Writes into --out: vqa_train.csv and vqa_val.csv (columns id,Question,Answer; id names images/<id>.jpg
@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from loom.errors import command_error
 from loom.schema import (
     DEFAULT_ATTRIBUTES,
     PRODUCT_TYPE_ATTRIBUTE,
@@ -367,12 +368,10 @@ def main(argv: list[str] | None = None) -> int:
                          val_fraction=args.val_fraction, seed=args.seed,
                          ask_product_type=not args.no_product_type)
     except (CatalogError, SchemaError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return command_error(str(exc))
     print(format_summary(report))
     if not report["products"]["kept"]:
-        print("error: no usable product in the catalog; see prepare_report.json for why", file=sys.stderr)
-        return 1
+        return command_error("no usable product in the catalog; see prepare_report.json for why", 1)
     return 0
 
 

@@ -1,12 +1,12 @@
 """The evaluation report: one HTML page (plus PNGs) from a model folder's metrics and validation predictions.
 
-    python -m training.report --model DIR --images DIR [--out DIR] [--examples N] [--clip-artifact DIR [--device D]]
+    loom report --model DIR --images DIR [--out DIR] [--examples N] [--clip-artifact DIR [--device D]]
 
 Reads `metrics.json`, `evaluation/predictions.csv`, `evaluation/loss_history.csv` and `loom_manifest.json`;
 writes `report.html`, `accuracy.png`, `confusion_<attribute>.png`, `loss.png`, `reliability.png`,
 `calibration.png` and `examples/<id>.jpg`.
 With `--clip-artifact`, a CLIP model's zero-shot tags are first scored on the same validation questions
-(training/clip_baseline.py) and shown beside the fine-tuned and base figures.
+(training/search/clip_baseline.py) and shown beside the fine-tuned and base figures.
 Figures are drawn with matplotlib's object API (no pyplot), so no backend or global state is touched.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-import sys
 from collections import Counter
 from html import escape
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from matplotlib.figure import Figure
 from PIL import Image
 
+from loom.errors import command_error
 from loom.artifact import CLIP_BASELINE_METRICS as CLIP_KEY
 from loom.artifact import (
     REPORT_FILE,
@@ -530,15 +530,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"(stored in the model's metrics as {CLIP_KEY}) and show them beside BLIP-2")
     parser.add_argument("--device", help="device for the CLIP model: cpu, cuda or cuda:N (default: cuda if present)")
     args = parser.parse_args(argv)
+    # Checked before anything is written: a wrong --model must not leave an evaluation/ folder behind.
+    if not (args.model / "metrics.json").is_file():
+        return command_error(f"{args.model} is not a model artifact (no metrics.json): give the model folder "
+                             "`train` wrote (SM_MODEL_DIR, or model.tar.gz unpacked)")
+    if not args.images.is_dir():
+        return command_error(f"--images {args.images} is not a folder of <id>.jpg pictures")
     if args.clip_artifact:
-        from training.clip_baseline import evaluate_clip
+        from training.search.clip_baseline import evaluate_clip
         from training.data import DataError
 
         try:
             evaluate_clip(args.model, args.clip_artifact, args.images, device=args.device)
         except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return command_error(str(exc))
     print(write_report(args.model, args.images, args.out, examples=args.examples))
     return 0
 

@@ -4,7 +4,7 @@ Shirts are drawn with PIL so that colour, pattern and sleeve length are visible 
 attributes (fabric, fit, collar, ...) are recorded but not drawn, as in real catalogs where the photo
 cannot tell them. Some product names contain unquoted commas, as in the real `styles.csv`.
 
-    python -m training.synthetic --out DIR --products N [--seed S] [--image-size 96x128]
+    loom synthetic --out DIR --products N [--seed S] [--image-size 96x128]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ word-level tokenizer built from the catalog's question/answer text, and a short 
 on separately drawn synthetic shirts so that the vision side carries spatial information the way
 pretrained weights do. It knows nothing beyond that; use it only to exercise the real code paths.
 
-    python -m training.tiny_base --catalog DIR --out DIR [--steps 800] [--seed 0]
+    loom tiny-base --catalog DIR --out DIR [--steps 800] [--seed 0]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from transformers import (
 )
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
+from loom.errors import command_error
 from loom.schema import DEFAULT_ATTRIBUTES, PRODUCT_TYPE_ATTRIBUTE, AttributeSchema
 from training import synthetic
 
@@ -260,8 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         values = catalog_values(args.catalog, args.attributes)
     except CatalogError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return command_error(str(exc))
     info = build_tiny_base(args.out, schema, values, steps=args.steps, seed=args.seed)
     print(json.dumps(info, indent=2))
     return 0

@@ -2,7 +2,7 @@
 
 SageMaker runs it as `train` in the training image. Locally, a folder stands in for /opt/ml:
 
-    python -m training.train --sm-root DIR [--device cpu]
+    loom train --sm-root DIR [--device cpu]
 
     DIR/input/config/hyperparameters.json   {"name": "value", ...} (all strings; see training/config.py)
     DIR/input/data/train/                   vqa_train.csv + attribute_schema.json
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from loom.errors import command_error
 from loom.artifact import (CLIP_BASELINE_METRICS, EVALUATION_DIR, ArtifactPaths, is_artifact, make_world_readable,
                            read_metrics)
 from loom.schema import SCHEMA_FILE, AttributeSchema, SchemaError
@@ -141,7 +142,7 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
     if clip_artifact is None and is_artifact(paths.clip):
         clip_artifact = paths.clip
     if clip_artifact is not None:  # a wrong folder fails now, not after training
-        from training.clip_baseline import check_clip_artifact
+        from training.search.clip_baseline import check_clip_artifact
 
         log(f"CLIP zero-shot baseline from {clip_artifact} ({check_clip_artifact(clip_artifact)['base_model']})")
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else paths.checkpoints
@@ -268,7 +269,7 @@ def run_job(paths: JobPaths, *, device: str | None = None, log: Callable[[str], 
 
     stage(8, "evaluation report" + (", with the CLIP zero-shot baseline" if clip_artifact else ""))
     if clip_artifact is not None and answers:
-        from training.clip_baseline import evaluate_clip
+        from training.search.clip_baseline import evaluate_clip
 
         try:  # the model is saved and gated; a baseline that cannot be measured must not lose it
             metrics = {**metrics, CLIP_BASELINE_METRICS: evaluate_clip(paths.model, clip_artifact, paths.images,
@@ -320,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a CLIP artifact whose zero-shot tags are scored on the same validation questions and "
                              "shown beside BLIP-2 in the report (SageMaker: the optional `clip` channel)")
     args = parser.parse_args(argv)
+    if args.sm_root is not None and not (args.sm_root / "input").is_dir():
+        # Refused before any folder is made: a local run needs a job laid out under it first.
+        return command_error(f"--sm-root {args.sm_root} holds no SageMaker job (no input/ folder): lay one out "
+                             "with training.train.layout_job (as `loom demo` does), or run inside the image")
     paths = JobPaths.resolve(args.sm_root)
     if paths.failure.exists():
         paths.failure.unlink()
@@ -331,8 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         write_failure(paths, exc)
         if not isinstance(exc, USER_ERRORS + (QualityGateFailed,)):
             traceback.print_exc()
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return 2 if isinstance(exc, USER_ERRORS) else 3 if isinstance(exc, QualityGateFailed) else 1
+        sys.stdout.flush()
+        return command_error(f"{type(exc).__name__}: {exc}",
+                             2 if isinstance(exc, USER_ERRORS) else 3 if isinstance(exc, QualityGateFailed) else 1)
     return 0
 
 

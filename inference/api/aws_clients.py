@@ -25,7 +25,7 @@ caller gets a 503 and everything the Lambda did is lost. The request must finish
        In the worst case of step 1 (15.5 s) one Bedrock attempt still fits: 15.5 + 11 = 26.5 s <= 27 s.
        When steps 1 and 2 are quick, the same rule leaves room for the coverage retry (a second call).
 
-Routes that chain endpoint calls (`POST /interrogate`, `POST /restyle`: inference/api/clip_tasks.py) give
+Routes that chain endpoint calls (`POST /interrogate`, `POST /restyle`: inference/api/visual/tags.py) give
 an optional call a shorter read timeout of its own, so that the chain's worst case still fits the budget:
 `client("sagemaker-runtime", read_timeout=...)` is a second client with that timeout and no botocore retries.
 

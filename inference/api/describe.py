@@ -24,14 +24,99 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from loom.schema import DEFAULT_PRODUCT_NOUN, PRODUCT_TYPE_ATTRIBUTE, attribute_label
 
-# An active Claude model through the US cross-Region inference profile: current Claude models refuse
-# on-demand invocation by bare model id, and Claude 3 Sonnet is end-of-life. Converse takes a profile
-# id (or ARN) as modelId. Terraform's bedrock_model_id has the same default (tests/test_preflight.py).
+# The current Claude Sonnet (5.5) through the US cross-Region inference profile: current Claude models
+# refuse on-demand invocation by bare model id, and Claude 3 Sonnet is end-of-life. Converse takes a profile
+# id (or ARN) as modelId. Terraform's bedrock_model_id has the same default (tests/operations/test_preflight.py).
 #   https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-use.html
-DEFAULT_MODEL_ID = "us.anthropic.claude-sonnet-4-6"
+# Profiles of Claude Sonnet 5.5 on Bedrock: us. and global. (AI SDK amazon-bedrock release notes for
+# Sonnet 5.5 list anthropic.claude-sonnet-5-5 and us.anthropic.claude-sonnet-5-5). The documented fallback,
+# for Regions or accounts without it, is Claude Sonnet 4.6 (FALLBACK_MODEL_ID; its profiles are us., eu.,
+# apac., jp., au., global.).
+DEFAULT_MODEL_ID = "us.anthropic.claude-sonnet-5-5"
+FALLBACK_MODEL_ID = "us.anthropic.claude-sonnet-4-6"
 OFFLINE_MODEL = "loom-offline-writer"
 MAX_TOKENS = 400
 TEMPERATURE = 0.1
+# Claude Sonnet 5 and later count about 30 % more tokens for the same text (a new tokenizer: Anthropic's
+# "Migrating to Claude Sonnet 5"); 400 tokens of Sonnet 4.6 are about 520 there.
+MAX_TOKENS_NEW_TOKENIZER = 520
+
+
+@dataclass(frozen=True)
+class ConverseSettings:
+    """What one model's Converse request may contain: `inferenceConfig` and `additionalModelRequestFields`."""
+
+    inference_config: dict[str, Any]
+    additional_fields: dict[str, Any] | None = None
+
+    def request(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"inferenceConfig": dict(self.inference_config)}
+        if self.additional_fields:
+            fields["additionalModelRequestFields"] = dict(self.additional_fields)
+        return fields
+
+
+_CLAUDE = re.compile(r"anthropic\.claude-(sonnet|opus|haiku)-(\d+)(?:-(\d))?(?:$|[-:])")
+
+
+def converse_settings(model_id: str) -> ConverseSettings:
+    """The inference settings Loom sends to `model_id` (a profile id, profile ARN or model id).
+
+    Claude Sonnet 5.5 returns 400 for five settings: thinking budgets, sampling parameters (temperature,
+    top_p, top_k), assistant prefill, forced tool choice and thinking {"type": "disabled"}; it thinks by
+    default, and {"type": "between_tools"} is its lowest setting, which for a request without tools means
+    no thinking before the answer (Anthropic, "Claude Sonnet 5.5 migration guide" and "What's new in Claude
+    Sonnet 5.5"; the Bedrock AI SDK release for Sonnet 5.5 sends the same). Thinking tokens would count
+    against maxTokens. Claude 5 models and later: no sampling parameters (Sonnet 5 answers 400 for a
+    non-default temperature: "Migrating to Claude Sonnet 5"). Earlier Claude models (the Sonnet 4.6
+    fallback) and other Converse models keep temperature 0.1."""
+    match = _CLAUDE.search(model_id.rsplit("/", 1)[-1])
+    if match and int(match[2]) >= 5:
+        version = (int(match[2]), int(match[3] or 0))
+        thinking = {"thinking": {"type": "between_tools"}} if match[1] == "sonnet" and version >= (5, 5) else None
+        return ConverseSettings({"maxTokens": MAX_TOKENS_NEW_TOKENIZER}, thinking)
+    return ConverseSettings({"maxTokens": MAX_TOKENS, "temperature": TEMPERATURE})
+
+
+# Where a cross-Region inference profile may be called from: its geography prefix -> the source Regions.
+# A geographic profile is called from a Region of its geography; jp. and au. are not all of ap-northeast-*
+# and ap-southeast-*: jp. is Tokyo and Osaka, au. is Sydney and Melbourne (Seoul and Singapore have only
+# apac.). apac. also routes from me-central-1. global. is called from any commercial Region.
+#   https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html
+#   https://docs.aws.amazon.com/bedrock/latest/userguide/cross-region-inference.html
+#   (and the CDK's CrossRegionInferenceProfileRegion, aws-bedrock-alpha, which lists the same sets)
+PROFILE_SOURCE_REGIONS: dict[str, tuple[str, ...]] = {
+    "jp": ("ap-northeast-1", "ap-northeast-3"),
+    "au": ("ap-southeast-2", "ap-southeast-4"),
+}
+PROFILE_SOURCE_PREFIXES: dict[str, tuple[str, ...]] = {
+    "us": ("us-",), "us-gov": ("us-gov-",), "eu": ("eu-",), "apac": ("ap-", "me-central-1"), "ca": ("ca-",),
+}
+PROFILE_GEOGRAPHIES = ("global", "us-gov", "us", "eu", "apac", "jp", "au", "ca")
+
+
+def profile_geography(model_id: str) -> str | None:
+    """"us" for us.anthropic.claude-... (or its ARN); None for a foundation model id."""
+    name = model_id.rsplit("/", 1)[-1]
+    for geo in PROFILE_GEOGRAPHIES:
+        if name.startswith(geo + "."):
+            return geo
+    return None
+
+
+def profile_callable_from(model_id: str, region: str) -> bool:
+    """Whether `model_id` can be invoked from `region`: a foundation model id always (whether it is offered
+    there is the service's business), a geographic profile only from a source Region of its geography."""
+    geo = profile_geography(model_id)
+    if geo is None:
+        return True
+    if geo == "global":
+        return not region.startswith(("us-gov-", "cn-", "us-iso"))  # commercial Regions only
+    if geo in PROFILE_SOURCE_REGIONS:
+        return region in PROFILE_SOURCE_REGIONS[geo]
+    if geo == "us" and region.startswith("us-gov-"):
+        return False
+    return region.startswith(PROFILE_SOURCE_PREFIXES[geo])
 
 SYSTEM_PROMPT = (
     "You are an expert in writing product descriptions for {products}. Use the data below to create "
@@ -280,7 +365,7 @@ class BedrockWriter:
                     modelId=self.model,
                     system=[{"text": system_prompt(brief.product_type, brief.language)}],
                     messages=messages,
-                    inferenceConfig={"maxTokens": MAX_TOKENS, "temperature": TEMPERATURE},
+                    **converse_settings(self.model).request(),
                 )
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")

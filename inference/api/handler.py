@@ -16,7 +16,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
 
-from inference.api import aws_clients, clip_tasks, restyle
+from inference.api import aws_clients
+from inference.api.visual import restyle, tags
 from inference.api.service import ApiError, Settings, answer, parse_request
 from loom.errors import StatusError
 from loom.schema import DEFAULT_PRODUCT_NOUN
@@ -72,8 +73,8 @@ def product_attributes() -> Response:
 
 
 @app.post("/search")
-def search_products() -> Response:  # search hook: the logic lives in inference/api/search.py
-    from inference.api.search import answer_search
+def search_products() -> Response:  # search hook: the logic lives in inference/api/visual/search.py
+    from inference.api.visual.search import answer_search
 
     status, body = answer_search(app.current_event)
     logger.info("search answered", extra={"route": "POST /search", "status": status})
@@ -81,15 +82,15 @@ def search_products() -> Response:  # search hook: the logic lives in inference/
 
 
 @app.post("/tags")
-def tag_product() -> Response:  # the logic lives in inference/api/clip_tasks.py
-    status, body = clip_tasks.answer_tags(app.current_event)
+def tag_product() -> Response:  # the logic lives in inference/api/visual/tags.py
+    status, body = tags.answer_tags(app.current_event)
     logger.info("tags answered", extra={"route": "POST /tags", "status": status})
     return _json(status, body)
 
 
 @app.post("/interrogate")
 def interrogate_product() -> Response:
-    status, body = clip_tasks.answer_interrogate(app.current_event)
+    status, body = tags.answer_interrogate(app.current_event)
     logger.info("interrogate answered", extra={"route": "POST /interrogate", "status": status,
                                                "caption": status == 200 and bool(body.get("caption")),
                                                "caption_error": body.get("caption_error")})
@@ -104,8 +105,8 @@ def restyle_product() -> Response:
         settings = restyle.RestyleSettings.from_env(os.environ)
         settings.require_enabled()
         request = restyle.parse_restyle_request(event.body, event.is_base64_encoded, event.headers.get("content-type"))
-        clip = clip_tasks.clip_settings()
-        interrogate = (clip_tasks.prompt_interrogator(clip, restyle.INTERROGATE_MODE, restyle.INTERROGATE_READ_S)
+        clip = tags.clip_settings()
+        interrogate = (tags.prompt_interrogator(clip, restyle.INTERROGATE_MODE, restyle.INTERROGATE_READ_S)
                        if clip else None)
         body = restyle.answer_restyle(
             settings, request, endpoint=Settings.from_env().endpoint(), default_product=DEFAULT_PRODUCT_NOUN,

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from inference.server.images import DEFAULT_MAX_IMAGE_PIXELS, decode_image
+from runtime.images import DEFAULT_MAX_IMAGE_PIXELS, decode_image
 from inference.server.jsonlines import answer_jsonlines
 from inference.server.model_queue import Admission, ModelQueue, ModelSlot
 from inference.server.request_parsing import (
@@ -137,8 +137,8 @@ def invocations() -> Response:
     predictor = server.slot.ready_predictor()
     with server.queue.admitted() as admission:  # before the body is read: a refusal costs nothing
         body = read_body(request, server.limits.max_body_bytes)
-        if getattr(predictor, "kind", None) == "clip":  # search hook: CLIP requests live in clip_app.py
-            from inference.server.clip_app import answer_clip_request
+        if getattr(predictor, "kind", None) == "clip":  # search hook: CLIP requests: clip_invocations.py
+            from inference.server.clip_invocations import answer_clip_request
 
             status, text, mimetype = admission.run(answer_clip_request, predictor, content_type, body,
                                                    server.limits.max_image_pixels)

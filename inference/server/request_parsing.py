@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:  # annotations only: the CLIP tagger imports this module in the training image, without Flask
     from flask import Request
 
-from inference.server.images import decode_image
+from runtime.images import decode_image
 from loom.base64_image import decode_base64_image
 from loom.abstention import check_known_attributes
 from loom.calibration import check_min_precision

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from inference.server.app import ServerLimits
-from inference.server.images import DEFAULT_MAX_IMAGE_PIXELS
+from runtime.images import DEFAULT_MAX_IMAGE_PIXELS
 from loom.artifact import KIND_CLIP, MANIFEST_FILE, is_artifact, manifest_kind
 
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
@@ -128,13 +128,13 @@ class ServeSettings:
 
 def load_predictor(settings: ServeSettings):
     """Load the predictor (called in the worker's loader thread; torch is imported here, not in the master)."""
-    if manifest_kind(settings.model_dir) == KIND_CLIP:  # search hook: a CLIP artifact (clip_app.py)
-        from inference.server.clip_app import ClipService
+    if manifest_kind(settings.model_dir) == KIND_CLIP:  # search hook: a CLIP artifact (runtime/clip_service.py)
+        from runtime.clip_service import ClipService
 
         service = ClipService.load(settings.model_dir, device=settings.device)
         service.warm_up()
         return service
-    from inference.server.predictor import Predictor
+    from runtime.predictor import Predictor
 
     predictor = Predictor.load(settings.model_dir, device=settings.device)
     predictor.warm_up()

@@ -34,7 +34,7 @@ run "bedrock_default_is_a_claude_inference_profile" {
   }
 
   assert {
-    condition     = aws_lambda_function.api.environment[0].variables.BEDROCK_MODEL_ID == "us.anthropic.claude-sonnet-4-6"
+    condition     = aws_lambda_function.api.environment[0].variables.BEDROCK_MODEL_ID == "us.anthropic.claude-sonnet-5-5"
     error_message = "The default model must be an active Claude model through the us. inference profile (Claude 3 Sonnet is end-of-life)."
   }
 
@@ -43,7 +43,7 @@ run "bedrock_default_is_a_claude_inference_profile" {
       Sid      = "InvokeThroughInferenceProfile"
       Effect   = "Allow"
       Action   = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
-      Resource = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6"
+      Resource = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-5-5"
     }
     error_message = "The role must invoke (InvokeModel and streaming; Converse is authorised by them) the inference profile ARN."
   }
@@ -53,8 +53,8 @@ run "bedrock_default_is_a_claude_inference_profile" {
       Sid       = "InvokeFoundationModelOnlyThroughProfile"
       Effect    = "Allow"
       Action    = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
-      Resource  = ["arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-6"]
-      Condition = { StringEquals = { "bedrock:InferenceProfileArn" = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6" } }
+      Resource  = ["arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-5-5"]
+      Condition = { StringEquals = { "bedrock:InferenceProfileArn" = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-5-5" } }
     }
     error_message = "The role must invoke the foundation model in every destination Region, only through the profile."
   }
@@ -76,9 +76,9 @@ run "bedrock_destination_regions_are_listed_when_given" {
 
   assert {
     condition = toset(one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "InvokeFoundationModelOnlyThroughProfile"])) == toset([
-      "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-6",
-      "arn:aws:bedrock:us-east-2::foundation-model/anthropic.claude-sonnet-4-6",
-      "arn:aws:bedrock:us-west-2::foundation-model/anthropic.claude-sonnet-4-6",
+      "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-5-5",
+      "arn:aws:bedrock:us-east-2::foundation-model/anthropic.claude-sonnet-5-5",
+      "arn:aws:bedrock:us-west-2::foundation-model/anthropic.claude-sonnet-5-5",
     ])
     error_message = "Given destination Regions, the foundation model must be allowed in exactly those."
   }

@@ -101,7 +101,7 @@ run "root_folder_needs_uncompressed_mode" {
 # the *d/*gd/*id families and hyphenated families (ml.p6-b200) included.
 # ---------------------------------------------------------------------------------------------
 # The provider (5.100) checks instance types against its own list, which has no ml.m6id or
-# hyphenated family yet; tests/test_sagemaker_jobs.py runs this module's regex on those.
+# hyphenated family yet; tests/operations/test_sagemaker_jobs.py runs this module's regex on those.
 run "endpoint_kms_refused_on_m6gd" {
   command = plan
   module {

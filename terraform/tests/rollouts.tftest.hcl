@@ -115,7 +115,7 @@ run "opt_in_ignores_terraform_side_changes" {
 
 # A new artifact through Terraform would replace (and delete) the configuration the endpoint still
 # serves: the guard stops the plan. (After a `loom rollout` the endpoint serves another configuration
-# and the same change passes: tests/test_terraform.py, against moto.)
+# and the same change passes: tests/infra/test_terraform.py, against moto.)
 run "opt_in_refuses_to_delete_the_live_configuration" {
   command   = plan
   state_key = "opt_in"

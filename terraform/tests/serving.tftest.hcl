@@ -219,7 +219,7 @@ run "api_defaults" {
   assert {
     condition = aws_lambda_function.api.environment[0].variables == tomap({
       ENDPOINT_NAME           = "loom-endpoint"
-      BEDROCK_MODEL_ID        = "us.anthropic.claude-sonnet-4-6"
+      BEDROCK_MODEL_ID        = "us.anthropic.claude-sonnet-5-5"
       DESCRIPTION_BACKEND     = "bedrock"
       POWERTOOLS_SERVICE_NAME = "loom-api"
       LOG_LEVEL               = "INFO"
@@ -237,7 +237,7 @@ run "api_defaults" {
   assert {
     condition = (
       one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "InvokeThisEndpoint"]) == var.endpoint_arn &&
-      one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "InvokeThroughInferenceProfile"]) == "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6" &&
+      one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "InvokeThroughInferenceProfile"]) == "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-5-5" &&
       one([for s in jsondecode(aws_iam_role_policy.lambda.policy).Statement : s.Resource if s.Sid == "WriteOwnLogs"]) == "${aws_cloudwatch_log_group.lambda.arn}:*"
     )
     error_message = "The Lambda role must name exactly this endpoint, this inference profile and its own log group."

@@ -13,7 +13,7 @@
 #   https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html (GenerateDataKey, Decrypt)
 
 locals {
-  restyle_key_prefix = "restyle/" # inference/api/restyle.py RESTYLE_KEY_PREFIX (tests/test_restyle.py)
+  restyle_key_prefix = "restyle/" # inference/api/visual/restyle.py RESTYLE_KEY_PREFIX (tests/api/test_restyle.py)
   restyle_model_arn  = "arn:${var.partition}:bedrock:${var.restyle_region}::foundation-model/${var.restyle_model_id}"
   restyle_bucket_arn = var.restyle_bucket_name == null ? null : "arn:${var.partition}:s3:::${var.restyle_bucket_name}"
   restyle_routes     = var.enable_restyle ? ["POST /restyle"] : []

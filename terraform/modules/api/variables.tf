@@ -78,7 +78,7 @@ variable "endpoint_arn" {
 variable "bedrock_model_id" {
   description = "Bedrock model that writes descriptions (BEDROCK_MODEL_ID): a cross-Region inference profile id (us./eu./apac./jp./au./ca./us-gov./global.), a system inference-profile ARN, or a bare foundation model id for models that allow on-demand invocation. The only model the Lambda may invoke."
   type        = string
-  default     = "us.anthropic.claude-sonnet-4-6"
+  default     = "us.anthropic.claude-sonnet-5-5"
   nullable    = false
 
   validation {

@@ -33,7 +33,7 @@ locals {
 
   # Instance types with NVMe instance storage encrypt it in hardware, and CreateEndpointConfig
   # fails when KmsKeyId is given for them (API_CreateEndpointConfig.html, KmsKeyId). Same rule as
-  # training/jobs/sagemaker_jobs.py has_instance_storage (tests/test_sagemaker_jobs.py compares
+  # operations/sagemaker_jobs.py has_instance_storage (tests/operations/test_sagemaker_jobs.py compares
   # them): a "d" attribute after the generation (c5d, g4dn, p4d, m6id, c7gd...) or one of the
   # accelerated families with NVMe storage; hyphenated families (p6-b200) by their base family.
   local_storage_pattern    = "^ml\\.([a-z]+[0-9]+[a-z]*d[a-z]*|g5|g6|g6e|gr6|p5|p5e|p5en|p6|p6e|trn1|trn1n|trn2)(-[a-z0-9]+)?\\.[a-z0-9]+$"

@@ -129,7 +129,7 @@ resource "aws_sagemaker_endpoint" "clip" {
 
 # ---------------------------------------------------------------------------------------------
 # The API: POST /search, /tags and /interrogate on the existing HTTP API, answered by the existing
-# Lambda (inference/api/search.py, clip_tasks.py): products by text or photo, a photo's zero-shot tags,
+# Lambda (inference/api/visual/search.py, clip_tasks.py): products by text or photo, a photo's zero-shot tags,
 # a prompt that describes a photo
 # ---------------------------------------------------------------------------------------------
 resource "aws_apigatewayv2_integration" "search" {

@@ -104,7 +104,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "data" {
   }
 
   # POST /restyle writes images too large to return inline under restyle/ and hands out a URL valid for
-  # 15 minutes (inference/api/restyle.py): one day is plenty.
+  # 15 minutes (inference/api/visual/restyle.py): one day is plenty.
   rule {
     id     = "expire-restyled-images"
     status = "Enabled"

@@ -1,0 +1,179 @@
+"""`POST /search` on the API: a text or a photo -> the catalog's closest products (docs/search.md).
+
+    {"text": "green striped shirt" | "image": "<base64>", "k": 1-50, "filters": {"baseColour": "Green"},
+     "mode": "vector" | "hybrid"}
+    -> {"results": [{"id", "score", "name", "attributes"}], "index": {"backend", "size"}}
+
+SEARCH_BACKEND picks where the results come from:
+- `embedded` (default): the CLIP endpoint searches the index bundle it holds (`{"task": "search"}`);
+- `opensearch_domain` / `opensearch_serverless`: the CLIP endpoint embeds the query (`{"task": "embed"}`)
+  and OpenSearch (inference/api/visual/opensearch.py, SigV4-signed) ranks the products; `mode: "hybrid"` adds a
+  lexical match on names and descriptions (OpenSearch only).
+The Lambda never imports an ML library: the model runs on the endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from inference.api.endpoint_client import EndpointError, endpoint_for
+from inference.api.visual.opensearch import OpenSearchClient
+from inference.api.service import MAX_BODY_CHARS, MAX_IMAGE_BYTES, check_image_upload
+from loom.base64_image import decode_base64_image
+from loom.errors import StatusError
+from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
+
+BACKENDS = ("embedded", "opensearch_domain", "opensearch_serverless")
+MODES = ("vector", "hybrid")
+REQUEST_KEYS = {"text", "image", "k", "filters", "mode"}
+INDEX_INFO_TTL_S = 300.0
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Where the CLIP endpoint and the index are (Terraform's search module sets these variables)."""
+
+    endpoint_name: str | None
+    endpoint_url: str | None
+    backend: str
+    opensearch_endpoint: str | None
+    opensearch_index: str
+    region: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, route: str = "POST /search") -> "SearchSettings":
+        """The settings, or StatusError: 404 when this API has no CLIP endpoint (the route is not enabled, as
+        POST /restyle without a model), 500 when the variables contradict each other."""
+        env = os.environ if env is None else env
+        name = env.get("SEARCH_ENDPOINT_NAME", "").strip() or None
+        url = env.get("SEARCH_ENDPOINT_URL", "").strip() or None
+        if not name and not url:
+            raise StatusError(404, f"{route} is not enabled on this API: it needs the CLIP endpoint (Terraform "
+                                   "variable search; SEARCH_ENDPOINT_NAME, or SEARCH_ENDPOINT_URL in local mode)")
+        if name and url:
+            raise StatusError(500, "search misconfigured: set exactly one of SEARCH_ENDPOINT_NAME or SEARCH_ENDPOINT_URL")
+        backend = env.get("SEARCH_BACKEND", "embedded").strip().lower()
+        if backend not in BACKENDS:
+            raise StatusError(500, f"search misconfigured: SEARCH_BACKEND={backend!r}, expected one of {list(BACKENDS)}")
+        opensearch = env.get("OPENSEARCH_ENDPOINT", "").strip() or None
+        if backend != "embedded" and not opensearch:
+            raise StatusError(500, f"search misconfigured: SEARCH_BACKEND={backend} needs OPENSEARCH_ENDPOINT")
+        return cls(name, url, backend, opensearch, env.get("OPENSEARCH_INDEX", "").strip() or "loom-products",
+                   env.get("AWS_REGION", "us-east-1"))
+
+
+def read_json_object(body: str | None, is_base64: bool, example: str) -> dict[str, Any]:
+    """The JSON object of a CLIP route's request body; StatusError 400/413 naming `example` otherwise."""
+    if not body:
+        raise StatusError(400, f"the body is empty: send {example}")
+    if len(body) > MAX_BODY_CHARS:  # the same limits as /describe (service.py): 6 MB Lambda and endpoint bodies
+        raise StatusError(413, f"the request body is too large: images may be at most {MAX_IMAGE_BYTES} bytes")
+    try:
+        request = json.loads(base64.b64decode(body) if is_base64 else body)
+    except (ValueError, binascii.Error, RecursionError):
+        raise StatusError(400, "the body is not valid JSON: send a JSON object") from None
+    if not isinstance(request, dict):
+        raise StatusError(400, f"the body must be a JSON object such as {example}")
+    return request
+
+
+def parse_search(body: str | None, is_base64: bool) -> dict[str, Any]:
+    """The validated request (the image stays base64); StatusError 400/413 says what to fix."""
+    request = read_json_object(body, is_base64, '{"text": "green shirt"} or {"image": "<base64>"}')
+    check_fields(request, REQUEST_KEYS, "POST /search")
+    check_one_query(request)
+    query: dict[str, Any] = {"k": check_k(request.get("k"))}
+    filters = check_filters(request.get("filters"))
+    if filters:
+        query["filters"] = filters
+    mode = request.get("mode", "vector")
+    if mode not in MODES:
+        raise StatusError(400, f"'mode' must be one of {list(MODES)}, got {mode!r}")
+    if "text" in request:
+        query["text"] = check_text(request["text"]).strip()
+    else:
+        if mode == "hybrid":
+            raise StatusError(400, "'mode': 'hybrid' needs a 'text' (a photo has no words to match)")
+        query["image"] = checked_image(request["image"])
+    query["mode"] = mode
+    return query
+
+
+def checked_image(value: Any) -> str:
+    """The photo query checked as every API route checks an upload, re-encoded as plain base64."""
+    try:
+        raw = decode_base64_image(value)
+    except ValueError as exc:
+        raise StatusError(400, str(exc)) from None
+    check_image_upload(raw, StatusError, field="image")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def invoke_endpoint(settings: SearchSettings, body: Mapping[str, Any], read_timeout: float | None = None
+                    ) -> dict[str, Any]:
+    """POST a JSON request to the CLIP endpoint (SageMaker, or HTTP in local mode) with the attribute
+    endpoint's client rules (retries, timeouts, error statuses); its JSON answer. `read_timeout`: one
+    attempt, waiting at most that long (endpoint_client.endpoint_for)."""
+    endpoint = endpoint_for(settings.endpoint_name, settings.endpoint_url, read_timeout)
+    raw = endpoint.invoke(json.dumps(body).encode())
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise EndpointError(502, f"the CLIP endpoint {endpoint.name!r} answered with a body that is not JSON") from exc
+
+
+_INDEX_INFO: dict[str, tuple[float, int, set[str]]] = {}
+
+
+def opensearch_index_info(client: OpenSearchClient, index: str) -> tuple[int, set[str]]:
+    """(document count, attribute fields) of an OpenSearch index, cached for INDEX_INFO_TTL_S per container."""
+    cached = _INDEX_INFO.get(index)
+    if cached and time.monotonic() - cached[0] < INDEX_INFO_TTL_S:
+        return cached[1], cached[2]
+    mapping = client.request("GET", f"{index}/_mapping")
+    properties = next(iter(mapping.values()), {}).get("mappings", {}).get("properties", {})
+    fields = set(properties.get("attributes", {}).get("properties", {}))
+    count = client.count(index)
+    _INDEX_INFO[index] = (time.monotonic(), count, fields)
+    return count, fields
+
+
+def search(settings: SearchSettings, query: Mapping[str, Any], client: OpenSearchClient | None = None
+           ) -> dict[str, Any]:
+    """Answer a validated search request from the configured backend."""
+    if settings.backend == "embedded":
+        if query["mode"] == "hybrid":
+            raise StatusError(400, "'mode': 'hybrid' needs an OpenSearch backend; this API searches the endpoint's "
+                                   "embedded index (vector only)")
+        task = {"task": "search", **{k: v for k, v in query.items() if k != "mode"}}
+        return invoke_endpoint(settings, task)
+    kind = "serverless" if settings.backend == "opensearch_serverless" else "domain"
+    if kind == "serverless" and query["mode"] == "hybrid":
+        raise StatusError(400, "'mode': 'hybrid' needs an OpenSearch domain (loom index push sets up its search "
+                               "pipeline on domains only); use 'vector'")
+    client = client or OpenSearchClient(settings.opensearch_endpoint, settings.region, kind)  # type: ignore[arg-type]
+    size, fields = opensearch_index_info(client, settings.opensearch_index)
+    unknown = sorted(set(query.get("filters") or {}) - fields)
+    if unknown:
+        raise StatusError(400, f"unknown filter field {unknown[0]!r}; this index can filter on {sorted(fields)}")
+    embed = {"task": "embed", **({"texts": [query["text"]]} if "text" in query else {"image": query["image"]})}
+    vector = invoke_endpoint(settings, embed)["embeddings"][0]
+    hybrid_text = query.get("text") if query["mode"] == "hybrid" else None
+    results = client.search(settings.opensearch_index, vector, query["k"], query.get("filters"), hybrid_text)
+    return {"results": results, "index": {"backend": settings.backend, "size": size}}
+
+
+def answer_search(event: Any, client: OpenSearchClient | None = None) -> tuple[int, dict[str, Any]]:
+    """(status, body) for one API Gateway event on POST /search; never raises for a bad request."""
+    try:
+        settings = SearchSettings.from_env()
+        query = parse_search(event.body, event.is_base64_encoded)
+        return 200, search(settings, query, client)
+    except StatusError as exc:
+        return exc.status, exc.body()
