@@ -4,12 +4,10 @@
 # See docs/deploy.md and the tf-foundation / tf-serving make targets.
 
 data "aws_caller_identity" "current" {}
-data "aws_partition" "current" {}
 data "aws_region" "current" {}
 
 locals {
   account_id = data.aws_caller_identity.current.account_id
-  partition  = data.aws_partition.current.partition
   region     = data.aws_region.current.name
 
   serving_enabled = var.model_data_url != null
@@ -21,9 +19,6 @@ module "kms" {
   source = "./modules/kms"
 
   name_prefix             = var.name_prefix
-  account_id              = local.account_id
-  partition               = local.partition
-  region                  = local.region
   deletion_window_in_days = var.kms_deletion_window_days
   logs_service_principal  = var.logs_service_principal
   tags                    = local.tags
@@ -34,8 +29,6 @@ module "storage" {
 
   name_prefix            = var.name_prefix
   bucket_name            = var.bucket_name
-  account_id             = local.account_id
-  region                 = local.region
   kms_key_arn            = module.kms.key_arn
   access_logging_enabled = var.access_logging_enabled
   force_destroy          = var.force_destroy
@@ -57,9 +50,6 @@ module "training" {
   source = "./modules/training"
 
   name_prefix           = var.name_prefix
-  account_id            = local.account_id
-  partition             = local.partition
-  region                = local.region
   bucket_arn            = module.storage.bucket_arn
   kms_key_arn           = module.kms.key_arn
   repository_arn        = module.registry.repository_arns["training"]
@@ -76,9 +66,11 @@ module "ci" {
   github_repository  = var.github_repository
   github_branch      = var.github_branch
   github_tag_pattern = var.github_tag_pattern
-  oidc_provider_arn  = var.github_oidc_provider_arn
-  repository_arns    = values(module.registry.repository_arns)
-  tags               = local.tags
+
+  github_release_environment = var.github_release_environment
+  oidc_provider_arn          = var.github_oidc_provider_arn
+  repository_arns            = values(module.registry.repository_arns)
+  tags                       = local.tags
 }
 
 module "endpoint" {
@@ -86,9 +78,6 @@ module "endpoint" {
   count  = local.serving_enabled ? 1 : 0
 
   endpoint_name                       = local.endpoint_name
-  account_id                          = local.account_id
-  partition                           = local.partition
-  region                              = local.region
   bucket_name                         = module.storage.bucket_name
   kms_key_arn                         = module.kms.key_arn
   repository_arn                      = module.registry.repository_arns["inference"]
@@ -120,9 +109,6 @@ module "api" {
   count  = local.serving_enabled ? 1 : 0
 
   name_prefix                     = var.name_prefix
-  account_id                      = local.account_id
-  partition                       = local.partition
-  region                          = local.region
   kms_key_arn                     = module.kms.key_arn
   endpoint_name                   = module.endpoint[0].endpoint_name
   endpoint_arn                    = module.endpoint[0].endpoint_arn_expected
@@ -158,13 +144,10 @@ module "search" {
   count  = local.serving_enabled && var.search != null ? 1 : 0
 
   name_prefix              = var.name_prefix
-  account_id               = local.account_id
-  partition                = local.partition
-  region                   = local.region
   bucket_name              = module.storage.bucket_name
   kms_key_arn              = module.kms.key_arn
   repository_arn           = module.registry.repository_arns["inference"]
-  image_uri                = "${module.registry.repository_urls["inference"]}:${var.inference_image_tag}"
+  image_uri                = "${module.registry.repository_urls["inference"]}:${coalesce(var.search.image_tag, var.inference_image_tag)}"
   model_data_url           = var.search.model_data_url
   endpoint_type            = var.search.endpoint_type
   search_backend           = var.search.backend
@@ -173,5 +156,7 @@ module "search" {
   lambda_function_arn      = module.api[0].function_arn
   lambda_role_arn          = module.api[0].role_arn
   route_authorization_type = var.api_authorization
+  route_authorizer_id      = module.api[0].authorizer_id
+  log_retention_days       = var.log_retention_days
   tags                     = local.tags
 }

@@ -84,7 +84,7 @@ output "lambda_role_arn" {
 }
 
 output "api_url" {
-  description = "Base URL of the HTTP API: POST <api_url>/describe and <api_url>/attributes (null in phase 1)."
+  description = "Base URL of the HTTP API: POST <api_url>/describe, /attributes and the routes in api_routes (null in phase 1)."
   value       = try(module.api[0].api_url, null)
 }
 

@@ -136,10 +136,21 @@ variable "github_branch" {
   }
 }
 
-variable "github_tag_pattern" {
-  description = "Tags (IAM StringLike pattern) whose workflow runs may also assume the CI role; null allows none."
+variable "github_release_environment" {
+  description = "GitHub environment (e.g. release) whose jobs may also assume the CI role: the images workflow's release-tag job runs in it. Protect it in GitHub first (required reviewers, deployment tags v*; docs/deploy.md): GitHub creates an unprotected environment on first use. null (default) trusts none."
   type        = string
-  default     = "v*"
+  default     = null
+
+  validation {
+    condition     = var.github_release_environment == null || can(regex("^[A-Za-z0-9._-]{1,255}$", coalesce(var.github_release_environment, "-")))
+    error_message = "github_release_environment must be a GitHub environment name (letters, digits, . _ -), without wildcards."
+  }
+}
+
+variable "github_tag_pattern" {
+  description = "Tags (IAM StringLike pattern) whose workflow runs may also assume the CI role: whoever may push such a tag gets ECR push rights, so set it only with protected tags. null (default) allows none; prefer github_release_environment."
+  type        = string
+  default     = null
 
   validation {
     condition     = var.github_tag_pattern == null || can(regex("^[A-Za-z0-9._/-][A-Za-z0-9._/*-]*$", var.github_tag_pattern))
@@ -590,11 +601,12 @@ variable "async_inference" {
 }
 
 variable "search" {
-  description = "Product search by text or photo, zero-shot tags and prompts from a photo (docs/search.md, modules/search: POST /search, /tags, /interrogate): null (default) creates nothing; otherwise the CLIP artifact (s3://<bucket>/models/.../model.tar.gz) and the backend. Needs the API (model_data_url set)."
+  description = "Product search by text or photo, zero-shot tags and prompts from a photo (docs/search.md, modules/search: POST /search, /tags, /interrogate): null (default) creates nothing; otherwise the CLIP artifact (s3://<bucket>/models/.../model.tar.gz), the backend, the endpoint type and the image tag of the CLIP endpoint. endpoint_type serverless (default) needs image_tag: a CPU build of the inference image under 10 GB (docs/search.md). Needs the API (model_data_url set)."
   type = object({
     model_data_url   = string
     backend          = optional(string, "embedded")
     endpoint_type    = optional(string, "serverless")
+    image_tag        = optional(string)
     ingest_role_arns = optional(list(string), [])
   })
   default = null
@@ -602,6 +614,21 @@ variable "search" {
   validation {
     condition     = var.search == null || try(contains(["embedded", "opensearch_domain", "opensearch_serverless"], var.search.backend) && contains(["serverless", "realtime"], var.search.endpoint_type), false)
     error_message = "search.backend must be embedded, opensearch_domain or opensearch_serverless; search.endpoint_type serverless or realtime."
+  }
+
+  validation {
+    condition     = try(var.search.image_tag == null || can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.search.image_tag)), true)
+    error_message = "search.image_tag must be an image tag of the inference repository."
+  }
+
+  # Serverless Inference runs on CPUs only and takes container images of at most 10 GB (SageMaker guide,
+  # "Deploy models with Amazon SageMaker Serverless Inference": feature exclusions and container limits,
+  # https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html). The inference image of
+  # containers/inference/Dockerfile is built on the CUDA PyTorch base (pytorch/pytorch:...-cuda...), made
+  # for the GPU attribute endpoint: a serverless CLIP endpoint needs its own CPU build, named here.
+  validation {
+    condition     = try(var.search.endpoint_type != "serverless" || (var.search.image_tag != null && var.search.image_tag != var.inference_image_tag), true)
+    error_message = "search.endpoint_type = serverless needs search.image_tag: a CPU build of the inference image under 10 GB (Serverless Inference is CPU-only with a 10 GB image limit; the default image is built on the CUDA PyTorch base, docs/search.md). Or set search.endpoint_type = realtime."
   }
 }
 

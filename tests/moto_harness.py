@@ -56,13 +56,14 @@ def apply_patches() -> None:
 
 
 def _accept_g5_instances() -> None:
-    # moto's instance-type enum predates ml.g5/ml.g6; the real API accepts them.
+    # moto's instance-type enum predates ml.g5/ml.g6 and ml.c6i (the real-time CLIP endpoint's default);
+    # the real API accepts them.
     from moto.sagemaker import models as sm
 
     original = sm.FakeEndpointConfig.validate_instance_type
 
     def validate_instance_type(self: Any, instance_type: str) -> None:
-        if instance_type.startswith(("ml.g5.", "ml.g6.", "ml.g6e.")):
+        if instance_type.startswith(("ml.g5.", "ml.g6.", "ml.g6e.", "ml.c6i.")):
             return
         original(self, instance_type)
 

@@ -7,8 +7,6 @@ mock_provider "aws" {
 }
 
 variables {
-  account_id     = "123456789012"
-  partition      = "aws"
   region         = "us-east-1"
   kms_key_arn    = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
   endpoint_name  = "loom-endpoint"
@@ -101,4 +99,86 @@ run "async_payload_is_capped_at_1_gb" {
   }
 
   expect_failures = [var.async_inference]
+}
+
+# The asynchronous endpoint's containers log to /aws/sagemaker/Endpoints/<async endpoint name>: the model
+# role may write there, and Terraform creates the group (KMS, retention) before SageMaker would.
+run "async_endpoint_logs_to_its_own_group" {
+  command = plan
+
+  module {
+    source = "./modules/endpoint"
+  }
+
+  variables {
+    async_inference = { enabled = true }
+  }
+
+  assert {
+    condition = contains(flatten([for s in jsondecode(aws_iam_role_policy.model.policy).Statement : s.Resource if s.Sid == "EndpointAndTransformLogs"]),
+    "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/loom-endpoint-async:*")
+    error_message = "The model role must be allowed to write the asynchronous endpoint's own log group."
+  }
+
+  assert {
+    condition     = aws_cloudwatch_log_group.async[0].name == "/aws/sagemaker/Endpoints/loom-endpoint-async" && aws_cloudwatch_log_group.async[0].kms_key_id == var.kms_key_arn && aws_cloudwatch_log_group.async[0].retention_in_days == 365
+    error_message = "Terraform creates the asynchronous endpoint's log group, KMS-encrypted and with retention."
+  }
+
+  # The server's MODEL_LOAD_TIMEOUT (1,380 s) must fit the start-up window, and a large artifact needs more
+  # than the default download time: both windows as on the real-time variant (60-3600 s each,
+  # https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariant.html).
+  assert {
+    condition = (aws_sagemaker_endpoint_configuration.async[0].production_variants[0].model_data_download_timeout_in_seconds == 1200
+      && aws_sagemaker_endpoint_configuration.async[0].production_variants[0].container_startup_health_check_timeout_in_seconds == 1500
+    && tonumber(aws_sagemaker_model.async[0].primary_container[0].environment["MODEL_LOAD_TIMEOUT"]) < 1500)
+    error_message = "The asynchronous variant needs the download and start-up windows the server's load timeout assumes."
+  }
+
+  assert {
+    condition     = aws_sagemaker_model.async[0].primary_container[0].model_data_url == var.model_data_url && length(aws_sagemaker_model.async[0].primary_container[0].model_data_source) == 0
+    error_message = "A model.tar.gz goes as ModelDataUrl (Gzip)."
+  }
+}
+
+run "async_no_log_permission_without_the_endpoint" {
+  command = plan
+
+  module {
+    source = "./modules/endpoint"
+  }
+
+  assert {
+    condition     = !strcontains(aws_iam_role_policy.model.policy, "loom-endpoint-async") && length(aws_cloudwatch_log_group.async) == 0
+    error_message = "Without async_inference the model role gets no asynchronous log group."
+  }
+}
+
+# An uncompressed model folder: ModelDataSource.S3DataSource with CompressionType None, as the real-time
+# model sends it (https://docs.aws.amazon.com/sagemaker/latest/dg/large-model-inference-uncompressed.html).
+run "async_model_honours_model_data_compression" {
+  command = plan
+
+  module {
+    source = "./modules/endpoint"
+  }
+
+  variables {
+    async_inference        = { enabled = true }
+    model_data_compression = "None"
+    model_data_url         = "s3://loom-data-123456789012-us-east-1/models/job-1/output/model/"
+  }
+
+  assert {
+    condition = (aws_sagemaker_model.async[0].primary_container[0].model_data_url == null
+      && aws_sagemaker_model.async[0].primary_container[0].model_data_source[0].s3_data_source[0].compression_type == "None"
+      && aws_sagemaker_model.async[0].primary_container[0].model_data_source[0].s3_data_source[0].s3_data_type == "S3Prefix"
+    && aws_sagemaker_model.async[0].primary_container[0].model_data_source[0].s3_data_source[0].s3_uri == var.model_data_url)
+    error_message = "The asynchronous model must send an uncompressed folder as S3DataSource with CompressionType None."
+  }
+
+  assert {
+    condition     = aws_sagemaker_model.async[0].primary_container[0].model_data_source == aws_sagemaker_model.this.primary_container[0].model_data_source
+    error_message = "The asynchronous and real-time models must describe the artifact the same way."
+  }
 }

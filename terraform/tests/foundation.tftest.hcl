@@ -8,8 +8,6 @@ mock_provider "aws" {
 }
 
 variables {
-  account_id  = "123456789012"
-  partition   = "aws"
   region      = "us-east-1"
   kms_key_arn = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
 }
@@ -249,12 +247,10 @@ run "ci_role_is_limited_to_repo_branch_and_repositories" {
     ]
   }
 
+  # By default only main: a tag pattern would give ECR push rights to whoever may push a tag.
   assert {
-    condition = toset(jsondecode(aws_iam_role.ci.assume_role_policy).Statement[0].Condition.StringLike["token.actions.githubusercontent.com:sub"]) == toset([
-      "repo:example-org/loom:ref:refs/heads/main",
-      "repo:example-org/loom:ref:refs/tags/v*",
-    ])
-    error_message = "Only main and v* tags of the configured repository may assume the CI role."
+    condition     = jsondecode(aws_iam_role.ci.assume_role_policy).Statement[0].Condition.StringLike["token.actions.githubusercontent.com:sub"] == ["repo:example-org/loom:ref:refs/heads/main"]
+    error_message = "By default only the main branch of the configured repository may assume the CI role (no tags, no environment)."
   }
 
   assert {
@@ -298,5 +294,62 @@ run "ci_reuses_an_existing_oidc_provider" {
   assert {
     condition     = jsondecode(aws_iam_role.ci.assume_role_policy).Statement[0].Condition.StringLike["token.actions.githubusercontent.com:sub"] == ["repo:example-org/loom:ref:refs/heads/main"]
     error_message = "With github_tag_pattern = null only the branch may assume the role."
+  }
+}
+
+# Release tags through a protected GitHub environment: a job that names an environment gets the OIDC
+# subject repo:<owner>/<name>:environment:<name> (GitHub, "About security hardening with OpenID Connect",
+# example subject claims); the environment's required reviewers approve each release.
+run "ci_trusts_releases_only_through_the_named_environment" {
+  command = plan
+
+  module {
+    source = "./modules/ci"
+  }
+
+  variables {
+    name_prefix                = "loom"
+    github_repository          = "example-org/loom"
+    github_release_environment = "release"
+    repository_arns            = ["arn:aws:ecr:us-east-1:123456789012:repository/loom-training"]
+  }
+
+  assert {
+    condition = jsondecode(aws_iam_role.ci.assume_role_policy).Statement[0].Condition.StringLike["token.actions.githubusercontent.com:sub"] == [
+      "repo:example-org/loom:ref:refs/heads/main",
+      "repo:example-org/loom:environment:release",
+    ]
+    error_message = "With github_release_environment the role trusts main and that environment, and no tag ref."
+  }
+}
+
+run "ci_environment_takes_no_wildcards" {
+  command = plan
+
+  module {
+    source = "./modules/ci"
+  }
+
+  variables {
+    name_prefix                = "loom"
+    github_repository          = "example-org/loom"
+    github_release_environment = "*"
+    repository_arns            = ["arn:aws:ecr:us-east-1:123456789012:repository/loom-training"]
+  }
+
+  expect_failures = [var.github_release_environment]
+}
+
+run "root_ci_trusts_no_tags_by_default" {
+  command = plan
+
+  variables {
+    github_repository = "example-org/loom"
+    model_data_url    = null
+  }
+
+  assert {
+    condition     = var.github_tag_pattern == null && var.github_release_environment == null
+    error_message = "The root module must trust no tag and no environment unless asked."
   }
 }

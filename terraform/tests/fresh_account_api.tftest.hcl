@@ -7,8 +7,6 @@ mock_provider "aws" {
 }
 
 variables {
-  account_id      = "123456789012"
-  partition       = "aws"
   region          = "us-east-1"
   kms_key_arn     = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
   lambda_zip_path = "tests/fixtures/lambda.zip"
@@ -89,8 +87,12 @@ run "bedrock_global_profile_also_allows_the_regionless_model_arn" {
   module {
     source = "./modules/api"
   }
+  # The module reads its Region from the provider (aws_region).
+  override_data {
+    target = data.aws_region.current
+    values = { name = "eu-west-1" }
+  }
   variables {
-    region           = "eu-west-1"
     endpoint_arn     = "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/loom-endpoint"
     bedrock_model_id = "global.anthropic.claude-sonnet-4-6"
   }

@@ -8,8 +8,6 @@ mock_provider "aws" {
 }
 
 variables {
-  account_id      = "123456789012"
-  partition       = "aws"
   region          = "us-east-1"
   kms_key_arn     = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
   lambda_zip_path = "tests/fixtures/lambda.zip"
@@ -180,7 +178,7 @@ run "rollout_timeout_must_cover_the_waits" {
     rollout_bake_seconds    = 3600
     rollout_timeout_seconds = 3600
   }
-  expect_failures = [var.rollout_timeout_seconds]
+  expect_failures = [var.rollout_timeout_seconds, check.rollout_fits_the_provider_wait]
 }
 
 run "capacity_change_keeps_the_configuration" {
@@ -291,9 +289,16 @@ run "logs_principal_override" {
   module {
     source = "./modules/kms"
   }
+  # The module reads Region and partition from the provider (aws_region, aws_partition).
+  override_data {
+    target = data.aws_region.current
+    values = { name = "cn-north-1" }
+  }
+  override_data {
+    target = data.aws_partition.current
+    values = { partition = "aws-cn", dns_suffix = "amazonaws.com.cn" }
+  }
   variables {
-    region                 = "cn-north-1"
-    partition              = "aws-cn"
     logs_service_principal = "logs.cn-north-1.amazonaws.com.cn"
   }
   assert {

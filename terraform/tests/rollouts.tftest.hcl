@@ -15,8 +15,6 @@ mock_provider "aws" {
 }
 
 variables {
-  account_id     = "123456789012"
-  partition      = "aws"
   region         = "us-east-1"
   kms_key_arn    = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
   endpoint_name  = "loom-endpoint"

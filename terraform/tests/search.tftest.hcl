@@ -21,7 +21,6 @@ mock_provider "aws" {
 }
 
 variables {
-  account_id          = "123456789012"
   region              = "us-east-1"
   bucket_name         = "loom-data-123456789012-us-east-1"
   kms_key_arn         = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
@@ -46,9 +45,32 @@ run "search_defaults_serverless_endpoint_embedded_index" {
     error_message = "By default the CLIP endpoint is SageMaker Serverless Inference (4096 MB, concurrency 5)."
   }
 
+  # Serverless Inference refuses network isolation, VPC configuration and data capture (SageMaker guide,
+  # Serverless Inference, feature exclusions: https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html)
+  # and takes no volume KMS key.
   assert {
-    condition     = aws_sagemaker_endpoint_configuration.clip.kms_key_arn == null && aws_sagemaker_model.clip.enable_network_isolation
-    error_message = "Serverless Inference takes no KMS key; the model runs network-isolated."
+    condition     = aws_sagemaker_endpoint_configuration.clip.kms_key_arn == null && !aws_sagemaker_model.clip.enable_network_isolation && length(aws_sagemaker_model.clip.vpc_config) == 0 && length(aws_sagemaker_endpoint_configuration.clip.data_capture_config) == 0
+    error_message = "A serverless CLIP model must not ask for network isolation, a VPC, data capture or a volume key: Serverless Inference refuses them."
+  }
+
+  # Serverless Inference gives the container 3 minutes to answer /ping (same guide): the server gives up
+  # loading before that, so the failure carries its own message. No start-up window is sent (real-time only).
+  assert {
+    condition = (tonumber(aws_sagemaker_model.clip.primary_container[0].environment["MODEL_LOAD_TIMEOUT"]) < 180
+      && aws_sagemaker_endpoint_configuration.clip.production_variants[0].container_startup_health_check_timeout_in_seconds == null
+    && aws_sagemaker_endpoint_configuration.clip.production_variants[0].instance_type == null)
+    error_message = "On Serverless Inference MODEL_LOAD_TIMEOUT must be under the 3-minute /ping window, with no instance type or start-up window."
+  }
+
+  # 4 MB request and response payloads on Serverless Inference (same guide): the Lambda is told the limit.
+  assert {
+    condition     = output.lambda_environment["SEARCH_MAX_REQUEST_BYTES"] == "4000000" && aws_sagemaker_model.clip.primary_container[0].environment["MAX_BODY_MB"] == "4"
+    error_message = "A serverless CLIP endpoint takes requests of at most 4 MB: SEARCH_MAX_REQUEST_BYTES = 4000000."
+  }
+
+  assert {
+    condition     = aws_cloudwatch_log_group.clip.name == "/aws/sagemaker/Endpoints/loom-clip" && aws_cloudwatch_log_group.clip.kms_key_id == var.kms_key_arn && aws_cloudwatch_log_group.clip.retention_in_days == 365 && output.log_group_name == aws_cloudwatch_log_group.clip.name
+    error_message = "Terraform creates the CLIP endpoint's log group, KMS-encrypted and with retention (SageMaker would create it unencrypted, kept forever)."
   }
 
   assert {
@@ -90,7 +112,7 @@ run "search_defaults_serverless_endpoint_embedded_index" {
   }
 
   assert {
-    condition     = output.lambda_environment.SEARCH_ENDPOINT_NAME == "loom-clip" && output.lambda_environment.SEARCH_BACKEND == "embedded" && length(keys(output.lambda_environment)) == 2
+    condition     = output.lambda_environment.SEARCH_ENDPOINT_NAME == "loom-clip" && output.lambda_environment.SEARCH_BACKEND == "embedded" && length(keys(output.lambda_environment)) == 3
     error_message = "The Lambda environment must name the CLIP endpoint and the embedded backend."
   }
 }
@@ -110,6 +132,17 @@ run "search_realtime_endpoint_with_an_opensearch_domain" {
   assert {
     condition     = aws_sagemaker_endpoint_configuration.clip.production_variants[0].instance_type == "ml.c6i.xlarge" && aws_sagemaker_endpoint_configuration.clip.kms_key_arn == var.kms_key_arn
     error_message = "A real-time CLIP endpoint runs on ml.c6i.xlarge with its volume under the project key."
+  }
+
+  # Real-time endpoints keep the model network-isolated; InvokeEndpoint takes 6 MB (botocore's
+  # sagemaker-runtime model: Body max 6291456 bytes); the start-up window covers MODEL_LOAD_TIMEOUT.
+  assert {
+    condition = (aws_sagemaker_model.clip.enable_network_isolation
+      && output.lambda_environment["SEARCH_MAX_REQUEST_BYTES"] == "6291456"
+      && aws_sagemaker_model.clip.primary_container[0].environment["MAX_BODY_MB"] == "6"
+      && aws_sagemaker_endpoint_configuration.clip.production_variants[0].container_startup_health_check_timeout_in_seconds == 600
+    && aws_sagemaker_model.clip.primary_container[0].environment["MODEL_LOAD_TIMEOUT"] == "480")
+    error_message = "A real-time CLIP model runs network-isolated, takes 6 MB requests, and loads within its start-up window."
   }
 
   assert {
@@ -186,16 +219,141 @@ run "search_rejects_a_bad_backend" {
   expect_failures = [var.search_backend]
 }
 
-run "root_wires_search_into_the_api" {
+run "search_realtime_on_nvme_instances_takes_no_volume_key" {
+  command = plan
+
+  module {
+    source = "./modules/search"
+  }
+
+  variables {
+    endpoint_type = "realtime"
+    instance_type = "ml.g4dn.xlarge"
+  }
+
+  assert {
+    condition     = aws_sagemaker_endpoint_configuration.clip.kms_key_arn == null && aws_sagemaker_endpoint_configuration.clip.production_variants[0].instance_type == "ml.g4dn.xlarge"
+    error_message = "NVMe instance types refuse KmsKeyId (modules/instance_storage, the rule the endpoint module uses)."
+  }
+}
+
+# ProductionVariantServerlessConfig: MemorySizeInMB 1024-6144 in 1 GB steps, MaxConcurrency 1-200.
+#   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariantServerlessConfig.html
+run "search_serverless_memory_in_1_gb_steps" {
+  command = plan
+
+  module {
+    source = "./modules/search"
+  }
+
+  variables {
+    serverless_memory_mb = 1536
+  }
+
+  expect_failures = [var.serverless_memory_mb]
+}
+
+run "search_serverless_memory_at_most_6_gb" {
+  command = plan
+
+  module {
+    source = "./modules/search"
+  }
+
+  variables {
+    serverless_memory_mb = 7168
+  }
+
+  expect_failures = [var.serverless_memory_mb]
+}
+
+run "search_serverless_concurrency_at_most_200" {
+  command = plan
+
+  module {
+    source = "./modules/search"
+  }
+
+  variables {
+    serverless_max_concurrency = 201
+  }
+
+  expect_failures = [var.serverless_max_concurrency]
+}
+
+# Serverless Inference is CPU-only with a 10 GB image limit (serverless-endpoints.html); the inference
+# image is built on the CUDA PyTorch base (containers/inference/Dockerfile): a serverless CLIP endpoint
+# must name its own CPU image.
+run "root_serverless_search_needs_a_cpu_image" {
   command = plan
 
   variables {
-    partition           = "aws"
     lambda_zip_path     = "tests/fixtures/lambda.zip"
     model_data_url      = "s3://loom-data-123456789012-us-east-1/models/job-1/output/model.tar.gz"
     inference_image_tag = "0123abc"
     search = {
       model_data_url = "s3://loom-data-123456789012-us-east-1/models/clip-1/model.tar.gz"
+    }
+  }
+
+  expect_failures = [var.search]
+}
+
+run "root_serverless_search_refuses_the_gpu_image_tag" {
+  command = plan
+
+  variables {
+    lambda_zip_path     = "tests/fixtures/lambda.zip"
+    model_data_url      = "s3://loom-data-123456789012-us-east-1/models/job-1/output/model.tar.gz"
+    inference_image_tag = "0123abc"
+    search = {
+      model_data_url = "s3://loom-data-123456789012-us-east-1/models/clip-1/model.tar.gz"
+      image_tag      = "0123abc"
+    }
+  }
+
+  expect_failures = [var.search]
+}
+
+# JWT authorisation and search together: the search routes use the API's JWT authorizer.
+run "root_plans_jwt_authorisation_with_search" {
+  command = plan
+
+  variables {
+    lambda_zip_path     = "tests/fixtures/lambda.zip"
+    model_data_url      = "s3://loom-data-123456789012-us-east-1/models/job-1/output/model.tar.gz"
+    inference_image_tag = "0123abc"
+    api_authorization   = "JWT"
+    jwt_issuer          = "https://issuer.example.com/"
+    jwt_audience        = ["loom"]
+    search = {
+      model_data_url = "s3://loom-data-123456789012-us-east-1/models/clip-1/model.tar.gz"
+      endpoint_type  = "realtime"
+    }
+  }
+
+  assert {
+    condition = (module.api[0].authorizer_id == "auth01" && length(module.search[0].route_authorization) == 3
+    && alltrue([for r in values(module.search[0].route_authorization) : r.type == "JWT" && r.authorizer_id == module.api[0].authorizer_id]))
+    error_message = "With api_authorization = JWT every search route uses the API's JWT authorizer."
+  }
+
+  assert {
+    condition     = module.api[0].lambda_environment["SEARCH_MAX_REQUEST_BYTES"] == "6291456"
+    error_message = "A real-time CLIP endpoint takes 6 MB requests: the Lambda is told so."
+  }
+}
+
+run "root_wires_search_into_the_api" {
+  command = plan
+
+  variables {
+    lambda_zip_path     = "tests/fixtures/lambda.zip"
+    model_data_url      = "s3://loom-data-123456789012-us-east-1/models/job-1/output/model.tar.gz"
+    inference_image_tag = "0123abc"
+    search = {
+      model_data_url = "s3://loom-data-123456789012-us-east-1/models/clip-1/model.tar.gz"
+      image_tag      = "0123abc-cpu"
     }
   }
 
@@ -212,7 +370,13 @@ run "root_wires_search_into_the_api" {
   # Without these the Lambda answers /search with "not configured": the search module's outputs reach it.
   assert {
     condition = (module.api[0].lambda_environment["SEARCH_ENDPOINT_NAME"] == "loom-clip"
-    && module.api[0].lambda_environment["SEARCH_BACKEND"] == "embedded")
+      && module.api[0].lambda_environment["SEARCH_BACKEND"] == "embedded"
+    && module.api[0].lambda_environment["SEARCH_MAX_REQUEST_BYTES"] == "4000000")
     error_message = "The API Lambda's environment carries the search module's SEARCH_ENDPOINT_NAME and SEARCH_BACKEND."
+  }
+
+  assert {
+    condition     = module.search[0].route_authorization["POST /search"].type == "AWS_IAM" && module.api[0].authorizer_id == null
+    error_message = "The search routes are IAM-authorised by default."
   }
 }

@@ -202,6 +202,42 @@ def test_images_workflow_assumes_the_oidc_role_with_least_permissions() -> None:
     assert build["tags"].endswith(":${{ env.IMAGE_TAG }}") and job["env"]["IMAGE_TAG"] == "${{ github.sha }}"
     assert build["cache-from"].startswith("type=gha") and build["cache-to"].startswith("type=gha")
     assert "image_uri=" in steps["Image URI"]["run"]
+    # Only main is built (the CI role trusts main's OIDC subject); tags never reach the build job.
+    assert job["if"] == "github.ref_type == 'branch'" and "environment" not in job
+
+
+def test_release_tags_go_through_the_protected_environment_only() -> None:
+    """The CI role trusts tags only as repo:<owner>/<name>:environment:<env> (terraform
+    github_release_environment, a GitHub environment with required reviewers): the job that adds a release
+    tag must run in that environment, and does nothing when none is configured. GitHub sets the OIDC subject
+    to the environment for any job that names one:
+    https://docs.github.com/en/actions/security-for-github-actions/security-hardening-your-deployments/about-security-hardening-with-openid-connect#example-subject-claims"""
+    workflow = _workflow("images.yml")
+    job = workflow["jobs"]["release-tag"]
+    assert job["environment"] == "${{ vars.LOOM_RELEASE_ENVIRONMENT }}"
+    assert job["if"] == "github.ref_type == 'tag' && vars.LOOM_RELEASE_ENVIRONMENT != ''"
+    assert job["permissions"] == {"id-token": "write", "contents": "read"}
+    steps = {step.get("name"): step for step in job["steps"]}
+    assert "put-image" in steps["Add the release tag"]["run"] and "docker" not in str(job).lower()
+
+
+def test_dependabot_updates_actions_python_and_docker_bases() -> None:
+    """.github/dependabot.yml covers the pinned actions, the Python dependencies and both Dockerfiles,
+    each in a folder that exists (Dependabot options reference:
+    https://docs.github.com/en/code-security/dependabot/working-with-dependabot/dependabot-options-reference)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    assert config["version"] == 2
+    updates = {u["package-ecosystem"]: u for u in config["updates"]}
+    assert set(updates) >= {"github-actions", "pip", "docker"}
+    for ecosystem, update in updates.items():
+        assert update["schedule"]["interval"] in {"daily", "weekly", "monthly"}, ecosystem
+        for folder in update.get("directories", [update.get("directory")]):
+            assert (ROOT / folder.lstrip("/")).is_dir(), f"{ecosystem}: {folder} does not exist"
+    assert (ROOT / "pyproject.toml").is_file()
+    docker_dirs = {d.lstrip("/") for d in updates["docker"]["directories"]}
+    assert docker_dirs == {str(p.parent.relative_to(ROOT)) for p in ROOT.glob("containers/*/Dockerfile")}
 
 
 def test_ci_workflow_runs_make_test_on_pull_requests() -> None:

@@ -18,8 +18,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from fixtures_terraform import (ROOT, TERRAFORM, TF_DIR, _boto, _copy_module, _kill_group, _ok, _resources, _statements, _tf,
-                                moto_tf_env)
+from fixtures_terraform import (AWS_PROVIDER_DIR, ROOT, TERRAFORM, TF_DIR, _boto, _copy_module, _kill_group, _ok, _resources,
+                                _statements, _tf, moto_tf_env)
 
 pytestmark = pytest.mark.usefixtures("require_terraform")
 
@@ -30,21 +30,9 @@ MODEL_DATA_URL = f"s3://{BUCKET}/models/job-1/output/model.tar.gz"
 IMAGE_TAG = "0123abc"
 CLIP_DATA_URL = f"s3://{BUCKET}/models/clip-1/output/model.tar.gz"
 CLIP_ENDPOINT_NAME = "loom-clip"  # modules/search: "${name_prefix}-clip"
+CLIP_IMAGE_TAG = "0123abc-cpu"  # the serverless CLIP endpoint's CPU build (Serverless Inference: CPU only, 10 GB)
+ASYNC_ENDPOINT_NAME = "loom-endpoint-async"  # modules/endpoint/async.tf: "${endpoint_name}-async"
 FULL_LIFECYCLE = os.environ.get("LOOM_TF_MOTO_LIFECYCLE") == "1"
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 @pytest.fixture(scope="session")
@@ -86,21 +74,88 @@ def test_terraform_validate(tf_mock_dir: Path, tf_env: dict[str, str], tf_test_p
 
 
 def test_version_constraints_admit_the_shipped_tools() -> None:
+    """Every versions.tf asks for AWS provider 5.66 or newer and still admits the mirrored 5.100.0.
+
+    5.66.0 raised aws_sagemaker_endpoint's create and update waiters from 10 to 60 minutes
+    (hashicorp/terraform-provider-aws CHANGELOG.md, 5.66.0, #39090); below it a large model's start-up or a
+    blue/green rollout fails the apply. The resource has no `timeouts` block (checked against the 5.100.0
+    schema in test_endpoint_resource_has_no_timeouts_block), so the floor is the only lever.
+    """
     for versions_tf in [TF_DIR / "versions.tf", *sorted(TF_DIR.glob("modules/*/versions.tf"))]:
         text = versions_tf.read_text()
         assert 'source  = "hashicorp/aws"' in text, versions_tf
-        assert 'version = ">= 5.40, < 6.0"' in text, f"{versions_tf}: AWS provider constraint must admit 5.100.0"
+        assert 'version = ">= 5.66, < 6.0"' in text, f"{versions_tf}: AWS provider constraint must be >= 5.66 (endpoint waiters) and admit 5.100.0"
         assert 'required_version = ">= 1.9.0, < 2.0.0"' in text, f"{versions_tf}: must admit Terraform 1.11.4"
+    assert _admits((5, 100, 0)) and _admits((5, 66, 0)) and not _admits((5, 65, 9)) and not _admits((6, 0, 0))
     providers = set()
     for tf_file in TF_DIR.rglob("*.tf"):
         if ".terraform" not in tf_file.parts:
             providers.update(line.split('"')[1] for line in tf_file.read_text().splitlines() if line.strip().startswith("source ") and "hashicorp/" in line)
     assert providers == {"hashicorp/aws"}, f"only the mirrored AWS provider is available offline: {providers}"
     modules = {p.parent.name for p in TF_DIR.glob("modules/*/main.tf")}
-    assert modules == {"kms", "storage", "registry", "training", "endpoint", "api", "ci", "search"}
+    assert modules == {"kms", "storage", "registry", "training", "endpoint", "api", "ci", "search", "instance_storage"}
     for module in TF_DIR.glob("modules/*"):
         for name in ("main.tf", "variables.tf", "outputs.tf", "versions.tf"):
             assert (module / name).is_file(), f"{module.name} lacks {name}"
+
+
+def _admits(version: tuple[int, int, int]) -> bool:
+    """Whether the root module's AWS provider constraint (">= a.b, < c.d") admits `version`."""
+    import re
+
+    constraint = re.search(r'source\s*= "hashicorp/aws"\s*\n\s*version\s*= "([^"]+)"', (TF_DIR / "versions.tf").read_text()).group(1)
+    ok = True
+    for op, number in re.findall(r"(>=|<|<=|>|=)\s*([0-9.]+)", constraint):
+        bound = tuple(int(part) for part in (number.split(".") + ["0", "0"])[:3])
+        ok &= {">=": version >= bound, "<": version < bound, "<=": version <= bound, ">": version > bound, "=": version == bound}[op]
+    return ok
+
+
+def test_endpoint_resource_has_no_timeouts_block(tf_mock_dir: Path, tf_env: dict[str, str]) -> None:
+    """If a provider version gains `timeouts` on aws_sagemaker_endpoint, set them in the endpoint and search
+    modules (and this test fails to say so)."""
+    result = _tf(["providers", "schema", "-json"], tf_mock_dir, tf_env)
+    _ok(result, "terraform providers schema")
+    schemas = json.loads(result.stdout)["provider_schemas"]["registry.terraform.io/hashicorp/aws"]["resource_schemas"]
+    assert "timeouts" not in schemas["aws_sagemaker_endpoint"]["block"].get("block_types", {}), (
+        "aws_sagemaker_endpoint now has a timeouts block: set create/update timeouts in modules/endpoint and modules/search")
+
+
+def test_modules_read_account_partition_and_region_themselves() -> None:
+    """No module takes account_id, partition or region as pass-through variables (issue: they read the
+    provider's with aws_caller_identity, aws_partition, aws_region)."""
+    import hcl2
+
+    for variables_tf in sorted(TF_DIR.glob("modules/*/variables.tf")):
+        names = {name.strip('"') for block in hcl2.loads(variables_tf.read_text()).get("variable", []) for name in block}
+        assert not names & {"account_id", "partition", "region"}, f"{variables_tf.relative_to(ROOT)} passes {names & {'account_id', 'partition', 'region'}} through"
+    import re
+
+    passed = re.findall(r"(?m)^\s+(account_id|partition|region)\s+= local\.", (TF_DIR / "main.tf").read_text())
+    assert passed == [], f"terraform/main.tf still passes {passed} to modules"
+
+
+def test_lock_file_pins_the_supported_provider(tmp_path: Path, tf_env: dict[str, str]) -> None:
+    """terraform/.terraform.lock.hcl is committed (two operators apply with the same provider build): it
+    names the provider version the constraint admits, and `terraform init -lockfile=readonly` accepts the
+    provider this machine has (its h1 hash for linux_amd64 matches). Other platforms' hashes are added
+    with `terraform providers lock -platform=...` where the registry is reachable (docs/deploy.md)."""
+    import re
+
+    lock = (TF_DIR / ".terraform.lock.hcl").read_text()
+    blocks = re.findall(r'provider "([^"]+)" \{', lock)
+    assert blocks == ["registry.terraform.io/hashicorp/aws"], blocks
+    version = re.search(r'version\s+= "([0-9.]+)"', lock).group(1)
+    assert _admits(tuple(int(v) for v in version.split("."))), version
+    assert re.search(r'constraints = ">= 5.66.0, < 6.0.0"', lock), "the lock must record the constraint of versions.tf"
+    assert re.search(r'"h1:[A-Za-z0-9+/=]{44}"', lock), "the lock must carry at least one h1 hash"
+    mirrored = sorted(p.name for p in AWS_PROVIDER_DIR.iterdir() if p.is_dir())
+    assert version in mirrored, f"the lock names {version}; the machine has {mirrored}"
+    workdir = _copy_module(tmp_path / "terraform")
+    shutil.copy(TF_DIR / ".terraform.lock.hcl", workdir / ".terraform.lock.hcl")
+    result = _tf(["init", "-backend=false", "-input=false", "-no-color", "-lockfile=readonly"], workdir, tf_env)
+    _ok(result, "terraform init -lockfile=readonly with the committed lock file")
+    assert (workdir / ".terraform.lock.hcl").read_text() == lock
 
 
 def test_every_variable_is_typed_described_and_validated_where_it_matters() -> None:
@@ -171,14 +226,24 @@ def test_apply_plan_destroy_against_moto(tmp_path: Path, tf_env: dict[str, str],
                 # moto, like S3, writes access logs into the log bucket: let destroy empty it.
                 "force_destroy": True,
                 # The search module rides on the same apply (a second whole-stack apply would double the
-                # run time): Serverless Inference CLIP endpoint, its role, POST /search, the Lambda's grant.
-                "search": {"model_data_url": CLIP_DATA_URL, "backend": "embedded"},
+                # run time): Serverless Inference CLIP endpoint (its own CPU image tag), its role, POST
+                # /search, the Lambda's grant; then the same stack moved to a real-time CLIP endpoint.
+                "search": {"model_data_url": CLIP_DATA_URL, "backend": "embedded", "image_tag": CLIP_IMAGE_TAG},
+                # The asynchronous endpoint beside the real-time one.
+                "async_inference": {"enabled": True},
                 # POST /restyle too (off by default; `terraform test` checks the default has none of it).
                 "enable_restyle": True,
+                # Release tags only through a (protected) GitHub environment.
+                "github_release_environment": "release",
             }
         )
     )
     var_file = f"-var-file={tfvars}"
+    realtime_tfvars = tmp_path / "moto-realtime.tfvars.json"
+    realtime = json.loads(tfvars.read_text())
+    realtime["search"] = {"model_data_url": CLIP_DATA_URL, "backend": "embedded", "endpoint_type": "realtime"}
+    realtime_tfvars.write_text(json.dumps(realtime))
+    realtime_var_file = f"-var-file={realtime_tfvars}"
     timings: dict[str, float] = {}
 
     def timed(step: str, args: list[str], timeout: int) -> subprocess.CompletedProcess[str]:
@@ -195,8 +260,15 @@ def test_apply_plan_destroy_against_moto(tmp_path: Path, tf_env: dict[str, str],
     outputs = {k: v["value"] for k, v in json.loads(_tf(["output", "-json"], workdir, env).stdout).items()}
     try:
         _check_wiring(_boto(moto_server), outputs)
+        # The CLIP endpoint moved from Serverless Inference to a real-time endpoint: a new model (network
+        # isolated now) and configuration, the endpoint updated, the Lambda told the new request limit.
+        _ok(timed("apply (search realtime)", ["apply", "-auto-approve", "-input=false", "-no-color", realtime_var_file], 300),
+            "terraform apply (search realtime)")
+        plan = timed("plan (search realtime)", ["plan", "-detailed-exitcode", "-input=false", "-no-color", realtime_var_file], 120)
+        assert plan.returncode == 0, f"second plan (realtime search) is not empty (exit {plan.returncode}):\n{plan.stdout[-6000:]}\n{plan.stderr[-3000:]}"
+        _check_realtime_search_wiring(_boto(moto_server), outputs)
     finally:
-        destroy = timed("destroy", ["destroy", "-auto-approve", "-input=false", "-no-color", var_file], 300)
+        destroy = timed("destroy", ["destroy", "-auto-approve", "-input=false", "-no-color", realtime_var_file], 300)
         print(f"\nterraform against moto, seconds: {timings}")
     _ok(destroy, "terraform destroy")
     _check_nothing_left(_boto(moto_server))
@@ -222,9 +294,6 @@ variable "rollouts_outside_terraform" {
 module "endpoint" {
   source                     = "./modules/endpoint"
   endpoint_name              = "%(endpoint)s"
-  account_id                 = "123456789012"
-  partition                  = "aws"
-  region                     = "us-east-1"
   bucket_name                = "%(bucket)s"
   kms_key_arn                = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
   repository_arn             = "arn:aws:ecr:us-east-1:123456789012:repository/loom-inference"
@@ -257,7 +326,8 @@ def test_rollouts_outside_terraform_against_moto(tmp_path: Path, tf_env: dict[st
 
     env = moto_tf_env(tf_env, moto_server)
     workdir = tmp_path / "tf"
-    shutil.copytree(TF_DIR / "modules" / "endpoint", workdir / "modules" / "endpoint")
+    for module in ("endpoint", "instance_storage"):  # the endpoint module uses instance_storage
+        shutil.copytree(TF_DIR / "modules" / module, workdir / "modules" / module)
     (workdir / "main.tf").write_text(_ROLLOUT_ROOT % {"endpoint": ENDPOINT_NAME, "bucket": BUCKET, "tag": IMAGE_TAG})
     variables = ["-var", f"model_data_url={MODEL_DATA_URL}"]
     opted_in = [*variables, "-var", "rollouts_outside_terraform=true"]
@@ -384,6 +454,7 @@ def _check_wiring(client, outputs: dict) -> None:
     env = function["Environment"]["Variables"]
     assert env["ENDPOINT_NAME"] == ENDPOINT_NAME
     assert env["SEARCH_ENDPOINT_NAME"] == CLIP_ENDPOINT_NAME and env["SEARCH_BACKEND"] == "embedded"
+    assert env["SEARCH_MAX_REQUEST_BYTES"] == "4000000", "Serverless Inference takes 4 MB requests"
     assert env["BEDROCK_MODEL_ID"] == "us.anthropic.claude-sonnet-5-5"
     assert env["POWERTOOLS_SERVICE_NAME"] == "loom-api" and env["DESCRIPTION_BACKEND"] == "bedrock"
     assert (env["RESTYLE_MODEL_ID"], env["RESTYLE_REGION"], env["RESTYLE_BUCKET"]) == (
@@ -429,18 +500,21 @@ def _check_wiring(client, outputs: dict) -> None:
 
     # Autoscaling on the endpoint variant.
     targets = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
-    assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [
-        (f"endpoint/{ENDPOINT_NAME}/variant/AllTraffic", 1, 2)
+    assert sorted((t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in targets) == [
+        (f"endpoint/{ASYNC_ENDPOINT_NAME}/variant/AllTraffic", 0, 2),
+        (f"endpoint/{ENDPOINT_NAME}/variant/AllTraffic", 1, 2),
     ]
     policies = autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
     assert [
         p["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]["PredefinedMetricType"]
-        for p in policies
+        for p in policies if p["ResourceId"].startswith(f"endpoint/{ENDPOINT_NAME}/")
     ] == ["SageMakerVariantInvocationsPerInstance"]
+    _check_async_wiring(client, outputs)
 
     # SageMaker's log groups exist before SageMaker writes to them: encrypted, with retention.
     groups = {g["logGroupName"]: g for g in client("logs").describe_log_groups(logGroupNamePrefix="/aws/sagemaker/")["logGroups"]}
-    assert set(groups) == {f"/aws/sagemaker/Endpoints/{ENDPOINT_NAME}", "/aws/sagemaker/TrainingJobs", "/aws/sagemaker/TransformJobs"}
+    assert set(groups) == {f"/aws/sagemaker/Endpoints/{ENDPOINT_NAME}", "/aws/sagemaker/TrainingJobs", "/aws/sagemaker/TransformJobs",
+                           f"/aws/sagemaker/Endpoints/{CLIP_ENDPOINT_NAME}", f"/aws/sagemaker/Endpoints/{ASYNC_ENDPOINT_NAME}"}
     assert all(g.get("kmsKeyId") == outputs["kms_key_arn"] and g.get("retentionInDays") == 365 for g in groups.values())
 
     # Alarms on the endpoint, the Lambda and the API.
@@ -465,12 +539,13 @@ def _check_wiring(client, outputs: dict) -> None:
         rules = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
         assert {r["ID"] for r in rules} >= {"expire-checkpoints", "expire-batch-output", "expire-data-capture"}
 
-    # CI role: only this repository's main branch and v* tags, only the two repositories.
+    # CI role: only this repository's main branch and its release environment, only the two repositories.
     ci_role = iam.get_role(RoleName=outputs["ci_role_arn"].split("/")[-1])["Role"]
     trust = ci_role["AssumeRolePolicyDocument"]
     trust = json.loads(trust) if isinstance(trust, str) else trust
     subjects = trust["Statement"][0]["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"]
-    assert set(subjects) == {"repo:example-org/loom:ref:refs/heads/main", "repo:example-org/loom:ref:refs/tags/v*"}
+    # Release tags only through the protected environment; no refs/tags/* subject.
+    assert set(subjects) == {"repo:example-org/loom:ref:refs/heads/main", "repo:example-org/loom:environment:release"}
     ci_policy = _statements(iam.get_role_policy(RoleName=ci_role["RoleName"], PolicyName="push-loom-images")["PolicyDocument"])
     repo_arns = {r["repositoryArn"] for r in ecr.describe_repositories()["repositories"]}
     assert _resources(ci_policy, "ecr:PutImage") == repo_arns and len(repo_arns) == 2
@@ -486,10 +561,14 @@ def _check_search_wiring(client, outputs: dict, function: dict, lambda_role: str
     # Serverless Inference: memory and concurrency, no instance type, no key (AWS refuses KmsKeyId there).
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 4096, "MaxConcurrency": 5}, variant
     assert "InstanceType" not in variant and "KmsKeyId" not in config
+    assert "ContainerStartupHealthCheckTimeoutInSeconds" not in variant, "Serverless Inference has its own 3-minute /ping window"
     model = sagemaker.describe_model(ModelName=variant["ModelName"])
     assert model["PrimaryContainer"]["ModelDataUrl"] == CLIP_DATA_URL
-    assert model["PrimaryContainer"]["Image"] == outputs["inference_image_uri"]
-    assert model["EnableNetworkIsolation"] is True
+    # Its own CPU image (Serverless Inference: CPU only, 10 GB images), not the CUDA inference image.
+    assert model["PrimaryContainer"]["Image"] == f"{outputs['inference_repository_url']}:{CLIP_IMAGE_TAG}"
+    # Serverless Inference refuses network isolation (serverless-endpoints.html, feature exclusions).
+    assert model["EnableNetworkIsolation"] is False
+    assert model["PrimaryContainer"]["Environment"] == {"MAX_BODY_MB": "4", "MODEL_LOAD_TIMEOUT": "150"}
     clip_role = model["ExecutionRoleArn"].split("/")[-1]
     assert clip_role != outputs["endpoint_role_arn"].split("/")[-1], "the CLIP model has its own role"
     clip_policy = _statements(iam.get_role_policy(RoleName=clip_role, PolicyName="clip-model")["PolicyDocument"])
@@ -509,6 +588,42 @@ def _check_search_wiring(client, outputs: dict, function: dict, lambda_role: str
         assert integration["IntegrationType"] == "AWS_PROXY" and function["FunctionArn"] in integration["IntegrationUri"]
         grant = next(g for g in grants if g["Sid"] == f"AllowHttpApi-POST-{path}")
         assert grant["Condition"]["ArnLike"]["AWS:SourceArn"].endswith(f":{api_id}/*/POST/{path}")
+
+
+def _check_async_wiring(client, outputs: dict) -> None:
+    """modules/endpoint/async.tf: the asynchronous endpoint's variant has the download and start-up windows
+    the server's load timeout needs, and its model role may write the endpoint's own log group."""
+    sagemaker, iam = client("sagemaker"), client("iam")
+    assert outputs["async_endpoint_name"] == ASYNC_ENDPOINT_NAME
+    endpoint = sagemaker.describe_endpoint(EndpointName=ASYNC_ENDPOINT_NAME)
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    variant = config["ProductionVariants"][0]
+    assert (variant["ModelDataDownloadTimeoutInSeconds"], variant["ContainerStartupHealthCheckTimeoutInSeconds"]) == (1200, 1500)
+    assert config["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"] == f"s3://{BUCKET}/async/output/{ASYNC_ENDPOINT_NAME}"
+    model = sagemaker.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["ModelDataUrl"] == MODEL_DATA_URL
+    model_role = outputs["endpoint_role_arn"].split("/")[-1]
+    policy = _statements(iam.get_role_policy(RoleName=model_role, PolicyName="model-and-batch")["PolicyDocument"])
+    assert f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/{ASYNC_ENDPOINT_NAME}:*" in _resources(policy, "logs:PutLogEvents")
+
+
+def _check_realtime_search_wiring(client, outputs: dict) -> None:
+    """The CLIP endpoint after moving to a real-time endpoint: instances, the project key on the volume, a
+    network-isolated model in the inference image, a start-up window, and the Lambda told 6 MB."""
+    sagemaker = client("sagemaker")
+    endpoint = sagemaker.describe_endpoint(EndpointName=CLIP_ENDPOINT_NAME)
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    variant = config["ProductionVariants"][0]
+    assert variant["InstanceType"] == "ml.c6i.xlarge" and "ServerlessConfig" not in variant
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 600
+    assert config["KmsKeyId"] == outputs["kms_key_arn"]
+    model = sagemaker.describe_model(ModelName=variant["ModelName"])
+    assert model["EnableNetworkIsolation"] is True
+    assert model["PrimaryContainer"]["Image"] == outputs["inference_image_uri"]
+    assert model["PrimaryContainer"]["Environment"] == {"MAX_BODY_MB": "6", "MODEL_LOAD_TIMEOUT": "480"}
+    env = client("lambda").get_function_configuration(FunctionName=outputs["lambda_function_name"])["Environment"]["Variables"]
+    assert env["SEARCH_MAX_REQUEST_BYTES"] == "6291456", "real-time InvokeEndpoint takes 6 MB"
+    assert [m["ModelName"] for m in sagemaker.list_models()["Models"] if m["ModelName"].startswith(CLIP_ENDPOINT_NAME)] == [variant["ModelName"]]
 
 
 def _check_nothing_left(client) -> None:

@@ -51,9 +51,6 @@ module "search" {
   source = "./modules/search"
 
   name_prefix         = "loom"
-  account_id          = "%(account)s"
-  partition           = "aws"
-  region              = "us-east-1"
   bucket_name         = "%(bucket)s"
   kms_key_arn         = var.inputs.kms_key_arn
   repository_arn      = "arn:aws:ecr:us-east-1:%(account)s:repository/loom-inference"
@@ -98,7 +95,8 @@ def test_serverless_collection_apply_plan_destroy_against_moto(
     inputs = _prerequisites(client)
 
     workdir = tmp_path / "root"
-    shutil.copytree(TF_DIR / "modules" / "search", workdir / "modules" / "search")
+    for module in ("search", "instance_storage"):  # the search module uses instance_storage
+        shutil.copytree(TF_DIR / "modules" / module, workdir / "modules" / module)
     (workdir / "main.tf").write_text(ROOT_TF)
     tfvars = tmp_path / "inputs.tfvars.json"
     tfvars.write_text(json.dumps({"inputs": inputs}))
@@ -140,6 +138,7 @@ def _check_collection_wiring(client, inputs: dict[str, str], lambda_environment:
     assert lambda_environment == {
         "SEARCH_ENDPOINT_NAME": "loom-clip",
         "SEARCH_BACKEND": "opensearch_serverless",
+        "SEARCH_MAX_REQUEST_BYTES": "4000000",
         "OPENSEARCH_ENDPOINT": collection["collectionEndpoint"],
         "OPENSEARCH_INDEX": lambda_environment["OPENSEARCH_INDEX"],
     }

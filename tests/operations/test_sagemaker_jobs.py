@@ -170,14 +170,15 @@ def test_instance_storage_rule_refuses_non_instance_types(bad):
 
 
 def test_terraform_endpoint_module_applies_the_same_instance_storage_rule():
-    """The endpoint module decides KmsKeyId with its own regex (HCL cannot import Python): same answers."""
+    """Terraform decides KmsKeyId with its own regex (HCL cannot import Python), in the one module the
+    endpoint and search modules share (terraform/modules/instance_storage): same answers."""
     import re
     from pathlib import Path
 
     import hcl2
 
-    main_tf = Path(__file__).resolve().parents[2] / "terraform" / "modules" / "endpoint" / "main.tf"
-    local = next(b for b in hcl2.loads(main_tf.read_text())["locals"] if "local_storage_pattern" in b)
-    pattern = local["local_storage_pattern"].strip('"').encode().decode("unicode_escape")
+    main_tf = Path(__file__).resolve().parents[2] / "terraform" / "modules" / "instance_storage" / "main.tf"
+    local = next(b for b in hcl2.loads(main_tf.read_text())["locals"] if "pattern" in b)
+    pattern = local["pattern"].strip('"').encode().decode("unicode_escape")
     for instance_type, expected in INSTANCE_STORAGE.items():
         assert bool(re.search(pattern, instance_type)) is expected, (instance_type, pattern)

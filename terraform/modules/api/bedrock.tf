@@ -18,14 +18,14 @@ locals {
   # The foundation model behind the profile: "us.anthropic.claude-sonnet-4-6" -> "anthropic.claude-sonnet-4-6".
   bedrock_foundation_model = local.bedrock_profiled ? substr(local.bedrock_id, length(local.bedrock_geo) + 1, -1) : local.bedrock_id
   bedrock_profile_arn = !local.bedrock_profiled ? null : (
-    local.bedrock_is_arn ? var.bedrock_model_id : "arn:${var.partition}:bedrock:${var.region}:${var.account_id}:inference-profile/${local.bedrock_id}"
+    local.bedrock_is_arn ? var.bedrock_model_id : "arn:${local.partition}:bedrock:${local.region}:${local.account_id}:inference-profile/${local.bedrock_id}"
   )
   # Destination Regions: the listed ones, or every Region (the profile decides where it routes; the
   # condition below admits the model only through it). A global profile also needs the Region-less ARN.
-  bedrock_model_regions = length(var.bedrock_destination_regions) > 0 ? var.bedrock_destination_regions : (local.bedrock_profiled ? ["*"] : [var.region])
+  bedrock_model_regions = length(var.bedrock_destination_regions) > 0 ? var.bedrock_destination_regions : (local.bedrock_profiled ? ["*"] : [local.region])
   bedrock_model_arns = concat(
-    [for r in local.bedrock_model_regions : "arn:${var.partition}:bedrock:${r}::foundation-model/${local.bedrock_foundation_model}"],
-    local.bedrock_geo == "global" ? ["arn:${var.partition}:bedrock:::foundation-model/${local.bedrock_foundation_model}"] : [],
+    [for r in local.bedrock_model_regions : "arn:${local.partition}:bedrock:${r}::foundation-model/${local.bedrock_foundation_model}"],
+    local.bedrock_geo == "global" ? ["arn:${local.partition}:bedrock:::foundation-model/${local.bedrock_foundation_model}"] : [],
   )
   # A geographic profile can only be called from a source Region of its geography.
   bedrock_source_region_prefix = {

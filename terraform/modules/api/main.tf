@@ -42,7 +42,7 @@ resource "aws_iam_role" "lambda" {
       Effect    = "Allow"
       Principal = { Service = "lambda.amazonaws.com" }
       Action    = "sts:AssumeRole"
-      Condition = { StringEquals = { "aws:SourceAccount" = var.account_id } }
+      Condition = { StringEquals = { "aws:SourceAccount" = local.account_id } }
     }]
   })
   tags = var.tags
@@ -79,8 +79,8 @@ resource "aws_iam_role_policy" "lambda" {
 
   lifecycle {
     precondition {
-      condition     = local.bedrock_geo == null || startswith(var.region, lookup(local.bedrock_source_region_prefix, coalesce(local.bedrock_geo, "global"), ""))
-      error_message = "bedrock_model_id ${var.bedrock_model_id} is a ${coalesce(local.bedrock_geo, "-")}. inference profile, which cannot be called from ${var.region}: use the profile of this Region's geography (e.g. eu.… in eu-*, apac.… in ap-*) or a global.… profile."
+      condition     = local.bedrock_geo == null || startswith(local.region, lookup(local.bedrock_source_region_prefix, coalesce(local.bedrock_geo, "global"), ""))
+      error_message = "bedrock_model_id ${var.bedrock_model_id} is a ${coalesce(local.bedrock_geo, "-")}. inference profile, which cannot be called from ${local.region}: use the profile of this Region's geography (e.g. eu.… in eu-*, apac.… in ap-*) or a global.… profile."
     }
   }
 }

@@ -47,3 +47,8 @@ output "route_keys" {
   description = "The routes this module puts on the HTTP API (POST /restyle only with enable_restyle)."
   value       = sort(tolist(local.routes))
 }
+
+output "authorizer_id" {
+  description = "Id of the JWT authorizer (null unless authorization = JWT): routes other modules add to this API use it."
+  value       = try(aws_apigatewayv2_authorizer.jwt[0].id, null)
+}

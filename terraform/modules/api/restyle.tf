@@ -14,8 +14,8 @@
 
 locals {
   restyle_key_prefix = "restyle/" # inference/api/visual/restyle.py RESTYLE_KEY_PREFIX (tests/api/test_restyle.py)
-  restyle_model_arn  = "arn:${var.partition}:bedrock:${var.restyle_region}::foundation-model/${var.restyle_model_id}"
-  restyle_bucket_arn = var.restyle_bucket_name == null ? null : "arn:${var.partition}:s3:::${var.restyle_bucket_name}"
+  restyle_model_arn  = "arn:${local.partition}:bedrock:${var.restyle_region}::foundation-model/${var.restyle_model_id}"
+  restyle_bucket_arn = var.restyle_bucket_name == null ? null : "arn:${local.partition}:s3:::${var.restyle_bucket_name}"
   restyle_routes     = var.enable_restyle ? ["POST /restyle"] : []
   restyle_environment = var.enable_restyle ? {
     RESTYLE_MODEL_ID = var.restyle_model_id
@@ -50,7 +50,7 @@ resource "aws_iam_role_policy" "restyle" {
         Action   = ["kms:GenerateDataKey", "kms:Decrypt"]
         Resource = var.kms_key_arn
         Condition = {
-          StringEquals = { "kms:ViaService" = "s3.${var.region}.amazonaws.com" }
+          StringEquals = { "kms:ViaService" = "s3.${local.region}.amazonaws.com" }
         }
       },
     ]

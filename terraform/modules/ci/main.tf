@@ -1,11 +1,16 @@
-# GitHub Actions OIDC: a role that one repository's main branch (and, optionally, its release
-# tags) can assume to push to the two Loom ECR repositories, and to nothing else.
+# GitHub Actions OIDC: a role that one repository's main branch can assume to push to the two Loom ECR
+# repositories, and to nothing else. Release tags are trusted only through a GitHub environment that the
+# operator has protected (required reviewers, deployment tag rule): a workflow job that names an
+# environment gets the OIDC subject repo:<owner>/<name>:environment:<environment> instead of its ref.
+#   https://docs.github.com/en/actions/security-for-github-actions/security-hardening-your-deployments/about-security-hardening-with-openid-connect#example-subject-claims
+# A bare tag pattern (github_tag_pattern) trusts whoever may push a matching tag; it is off by default.
 
 locals {
   create_provider = var.oidc_provider_arn == null
   provider_arn    = local.create_provider ? aws_iam_openid_connect_provider.github[0].arn : var.oidc_provider_arn
   subjects = concat(
     ["repo:${var.github_repository}:ref:refs/heads/${var.github_branch}"],
+    var.github_release_environment == null ? [] : ["repo:${var.github_repository}:environment:${var.github_release_environment}"],
     var.github_tag_pattern == null ? [] : ["repo:${var.github_repository}:ref:refs/tags/${var.github_tag_pattern}"],
   )
 }

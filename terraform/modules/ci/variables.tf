@@ -32,10 +32,21 @@ variable "github_branch" {
   }
 }
 
-variable "github_tag_pattern" {
-  description = "Tag pattern (IAM StringLike) whose workflow runs may also assume the role; null allows no tags."
+variable "github_release_environment" {
+  description = "GitHub environment whose jobs may also assume the role (OIDC subject repo:<owner>/<name>:environment:<name>), e.g. release for the images workflow's release-tag job. Protect it first (required reviewers, deployment tags v*): GitHub creates an unprotected environment on first use. null (default) trusts none."
   type        = string
-  default     = "v*"
+  default     = null
+
+  validation {
+    condition     = var.github_release_environment == null || can(regex("^[A-Za-z0-9._-]{1,255}$", coalesce(var.github_release_environment, "-")))
+    error_message = "github_release_environment must be a GitHub environment name (letters, digits, . _ -), without wildcards."
+  }
+}
+
+variable "github_tag_pattern" {
+  description = "Tag pattern (IAM StringLike) whose workflow runs may also assume the role: anyone who may push a matching tag gets the role, so set it only with protected tags (a tag ruleset). null (default) trusts no tag; prefer github_release_environment."
+  type        = string
+  default     = null
 
   validation {
     condition     = var.github_tag_pattern == null || can(regex("^[A-Za-z0-9._/-][A-Za-z0-9._/*-]*$", var.github_tag_pattern))

@@ -18,8 +18,8 @@ locals {
     MAX_BODY_MB       = tostring(var.async_inference.max_payload_mb)
     REQUEST_TIMEOUT_S = tostring(var.async_inference.invocation_timeout_seconds)
   })
-  async_model_name  = "${local.async_name}-${substr(sha1(jsonencode([var.image_uri, var.model_data_url, local.async_environment])), 0, 8)}"
-  async_config_name = "${local.async_name}-${substr(sha1(jsonencode([local.async_model_name, var.instance_type, var.async_inference])), 0, 8)}"
+  async_model_name  = "${local.async_name}-${substr(sha1(jsonencode([var.image_uri, var.model_data_url, var.model_data_compression, local.async_environment])), 0, 8)}"
+  async_config_name = "${local.async_name}-${substr(sha1(jsonencode([local.async_model_name, var.instance_type, var.async_inference, var.model_data_download_timeout_seconds, var.container_startup_timeout_seconds])), 0, 8)}"
   async_resource_id = "endpoint/${local.async_name}/variant/${var.variant_name}"
 }
 
@@ -60,10 +60,23 @@ resource "aws_sagemaker_model" "async" {
   execution_role_arn       = aws_iam_role.model.arn
   enable_network_isolation = true
 
+  # The same artifact as the real-time model, in the same form: a model.tar.gz (Gzip), or an
+  # uncompressed folder sent as ModelDataSource.S3DataSource with CompressionType None.
   primary_container {
     image          = var.image_uri
-    model_data_url = var.model_data_url
+    model_data_url = local.compressed_artifact ? var.model_data_url : null
     environment    = local.async_environment
+
+    dynamic "model_data_source" {
+      for_each = local.compressed_artifact ? [] : [var.model_data_url]
+      content {
+        s3_data_source {
+          s3_uri           = model_data_source.value
+          s3_data_type     = "S3Prefix"
+          compression_type = "None"
+        }
+      }
+    }
   }
 
   tags = var.tags
@@ -85,6 +98,11 @@ resource "aws_sagemaker_endpoint_configuration" "async" {
     model_name             = aws_sagemaker_model.async[0].name
     instance_type          = var.instance_type
     initial_instance_count = 1 # CreateEndpoint needs one; autoscaling then takes it to zero when idle
+    # The same windows as the real-time variant: the server's MODEL_LOAD_TIMEOUT (container start-up
+    # less 120 s, 1,380 s by default) must fit SageMaker's start-up health check, and an 8 GB artifact
+    # needs more than the default download time. Both 60-3600 s (API_ProductionVariant.html).
+    model_data_download_timeout_in_seconds            = var.model_data_download_timeout_seconds
+    container_startup_health_check_timeout_in_seconds = var.container_startup_timeout_seconds
   }
 
   async_inference_config {
@@ -115,11 +133,21 @@ resource "aws_sagemaker_endpoint_configuration" "async" {
   }
 }
 
+# SageMaker would create the asynchronous endpoint's group itself, unencrypted and kept forever.
+resource "aws_cloudwatch_log_group" "async" {
+  count             = local.async_enabled ? 1 : 0
+  name              = "/aws/sagemaker/Endpoints/${local.async_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
+}
+
 resource "aws_sagemaker_endpoint" "async" {
   count                = local.async_enabled ? 1 : 0
   name                 = local.async_name
   endpoint_config_name = aws_sagemaker_endpoint_configuration.async[0].name
   tags                 = var.tags
+  depends_on           = [aws_cloudwatch_log_group.async]
 }
 
 resource "aws_appautoscaling_target" "async" {

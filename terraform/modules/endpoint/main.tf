@@ -17,10 +17,13 @@ locals {
   artifact_prefix   = local.compressed_artifact ? join("/", slice(split("/", local.artifact_key), 0, length(split("/", local.artifact_key)) - 1)) : trimsuffix(local.artifact_key, "/")
   model_read_prefix = var.rollouts_outside_terraform ? "models" : local.artifact_prefix
 
-  bucket_arn     = "arn:${var.partition}:s3:::${var.bucket_name}"
+  bucket_arn     = "arn:${local.partition}:s3:::${var.bucket_name}"
   capture_prefix = "capture/${var.endpoint_name}"
-  endpoint_arn   = "arn:${var.partition}:sagemaker:${var.region}:${var.account_id}:endpoint/${lower(var.endpoint_name)}"
-  log_group_arns = [for g in ["/aws/sagemaker/Endpoints/${var.endpoint_name}", "/aws/sagemaker/TransformJobs"] : "arn:${var.partition}:logs:${var.region}:${var.account_id}:log-group:${g}"]
+  endpoint_arn   = "arn:${local.partition}:sagemaker:${local.region}:${local.account_id}:endpoint/${lower(var.endpoint_name)}"
+  # The containers of each endpoint write to /aws/sagemaker/Endpoints/<that endpoint's name>: the
+  # asynchronous endpoint (async.tf) has its own group beside the real-time one's.
+  log_group_names = concat(["/aws/sagemaker/Endpoints/${var.endpoint_name}", "/aws/sagemaker/TransformJobs"], var.async_inference.enabled ? ["/aws/sagemaker/Endpoints/${var.endpoint_name}-async"] : [])
+  log_group_arns  = [for g in local.log_group_names : "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${g}"]
   # The server gives up loading the model (and /ping reports why) before SageMaker's startup health
   # check window ends, so that the failure carries the server's message, not only a timeout.
   model_load_timeout = var.container_startup_timeout_seconds - 120
@@ -31,18 +34,19 @@ locals {
   # exists, so a capacity change must not create a new configuration (and a rollout).
   endpoint_config = "${var.endpoint_name}-${substr(sha1(jsonencode([local.model_name, var.instance_type, var.kms_key_arn, var.data_capture, var.container_startup_timeout_seconds, var.model_data_download_timeout_seconds])), 0, 8)}"
 
-  # Instance types with NVMe instance storage encrypt it in hardware, and CreateEndpointConfig
-  # fails when KmsKeyId is given for them (API_CreateEndpointConfig.html, KmsKeyId). Same rule as
-  # operations/sagemaker_jobs.py has_instance_storage (tests/operations/test_sagemaker_jobs.py compares
-  # them): a "d" attribute after the generation (c5d, g4dn, p4d, m6id, c7gd...) or one of the
-  # accelerated families with NVMe storage; hyphenated families (p6-b200) by their base family.
-  local_storage_pattern    = "^ml\\.([a-z]+[0-9]+[a-z]*d[a-z]*|g5|g6|g6e|gr6|p5|p5e|p5en|p6|p6e|trn1|trn1n|trn2)(-[a-z0-9]+)?\\.[a-z0-9]+$"
-  local_storage_instance   = can(regex(local.local_storage_pattern, var.instance_type))
+  # Instance types with NVMe instance storage refuse KmsKeyId: the one rule of modules/instance_storage
+  # (shared with the search module; operations/sagemaker_jobs.py has the same for jobs).
+  local_storage_instance   = module.instance_storage.local_storage[var.instance_type]
   endpoint_volume_kms_key  = local.local_storage_instance ? null : var.kms_key_arn
   data_capture_enabled     = var.data_capture.enabled
   batch_input_prefix_arn   = "${local.bucket_arn}/batch/input/*"
   batch_output_prefix_arn  = "${local.bucket_arn}/batch/output/*"
   artifact_object_arn_glob = "${local.bucket_arn}/${local.model_read_prefix}/*"
+}
+
+module "instance_storage" {
+  source         = "../instance_storage"
+  instance_types = [var.instance_type]
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -57,7 +61,7 @@ resource "aws_iam_role" "model" {
       Effect    = "Allow"
       Principal = { Service = "sagemaker.amazonaws.com" }
       Action    = "sts:AssumeRole"
-      Condition = { StringEquals = { "aws:SourceAccount" = var.account_id } }
+      Condition = { StringEquals = { "aws:SourceAccount" = local.account_id } }
     }]
   })
   tags = var.tags
@@ -432,4 +436,16 @@ resource "aws_cloudwatch_metric_alarm" "model_latency" {
     VariantName  = var.variant_name
   }
   tags = var.tags
+}
+
+# The provider waits at most 60 minutes for the endpoint to be InService after CreateEndpoint or
+# UpdateEndpoint (hashicorp/terraform-provider-aws CHANGELOG 5.66.0, #39090; the resource has no
+# timeouts block), whatever SageMaker's own limits. A rollout that may take longer (worst case: the new
+# fleet's download and start-up windows, the bake and the old fleet's termination wait) can fail the
+# apply while SageMaker carries on: say so at plan time.
+check "rollout_fits_the_provider_wait" {
+  assert {
+    condition     = var.rollouts_outside_terraform || var.model_data_download_timeout_seconds + var.container_startup_timeout_seconds + var.rollout_bake_seconds + var.rollout_termination_wait_seconds <= 3600
+    error_message = "A rollout through Terraform may take up to ${var.model_data_download_timeout_seconds + var.container_startup_timeout_seconds + var.rollout_bake_seconds + var.rollout_termination_wait_seconds} s (download + start-up + bake + termination wait), longer than the AWS provider's 60-minute endpoint wait: lower those windows, or roll out with `loom rollout` (rollouts_outside_terraform = true)."
+  }
 }

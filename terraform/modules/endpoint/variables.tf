@@ -9,39 +9,6 @@ variable "endpoint_name" {
   }
 }
 
-variable "account_id" {
-  description = "AWS account id (trust condition, log-group and endpoint ARNs)."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[0-9]{12}$", var.account_id))
-    error_message = "account_id must be 12 digits."
-  }
-}
-
-variable "partition" {
-  description = "AWS partition (aws, aws-cn, aws-us-gov)."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = contains(["aws", "aws-cn", "aws-us-gov"], var.partition)
-    error_message = "partition must be aws, aws-cn or aws-us-gov."
-  }
-}
-
-variable "region" {
-  description = "AWS region of the endpoint."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
-    error_message = "region must look like us-east-1."
-  }
-}
-
 variable "bucket_name" {
   description = "The Loom bucket: holds the artifact (models/), batch/ and capture/."
   type        = string

@@ -10,7 +10,7 @@
 data "aws_service_principal" "logs" {
   count        = var.logs_service_principal == null ? 1 : 0
   service_name = "logs"
-  region       = var.region
+  region       = local.region
 }
 
 locals {
@@ -28,7 +28,7 @@ resource "aws_kms_key" "this" {
       {
         Sid       = "AccountAdministersKeyThroughIam"
         Effect    = "Allow"
-        Principal = { AWS = "arn:${var.partition}:iam::${var.account_id}:root" }
+        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
         Action    = "kms:*"
         Resource  = "*"
       },
@@ -48,7 +48,7 @@ resource "aws_kms_key" "this" {
         Resource = "*"
         Condition = {
           ArnLike = {
-            "kms:EncryptionContext:aws:logs:arn" = "arn:${var.partition}:logs:${var.region}:${var.account_id}:log-group:*"
+            "kms:EncryptionContext:aws:logs:arn" = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:*"
           }
         }
       },

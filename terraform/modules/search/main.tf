@@ -8,21 +8,48 @@ locals {
   artifact_key    = join("/", slice(split("/", trimprefix(var.model_data_url, "s3://")), 1, length(split("/", trimprefix(var.model_data_url, "s3://")))))
   artifact_bucket = split("/", trimprefix(var.model_data_url, "s3://"))[0]
   artifact_prefix = join("/", slice(split("/", local.artifact_key), 0, length(split("/", local.artifact_key)) - 1))
-  bucket_arn      = "arn:${var.partition}:s3:::${var.bucket_name}"
+  bucket_arn      = "arn:${local.partition}:s3:::${var.bucket_name}"
 
-  endpoint_name = "${var.name_prefix}-clip"
-  endpoint_arn  = "arn:${var.partition}:sagemaker:${var.region}:${var.account_id}:endpoint/${local.endpoint_name}"
-  log_group_arn = "arn:${var.partition}:logs:${var.region}:${var.account_id}:log-group:/aws/sagemaker/Endpoints/${local.endpoint_name}"
-  serverless    = var.endpoint_type == "serverless"
-  model_name    = "${local.endpoint_name}-${substr(sha1(jsonencode([var.image_uri, var.model_data_url])), 0, 8)}"
-  config_name   = "${local.endpoint_name}-${substr(sha1(jsonencode([local.model_name, var.endpoint_type, var.serverless_memory_mb, var.serverless_max_concurrency, var.instance_type, var.instance_count])), 0, 8)}"
-  # NVMe instance storage is hardware-encrypted and refuses KmsKeyId; Serverless Inference takes no key either.
-  local_storage_instance = can(regex("^ml\\.(c5d|m5d|r5d|g4dn|g5|g6|g6e|p3dn|p4d|p4de|p5|trn1)\\.", var.instance_type))
+  endpoint_name  = "${var.name_prefix}-clip"
+  endpoint_arn   = "arn:${local.partition}:sagemaker:${local.region}:${local.account_id}:endpoint/${local.endpoint_name}"
+  log_group_name = "/aws/sagemaker/Endpoints/${local.endpoint_name}"
+  log_group_arn  = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.log_group_name}"
+  serverless     = var.endpoint_type == "serverless"
+
+  # What each endpoint type accepts (docs/search.md, "Limits per endpoint type"):
+  # - Serverless Inference refuses network isolation (and VPC configuration, data capture, GPUs, more than
+  #   one variant): SageMaker guide, "Deploy models with Amazon SageMaker Serverless Inference", feature
+  #   exclusions, https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html. Real-time
+  #   endpoints keep the model network-isolated.
+  # - Request and response payloads: 4 MB on Serverless Inference (same guide, invoke limits), 6 MB on
+  #   real-time InvokeEndpoint (API_runtime_InvokeEndpoint.html; botocore's sagemaker-runtime model caps
+  #   Body at 6291456 bytes). The Lambda refuses larger requests with a 413 (SEARCH_MAX_REQUEST_BYTES); the
+  #   container's MAX_BODY_MB (MiB) is a backstop.
+  # - Serverless Inference allows the container 3 minutes to answer /ping: the server gives up loading
+  #   (MODEL_LOAD_TIMEOUT) before that, so that a slow load fails with the server's message.
+  network_isolation  = !local.serverless
+  max_request_bytes  = local.serverless ? 4000000 : 6291456
+  serverless_ping_s  = 180
+  model_load_timeout = local.serverless ? local.serverless_ping_s - 30 : var.container_startup_timeout_seconds - 120
+  model_environment = {
+    MAX_BODY_MB        = local.serverless ? "4" : "6"
+    MODEL_LOAD_TIMEOUT = tostring(local.model_load_timeout)
+  }
+  model_name  = "${local.endpoint_name}-${substr(sha1(jsonencode([var.image_uri, var.model_data_url, local.network_isolation, local.model_environment])), 0, 8)}"
+  config_name = "${local.endpoint_name}-${substr(sha1(jsonencode([local.model_name, var.endpoint_type, var.serverless_memory_mb, var.serverless_max_concurrency, var.instance_type, var.instance_count, var.container_startup_timeout_seconds])), 0, 8)}"
+  # NVMe instance storage is hardware-encrypted and refuses KmsKeyId (the rule of modules/instance_storage,
+  # shared with the endpoint module); Serverless Inference takes no key either.
+  local_storage_instance = module.instance_storage.local_storage[var.instance_type]
   endpoint_kms_key       = local.serverless || local.local_storage_instance ? null : var.kms_key_arn
 
   clip_routes       = toset(["POST /search", "POST /tags", "POST /interrogate"])
   lambda_role_name  = element(split("/", var.lambda_role_arn), length(split("/", var.lambda_role_arn)) - 1)
-  lambda_invoke_arn = "arn:${var.partition}:apigateway:${var.region}:lambda:path/2015-03-31/functions/${var.lambda_function_arn}/invocations"
+  lambda_invoke_arn = "arn:${local.partition}:apigateway:${local.region}:lambda:path/2015-03-31/functions/${var.lambda_function_arn}/invocations"
+}
+
+module "instance_storage" {
+  source         = "../instance_storage"
+  instance_types = [var.instance_type]
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -37,7 +64,7 @@ resource "aws_iam_role" "model" {
       Effect    = "Allow"
       Principal = { Service = "sagemaker.amazonaws.com" }
       Action    = "sts:AssumeRole"
-      Condition = { StringEquals = { "aws:SourceAccount" = var.account_id } }
+      Condition = { StringEquals = { "aws:SourceAccount" = local.account_id } }
     }]
   })
   tags = var.tags
@@ -62,7 +89,7 @@ resource "aws_iam_role_policy" "model" {
       {
         Sid      = "EndpointLogs"
         Effect   = "Allow"
-        Action   = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+        Action   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
         Resource = [local.log_group_arn, "${local.log_group_arn}:*"]
       },
     ]
@@ -70,14 +97,15 @@ resource "aws_iam_role_policy" "model" {
 }
 
 resource "aws_sagemaker_model" "clip" {
+  #checkov:skip=CKV_AWS_370:Network isolation is on for real-time endpoints; Serverless Inference refuses it (feature exclusions, serverless-endpoints.html).
   name                     = local.model_name
   execution_role_arn       = aws_iam_role.model.arn
-  enable_network_isolation = true
+  enable_network_isolation = local.network_isolation
 
   primary_container {
     image          = var.image_uri
     model_data_url = var.model_data_url
-    environment    = { MAX_BODY_MB = "6" } # InvokeEndpoint's own limit is 6 MB
+    environment    = local.model_environment
   }
 
   tags = var.tags
@@ -104,6 +132,9 @@ resource "aws_sagemaker_endpoint_configuration" "clip" {
     model_name             = aws_sagemaker_model.clip.name
     instance_type          = local.serverless ? null : var.instance_type
     initial_instance_count = local.serverless ? null : var.instance_count
+    # Real-time only: ProductionVariant's start-up health check window (60-3600 s, API_ProductionVariant.html).
+    # Serverless Inference has its fixed 3-minute /ping window and takes neither setting.
+    container_startup_health_check_timeout_in_seconds = local.serverless ? null : var.container_startup_timeout_seconds
 
     dynamic "serverless_config" {
       for_each = local.serverless ? [1] : []
@@ -121,10 +152,19 @@ resource "aws_sagemaker_endpoint_configuration" "clip" {
   }
 }
 
+# SageMaker would create this group itself, unencrypted and kept forever.
+resource "aws_cloudwatch_log_group" "clip" {
+  name              = local.log_group_name
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
+}
+
 resource "aws_sagemaker_endpoint" "clip" {
   name                 = local.endpoint_name
   endpoint_config_name = aws_sagemaker_endpoint_configuration.clip.name
   tags                 = var.tags
+  depends_on           = [aws_cloudwatch_log_group.clip]
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +206,7 @@ resource "aws_lambda_permission" "clip" {
   function_name = var.lambda_function_arn
   principal     = "apigateway.amazonaws.com"
   # Only this route of this API may invoke the function through this permission.
-  source_arn = "arn:${var.partition}:execute-api:${var.region}:${var.account_id}:${var.api_id}/*/${replace(each.key, " /", "/")}"
+  source_arn = "arn:${local.partition}:execute-api:${local.region}:${local.account_id}:${var.api_id}/*/${replace(each.key, " /", "/")}"
 }
 
 # Deployments made before /tags and /interrogate keep their /search route and permission.

@@ -2,7 +2,7 @@
 
 locals {
   opensearch_name = "${var.name_prefix}-search"
-  domain_arn      = "arn:${var.partition}:es:${var.region}:${var.account_id}:domain/${local.opensearch_name}"
+  domain_arn      = "arn:${local.partition}:es:${local.region}:${local.account_id}:domain/${local.opensearch_name}"
   domain          = var.search_backend == "opensearch_domain"
   collection      = var.search_backend == "opensearch_serverless"
   read_actions    = ["es:ESHttpGet", "es:ESHttpPost", "es:ESHttpHead"]

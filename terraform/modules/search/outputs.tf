@@ -27,13 +27,30 @@ output "opensearch_endpoint" {
 output "lambda_environment" {
   description = "Environment variables the API Lambda needs for POST /search (merge them into its environment)."
   value = merge(
-    { SEARCH_ENDPOINT_NAME = aws_sagemaker_endpoint.clip.name, SEARCH_BACKEND = var.search_backend },
+    {
+      SEARCH_ENDPOINT_NAME = aws_sagemaker_endpoint.clip.name
+      SEARCH_BACKEND       = var.search_backend
+      # Largest request body (bytes) the CLIP endpoint accepts: 4000000 on Serverless Inference ("4 MB",
+      # serverless-endpoints.html), 6291456 on a real-time endpoint (InvokeEndpoint's 6 MB; botocore's
+      # sagemaker-runtime service model: BodyBlob max 6291456). The Lambda refuses more with a 413.
+      SEARCH_MAX_REQUEST_BYTES = tostring(local.max_request_bytes)
+    },
     var.search_backend == "embedded" ? {} : {
       OPENSEARCH_ENDPOINT = (local.domain ? "https://${aws_opensearch_domain.search[0].endpoint}"
       : aws_opensearchserverless_collection.search[0].collection_endpoint)
       OPENSEARCH_INDEX = var.opensearch_index
     },
   )
+}
+
+output "endpoint_type" {
+  description = "serverless or realtime: which limits apply to the CLIP endpoint (docs/search.md)."
+  value       = var.endpoint_type
+}
+
+output "log_group_name" {
+  description = "KMS-encrypted log group of the CLIP endpoint's containers."
+  value       = aws_cloudwatch_log_group.clip.name
 }
 
 output "route_key" {
@@ -44,4 +61,9 @@ output "route_key" {
 output "route_keys" {
   description = "Every route this module adds to the HTTP API."
   value       = sort([for r in aws_apigatewayv2_route.clip : r.route_key])
+}
+
+output "route_authorization" {
+  description = "Route => authorization type and authorizer id of every route this module adds (the API's JWT authorizer with authorization JWT)."
+  value       = { for k, r in aws_apigatewayv2_route.clip : k => { type = r.authorization_type, authorizer_id = r.authorizer_id } }
 }

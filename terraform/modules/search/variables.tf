@@ -10,40 +10,6 @@ variable "name_prefix" {
   }
 }
 
-variable "account_id" {
-  description = "AWS account id (trust conditions and ARNs)."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[0-9]{12}$", var.account_id))
-    error_message = "account_id must be 12 digits."
-  }
-}
-
-variable "partition" {
-  description = "AWS partition (aws, aws-cn, aws-us-gov)."
-  type        = string
-  nullable    = false
-  default     = "aws"
-
-  validation {
-    condition     = contains(["aws", "aws-cn", "aws-us-gov"], var.partition)
-    error_message = "partition must be aws, aws-cn or aws-us-gov."
-  }
-}
-
-variable "region" {
-  description = "AWS region of the search resources."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
-    error_message = "region must look like us-east-1."
-  }
-}
-
 variable "bucket_name" {
   description = "The Loom bucket; the CLIP artifact (model.tar.gz, with its index bundle in index/) lies under models/."
   type        = string
@@ -117,6 +83,8 @@ variable "serverless_memory_mb" {
   nullable    = false
   default     = 4096
 
+  # ProductionVariantServerlessConfig.MemorySizeInMB: 1024-6144 in 1 GB steps.
+  #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariantServerlessConfig.html
   validation {
     condition     = contains([1024, 2048, 3072, 4096, 5120, 6144], var.serverless_memory_mb)
     error_message = "serverless_memory_mb must be 1024, 2048, 3072, 4096, 5120 or 6144."
@@ -129,6 +97,7 @@ variable "serverless_max_concurrency" {
   nullable    = false
   default     = 5
 
+  # ProductionVariantServerlessConfig.MaxConcurrency: 1-200 (API_ProductionVariantServerlessConfig.html).
   validation {
     condition     = var.serverless_max_concurrency >= 1 && var.serverless_max_concurrency <= 200 && floor(var.serverless_max_concurrency) == var.serverless_max_concurrency
     error_message = "serverless_max_concurrency must be an integer from 1 to 200."
@@ -142,8 +111,32 @@ variable "instance_type" {
   default     = "ml.c6i.xlarge"
 
   validation {
-    condition     = can(regex("^ml\\.[a-z0-9]+\\.[a-z0-9]+$", var.instance_type))
+    condition     = can(regex("^ml\\.[a-z0-9]+(-[a-z0-9]+)?\\.[a-z0-9]+$", var.instance_type))
     error_message = "instance_type must look like ml.c6i.xlarge."
+  }
+}
+
+variable "container_startup_timeout_seconds" {
+  description = "Real-time only: seconds SageMaker allows the container to pass its first /ping (60-3600, API_ProductionVariant.html); the server's MODEL_LOAD_TIMEOUT is 120 s less. Serverless Inference has a fixed 3-minute window (MODEL_LOAD_TIMEOUT 150 s)."
+  type        = number
+  nullable    = false
+  default     = 600
+
+  validation {
+    condition     = var.container_startup_timeout_seconds >= 180 && var.container_startup_timeout_seconds <= 3600 && floor(var.container_startup_timeout_seconds) == var.container_startup_timeout_seconds
+    error_message = "container_startup_timeout_seconds must be a whole number from 180 to 3600 (SageMaker allows 60-3600; the server needs 120 s of it to report a slow load)."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Retention of the CLIP endpoint's log group /aws/sagemaker/Endpoints/<name_prefix>-clip (KMS-encrypted)."
+  type        = number
+  nullable    = false
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a value CloudWatch Logs accepts (e.g. 30, 90, 365)."
   }
 }
 

@@ -2,7 +2,7 @@
 # receives its S3 server access logs.
 
 locals {
-  bucket_name      = coalesce(var.bucket_name, "${var.name_prefix}-data-${var.account_id}-${var.region}")
+  bucket_name      = coalesce(var.bucket_name, "${var.name_prefix}-data-${local.account_id}-${local.region}")
   logs_bucket_name = "${substr(local.bucket_name, 0, 57)}-logs"
 }
 
@@ -203,7 +203,7 @@ resource "aws_s3_bucket_policy" "logs" {
         Resource  = "${aws_s3_bucket.logs[0].arn}/s3-access/*"
         Condition = {
           ArnLike      = { "aws:SourceArn" = aws_s3_bucket.data.arn }
-          StringEquals = { "aws:SourceAccount" = var.account_id }
+          StringEquals = { "aws:SourceAccount" = local.account_id }
         }
       },
       {

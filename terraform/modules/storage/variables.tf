@@ -20,28 +20,6 @@ variable "bucket_name" {
   }
 }
 
-variable "account_id" {
-  description = "AWS account id (part of the default bucket name and of the log-delivery condition)."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[0-9]{12}$", var.account_id))
-    error_message = "account_id must be 12 digits."
-  }
-}
-
-variable "region" {
-  description = "AWS region (part of the default bucket name)."
-  type        = string
-  nullable    = false
-
-  validation {
-    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
-    error_message = "region must look like us-east-1."
-  }
-}
-
 variable "kms_key_arn" {
   description = "KMS key for default SSE-KMS encryption of the data bucket."
   type        = string

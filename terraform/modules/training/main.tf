@@ -5,7 +5,7 @@
 # image, write only training-job logs and metrics, use the bucket's KMS key.
 
 locals {
-  log_group_arn = "arn:${var.partition}:logs:${var.region}:${var.account_id}:log-group:/aws/sagemaker/TrainingJobs"
+  log_group_arn = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/sagemaker/TrainingJobs"
 }
 
 resource "aws_iam_role" "training" {
@@ -17,7 +17,7 @@ resource "aws_iam_role" "training" {
       Effect    = "Allow"
       Principal = { Service = "sagemaker.amazonaws.com" }
       Action    = "sts:AssumeRole"
-      Condition = { StringEquals = { "aws:SourceAccount" = var.account_id } }
+      Condition = { StringEquals = { "aws:SourceAccount" = local.account_id } }
     }]
   })
   tags = var.tags
