@@ -199,15 +199,16 @@ def plot_calibration(records: Sequence[tuple[str, bool, float | None]], calibrat
                    label=f"target {calibration.target_precision:g}")
         if entry.chosen is not None:
             ax.plot([entry.coverage], [entry.lower_bound], "o", color=TARGET_COLOUR, markersize=5)
-            note = (f"t = {entry.threshold:.3f}, n = {entry.stated}\nprecision {entry.precision:.3f}\n"
-                    f"lower bound {entry.lower_bound:.3f}")
+            note = (f"t = {entry.threshold:.3f}: {entry.stated} of {entry.examples} stated, precision "
+                    f"{entry.precision:.3f}, bound {entry.lower_bound:.3f}")
         else:
-            note = f"never stated:\n{entry.reason}\n({entry.examples} answers)"
-        ax.text(0.04, 0.05, note, transform=ax.transAxes, fontsize=7, va="bottom", ha="left",
-                bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "#cbd5e0"})
+            note = f"never stated: {entry.reason} ({entry.examples} answers)"
         ax.set_xlim(0, 1.02)
-        ax.set_ylim(0.5, 1.03)  # the range a target may take (loom.calibration.MIN_PRECISION_BOUNDS)
-        ax.set_title(labels.get(name, name), fontsize=9)
+        # The range a target may take (0.5..1, loom.calibration.MIN_PRECISION_BOUNDS), lower when the observed
+        # precision is lower, so that an attribute that is mostly wrong still shows its curve.
+        low = min([0.5] + [p for _, _, p, _ in curve])
+        ax.set_ylim(max(0.0, low - 0.05), 1.03)
+        ax.set_title(f"{labels.get(name, name)}\n{note}", fontsize=8)  # above the axes: no curve hidden
         ax.set_xlabel("coverage (share of answers stated)", fontsize=8)
         ax.set_ylabel("precision", fontsize=8)
         ax.tick_params(labelsize=7)
