@@ -5,6 +5,7 @@
     loom index remove --index INDEX_DIR --ids 1,2,...
     loom index import --embeddings BATCH.jsonl --catalog DIR --model CLIP_DIR --out INDEX_DIR
     loom index push   --index INDEX_DIR --endpoint https://... --region R [--kind domain|serverless] [--name NAME]
+                      (makes the OpenSearch index equal to the bundle: writes what changed, deletes what is gone)
 
 The catalog is read with training/catalog.py (bad rows, JSON and images are skipped and counted, as in
 `prepare`); photos are opened a batch at a time and each batch's vectors are appended to a file on disk,
@@ -21,21 +22,33 @@ import argparse
 import sys
 from pathlib import Path
 
-from inference.api.visual.opensearch import OpenSearchClient, document
+from inference.api.visual.opensearch import OpenSearchClient, OpenSearchError, document
 from runtime.search_index import load_embeddings
 from training.catalog import DEFAULT_ARTICLE_TYPES
-from training.search.index_build import DEFAULT_BATCH, add, build, import_embeddings, remove
+from training.search.index_build import DEFAULT_BATCH, add, build, import_embeddings, remove, skipped_lines_text
 
 
 def push(index_dir: Path, endpoint: str, region: str, *, kind: str = "domain", name: str = "loom-products",
          batch: int = 500, client=None) -> dict:
-    """Bulk-ingest a bundle into an OpenSearch index (created with Loom's mapping when missing), idempotently."""
+    """Make an OpenSearch index equal to a bundle (created with Loom's mapping when missing): missing, changed
+    and duplicated products are written, products the bundle lacks are deleted, unchanged ones are left alone.
+    Re-running after an interruption finishes the job (inference/api/visual/opensearch.py, OpenSearchClient.push).
+
+    The hybrid search pipeline is set up on domains and Serverless collections alike; when OpenSearch refuses
+    it (for example a data-access policy without the permission), the push goes on and says so: vector search
+    works without it, hybrid queries do not."""
     embeddings, rows, manifest = load_embeddings(index_dir)
     client = client or OpenSearchClient(endpoint, region, kind)
-    # Search pipelines (hybrid mode) are set up on domains only: their support on Serverless is not verified.
-    created = client.ensure_index(name, manifest["dimension"], hybrid=not client.serverless)
+    try:
+        client.ensure_pipeline()
+        pipeline = "ready"
+    except OpenSearchError as exc:
+        if exc.status >= 500:
+            raise
+        pipeline = f"refused ({exc.message}); hybrid queries will fail until it exists"
+    created = client.ensure_index(name, manifest["dimension"], hybrid=False)
     counts = client.push(name, (document(row.to_dict(), vector) for row, vector in zip(rows, embeddings)), batch)
-    return {"index": name, "created": created, **counts, "products": len(rows)}
+    return {"index": name, "created": created, **counts, "products": len(rows), "hybrid_pipeline": pipeline}
 
 
 def parse_ids(text: str) -> set[str]:
@@ -98,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "import":
         result = import_embeddings(args.embeddings, args.catalog, args.model, args.out,
                                    article_types=args.article_types)
+        where = skipped_lines_text(result)
         print(f"index built at {args.out} from {args.embeddings}: {result['count']} products, "
-              f"skipped {result['skipped'] or 'none'}")
+              f"skipped {result['skipped'] or 'none'}" + (f" ({where})" if where else ""))
     elif args.command == "push":
         credentials = None
         if args.profile:
@@ -108,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             credentials = boto3.Session(profile_name=args.profile, region_name=args.region).get_credentials()
         client = OpenSearchClient(args.endpoint, args.region, args.kind, credentials=credentials)
         result = push(args.index, args.endpoint, args.region, kind=args.kind, name=args.name, client=client)
-        print(f"pushed {args.index} to {args.endpoint} index {result['index']}: {result['indexed']} indexed, "
-              f"{result['deleted']} old documents deleted{' (index created)' if result['created'] else ''}")
+        print(f"pushed {args.index} to {args.endpoint} index {result['index']}"
+              f"{' (created)' if result['created'] else ''}: {result['products']} products, {result['indexed']} "
+              f"written, {result['unchanged']} unchanged, {result['removed_products']} removed "
+              f"({result['deleted']} documents deleted); hybrid search pipeline {result['hybrid_pipeline']}")
     else:
         result = remove(args.index, args.ids)
         print(f"index {args.index}: {result['removed']} products removed, {result['count']} left")

@@ -14,7 +14,10 @@ Checks, each printed as `ok`, `WARN` or `FAIL` with what to do about it:
   access         the account may use it: authorised, entitled, agreement accepted (GetFoundationModelAvailability).
                  A new account has no entitlement or agreement until the first invocation: that is a WARN
                  when the Converse call below will be made (it starts the subscription), a FAIL otherwise
-  converse       one tiny Converse call (8 output tokens). For a third-party model the first invocation
+  converse       one tiny Converse call with the body the Lambda sends (converse_settings: the same thinking
+                 or effort field and no sampling parameters where the model refuses them), its answer cut to
+                 16 output tokens plus the room kept for thinking; an answer without text FAILs. For a
+                 third-party model the first invocation
                  also subscribes the account through AWS Marketplace, so run this as an administrator once;
                  after it, `access` is read again and reported (Marketplace may take minutes to show it)
   restyle-model  (--restyle-model-id, Terraform enable_restyle) the image model of POST /restyle, in the
@@ -40,7 +43,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from inference.api.describe import DEFAULT_MODEL_ID, FALLBACK_MODEL_ID, profile_callable_from, profile_geography
+from inference.api.describe import (DEFAULT_MODEL_ID, FALLBACK_MODEL_ID, converse_settings, profile_callable_from,
+                                    profile_geography)
 from inference.api.visual.restyle import DEFAULT_RESTYLE_MODEL_ID, DEFAULT_RESTYLE_REGION, IMAGE_TO_IMAGE_MODELS
 from loom.errors import command_error
 from operations import sagemaker_jobs as jobs
@@ -227,12 +231,17 @@ def recheck_access(bedrock: Any, ref: ModelRef) -> Finding:
                                          "run loom preflight again later to see it settled")
 
 
+# The answer's share of maxTokens in the preflight call ("OK"); the room a model's settings keep for thinking
+# comes on top (converse_settings), so the call tests the fields production sends without paying for 520 tokens.
+PREFLIGHT_ANSWER_TOKENS = 16
+
+
 def check_converse(runtime: Any, ref: ModelRef) -> Finding:
     try:
         response = runtime.converse(
             modelId=ref.invoke_id,
             messages=[{"role": "user", "content": [{"text": "Reply with the single word OK."}]}],
-            inferenceConfig={"maxTokens": 8},
+            **converse_settings(ref.invoke_id).request(answer_tokens=PREFLIGHT_ANSWER_TOKENS),
         )
     except Exception as exc:
         code, message = _error(exc)
@@ -255,6 +264,12 @@ def check_converse(runtime: Any, ref: ModelRef) -> Finding:
         return Finding("converse", "FAIL", f"Converse with {ref.invoke_id} failed ({code}: {message}): {fix}")
     blocks = response.get("output", {}).get("message", {}).get("content", [])
     text = " ".join(b.get("text", "") for b in blocks).strip()
+    if not text:
+        # The Lambda treats an answer without text as a failed description (describe._response_text).
+        return Finding("converse", "FAIL", f"{ref.invoke_id} answered no text (stopReason "
+                                           f"{response.get('stopReason', '?')}, {response.get('usage', {}).get('outputTokens', '?')} "
+                                           "output tokens): its thinking may take the whole maxTokens; give the model "
+                                           "its own settings in inference/api/describe.py converse_settings")
     return Finding("converse", "ok", f"{ref.invoke_id} answered {text[:40]!r} ({response.get('usage', {}).get('outputTokens', '?')} tokens)")
 
 

@@ -253,7 +253,8 @@ def config_request(config: Mapping[str, Any], sagemaker: Any, *, name: str, mode
     variant.update(ModelName=model_name, InstanceType=instance_type, InitialInstanceCount=instance_count)
     key = kms_key_arn or request.get("KmsKeyId")
     if key and jobs.has_instance_storage(instance_type):
-        # KmsKeyId is refused for instance types with NVMe instance storage (API_CreateEndpointConfig.html).
+        # KmsKeyId does not encrypt the local storage of NVMe instance types, which the instance encrypts in
+        # hardware (API_CreateEndpointConfig.html, KmsKeyId): it is left out there.
         log(f"note: {instance_type} has NVMe instance storage, encrypted by the instance: no KmsKeyId is sent")
         key = None
     elif not key and not jobs.has_instance_storage(instance_type):
@@ -512,12 +513,45 @@ AUTOSCALING_ACTIONS = (
     "application-autoscaling:DescribeScalingPolicies", "application-autoscaling:TagResource",
     "cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms",
 )
+# Each SageMaker action is simulated against the resource types it is authorised on (Service Authorization
+# Reference, "Actions, resources, and condition keys for Amazon SageMaker",
+# https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html):
+# DescribeEndpoint and UpdateEndpointWeightsAndCapacities on endpoint; UpdateEndpoint on endpoint and
+# endpoint-config (the configuration it deploys); CreateEndpointConfig and DescribeEndpointConfig on
+# endpoint-config (registering the variant describes the configuration the endpoint runs: the current one, and
+# the new one after the update); CreateModel on model, with iam:PassRole on its execution role.
 ENDPOINT_ACTIONS = (
-    "sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig",
-    "sagemaker:UpdateEndpointWeightsAndCapacities",
+    "sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities",
 )
+NEW_CONFIG_ACTIONS = ("sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpoint")
+CURRENT_CONFIG_ACTIONS = ("sagemaker:DescribeEndpointConfig",)
+MODEL_ACTIONS = ("sagemaker:CreateModel",)
 AUTOSCALING_SLR_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
 AUTOSCALING_SLR_NAME = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+
+
+def sagemaker_arn(endpoint_arn: str, resource_type: str, name: str) -> str:
+    """The ARN of a SageMaker resource in the endpoint's account and Region. SageMaker writes resource names
+    in ARNs in lower case (DescribeEndpoint's EndpointArn for an endpoint named with capitals)."""
+    prefix = endpoint_arn.rsplit(":", 1)[0]
+    return f"{prefix}:{resource_type}/{name.lower()}"
+
+
+def service_linked_role_exists(iam: Any) -> bool | None:
+    """Whether Application Auto Scaling's service-linked role for SageMaker exists (iam:GetRole): True, False, or
+    None when GetRole is refused (then iam:CreateServiceLinkedRole stays required)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        iam.get_role(RoleName=AUTOSCALING_SLR_NAME)
+        return True
+    except ClientError as exc:
+        code, _ = _error_code(exc)
+        if code == "NoSuchEntity":
+            return False
+        if code in ("AccessDenied", "AccessDeniedException"):
+            return None
+        raise
 
 
 def caller_principal(clients: Clients) -> str | None:
@@ -537,7 +571,9 @@ def caller_principal(clients: Clients) -> str | None:
 
 
 def check_autoscaling_permissions(clients: Clients, endpoint: Mapping[str, Any], autoscaling: "Autoscaling", *,
-                                  skip: bool, log: Callable[[str], None]) -> None:
+                                  current_config_arn: str, new_config_name: str,
+                                  model: Mapping[str, Any] | None = None, skip: bool,
+                                  log: Callable[[str], None]) -> None:
     """Before the variant is deregistered: may the caller update the endpoint and register it again with its
     policies? iam:SimulatePrincipalPolicy on the caller's identity policies (and permissions boundary); a
     missing permission refuses the rollout. When the simulation itself is refused, the rollout is refused too
@@ -545,16 +581,26 @@ def check_autoscaling_permissions(clients: Clients, endpoint: Mapping[str, Any],
     registered again stays without autoscaling)."""
     from botocore.exceptions import ClientError
 
-    account = endpoint["EndpointArn"].split(":")[4]
-    partition = endpoint["EndpointArn"].split(":")[1]
+    endpoint_arn = endpoint["EndpointArn"]
+    account = endpoint_arn.split(":")[4]
+    partition = endpoint_arn.split(":")[1]
     slr = (f"arn:{partition}:iam::{account}:role/aws-service-role/{AUTOSCALING_SLR_SERVICE}/{AUTOSCALING_SLR_NAME}")
-    groups = [
-        (ENDPOINT_ACTIONS, [endpoint["EndpointArn"]], []),
-        (AUTOSCALING_ACTIONS, ["*"], []),
-        (("iam:CreateServiceLinkedRole",), [slr], [{"ContextKeyName": "iam:AWSServiceName",
-                                                    "ContextKeyValues": [AUTOSCALING_SLR_SERVICE],
-                                                    "ContextKeyType": "string"}]),
+    groups: list[tuple[Sequence[str], list[str], list[dict[str, Any]]]] = [
+        (ENDPOINT_ACTIONS, [endpoint_arn], []),
+        (NEW_CONFIG_ACTIONS, [sagemaker_arn(endpoint_arn, "endpoint-config", new_config_name)], []),
+        (CURRENT_CONFIG_ACTIONS, [current_config_arn], []),
     ]
+    if model is not None:
+        groups += [
+            (MODEL_ACTIONS, [sagemaker_arn(endpoint_arn, "model", model["ModelName"])], []),
+            (("iam:PassRole",), [model["ExecutionRoleArn"]], [{"ContextKeyName": "iam:PassedToService",
+                                                               "ContextKeyValues": ["sagemaker.amazonaws.com"],
+                                                               "ContextKeyType": "string"}]),
+        ]
+    groups.append((AUTOSCALING_ACTIONS, ["*"], []))
+    slr_group = (("iam:CreateServiceLinkedRole",), [slr], [{"ContextKeyName": "iam:AWSServiceName",
+                                                            "ContextKeyValues": [AUTOSCALING_SLR_SERVICE],
+                                                            "ContextKeyType": "string"}])
     if skip:
         log("warning: --skip-permission-check: the permissions to register autoscaling again are not checked")
         return
@@ -563,6 +609,12 @@ def check_autoscaling_permissions(clients: Clients, endpoint: Mapping[str, Any],
         if principal is None:
             log("permissions: the account root is not limited by IAM policies; not simulated")
             return
+        # Registering a variant creates the service-linked role only when it is missing; once it exists
+        # iam:CreateServiceLinkedRole is not needed (application-autoscaling-service-linked-roles.html).
+        if service_linked_role_exists(clients.iam):
+            log(f"permissions: {AUTOSCALING_SLR_NAME} exists; iam:CreateServiceLinkedRole is not needed")
+        else:
+            groups.append(slr_group)
         denied = []
         for actions, resources, context in groups:
             request: dict[str, Any] = {"PolicySourceArn": principal, "ActionNames": list(actions),
@@ -570,8 +622,8 @@ def check_autoscaling_permissions(clients: Clients, endpoint: Mapping[str, Any],
             if context:
                 request["ContextEntries"] = context
             for page in clients.iam.get_paginator("simulate_principal_policy").paginate(**request):
-                denied += [f"{r['EvalActionName']} ({r['EvalDecision']})" for r in page["EvaluationResults"]
-                           if r["EvalDecision"] != "allowed"]
+                denied += [f"{r['EvalActionName']} on {resources[0]} ({r['EvalDecision']})"
+                           for r in page["EvaluationResults"] if r["EvalDecision"] != "allowed"]
     except ClientError as exc:
         code, message = _error_code(exc)
         if code not in ("AccessDenied", "AccessDeniedException", "NoSuchEntity"):
@@ -579,7 +631,8 @@ def check_autoscaling_permissions(clients: Clients, endpoint: Mapping[str, Any],
         raise RolloutError(f"could not check the permissions the instance type change needs ({code}: {message}). "
                            f"{autoscaling.resource_id} is deregistered from autoscaling during the update and "
                            "registered again after it; without these permissions it would stay unregistered: "
-                           f"{', '.join(ENDPOINT_ACTIONS + AUTOSCALING_ACTIONS)}, iam:CreateServiceLinkedRole. "
+                           f"{', '.join(dict.fromkeys(ENDPOINT_ACTIONS + NEW_CONFIG_ACTIONS + AUTOSCALING_ACTIONS))}, "
+                           "iam:CreateServiceLinkedRole. "
                            "Grant iam:SimulatePrincipalPolicy (and iam:GetRole for a role), or check them yourself "
                            "and pass --skip-permission-check") from None
     if denied:
@@ -723,7 +776,9 @@ def plan_rollout(args: argparse.Namespace, clients: Clients, *, log: Callable[[s
             raise RolloutError("an instance type change of an autoscaled variant waits for the update to re-register "
                                "autoscaling: leave out --no-wait")
         if autoscaling:
-            check_autoscaling_permissions(clients, endpoint, autoscaling, skip=args.skip_permission_check, log=log)
+            check_autoscaling_permissions(clients, endpoint, autoscaling, current_config_arn=config["EndpointConfigArn"],
+                                          new_config_name=new_config["EndpointConfigName"], model=model,
+                                          skip=args.skip_permission_check, log=log)
     policies = policy_requests(clients.autoscaling_write, autoscaling) if autoscaling else []
     return Plan(endpoint, config, instance_type, instance_count, model, new_config, update, autoscaling, policies, alarm_states)
 

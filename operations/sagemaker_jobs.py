@@ -174,8 +174,9 @@ def _outermost(prefixes: Sequence[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # Instance storage: which instance types refuse a volume KMS key
 
-# SageMaker refuses VolumeKmsKeyId (training, transform) and KmsKeyId (endpoint configs) for instance
-# types with local NVMe instance storage, which is encrypted by a hardware module on the instance:
+# SageMaker refuses VolumeKmsKeyId (training, transform) for instance types with local NVMe instance storage,
+# which is encrypted by a hardware module on the instance; for endpoint configs KmsKeyId "does not encrypt
+# instance local storage" there, so it is left out too:
 #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ResourceConfig.html (VolumeKmsKeyId)
 #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TransformResources.html (VolumeKmsKeyId)
 #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpointConfig.html (KmsKeyId)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from PIL import Image
@@ -34,15 +34,23 @@ from runtime.zero_shot import DEFAULT_TEMPLATES
 from loom.artifact import IndexPaths, index_dir_of
 from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
+from loom.json_limits import error_text, loads_request
 from loom.search_request import check_fields, check_filters, check_k, check_one_query, check_text
 
 log = logging.getLogger("loom.serve")
 
 MAX_TEXTS = 64
 EMBED_BATCH = 16
+# A JSON Lines request embeds its pending images once they hold this many pixels, even before EMBED_BATCH:
+# decoded images are kept at full size (the index was built from full-size decodes), so this bounds the
+# memory a request holds to about two images at the pixel limit (docs/endpoint-contract.md, "Image limits").
+PENDING_PIXELS = 2 * 4096 * 4096
 EMBED_KEYS = {"task", "texts", "image"}
 SEARCH_KEYS = {"task", "text", "image", "k", "filters"}
 TASKS = ("embed", "search", "tags", "interrogate")
+# A JSON Lines request stops starting lines when less than this is left before its deadline, so that the
+# lines done so far are answered (with an error line for each other) before the server's 504.
+LINE_MARGIN_S = 0.5
 
 
 class ClipService:
@@ -83,7 +91,7 @@ class ClipService:
             return self.prompt_probabilities(request, max_image_pixels)
         task = request.get("task")
         handlers = {"embed": self.embed, "search": self.search, "tags": self.tags, "interrogate": self.interrogate}
-        if task not in handlers:
+        if not isinstance(task, str) or task not in handlers:
             raise StatusError(400, f"'task' must be one of {', '.join(TASKS)} for this CLIP model, got {task!r} "
                                    '(or send {"image", "prompt": [...]} without a task for prompt probabilities)')
         return handlers[task](request, max_image_pixels)
@@ -153,9 +161,12 @@ class ClipService:
                              "attributes": row.attributes} for row, score in found],
                 "index": {"backend": self.index.backend, "size": self.index.size}}
 
-    def answer_lines(self, body: bytes, max_image_pixels: int) -> list[dict[str, Any]]:
+    def answer_lines(self, body: bytes, max_image_pixels: int,
+                     time_left: Callable[[], float] | None = None) -> list[dict[str, Any]]:
         """One result per JSON Lines record, in order: an embedding, or tags for a line with "task": "tags";
-        a bad line gets its own error. Images are embedded EMBED_BATCH at a time whatever the lines ask."""
+        a bad line gets its own error, whatever its reading raised. Images are embedded EMBED_BATCH (or
+        PENDING_PIXELS) at a time whatever the lines ask. `time_left` (the admission's): when less than
+        LINE_MARGIN_S is left, no more lines are started and each line not answered gets an error line."""
         lines = [line for line in body.splitlines() if line.strip()]
         if not lines:
             raise StatusError(400, 'the JSON Lines body holds no records: one {"id", "image"} object per line')
@@ -172,21 +183,32 @@ class ClipService:
                     results[index] = {"id": record_id, **self.zero_shot.tag(vector[None], plan)[0]}
             pending.clear()
 
+        ids: dict[int, Any] = {}
         for number, line in enumerate(lines):
-            record_id = None
+            if time_left is not None and time_left() < LINE_MARGIN_S:
+                pending.clear()  # not embedded: answered below as not answered
+                break
             try:
-                record = json.loads(line)
+                record = loads_request(line, "the line")
                 if not isinstance(record, dict) or "image" not in record:
                     raise StatusError(400, 'each line must be an object with "image" (base64) and an optional "id"')
-                record_id = record.get("id")
-                pending.append((number, record_id, _image(record["image"], max_image_pixels),
-                                self._line_plan(record, plans)))
-            except (ValueError, StatusError) as exc:  # json.JSONDecodeError is a ValueError
-                results[number] = {"id": record_id, "error": f"line {number + 1}: {getattr(exc, 'message', exc)}"}
-            if len(pending) >= EMBED_BATCH:
+                ids[number] = record.get("id")
+                plan = self._line_plan(record, plans)  # the line's fields before its image
+                pending.append((number, ids[number], _image(record["image"], max_image_pixels), plan))
+            except StatusError as exc:
+                results[number] = {"id": ids.get(number), "error": f"line {number + 1}: {error_text(exc.message)}"}
+            except Exception as exc:  # a line must never cost the other lines their answers
+                log.exception("line %d could not be read", number + 1)
+                results[number] = {"id": ids.get(number), "error": f"line {number + 1}: the line could not be read "
+                                                                   f"({type(exc).__name__}); check its fields"}
+            if len(pending) >= EMBED_BATCH or sum(i.width * i.height for _, _, i, _ in pending) >= PENDING_PIXELS:
                 flush()
         if pending:
             flush()
+        for number, result in enumerate(results):
+            if result is None:
+                results[number] = {"id": ids.get(number), "error": f"line {number + 1}: not answered within "
+                                   "the request's deadline (REQUEST_TIMEOUT_S, or the server is stopping): send it again"}
         return results  # type: ignore[return-value]
 
     def _line_plan(self, record: Mapping[str, Any], plans: dict[str, TagPlan]) -> TagPlan | None:

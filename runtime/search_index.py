@@ -12,10 +12,21 @@ max(SHORTLIST_FACTOR * k, SHORTLIST_MIN) rows are re-scored exactly in float32, 
 exact cosines and the ranking equals the exact one unless float16 rounding (~1e-3) moves a true top-k row
 below the shortlist (tests/runtime/test_search_index.py checks recall 1.0 against the exact path).
 scripts/bench_search_index.py measures both paths; docs/search.md says when to move to OpenSearch.
+
+Writes are atomic: a bundle on disk is always the old one or the new one, never new embeddings beside old
+products (an interrupted `index add` or `remove`). `write_bundle` writes the new files under pending names
+(`<name>.tmp`), then publishes the new manifest, which records each data file's size and sha256, under its
+pending name in one `os.replace`: that is the commit point. It then moves the data files into place and the
+manifest last (`settle_bundle`). A write interrupted before the commit leaves the old bundle (its stray
+pending files are removed by the next write); one interrupted after it is the new bundle: the loader reads a
+pending manifest's files from wherever they are, and the next write finishes the moves. The loader checks
+every file against the manifest's checksums and refuses a bundle that does not match (a mix).
+Bundles written before checksums existed (no "files" in the manifest) are checked by shape only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -86,36 +97,142 @@ def read_products(path: Path) -> list[ProductRow]:
     return rows
 
 
+PENDING_SUFFIX = ".tmp"
+
+
+def pending(path: Path) -> Path:
+    """Where a file of a write in progress (or committed but not yet moved) lives."""
+    return path.with_name(path.name + PENDING_SUFFIX)
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """{"bytes", "sha256"} of a file, read in 1 MiB chunks."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+def _data_files(paths: IndexPaths) -> dict[str, Path]:
+    return {paths.embeddings.name: paths.embeddings, paths.products.name: paths.products}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:  # not every platform opens folders
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
 def write_bundle(index_dir: str | Path, embeddings: np.ndarray, products: Sequence[ProductRow],
                  manifest: Mapping[str, Any]) -> None:
-    """Write a whole bundle; each file goes to a temporary name first and is renamed into place."""
+    """Write a whole bundle atomically (module docstring): pending files, the manifest's commit, the moves."""
     paths = IndexPaths.of(index_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
     if embeddings.dtype != np.float32 or embeddings.ndim != 2 or len(embeddings) != len(products):
         raise ValueError(f"embeddings {embeddings.shape} {embeddings.dtype} do not match {len(products)} products")
-    with open(f"{paths.embeddings}.tmp", "wb") as handle:
+    settle_bundle(paths.root)  # finish (or discard) an interrupted write before starting this one
+    with pending(paths.embeddings).open("wb") as handle:
         np.save(handle, embeddings)
-    write_products(Path(f"{paths.products}.tmp"), products)
-    write_json(Path(f"{paths.manifest}.tmp"), manifest)
-    for path in (paths.embeddings, paths.products, paths.manifest):  # the manifest last: it vouches for the rest
-        os.replace(f"{path}.tmp", path)
+        handle.flush()
+        os.fsync(handle.fileno())
+    write_products(pending(paths.products), products)
+    files = {name: file_digest(pending(path)) for name, path in _data_files(paths).items()}
+    partial = _partial(paths)
+    write_json(partial, {**manifest, "files": files})
+    os.replace(partial, pending(paths.manifest))  # the commit point: from here on the bundle is the new one
+    _fsync_dir(paths.root)
+    settle_bundle(paths.root)
+
+
+def settle_bundle(index_dir: str | Path) -> None:
+    """Finish an interrupted write: with a committed (pending) manifest, move its data files into place and
+    the manifest last; without one, remove the unfinished write's pending files. Idempotent: an interruption
+    here is finished by the next call."""
+    paths = IndexPaths.of(index_dir)
+    committed = pending(paths.manifest)
+    if committed.exists():
+        manifest = read_json(committed, missing=f"{committed} vanished")
+        _resolve_files(paths, manifest, committed)  # every file present and matching, or BundleError
+        for path in _data_files(paths).values():
+            if pending(path).exists():
+                os.replace(pending(path), path)
+        os.replace(committed, paths.manifest)
+        _fsync_dir(paths.root)
+        return
+    strays = [pending(path) for path in _data_files(paths).values()] + [_partial(paths)]
+    for path in strays:
+        if path.exists():
+            path.unlink()
+
+
+def _partial(paths: IndexPaths) -> Path:
+    """The new manifest while it is being written, before its rename to the pending name commits it."""
+    return paths.manifest.with_name(paths.manifest.name + ".partial")
+
+
+def _resolve_files(paths: IndexPaths, manifest: Mapping[str, Any], manifest_path: Path) -> dict[str, Path]:
+    """Where each data file of `manifest` is, checked against its size and sha256; BundleError for a file that
+    is missing or is not the one the manifest vouches for. A manifest without "files" (written before
+    checksums) names the final paths unchecked."""
+    files = manifest.get("files")
+    if files is None:
+        return _data_files(paths)
+    if not isinstance(files, dict):
+        raise BundleError(f"{manifest_path}: 'files' must map file names to their size and sha256")
+    found = {}
+    for name, path in _data_files(paths).items():
+        expected = files.get(name)
+        if not isinstance(expected, dict):
+            raise BundleError(f"{manifest_path}: no checksum for {name}")
+        # A committed write's file is under its pending name until settled; otherwise under its own.
+        candidates = [pending(path), path] if manifest_path.name.endswith(PENDING_SUFFIX) else [path]
+        for candidate in candidates:
+            if candidate.exists() and file_digest(candidate) == {"bytes": expected.get("bytes"),
+                                                                  "sha256": expected.get("sha256")}:
+                found[name] = candidate
+                break
+        else:
+            raise BundleError(f"{paths.root}: {name} is not the file {manifest_path.name} vouches for (size or "
+                              "sha256 differs): the bundle mixes two writes; rebuild it or re-run the "
+                              "interrupted command")
+    return found
 
 
 def write_products(path: Path, products: Iterable[ProductRow]) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for row in products:
             handle.write(json.dumps(row.to_dict(), ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def load_embeddings(index_dir: str | Path) -> tuple[np.ndarray, list[ProductRow], dict[str, Any]]:
-    """(embeddings, products, manifest) of a bundle, checked against each other."""
+    """(embeddings, products, manifest) of a bundle, checked against each other and against the manifest's
+    checksums. Read-only: a committed but unsettled write is read from its pending files."""
     paths = IndexPaths.of(index_dir)
-    manifest = read_index_manifest(index_dir)
+    committed = pending(paths.manifest)
+    if committed.exists():
+        manifest, where = read_json(committed, missing=f"{committed} vanished"), committed
+        if manifest.get("index_version") != INDEX_VERSION:
+            raise BundleError(f"{committed}: index_version {manifest.get('index_version')!r} is not supported")
+    else:
+        manifest, where = read_index_manifest(index_dir), paths.manifest
+    files = _resolve_files(paths, manifest, where)
+    embeddings_file, products_file = files[paths.embeddings.name], files[paths.products.name]
     try:
-        embeddings = np.load(paths.embeddings, allow_pickle=False)
+        embeddings = np.load(embeddings_file, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise BundleError(f"{paths.embeddings}: cannot read the embeddings ({exc})") from None
-    products = read_products(paths.products)
+    products = read_products(products_file)
     expected = (manifest["count"], manifest["dimension"])
     if embeddings.dtype != np.float32 or embeddings.shape != expected or len(products) != manifest["count"]:
         raise BundleError(f"{paths.root}: embeddings {embeddings.shape} {embeddings.dtype} and {len(products)} "

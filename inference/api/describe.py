@@ -40,6 +40,9 @@ TEMPERATURE = 0.1
 # Claude Sonnet 5 and later count about 30 % more tokens for the same text (a new tokenizer: Anthropic's
 # "Migrating to Claude Sonnet 5"); 400 tokens of Sonnet 4.6 are about 520 there.
 MAX_TOKENS_NEW_TOKENIZER = 520
+# Room for thinking on Claude 5 models whose card Loom has not checked (see converse_settings): their thinking
+# may be on by default and counts against maxTokens, so the answer's 520 tokens come on top of it.
+THINKING_HEADROOM_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,15 @@ class ConverseSettings:
 
     inference_config: dict[str, Any]
     additional_fields: dict[str, Any] | None = None
+    # Output tokens that thinking may take before the answer (included in inference_config's maxTokens).
+    thinking_headroom: int = 0
 
-    def request(self) -> dict[str, Any]:
+    def request(self, *, answer_tokens: int | None = None) -> dict[str, Any]:
+        """The request fields; `answer_tokens` replaces the answer's share of maxTokens (a short check such as
+        `loom preflight`), keeping the room for thinking."""
         fields: dict[str, Any] = {"inferenceConfig": dict(self.inference_config)}
+        if answer_tokens is not None:
+            fields["inferenceConfig"]["maxTokens"] = answer_tokens + self.thinking_headroom
         if self.additional_fields:
             fields["additionalModelRequestFields"] = dict(self.additional_fields)
         return fields
@@ -66,15 +75,24 @@ def converse_settings(model_id: str) -> ConverseSettings:
     top_p, top_k), assistant prefill, forced tool choice and thinking {"type": "disabled"}; it thinks by
     default, and {"type": "between_tools"} is its lowest setting, which for a request without tools means
     no thinking before the answer (Anthropic, "Claude Sonnet 5.5 migration guide" and "What's new in Claude
-    Sonnet 5.5"; the Bedrock AI SDK release for Sonnet 5.5 sends the same). Thinking tokens would count
-    against maxTokens. Claude 5 models and later: no sampling parameters (Sonnet 5 answers 400 for a
-    non-default temperature: "Migrating to Claude Sonnet 5"). Earlier Claude models (the Sonnet 4.6
-    fallback) and other Converse models keep temperature 0.1."""
+    Sonnet 5.5"; the Bedrock AI SDK release for Sonnet 5.5 sends the same): 520 tokens, all for the answer.
+
+    Other Claude 5 models (Sonnet 5, Opus 5.x, Haiku 5.x, later Sonnets' siblings): no sampling parameters
+    (Sonnet 5 answers 400 for a non-default temperature: "Migrating to Claude Sonnet 5"), and thinking is
+    adaptive and may be on by default, counting against maxTokens: with 520 tokens it could spend them all
+    and leave no text. The conservative rule, until a model's card is checked and it gets its own line here:
+    ask for the lowest effort (Anthropic's `output_config.effort` "low", through additionalModelRequestFields)
+    and add THINKING_HEADROOM_TOKENS to maxTokens. A model that refuses the effort field fails loudly (a 400
+    that `loom preflight` reports, since it sends this same body) instead of answering empty text.
+
+    Earlier Claude models (the Sonnet 4.6 fallback) and other Converse models keep temperature 0.1."""
     match = _CLAUDE.search(model_id.rsplit("/", 1)[-1])
     if match and int(match[2]) >= 5:
         version = (int(match[2]), int(match[3] or 0))
-        thinking = {"thinking": {"type": "between_tools"}} if match[1] == "sonnet" and version >= (5, 5) else None
-        return ConverseSettings({"maxTokens": MAX_TOKENS_NEW_TOKENIZER}, thinking)
+        if match[1] == "sonnet" and version >= (5, 5):
+            return ConverseSettings({"maxTokens": MAX_TOKENS_NEW_TOKENIZER}, {"thinking": {"type": "between_tools"}})
+        return ConverseSettings({"maxTokens": MAX_TOKENS_NEW_TOKENIZER + THINKING_HEADROOM_TOKENS},
+                                {"output_config": {"effort": "low"}}, thinking_headroom=THINKING_HEADROOM_TOKENS)
     return ConverseSettings({"maxTokens": MAX_TOKENS, "temperature": TEMPERATURE})
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from runtime.images import DEFAULT_MAX_IMAGE_PIXELS, decode_image
+from runtime.images import DEFAULT_DECODE_THREADS, DEFAULT_MAX_IMAGE_PIXELS, DecodePool
 from inference.server.jsonlines import answer_jsonlines
 from inference.server.model_queue import Admission, ModelQueue, ModelSlot
 from inference.server.request_parsing import (
@@ -32,12 +32,13 @@ from inference.server.request_parsing import (
     image_draft_side,
     load_json,
     parse_facts,
-    parse_product,
+    parse_product_fields,
     read_body,
     request_content_type,
     response_type,
 )
 from loom.errors import StatusError
+from loom.json_limits import error_text
 from loom.image_header import ImageError
 
 log = logging.getLogger("loom.serve")
@@ -58,6 +59,7 @@ class ServerLimits:
     stuck_after_s: float = 300.0  # one model call running longer than this: /ping 500
     load_timeout_s: float | None = None  # the model must load within this, else /ping 500
     workers: int = 1  # worker processes of this server: Batch Transform's MaxConcurrentTransforms
+    decode_threads: int = DEFAULT_DECODE_THREADS  # images decoding at once in one worker (IMAGE_DECODE_THREADS)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class ServerState:
     slot: ModelSlot
     queue: ModelQueue
     limits: ServerLimits
+    decoder: DecodePool
 
 
 def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | None = None,
@@ -82,7 +85,8 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
     app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes
     slot = ModelSlot(predictor, limits.load_timeout_s)
     app.extensions["loom"] = ServerState(slot, ModelQueue(limits.max_pending, limits.request_timeout_s,
-                                                          limits.stuck_after_s), limits)
+                                                          limits.stuck_after_s), limits,
+                                           DecodePool(limits.decode_threads))
     if predictor_factory is not None:
         slot.load_in_background(predictor_factory)
     app.add_url_rule("/ping", view_func=ping, methods=["GET"])
@@ -141,28 +145,34 @@ def invocations() -> Response:
             from inference.server.clip_invocations import answer_clip_request
 
             status, text, mimetype = admission.run(answer_clip_request, predictor, content_type, body,
-                                                   server.limits.max_image_pixels)
+                                                   server.limits.max_image_pixels, admission=admission)
             return Response(text, status=status, mimetype=mimetype)
         if content_type in JSONLINES_TYPES:
             text = answer_jsonlines(body, predictor, admission, batch_products=server.limits.batch_products,
-                                    max_image_pixels=server.limits.max_image_pixels)
+                                    max_image_pixels=server.limits.max_image_pixels, decoder=server.decoder)
             return Response(text, status=200, mimetype=JSONLINES_TYPE)
-        result = answer_product(body, content_type, predictor, admission, server.limits.max_image_pixels)
+        result = answer_product(body, content_type, predictor, admission, server.limits.max_image_pixels,
+                                server.decoder)
     result["model"] = predictor.model_info
     result["timing_ms"] = {"total": round((time.perf_counter() - started) * 1000, 1)}
     return reply(result, mimetype=answer_type)
 
 
 def answer_product(body: bytes, content_type: str, predictor: Any, admission: Admission,
-                   max_image_pixels: int) -> dict[str, Any]:
-    """Answer a raw image (every attribute) or a JSON product request (attributes or a prompt)."""
+                   max_image_pixels: int, decoder: DecodePool) -> dict[str, Any]:
+    """Answer a raw image (every attribute) or a JSON product request (attributes or a prompt).
+
+    Every field is checked before the image is decoded; the decode runs on the worker's DecodePool, within
+    the request's deadline."""
+    def decode(data: bytes):
+        return decoder.decode(data, max_image_pixels, draft_side=image_draft_side(predictor), admission=admission)
+
     if content_type in IMAGE_TYPES:
-        image = decode_image(body, max_image_pixels, draft_side=image_draft_side(predictor))
-        return admission.run(predictor.answer_attributes, image, None).to_dict()
+        return admission.run(predictor.answer_attributes, decode(body), None).to_dict()
     item = load_json(body)
-    image, names, params, prompt = parse_product(item, predictor.schema.names, max_image_pixels, allow_prompt=True,
-                                                 draft_side=image_draft_side(predictor))
+    data, names, params, prompt = parse_product_fields(item, predictor.schema.names, allow_prompt=True)
     facts = parse_facts(predictor, item)
+    image = decode(data)
     if prompt is not None:
         answer = admission.run(predictor.answer_prompt, image, prompt, **params)
         return {"answer": answer.text, "confidence": round(answer.confidence, 4)}
@@ -172,11 +182,11 @@ def answer_product(body: bytes, content_type: str, predictor: Any, admission: Ad
 # -- errors: every one is {"error": ...} ----------------------------------------------------------------------
 
 def status_error(exc: StatusError) -> Response:
-    return reply(exc.body(), exc.status)
+    return reply({"error": error_text(exc.message)}, exc.status)
 
 
 def image_error(exc: ImageError) -> Response:
-    return reply({"error": str(exc)}, 400)
+    return reply({"error": error_text(str(exc))}, 400)
 
 
 def http_error(exc: HTTPException) -> Response:

@@ -7,20 +7,25 @@ The request forms are documented in runtime/clip_service.py. No Flask here: app.
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from inference.server.request_parsing import JSONLINES_TYPES
+from inference.server.request_parsing import JSONLINES_TYPES, load_json
 from loom.errors import StatusError
+from loom.json_limits import error_text
 from runtime.clip_service import ClipService
 from runtime.images import ImageError, decode_image
 
 
 def answer_clip_request(service: ClipService, content_type: str, body: bytes,
-                        max_image_pixels: int) -> tuple[int, str, str]:
+                        max_image_pixels: int, admission: Any = None) -> tuple[int, str, str]:
     """(status, body, media type) of one `POST /invocations` for a CLIP artifact; app.py makes the Flask
-    response, so this module (and the training image that tags through ClipService) needs no Flask."""
+    response, so this module (and the training image that tags through ClipService) needs no Flask.
+    `admission` (model_queue.Admission): its `time_left` bounds a JSON Lines request line by line."""
     try:
         if content_type in JSONLINES_TYPES:
-            lines = [json.dumps(r, ensure_ascii=False) for r in service.answer_lines(body, max_image_pixels)]
+            time_left = admission.time_left if admission is not None else None
+            lines = [json.dumps(r, ensure_ascii=False)
+                     for r in service.answer_lines(body, max_image_pixels, time_left)]
             return 200, "\n".join(lines) + "\n", "application/jsonlines"
         if content_type.startswith("image/") or content_type == "application/x-image":
             try:
@@ -29,11 +34,7 @@ def answer_clip_request(service: ClipService, content_type: str, body: bytes,
                 raise StatusError(400, str(exc)) from None
             result = service.embeddings(service.embedder.embed_images([image]))
         else:
-            try:
-                request = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-                raise StatusError(400, f"the body is not valid JSON ({exc}); send a JSON object") from None
-            result = service.answer(request, max_image_pixels)
+            result = service.answer(load_json(body), max_image_pixels)
     except StatusError as exc:
-        return exc.status, json.dumps(exc.body()), "application/json"
+        return exc.status, json.dumps({"error": error_text(exc.message)}), "application/json"
     return 200, json.dumps(result, ensure_ascii=False), "application/json"

@@ -13,6 +13,9 @@
   runs keeps the model thread until it ends, and its admission is given back only then.
 - A model call that has run for more than `stuck_after_s` makes `/ping` report the worker unhealthy,
   so that SageMaker replaces the instance instead of queueing requests behind a hung GPU.
+- When the worker is told to stop (`stop(within_s)`, on SIGTERM: serve.py), every admitted request's
+  deadline becomes at most that: it is answered (503, or a JSON Lines request's remaining lines as error
+  lines) before gunicorn's graceful timeout ends the worker, never dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any, Callable, Iterator
 from loom.errors import StatusError
 
 log = logging.getLogger("loom.serve")
+
+_POLL_S = 0.1  # how often a waiting request looks at its deadline
 
 
 class ModelSlot:
@@ -85,10 +90,18 @@ class ModelQueue:
         self._admissions = threading.BoundedSemaphore(max_pending)
         self._model_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="loom-model")
         self._busy_since: float | None = None
+        self.stop_at: float | None = None  # monotonic time by which every admitted request must be answered
+
+    def stop(self, within_s: float) -> None:
+        """The worker stops: every admitted request ends within `within_s` (503 past it); none is admitted."""
+        stop_at = time.monotonic() + max(0.0, within_s)
+        self.stop_at = stop_at if self.stop_at is None else min(self.stop_at, stop_at)
 
     @contextmanager
     def admitted(self) -> Iterator["Admission"]:
         """Admit one request for the duration of the block, or raise StatusError(503) at once when full."""
+        if self.stop_at is not None:
+            raise StatusError(503, "this worker is stopping: retry, another instance or worker will answer")
         if not self._admissions.acquire(blocking=False):
             raise StatusError(503, f"the model is busy: {self.max_pending} requests are already waiting for it "
                                    f"on this worker (MAX_PENDING_REQUESTS); retry shortly")
@@ -127,18 +140,35 @@ class Admission:
         self.deadline = deadline
         self._running: concurrent.futures.Future | None = None
 
+    def time_left(self) -> float:
+        """Seconds until this request must be answered: its deadline, or sooner when the worker stops."""
+        stop_at = self.queue.stop_at
+        return (self.deadline if stop_at is None else min(self.deadline, stop_at)) - time.monotonic()
+
+    def expired(self) -> StatusError:
+        """The error of a request whose time is up: 503 when the worker stops, else 504."""
+        stop_at = self.queue.stop_at
+        if stop_at is not None and stop_at < self.deadline:
+            return StatusError(503, "the server is stopping (SIGTERM) and could not finish this request "
+                                    "in time: send it again")
+        return self._timeout()
+
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`fn(*args, **kwargs)` on the model thread; StatusError(504) when the deadline passes first."""
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise self._timeout()
+        """`fn(*args, **kwargs)` on the model thread; StatusError(504) when the deadline passes first (503 when
+        the worker stops first)."""
+        if self.time_left() <= 0:
+            raise self.expired()
         future = self.queue._model_thread.submit(self.queue._timed, fn, args, kwargs)
-        try:
-            return future.result(timeout=remaining)
-        except concurrent.futures.TimeoutError:
-            if not future.cancel():
-                self._running = future  # it holds the model thread: give the admission back when it ends
-            raise self._timeout() from None
+        while True:  # in short waits: a stop may bring the deadline forward meanwhile
+            remaining = self.time_left()
+            if remaining <= 0:
+                if not future.cancel():
+                    self._running = future  # it holds the model thread: give the admission back when it ends
+                raise self.expired()
+            try:
+                return future.result(timeout=min(remaining, _POLL_S))
+            except concurrent.futures.TimeoutError:
+                continue
 
     def _timeout(self) -> StatusError:
         limit = self.queue.request_timeout_s

@@ -17,6 +17,7 @@ from loom.base64_image import decode_base64_image
 from loom.abstention import check_known_attributes
 from loom.calibration import check_min_precision
 from loom.errors import StatusError
+from loom.json_limits import loads_request
 
 JSON_TYPE = "application/json"
 JSONLINES_TYPE = "application/jsonlines"
@@ -34,6 +35,17 @@ MAX_BEAMS = 4
 
 class RequestError(StatusError):
     """A request the client must fix: `RequestError(status, message)` becomes `{"error": message}`."""
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """`value` as an error message may quote it: its repr, cut to `limit` characters (lists: five items), so
+    that no error echoes a client's input at length."""
+    if isinstance(value, (list, tuple)) and len(value) > 5:
+        return f"[{', '.join(shown(v, limit) for v in value[:5])}, ... {len(value) - 5} more]"
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(shown(v, limit) for v in value)}]"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
 
 
 def body_too_large(max_body_bytes: int) -> str:
@@ -88,10 +100,12 @@ def read_body(request: Request, max_body_bytes: int) -> bytes:
 
 
 def load_json(text: bytes, where: str = "the body") -> Any:
+    """Parse a request's JSON (`loom.json_limits.loads_request`: huge integers, deep nesting and invalid
+    JSON are the client's); RequestError(400) otherwise."""
     try:
-        return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise RequestError(400, f"{where} is not valid JSON ({exc}); send a JSON object") from None
+        return loads_request(text, where)
+    except StatusError as exc:
+        raise RequestError(exc.status, exc.message) from None
 
 
 def parse_parameters(value: Any) -> dict[str, int]:
@@ -103,13 +117,13 @@ def parse_parameters(value: Any) -> dict[str, int]:
     limits = {"max_new_tokens": MAX_NEW_TOKENS_LIMIT, "num_beams": MAX_BEAMS}
     unknown = sorted(set(value) - set(limits))
     if unknown:
-        raise RequestError(400, f"unsupported parameters {unknown}; allowed: {sorted(limits)}")
+        raise RequestError(400, f"unsupported parameters {shown(unknown)}; allowed: {sorted(limits)}")
     params = {}
     for key, limit in limits.items():
         if key in value:
             v = value[key]
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
-                raise RequestError(400, f"parameters.{key} must be an integer from 1 to {limit}, got {v!r}")
+                raise RequestError(400, f"parameters.{key} must be an integer from 1 to {limit}, got {shown(v)}")
             params[key] = v
     return params
 
@@ -123,9 +137,9 @@ def parse_attributes(value: Any, known: list[str]) -> list[str] | None:
                                 f"known: {known}")
     unknown = [v for v in value if v not in known]
     if unknown:
-        raise RequestError(400, f"unknown attributes {unknown}; this model answers: {known}")
+        raise RequestError(400, f"unknown attributes {shown(unknown)}; this model answers: {known}")
     if len(set(value)) != len(value):
-        raise RequestError(400, f"'attributes' lists a name twice: {value}")
+        raise RequestError(400, f"'attributes' lists a name twice: {shown(value)}")
     return value
 
 
@@ -142,11 +156,20 @@ def parse_product(item: Any, known: list[str], max_image_pixels: int, *, allow_p
     Bad images raise `loom.image_header.ImageError` (a ValueError); everything else RequestError(400).
     `draft_side`: the predictor's `image_draft_side` (a large JPEG is decoded DCT-scaled, as in training).
     """
+    data, names, params, prompt = parse_product_fields(item, known, allow_prompt=allow_prompt)
+    return decode_image(data, max_image_pixels, draft_side=draft_side), names, params, prompt
+
+
+def parse_product_fields(item: Any, known: list[str], *, allow_prompt: bool):
+    """`parse_product` without the decode: (image bytes, attribute names or None, parameters, prompt or None).
+
+    The server checks every field (and the facts) before it pays for a decode.
+    """
     if not isinstance(item, dict):
         raise RequestError(400, "the request must be a JSON object such as {\"image\": \"<base64>\"}")
     extra = sorted(set(item) - REQUEST_KEYS)
     if extra:
-        raise RequestError(400, f"unexpected fields {extra}; allowed: {sorted(REQUEST_KEYS)}")
+        raise RequestError(400, f"unexpected fields {shown(extra)}; allowed: {sorted(REQUEST_KEYS)}")
     if "image" not in item:
         raise RequestError(400, "'image' is missing: send the image file's bytes as a base64 string")
     params = parse_parameters(item.get("parameters"))
@@ -159,8 +182,7 @@ def parse_product(item: Any, known: list[str], max_image_pixels: int, *, allow_p
         if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
             raise RequestError(400, f"'prompt' must be a non-empty question of at most {MAX_PROMPT_CHARS} characters")
     names = parse_attributes(item.get("attributes"), known)
-    image = decode_image(decode_base64_image(item["image"]), max_image_pixels, draft_side=draft_side)
-    return image, names, params, prompt.strip() if prompt is not None else None
+    return decode_base64_image(item["image"]), names, params, prompt.strip() if prompt is not None else None
 
 
 def parse_facts(predictor: Any, item: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,13 +16,14 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from inference.server.app import ServerLimits
-from runtime.images import DEFAULT_MAX_IMAGE_PIXELS
+from runtime.images import DEFAULT_DECODE_THREADS, DEFAULT_MAX_IMAGE_PIXELS
 from loom.artifact import KIND_CLIP, MANIFEST_FILE, is_artifact, manifest_kind
 
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
@@ -65,6 +66,9 @@ def _number(env: Mapping[str, str], name: str, default: float, kind=int, minimum
 
 SAGEMAKER_SIGKILL_AFTER_S = 30  # SageMaker sends SIGKILL this long after SIGTERM (docs/endpoint-contract.md)
 SPARE_THREADS = 4  # request threads never admitted to the model: /ping, /execution-parameters, 503 refusals
+# On SIGTERM, every admitted request is answered this long before gunicorn's graceful timeout ends the
+# worker: time to write the lines done so far and an error line for each other (never a dropped connection).
+STOP_MARGIN_S = 2.0
 
 
 @dataclass
@@ -110,6 +114,7 @@ class ServeSettings:
             stuck_after_s=_number(env, "MODEL_STUCK_AFTER_S", max(300.0, request_timeout), float, minimum=0.001),
             load_timeout_s=_number(env, "MODEL_LOAD_TIMEOUT", 900.0, float, minimum=1),
             workers=workers,
+            decode_threads=_number(env, "IMAGE_DECODE_THREADS", DEFAULT_DECODE_THREADS, minimum=1),
         )
         return cls(
             model_dir=resolve_model_dir(env),
@@ -163,6 +168,29 @@ def _post_fork(server, worker) -> None:
     server.log.info("worker %s uses GPU %s", worker.pid, getattr(worker, "loom_gpu", None) or "none")
 
 
+def stop_window_s(graceful_timeout_s: float) -> float:
+    """How long a stopping worker's admitted requests have: the graceful timeout less STOP_MARGIN_S (at
+    least a quarter of it)."""
+    return max(graceful_timeout_s / 4, graceful_timeout_s - STOP_MARGIN_S)
+
+
+def _post_worker_init(worker) -> None:
+    # gunicorn's worker has installed its own SIGTERM handler (stop accepting, wait up to graceful_timeout for
+    # the connections in flight, exit); a request still running then is cut off. Wrap that handler: first
+    # bring every admitted request's deadline forward (model_queue.ModelQueue.stop), so that each is
+    # answered (in full, or the lines done and an error line for each other, or 503) before the worker exits.
+    previous = signal.getsignal(signal.SIGTERM)
+    queue = worker.wsgi.extensions["loom"].queue
+    within_s = stop_window_s(worker.cfg.graceful_timeout)
+
+    def on_sigterm(signum, frame):
+        queue.stop(within_s)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def gunicorn_options(settings: ServeSettings) -> dict[str, Any]:
     """The gunicorn configuration `serve` runs with."""
     return {
@@ -181,6 +209,7 @@ def gunicorn_options(settings: ServeSettings) -> dict[str, Any]:
         "control_socket_disable": True,  # no runtime control socket in a serving container
         "pre_fork": _pre_fork,
         "post_fork": _post_fork,
+        "post_worker_init": _post_worker_init,
     }
 
 

@@ -101,6 +101,53 @@ run "async_payload_is_capped_at_1_gb" {
   expect_failures = [var.async_inference]
 }
 
+# MaxConcurrentInvocationsPerInstance is an integer 1..1000 (botocore's SageMaker model, shape
+# MaxConcurrentInvocationsPerInstance; API_AsyncInferenceClientConfig.html): 1001 is refused at plan time.
+run "async_concurrency_per_instance_is_at_most_1000" {
+  command = plan
+
+  module {
+    source = "./modules/endpoint"
+  }
+
+  variables {
+    async_inference = { enabled = true, max_concurrent_invocations_per_instance = 1001 }
+  }
+
+  expect_failures = [var.async_inference]
+}
+
+run "async_concurrency_per_instance_is_a_whole_number" {
+  command = plan
+
+  module {
+    source = "./modules/endpoint"
+  }
+
+  variables {
+    async_inference = { enabled = true, max_concurrent_invocations_per_instance = 2.5 }
+  }
+
+  expect_failures = [var.async_inference]
+}
+
+run "async_concurrency_per_instance_1000_is_accepted" {
+  command = plan
+
+  module {
+    source = "./modules/endpoint"
+  }
+
+  variables {
+    async_inference = { enabled = true, max_concurrent_invocations_per_instance = 1000 }
+  }
+
+  assert {
+    condition     = aws_sagemaker_endpoint_configuration.async[0].async_inference_config[0].client_config[0].max_concurrent_invocations_per_instance == 1000
+    error_message = "1000 concurrent invocations per instance is SageMaker's maximum and must be accepted."
+  }
+}
+
 # The asynchronous endpoint's containers log to /aws/sagemaker/Endpoints/<async endpoint name>: the model
 # role may write there, and Terraform creates the group (KMS, retention) before SageMaker would.
 run "async_endpoint_logs_to_its_own_group" {

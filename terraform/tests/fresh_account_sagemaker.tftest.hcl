@@ -95,7 +95,8 @@ run "root_folder_needs_uncompressed_mode" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# 4. Instance types with NVMe instance storage refuse KmsKeyId (API_CreateEndpointConfig.html);
+# 4. Instance types with NVMe instance storage get no KmsKeyId: it does not encrypt their local storage,
+# which is hardware-encrypted (API_CreateEndpointConfig.html, KmsKeyId);
 # the *d/*gd/*id families and hyphenated families (ml.p6-b200) included.
 # ---------------------------------------------------------------------------------------------
 # The provider (5.100) checks instance types against its own list, which has no ml.m6id or

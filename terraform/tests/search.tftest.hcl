@@ -233,7 +233,7 @@ run "search_realtime_on_nvme_instances_takes_no_volume_key" {
 
   assert {
     condition     = aws_sagemaker_endpoint_configuration.clip.kms_key_arn == null && aws_sagemaker_endpoint_configuration.clip.production_variants[0].instance_type == "ml.g4dn.xlarge"
-    error_message = "NVMe instance types refuse KmsKeyId (modules/instance_storage, the rule the endpoint module uses)."
+    error_message = "NVMe instance types get no KmsKeyId: it does not encrypt their local storage (modules/instance_storage, the rule the endpoint module uses)."
   }
 }
 

@@ -109,3 +109,44 @@ run "lambda_zip_path_is_a_zip" {
   }
   expect_failures = [var.lambda_zip_path]
 }
+
+# A bucket name with dots is refused: presigned /restyle URLs are virtual-hosted
+# (https://<bucket>.s3.<region>.amazonaws.com) and S3's wildcard certificate (*.s3.<region>.amazonaws.com)
+# does not match a name with dots ("Virtual hosting of buckets",
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html).
+run "bucket_name_without_dots_root" {
+  command = plan
+  variables {
+    bucket_name = "loom.data.example"
+  }
+  expect_failures = [var.bucket_name]
+}
+
+run "bucket_name_without_dots_storage_module" {
+  command = plan
+  module {
+    source = "./modules/storage"
+  }
+  variables {
+    name_prefix = "loom"
+    kms_key_arn = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+    bucket_name = "loom.data.example"
+  }
+  expect_failures = [var.bucket_name]
+}
+
+run "bucket_name_with_hyphens_is_accepted" {
+  command = plan
+  module {
+    source = "./modules/storage"
+  }
+  variables {
+    name_prefix = "loom"
+    kms_key_arn = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+    bucket_name = "loom-data-example"
+  }
+  assert {
+    condition     = aws_s3_bucket.data.bucket == "loom-data-example"
+    error_message = "A bucket name of letters, digits and hyphens must be accepted."
+  }
+}

@@ -292,9 +292,23 @@ def test_sonnet_5_5_requests_leave_out_every_setting_it_refuses(model_id):
     assert request["additionalModelRequestFields"]["thinking"]["type"] not in ("disabled", "enabled")
 
 
-def test_other_claude_5_models_get_no_sampling_parameters_and_earlier_ones_keep_temperature():
-    # Claude Sonnet 5: a non-default temperature is a 400 ("Migrating to Claude Sonnet 5").
-    assert converse_settings("us.anthropic.claude-sonnet-5").request() == {"inferenceConfig": {"maxTokens": 520}}
+@pytest.mark.parametrize("model_id", ["us.anthropic.claude-sonnet-5", "global.anthropic.claude-opus-5-1",
+                                      "anthropic.claude-haiku-5", "us.anthropic.claude-opus-5-5"])
+def test_other_claude_5_models_ask_for_the_lowest_effort_with_room_for_thinking(model_id):
+    # Claude 5 models think adaptively and thinking tokens count against maxTokens: without a setting of its own
+    # (only Sonnet 5.5's card names one, "between_tools"), a model is asked for the lowest effort
+    # (output_config.effort "low") and given 1,024 tokens for thinking on top of the answer's 520, so that
+    # thinking cannot leave the answer empty. No sampling parameters: a non-default temperature is a 400
+    # ("Migrating to Claude Sonnet 5").
+    settings = converse_settings(model_id)
+    assert settings.request() == {"inferenceConfig": {"maxTokens": 520 + 1024},
+                                  "additionalModelRequestFields": {"output_config": {"effort": "low"}}}
+    # A short check keeps the room for thinking.
+    assert settings.request(answer_tokens=16)["inferenceConfig"] == {"maxTokens": 16 + 1024}
+    assert converse_settings(DEFAULT_MODEL_ID).request(answer_tokens=16)["inferenceConfig"] == {"maxTokens": 16}
+
+
+def test_earlier_models_keep_temperature():
     for earlier in (FALLBACK_MODEL_ID, "anthropic.claude-sonnet-4-20250514-v1:0", "amazon.nova-lite-v1:0"):
         assert converse_settings(earlier).request() == {"inferenceConfig": {"maxTokens": 400, "temperature": 0.1}}
 

@@ -153,10 +153,19 @@ def test_opensearch_backend_embeds_on_the_endpoint_and_ranks_in_opensearch(endpo
         assert body["results"][0]["score"] == pytest.approx(fixture("search_knn.json")["hits"]["hits"][0]["_score"] - 1)
 
 
-def test_hybrid_on_serverless_is_refused(endpoint, opensearch, monkeypatch):
+def test_hybrid_on_serverless_goes_through_the_pipeline_signed_for_aoss(endpoint, opensearch, monkeypatch):
+    # The Serverless guide documents hybrid search: a search pipeline with the normalization processor
+    # (min_max; arithmetic_mean) and the hybrid query
+    # (https://docs.aws.amazon.com/opensearch-service/latest/developerguide/serverless-configure-neural-search.html).
     monkeypatch.setenv("SEARCH_BACKEND", "opensearch_serverless")
-    status, body = call(search_event(text="green shirt", mode="hybrid"))
-    assert status == 400 and "domain" in body["error"]
+    expect_endpoint(endpoint, {"task": "embed", "texts": ["green shirt"]},
+                    {"embeddings": [[0.6, 0.8]], "dimension": 2, "normalized": True})
+    status, body = call(search_event(text="green shirt", k=2, mode="hybrid"))
+    assert status == 200, body
+    assert body["index"]["backend"] == "opensearch_serverless"
+    searched = opensearch.requests[-1]
+    assert searched["query"] == "search_pipeline=loom-hybrid" and "hybrid" in json.loads(searched["body"])["query"]
+    assert all(expected_signature(r, "us-east-1", "aoss") for r in opensearch.requests)
 
 
 def test_opensearch_backend_refuses_unknown_filter_fields(endpoint, opensearch):

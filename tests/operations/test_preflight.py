@@ -85,12 +85,41 @@ def _lambda(stubbers, total=1000, unreserved=1000):
         "ConcurrentExecutions": total, "UnreservedConcurrentExecutions": unreserved}})
 
 
-def _converse_ok(stubbers, model_id=PROFILE):
+# The preflight call sends the body production sends (describe.converse_settings: Sonnet 5.5's
+# thinking {"type": "between_tools"}, no temperature), with a 16-token answer: a field the model refuses
+# fails here, before deployment, and not in the Lambda. Sources: Anthropic "Claude Sonnet 5.5 migration guide"
+# (the settings it refuses), https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html
+# (additionalModelRequestFields).
+SONNET_5_5_BODY = {"inferenceConfig": {"maxTokens": 16},
+                   "additionalModelRequestFields": {"thinking": {"type": "between_tools"}}}
+
+
+def _converse_ok(stubbers, model_id=PROFILE, body=None, content=None):
     stubbers["bedrock-runtime"].add_response("converse", {
-        "output": {"message": {"role": "assistant", "content": [{"text": "OK"}]}}, "stopReason": "end_turn",
+        "output": {"message": {"role": "assistant", "content": [{"text": "OK"}] if content is None else content}},
+        "stopReason": "end_turn" if content is None else "max_tokens",
         "usage": {"inputTokens": 14, "outputTokens": 2, "totalTokens": 16}, "metrics": {"latencyMs": 310},
     }, {"modelId": model_id, "messages": [{"role": "user", "content": [{"text": "Reply with the single word OK."}]}],
-        "inferenceConfig": {"maxTokens": 8}})
+        **(SONNET_5_5_BODY if body is None else body)})
+
+
+def test_the_converse_check_sends_the_production_settings_of_each_model(stubs):
+    clients, stubbers = stubs
+    other = "us.anthropic.claude-opus-5-1"
+    _converse_ok(stubbers, other, body={"inferenceConfig": {"maxTokens": 16 + 1024},
+                                        "additionalModelRequestFields": {"output_config": {"effort": "low"}}})
+    assert preflight.check_converse(clients["bedrock-runtime"], ModelRef.parse(other)).status == "ok"
+    _converse_ok(stubbers, "us.anthropic.claude-sonnet-4-6",
+                 body={"inferenceConfig": {"maxTokens": 16, "temperature": 0.1}})
+    assert preflight.check_converse(clients["bedrock-runtime"], ModelRef.parse("us.anthropic.claude-sonnet-4-6")).status == "ok"
+
+
+def test_an_answer_without_text_fails_the_converse_check(stubs):
+    # Thinking that takes the whole maxTokens leaves only a reasoning block: the Lambda would answer no description.
+    clients, stubbers = stubs
+    _converse_ok(stubbers, content=[{"reasoningContent": {"reasoningText": {"text": "Thinking...", "signature": "x"}}}])
+    finding = preflight.check_converse(clients["bedrock-runtime"], ModelRef.parse(PROFILE))
+    assert finding.status == "FAIL" and "answered no text (stopReason max_tokens" in finding.message
 
 
 def test_default_model_is_the_terraform_default_and_an_inference_profile():

@@ -22,12 +22,16 @@ Rules encoded here, with their sources (SageMaker API reference and developer gu
   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_RollingUpdatePolicy.html,
   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_BlueGreenUpdatePolicy.html,
   https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions.html
-- KmsKeyId is refused for instance types with NVMe instance storage:
+- KmsKeyId does not encrypt the local storage of instance types with NVMe instance storage (hardware-encrypted),
+  so it is left out for them:
   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpointConfig.html
 - registering a SageMaker variant again and putting its target-tracking policy back needs
   sagemaker:DescribeEndpoint/DescribeEndpointConfig/UpdateEndpointWeightsAndCapacities,
   cloudwatch:PutMetricAlarm/DescribeAlarms/DeleteAlarms and iam:CreateServiceLinkedRole for the autoscaling
-  service-linked role: checked (iam:SimulatePrincipalPolicy) before the variant is deregistered:
+  service-linked role (only while it is missing: iam:GetRole on it): checked (iam:SimulatePrincipalPolicy)
+  before the variant is deregistered, each action on the resource types it is authorised on (UpdateEndpoint on
+  endpoint and endpoint-config, Create/DescribeEndpointConfig on endpoint-config, CreateModel on model:
+  https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html):
   https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-prerequisites.html,
   https://docs.aws.amazon.com/autoscaling/application/userguide/security_iam_id-based-policy-examples.html
 - MaximumExecutionTimeoutInSeconds (600-28800) covers the whole deployment: a linear deployment waits between
@@ -310,23 +314,53 @@ SLR = (f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/sagemaker.application-auto
        "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint")
 
 
-def permissions(aws: Aws, denied: tuple[str, ...] = ()) -> None:
-    """The caller (an assumed role with a path), and the simulation of what re-registering needs."""
+SLR_NAME = "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+
+
+def permissions(aws: Aws, denied: tuple[str, ...] = (), *, slr: str = "missing", model: bool = False) -> None:
+    """The caller (an assumed role with a path), whether the autoscaling service-linked role exists (`slr`:
+    "exists", "missing" or "refused" GetRole), and the simulation of each action against the resource type the
+    Service Authorization Reference authorises it on
+    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html):
+    UpdateEndpoint on the endpoint and on the configuration it deploys, Create/DescribeEndpointConfig on
+    endpoint-config, CreateModel on model (iam:PassRole on its execution role). `denied` holds action names,
+    or "action@resource" for one resource only."""
     aws.expect("sts", "get_caller_identity", {"Account": ACCOUNT, "UserId": "AROA:me",
                                               "Arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/loom-operator/me"})
     aws.expect("iam", "get_role", {"Role": {"Path": "/ops/", "RoleName": "loom-operator", "RoleId": "AROAEXAMPLE12345",
                                             "Arn": OPERATOR_ROLE, "CreateDate": NOW,
                                             "AssumeRolePolicyDocument": "{}"}}, {"RoleName": "loom-operator"})
-    for actions, resources, context in (
-            (rollout.ENDPOINT_ACTIONS, [f"{ARN}:endpoint/{ENDPOINT}"], None),
-            (rollout.AUTOSCALING_ACTIONS, ["*"], None),
-            (("iam:CreateServiceLinkedRole",), [SLR], [{"ContextKeyName": "iam:AWSServiceName", "ContextKeyType": "string",
-                                                        "ContextKeyValues": ["sagemaker.application-autoscaling.amazonaws.com"]}])):
-        request = {"PolicySourceArn": OPERATOR_ROLE, "ActionNames": list(actions), "ResourceArns": resources}
+    if slr == "exists":
+        aws.expect("iam", "get_role", {"Role": {"Path": "/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/",
+                                                "RoleName": SLR_NAME, "RoleId": "AROAEXAMPLE67890", "Arn": SLR,
+                                                "CreateDate": NOW, "AssumeRolePolicyDocument": "{}"}}, {"RoleName": SLR_NAME})
+    elif slr == "missing":
+        aws.refuse("iam", "get_role", "NoSuchEntity", f"The role with name {SLR_NAME} cannot be found.", 404)
+    else:
+        aws.refuse("iam", "get_role", "AccessDenied", "not authorized to perform: iam:GetRole", 403)
+    groups = [
+        (("sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpointWeightsAndCapacities"),
+         f"{ARN}:endpoint/{ENDPOINT}", None),
+        (("sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpoint"),
+         f"{ARN}:endpoint-config/{NEW_NAME}", None),
+        (("sagemaker:DescribeEndpointConfig",), f"{ARN}:endpoint-config/{OLD_CONFIG}", None),
+    ]
+    if model:
+        groups += [(("sagemaker:CreateModel",), f"{ARN}:model/{NEW_NAME}", None),
+                   (("iam:PassRole",), ROLE, [{"ContextKeyName": "iam:PassedToService", "ContextKeyType": "string",
+                                               "ContextKeyValues": ["sagemaker.amazonaws.com"]}])]
+    groups.append((rollout.AUTOSCALING_ACTIONS, "*", None))
+    if slr != "exists":
+        groups.append((("iam:CreateServiceLinkedRole",), SLR, [{"ContextKeyName": "iam:AWSServiceName", "ContextKeyType": "string",
+                                                                 "ContextKeyValues": ["sagemaker.application-autoscaling.amazonaws.com"]}]))
+    for actions, resource, context in groups:
+        request = {"PolicySourceArn": OPERATOR_ROLE, "ActionNames": list(actions), "ResourceArns": [resource]}
         if context:
             request["ContextEntries"] = context
         aws.expect("iam", "simulate_principal_policy", {"IsTruncated": False, "EvaluationResults": [
-            {"EvalActionName": a, "EvalDecision": "implicitDeny" if a in denied else "allowed"} for a in actions]}, request)
+            {"EvalActionName": a, "EvalResourceName": resource,
+             "EvalDecision": "implicitDeny" if a in denied or f"{a}@{resource}" in denied else "allowed"}
+            for a in actions]}, request)
 
 
 def test_the_permissions_cover_what_re_registering_needs():
@@ -334,11 +368,12 @@ def test_the_permissions_cover_what_re_registering_needs():
     needed = {"sagemaker:UpdateEndpointWeightsAndCapacities", "sagemaker:DescribeEndpoint", "sagemaker:DescribeEndpointConfig",
               "cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms", "cloudwatch:DeleteAlarms",
               "application-autoscaling:RegisterScalableTarget", "application-autoscaling:PutScalingPolicy"}
-    assert needed <= set(rollout.ENDPOINT_ACTIONS + rollout.AUTOSCALING_ACTIONS)
+    assert needed <= set(rollout.ENDPOINT_ACTIONS + rollout.NEW_CONFIG_ACTIONS + rollout.AUTOSCALING_ACTIONS)
     # ... and docs/deploy.md lists every one of them, and the service-linked role.
     root = next(p for p in Path(__file__).resolve().parents if (p / "docs" / "deploy.md").exists())
     docs = (root / "docs" / "deploy.md").read_text()
-    for action in (*rollout.ENDPOINT_ACTIONS, *rollout.AUTOSCALING_ACTIONS, "iam:CreateServiceLinkedRole",
+    for action in (*rollout.ENDPOINT_ACTIONS, *rollout.NEW_CONFIG_ACTIONS, *rollout.MODEL_ACTIONS,
+                   *rollout.AUTOSCALING_ACTIONS, "iam:CreateServiceLinkedRole",
                    "iam:SimulatePrincipalPolicy", "iam:GetRole", "iam:PassRole"):
         service, name = action.split(":")
         assert f"{service}:{name}" in docs or f"`{name}`" in docs, action
@@ -466,7 +501,59 @@ def test_a_missing_permission_stops_the_instance_type_change_before_anything_cha
     assert run(aws, "--instance-type", "ml.g5.2xlarge") == 2
     assert not any(c[0].endswith("_write") for c in aws.calls)
     err = capsys.readouterr().err
-    assert "sagemaker:UpdateEndpointWeightsAndCapacities (implicitDeny)" in err and OPERATOR_ROLE in err
+    assert f"sagemaker:UpdateEndpointWeightsAndCapacities on {ARN}:endpoint/{ENDPOINT} (implicitDeny)" in err
+    assert OPERATOR_ROLE in err
+
+
+def test_update_endpoint_is_checked_on_the_new_configuration_too(aws, capsys):
+    # UpdateEndpoint is authorised on endpoint and endpoint-config (Service Authorization Reference for
+    # SageMaker, list_amazonsagemaker.html): a policy that allows it on the endpoint only still fails the call.
+    read_current(aws, model=False)
+    alarms_ok(aws)
+    autoscaling_read(aws, check_permissions=False)
+    permissions(aws, denied=(f"sagemaker:UpdateEndpoint@{ARN}:endpoint-config/{NEW_NAME}",))
+    assert run(aws, "--instance-type", "ml.g5.2xlarge") == 2
+    assert not any(c[0].endswith("_write") for c in aws.calls)
+    err = capsys.readouterr().err
+    assert f"sagemaker:UpdateEndpoint on {ARN}:endpoint-config/{NEW_NAME} (implicitDeny)" in err
+    assert f"on {ARN}:endpoint/{ENDPOINT}" not in err
+
+
+def test_describe_endpoint_config_is_checked_on_the_current_configuration(aws, capsys):
+    read_current(aws, model=False)
+    alarms_ok(aws)
+    autoscaling_read(aws, check_permissions=False)
+    permissions(aws, denied=(f"sagemaker:DescribeEndpointConfig@{ARN}:endpoint-config/{OLD_CONFIG}",))
+    assert run(aws, "--instance-type", "ml.g5.2xlarge") == 2
+    assert f"sagemaker:DescribeEndpointConfig on {ARN}:endpoint-config/{OLD_CONFIG} (implicitDeny)" in capsys.readouterr().err
+
+
+def test_a_new_model_is_checked_on_its_model_arn_and_execution_role(aws, capsys):
+    # CreateModel is authorised on the model resource type and needs iam:PassRole on the execution role.
+    read_current(aws)
+    alarms_ok(aws)
+    autoscaling_read(aws, check_permissions=False)
+    permissions(aws, denied=("iam:PassRole",), model=True)
+    assert run(aws, "--instance-type", "ml.g5.2xlarge", "--image", f"{REPO}:v2") == 2
+    assert not any(c[0].endswith("_write") for c in aws.calls)
+    assert f"iam:PassRole on {ROLE} (implicitDeny)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("slr", ["exists", "refused"])
+def test_the_service_linked_role_permission_is_needed_only_while_the_role_is_missing(aws, capsys, slr):
+    # Registering a SageMaker variant creates AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint only
+    # when it does not exist yet (application-autoscaling-service-linked-roles.html); when GetRole is refused the
+    # permission stays required. Denied here: it matters only when simulated.
+    read_current(aws, model=False)
+    alarms_ok(aws)
+    autoscaling_read(aws, check_permissions=False)
+    permissions(aws, denied=("iam:CreateServiceLinkedRole",), slr=slr)
+    status = run(aws, "--instance-type", "ml.g5.2xlarge", "--dry-run")
+    out, err = capsys.readouterr()
+    if slr == "exists":
+        assert status == 0 and "iam:CreateServiceLinkedRole is not needed" in out
+    else:
+        assert status == 2 and f"iam:CreateServiceLinkedRole on {SLR} (implicitDeny)" in err
 
 
 def test_a_refused_simulation_stops_the_change_unless_skipped(aws, capsys):
@@ -475,6 +562,7 @@ def test_a_refused_simulation_stops_the_change_unless_skipped(aws, capsys):
         alarms_ok(aws)
         autoscaling_read(aws, check_permissions=False)
         aws.expect("sts", "get_caller_identity", {"Account": ACCOUNT, "UserId": "AIDA", "Arn": f"arn:aws:iam::{ACCOUNT}:user/ops"})
+        aws.refuse("iam", "get_role", "AccessDenied", "not authorized to perform: iam:GetRole", 403)
         aws.refuse("iam", "simulate_principal_policy", "AccessDenied", "not authorized to perform iam:SimulatePrincipalPolicy", 403)
 
     refused_simulation()

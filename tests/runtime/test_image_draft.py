@@ -75,8 +75,14 @@ def test_a_large_jpeg_drafted_gives_nearly_the_pixels_of_the_full_decode(large_s
 
 
 def test_a_png_and_a_small_jpeg_decode_as_before(large_shirt):
+    # A large PNG is decoded in full, then box-reduced to the JPEG's bound (at least SIDE a side): what a
+    # request keeps per image stays a few MB (docs/endpoint-contract.md, "Image limits").
     png = _png(large_shirt.resize((900, 1200)))
-    assert decode_image(png, draft_side=SIDE).tobytes() == decode_image(png).tobytes()
+    full = decode_image(png)
+    assert decode_image(png, draft_side=SIDE).tobytes() == full.reduce(2).tobytes()
+    assert decode_image(png, draft_side=SIDE).size == (450, 600)
+    under = _png(large_shirt.resize((800, 1000)))  # under twice the side: kept as decoded
+    assert decode_image(under, draft_side=SIDE).tobytes() == decode_image(under).tobytes()
     small = _jpeg(large_shirt.resize((600, 800)))  # under twice the side: no DCT scale applies
     drafted = decode_image(small, draft_side=SIDE)
     assert drafted.size == (600, 800) and drafted.tobytes() == decode_image(small).tobytes()

@@ -106,13 +106,50 @@ def add(index_dir: Path, catalog: Path, model: Path, *, ids: set[str] | None = N
     return {**manifest, "added": len(new_rows) - replaced, "replaced": replaced}
 
 
+MAX_REPORTED_LINES = 20  # line numbers kept per skip reason in the manifest (the counts are always complete)
+
+
+def embedding_record(raw: bytes, dimension: int) -> tuple[str, str | None, np.ndarray | None]:
+    """One Batch Transform output line -> (id, skip reason or None, unit vector or None). Never raises: a
+    line that is not a JSON object with a string/integer id and `dimension` finite numbers is skipped."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # ValueError covers JSONDecodeError (truncated line) and Python's int limit (> 4,300 digits);
+        # RecursionError: deep nesting. Neither is a JSONDecodeError, so both are named here.
+        return "", "malformed_line", None
+    if not isinstance(record, dict):
+        return "", "malformed_line", None
+    pid = record.get("id")
+    if isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
+        return "", "malformed_line", None
+    pid = str(pid)
+    if "error" in record:
+        return pid, "batch_error", None
+    values = record.get("embedding")
+    if (not isinstance(values, list) or len(values) != dimension
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        return pid, "bad_embedding", None  # a string, a ragged or nested array, objects, the wrong size
+    try:
+        vector = np.asarray(values, dtype=np.float32)
+    except (ValueError, OverflowError):
+        return pid, "bad_embedding", None
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(vector).all() or not np.isfinite(norm) or norm == 0.0:
+        return pid, "bad_embedding", None
+    return pid, None, vector / np.float32(norm)
+
+
 def import_embeddings(embeddings_jsonl: Path, catalog: Path, model: Path, out: Path, *,
                       article_types: Iterable[str] | None = DEFAULT_ARTICLE_TYPES) -> dict:
     """A bundle from Batch Transform output lines ({"id", "embedding"} or {"id", "error"}) and the catalog.
 
     The model is not loaded: its manifest gives the dimension and its weight files the checksum, so the
-    bundle is tied to the weights that made the vectors. Lines with an error, a wrong size, a zero vector
-    or an id the catalog does not hold are skipped and counted.
+    bundle is tied to the weights that made the vectors. Bad lines are skipped and counted, never fatal:
+    `malformed_line` (not JSON, not an object, no usable id, undecodable UTF-8, a number past Python's
+    4,300-digit limit), `batch_error` (the job's {"id", "error"}), `bad_embedding` (not a list of
+    `dimension` finite numbers, or a zero vector), `not_in_catalog`, `duplicate_id`. The manifest's
+    `skipped` holds the counts and `skipped_lines` the first MAX_REPORTED_LINES line numbers of each reason.
     """
     from runtime.embedder import model_checksum
     from loom.artifact import read_clip_manifest
@@ -122,30 +159,40 @@ def import_embeddings(embeddings_jsonl: Path, catalog: Path, model: Path, out: P
     products, skipped = read_products(catalog, article_types)
     by_id = {p.id: p for p in products}
     vectors, rows, seen = [], [], set()
-    counts = {"batch_error": 0, "bad_embedding": 0, "not_in_catalog": 0, "duplicate_id": 0}
-    with embeddings_jsonl.open(encoding="utf-8") as handle:
-        for line in handle:
-            if not line.strip():
+    counts = {"malformed_line": 0, "batch_error": 0, "bad_embedding": 0, "not_in_catalog": 0, "duplicate_id": 0}
+    lines: dict[str, list[int]] = {}
+    with embeddings_jsonl.open("rb") as handle:  # bytes: one undecodable line must not stop the file
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
-            record = json.loads(line)
-            pid = str(record.get("id"))
-            vector = np.asarray(record.get("embedding") or [], dtype=np.float32)
-            norm = float(np.linalg.norm(vector)) if vector.size else 0.0
-            reason = ("batch_error" if "error" in record else "bad_embedding" if vector.shape != (dimension,)
-                      or not np.isfinite(vector).all() or norm == 0.0 else "not_in_catalog" if pid not in by_id
-                      else "duplicate_id" if pid in seen else None)
+            pid, reason, vector = embedding_record(raw, dimension)
+            if reason is None:
+                reason = "not_in_catalog" if pid not in by_id else "duplicate_id" if pid in seen else None
             if reason:
                 counts[reason] += 1
+                numbers = lines.setdefault(reason, [])
+                if len(numbers) < MAX_REPORTED_LINES:
+                    numbers.append(number)
                 continue
             seen.add(pid)
-            vectors.append(vector / np.float32(norm))
+            vectors.append(vector)
             rows.append(product_row(by_id[pid]))
     skipped.update({k: v for k, v in counts.items() if v})
     embedder = {"base_model": manifest["base_model"], "checksum": model_checksum(model)}
-    result = index_manifest(embedder, dimension, len(rows), skipped=skipped, catalog=str(catalog),
-                            source=str(embeddings_jsonl))
+    result = index_manifest(embedder, dimension, len(rows), skipped=skipped, skipped_lines=lines,
+                            catalog=str(catalog), source=str(embeddings_jsonl))
     write_bundle(out, np.asarray(vectors, dtype=np.float32).reshape(len(rows), dimension), rows, result)
     return result
+
+
+def skipped_lines_text(result: dict) -> str:
+    """'; malformed_line at lines 3, 7, ...' for the CLI (the first MAX_REPORTED_LINES of each reason)."""
+    parts = []
+    for reason, numbers in (result.get("skipped_lines") or {}).items():
+        more = result["skipped"].get(reason, len(numbers)) - len(numbers)
+        parts.append(f"{reason} at line{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+                     + (f" and {more} more" if more > 0 else ""))
+    return "; ".join(parts)
 
 
 def remove(index_dir: Path, ids: set[str]) -> dict:

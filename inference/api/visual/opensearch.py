@@ -14,10 +14,17 @@ Index layout (docs/search.md):
 - Filters go inside the k-NN query (`knn.embedding.filter`, efficient filtering: the top k are taken
   among matching documents, not filtered afterwards).
 - Hybrid mode: a `hybrid` query (lexical match on name and description + the k-NN query) through a search
-  pipeline with the normalization processor (OpenSearch >= 2.10).
-- Domain: the product id is the document `_id`, so a push overwrites (idempotent). Serverless vector
-  collections refuse a custom `_id` (and `refresh`): a push first deletes the documents whose `product_id`
-  it is about to write, then indexes them with generated ids.
+  pipeline with the normalization processor (OpenSearch >= 2.10), on domains and on Serverless collections
+  alike: the Serverless guide documents hybrid search with the normalization processor (min_max or l2,
+  arithmetic/geometric/harmonic mean) and the hybrid query
+  (https://docs.aws.amazon.com/opensearch-service/latest/developerguide/serverless-configure-neural-search.html).
+- `push` makes the index equal to the bundle and converges when re-run after an interruption: it lists what the
+  index holds (a composite aggregation over `product_id` and `content_hash`, a sha256 of the document), writes
+  the products that are missing, changed or duplicated, and deletes the documents of products the bundle no
+  longer holds. Unchanged products are not rewritten. Domain: the product id is the document `_id`, so a
+  write overwrites. Serverless vector collections refuse a custom `_id` and upserts (and `refresh`): a write
+  deletes the product's documents (generated ids, looked up by `product_id`) and indexes it afresh in the same
+  bulk request.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ VECTOR_FIELD = "embedding"
 HYBRID_PIPELINE = "loom-hybrid"
 DEFAULT_HYBRID_WEIGHTS = (0.3, 0.7)  # lexical, vector
 BULK_BATCH = 500
+LIST_PAGE = 1000  # composite buckets per request when listing what an index holds
+MAX_RESULT_WINDOW = 10_000  # index.max_result_window's default: hits one search may return
+HASH_FIELD = "content_hash"
 SERVICES = {"domain": "es", "serverless": "aoss"}
 
 
@@ -51,6 +61,7 @@ def index_body(dimension: int, *, m: int = 16, ef_construction: int = 128, ef_se
                     "name": "hnsw", "engine": "faiss", "space_type": "innerproduct",
                     "parameters": {"m": m, "ef_construction": ef_construction}}},
                 "product_id": {"type": "keyword"},
+                HASH_FIELD: {"type": "keyword"},
                 "name": {"type": "text"},
                 "description": {"type": "text"},
                 "image": {"type": "keyword", "index": False},
@@ -185,42 +196,106 @@ class OpenSearchClient:
         return json.loads(raw) if raw else {}
 
     # -- index management and ingestion --------------------------------------------------------------
+    def ensure_pipeline(self) -> None:
+        """Create or replace the hybrid search pipeline (PUT is idempotent)."""
+        self.request("PUT", f"_search/pipeline/{HYBRID_PIPELINE}", hybrid_pipeline_body())
+
     def ensure_index(self, index: str, dimension: int, hybrid: bool = True) -> bool:
-        """Create the index (and the hybrid search pipeline) unless it exists; True when created."""
+        """Create the index (and, when `hybrid`, the hybrid search pipeline) unless it exists; True when created.
+        An existing index gets the `content_hash` keyword field (adding a field is a compatible mapping change)."""
         if hybrid:
-            self.request("PUT", f"_search/pipeline/{HYBRID_PIPELINE}", hybrid_pipeline_body())
+            self.ensure_pipeline()
         try:
             self.request("HEAD", index)
-            return False
         except OpenSearchError as exc:
             if exc.status != 404:
                 raise
-        self.request("PUT", index, index_body(dimension))
-        return True
+            self.request("PUT", index, index_body(dimension))
+            return True
+        self.request("PUT", f"{index}/_mapping", {"properties": {HASH_FIELD: {"type": "keyword"}}})
+        return False
+
+    def indexed_products(self, index: str) -> dict[str, dict[str | None, int]]:
+        """What the index holds: product id -> {content hash (None for documents without one): document count},
+        paged through a composite aggregation (every bucket, in a stable order, `after_key` as the cursor)."""
+        held: dict[str, dict[str | None, int]] = {}
+        after = None
+        while True:
+            composite: dict[str, Any] = {"size": LIST_PAGE, "sources": [
+                {"product_id": {"terms": {"field": "product_id"}}},
+                {HASH_FIELD: {"terms": {"field": HASH_FIELD, "missing_bucket": True}}}]}
+            if after:
+                composite["after"] = after
+            answer = self.request("POST", f"{index}/_search", {"size": 0, "aggs": {"held": {"composite": composite}}})
+            held_agg = answer.get("aggregations", {}).get("held", {})
+            buckets = held_agg.get("buckets", [])
+            for bucket in buckets:
+                key = bucket["key"]
+                held.setdefault(str(key["product_id"]), {})[key.get(HASH_FIELD)] = int(bucket["doc_count"])
+            after = held_agg.get("after_key")
+            if not buckets or not after:
+                return held
 
     def push(self, index: str, documents: Iterable[Mapping[str, Any]], batch: int = BULK_BATCH) -> dict[str, int]:
-        """Bulk-index product documents idempotently (see the module docstring); counts of what was done."""
-        counts = {"indexed": 0, "deleted": 0, "failed": 0}
-        chunk: list[Mapping[str, Any]] = []
-        for document in documents:
-            chunk.append(document)
-            if len(chunk) >= batch:
-                self._push_chunk(index, chunk, counts)
-                chunk = []
-        if chunk:
-            self._push_chunk(index, chunk, counts)
+        """Make the index hold exactly these product documents (see the module docstring); counts of what was
+        done: `indexed`, `unchanged`, `deleted` (documents removed: the old copies of rewritten products on
+        Serverless and every document of a product the bundle lacks), `removed_products`, `failed`."""
+        wanted = {}
+        for doc in documents:
+            doc = with_hash(doc)
+            wanted[doc["product_id"]] = doc
+        held = self.indexed_products(index)
+        counts = {"indexed": 0, "unchanged": 0, "deleted": 0, "removed_products": 0, "failed": 0}
+        to_write = []
+        for pid, doc in wanted.items():
+            if held.get(pid) == {doc[HASH_FIELD]: 1}:
+                counts["unchanged"] += 1
+            else:
+                to_write.append(doc)
+        # Write first, delete after: an interruption never leaves a product the bundle holds missing for longer
+        # than its own rewrite, and the next push finishes the job from what the index then holds.
+        for start in range(0, len(to_write), batch):
+            chunk = to_write[start:start + batch]
+            old = self._documents_of(index, {d["product_id"]: held.get(d["product_id"], {}) for d in chunk})
+            self._bulk(index, chunk, old, counts)
+        stale = {pid: hashes for pid, hashes in held.items() if pid not in wanted}
+        counts["removed_products"] = len(stale)
+        pids = sorted(stale)
+        for start in range(0, len(pids), batch):
+            chunk = {pid: stale[pid] for pid in pids[start:start + batch]}
+            self._bulk(index, [], self._documents_of(index, chunk, every=True), counts)
         if counts["failed"]:
-            raise OpenSearchError(502, f"OpenSearch refused {counts['failed']} of the documents pushed: {counts}")
+            raise OpenSearchError(502, f"OpenSearch refused {counts['failed']} of the operations pushed: {counts}; "
+                                       "push again to finish")
         return counts
 
-    def _push_chunk(self, index: str, chunk: Sequence[Mapping[str, Any]], counts: dict[str, int]) -> None:
-        lines: list[str] = []
-        if self.serverless:
-            for doc_id in self.document_ids(index, [d["product_id"] for d in chunk]):
-                lines.append(json.dumps({"delete": {"_index": index, "_id": doc_id}}))
-        for document in chunk:
+    def _documents_of(self, index: str, held: Mapping[str, Mapping[str | None, int]], every: bool = False
+                      ) -> list[str]:
+        """The `_id`s to delete for these products. Domain: the product id is the `_id` (a rewrite overwrites it;
+        only a removal deletes it). Serverless: the generated ids, looked up by `product_id`."""
+        present = {pid: sum(hashes.values()) for pid, hashes in held.items() if hashes}
+        if not self.serverless:
+            return sorted(present) if every else []
+        ids: list[str] = []
+        pids = sorted(present)
+        start = 0
+        while start < len(pids):  # as many products a search as fit the result window
+            group, total = [], 0
+            while start < len(pids) and (not group or total + present[pids[start]] <= MAX_RESULT_WINDOW):
+                group.append(pids[start])
+                total += present[pids[start]]
+                start += 1
+            ids += self.document_ids(index, group, size=min(total, MAX_RESULT_WINDOW))
+        return ids
+
+    def _bulk(self, index: str, documents: Sequence[Mapping[str, Any]], delete_ids: Sequence[str],
+              counts: dict[str, int]) -> None:
+        lines = [json.dumps({"delete": {"_index": index, "_id": doc_id}}) for doc_id in delete_ids]
+        for document in documents:
             action = {"_index": index} if self.serverless else {"_index": index, "_id": document["product_id"]}
             lines += [json.dumps({"index": action}), json.dumps(document, ensure_ascii=False)]
+        if not lines:
+            return
         answer = self.request("POST", "_bulk", ("\n".join(lines) + "\n").encode(), ndjson=True)
         for item in answer.get("items", []):
             (operation, outcome), = item.items()
@@ -228,10 +303,10 @@ class OpenSearchClient:
             key = "failed" if not ok else "deleted" if operation == "delete" else "indexed"
             counts[key] += 1
 
-    def document_ids(self, index: str, product_ids: Sequence[str]) -> list[str]:
+    def document_ids(self, index: str, product_ids: Sequence[str], size: int | None = None) -> list[str]:
         """The generated `_id`s of documents holding these product ids (Serverless: no custom `_id`)."""
         answer = self.request("POST", f"{index}/_search", {
-            "size": 10 * len(product_ids), "_source": False,
+            "size": size if size is not None else min(10 * len(product_ids), MAX_RESULT_WINDOW), "_source": False,
             "query": {"terms": {"product_id": list(product_ids)}}})
         return [hit["_id"] for hit in answer.get("hits", {}).get("hits", [])]
 
@@ -251,6 +326,14 @@ def document(row: Mapping[str, Any], vector: Sequence[float]) -> dict[str, Any]:
     return {"product_id": str(row["id"]), "name": row.get("name", ""), "description": row.get("description", ""),
             "image": row.get("image", ""), "attributes": dict(row.get("attributes") or {}),
             VECTOR_FIELD: [round(float(v), 7) for v in vector]}
+
+
+def with_hash(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The document with its `content_hash`: a sha256 of its other fields (sorted keys), so a push can tell an
+    unchanged product from one to rewrite."""
+    body = {k: v for k, v in doc.items() if k != HASH_FIELD}
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return {**body, HASH_FIELD: hashlib.sha256(canonical.encode("utf-8")).hexdigest()}
 
 
 def _reason(raw: bytes) -> str:

@@ -259,7 +259,9 @@ def storage_client(region: str | None = None) -> Any:
     buckets in Regions launched after March 20, 2019 and for new buckets until DNS catches up
     (https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html, "Legacy global endpoint";
     https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingRouting.html#Redirects). The bucket is the
-    project bucket, in the Lambda's own Region (AWS_REGION) unless `region` says otherwise."""
+    project bucket, in the Lambda's own Region (AWS_REGION) unless `region` says otherwise. Its name has no
+    dots (Terraform's bucket_name validation): S3's wildcard certificate does not match a virtual-hosted
+    bucket name with dots (VirtualHosting.html above)."""
     import os
 
     import boto3

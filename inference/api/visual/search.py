@@ -10,6 +10,16 @@ SEARCH_BACKEND picks where the results come from:
   and OpenSearch (inference/api/visual/opensearch.py, SigV4-signed) ranks the products; `mode: "hybrid"` adds a
   lexical match on names and descriptions (OpenSearch only).
 The Lambda never imports an ML library: the model runs on the endpoint.
+
+Request size. Every call to the CLIP endpoint (/search, /tags, /interrogate, and /restyle's interrogation)
+is sized as it will be sent (`endpoint_body`: the same `json.dumps` bytes the client posts) and refused with a
+413 before the call when it exceeds SEARCH_MAX_REQUEST_BYTES: what the endpoint type accepts. Sources:
+- real-time endpoints: InvokeEndpoint's `Body` is at most 6,291,456 bytes (SageMaker API reference,
+  https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html: "6 MB");
+- Serverless Inference: "The maximum request and response payload size for serverless invocations is 4 MB"
+  (https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-invoke.html). The guide does not say
+  whether that MB is 10^6 or 2^20 bytes: SERVERLESS_MAX_REQUEST_BYTES takes the smaller, 4,000,000.
+Unset, the limit is the real-time one (6,291,456); Terraform's search module sets it per endpoint type.
 """
 
 from __future__ import annotations
@@ -34,6 +44,13 @@ MODES = ("vector", "hybrid")
 REQUEST_KEYS = {"text", "image", "k", "filters", "mode"}
 INDEX_INFO_TTL_S = 300.0
 
+REALTIME_MAX_REQUEST_BYTES = 6_291_456  # InvokeEndpoint Body, real-time endpoints (6 MB)
+SERVERLESS_MAX_REQUEST_BYTES = 4_000_000  # Serverless Inference "4 MB", read as 10^6 bytes (the stricter)
+MAX_REQUEST_BYTES_ENV = "SEARCH_MAX_REQUEST_BYTES"
+ENDPOINT_TYPES = {REALTIME_MAX_REQUEST_BYTES: "real-time endpoint (InvokeEndpoint's 6 MB)",
+                  SERVERLESS_MAX_REQUEST_BYTES: "serverless endpoint (Serverless Inference's 4 MB)",
+                  4 * 1024 * 1024: "serverless endpoint (Serverless Inference's 4 MB)"}
+
 
 @dataclass(frozen=True)
 class SearchSettings:
@@ -45,6 +62,7 @@ class SearchSettings:
     opensearch_endpoint: str | None
     opensearch_index: str
     region: str
+    max_request_bytes: int = REALTIME_MAX_REQUEST_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, route: str = "POST /search") -> "SearchSettings":
@@ -65,14 +83,57 @@ class SearchSettings:
         if backend != "embedded" and not opensearch:
             raise StatusError(500, f"search misconfigured: SEARCH_BACKEND={backend} needs OPENSEARCH_ENDPOINT")
         return cls(name, url, backend, opensearch, env.get("OPENSEARCH_INDEX", "").strip() or "loom-products",
-                   env.get("AWS_REGION", "us-east-1"))
+                   env.get("AWS_REGION", "us-east-1"), max_request_bytes(env))
+
+
+def max_request_bytes(env: Mapping[str, str]) -> int:
+    """SEARCH_MAX_REQUEST_BYTES (a positive integer), or the real-time limit when unset; 500 otherwise."""
+    raw = env.get(MAX_REQUEST_BYTES_ENV, "").strip()
+    if not raw:
+        return REALTIME_MAX_REQUEST_BYTES
+    if not raw.isdigit() or len(raw) > 12 or int(raw) < 1024:
+        raise StatusError(500, f"search misconfigured: {MAX_REQUEST_BYTES_ENV}={raw[:20]!r} must be a whole number "
+                               "of bytes (at least 1024), e.g. 4000000 for a serverless endpoint")
+    return int(raw)
+
+
+def endpoint_body(task: Mapping[str, Any]) -> bytes:
+    """The CLIP endpoint's request body exactly as `invoke_endpoint` sends it (json.dumps defaults:
+    separators ", " and ": ", ensure_ascii=True)."""
+    return json.dumps(task).encode()
+
+
+def endpoint_type(limit: int) -> str:
+    """What a limit stands for, in words, for the 413 message."""
+    return ENDPOINT_TYPES.get(limit, f"a limit set for this deployment ({MAX_REQUEST_BYTES_ENV})")
+
+
+def max_image_bytes(body_bytes: int, image_chars: int, limit: int) -> int:
+    """The largest photo (raw bytes) whose request fits `limit`, the other fields unchanged: base64 makes
+    4 characters of every 3 bytes (padded), and the body's other bytes stay `body_bytes - image_chars`."""
+    room = limit - (body_bytes - image_chars)
+    return max(0, room // 4 * 3)
+
+
+def check_request_size(body: bytes, task: Mapping[str, Any], limit: int) -> None:
+    """StatusError 413 when the endpoint cannot take `body` (the bytes of `task`): says the limit, the endpoint
+    type and, for a photo request, the largest photo that fits."""
+    if len(body) <= limit:
+        return
+    message = (f"the request to the CLIP endpoint would be {len(body)} bytes; the {endpoint_type(limit)} accepts "
+               f"at most {limit} bytes")
+    image = task.get("image")
+    if isinstance(image, str):
+        message += (f": send a photo of at most {max_image_bytes(len(body), len(image), limit)} bytes "
+                    "(it travels base64-encoded, 4/3 larger)")
+    raise StatusError(413, message)
 
 
 def read_json_object(body: str | None, is_base64: bool, example: str) -> dict[str, Any]:
     """The JSON object of a CLIP route's request body; StatusError 400/413 naming `example` otherwise."""
     if not body:
         raise StatusError(400, f"the body is empty: send {example}")
-    if len(body) > MAX_BODY_CHARS:  # the same limits as /describe (service.py): 6 MB Lambda and endpoint bodies
+    if len(body) > MAX_BODY_CHARS:  # the Lambda's own limit, as /describe (service.py); the endpoint's: invoke_endpoint
         raise StatusError(413, f"the request body is too large: images may be at most {MAX_IMAGE_BYTES} bytes")
     try:
         request = json.loads(base64.b64decode(body) if is_base64 else body)
@@ -119,9 +180,12 @@ def invoke_endpoint(settings: SearchSettings, body: Mapping[str, Any], read_time
                     ) -> dict[str, Any]:
     """POST a JSON request to the CLIP endpoint (SageMaker, or HTTP in local mode) with the attribute
     endpoint's client rules (retries, timeouts, error statuses); its JSON answer. `read_timeout`: one
-    attempt, waiting at most that long (endpoint_client.endpoint_for)."""
+    attempt, waiting at most that long (endpoint_client.endpoint_for). A body over the endpoint type's limit
+    is a 413 before any call (check_request_size)."""
+    data = endpoint_body(body)
+    check_request_size(data, body, settings.max_request_bytes)
     endpoint = endpoint_for(settings.endpoint_name, settings.endpoint_url, read_timeout)
-    raw = endpoint.invoke(json.dumps(body).encode())
+    raw = endpoint.invoke(data)
     try:
         return json.loads(raw)
     except ValueError as exc:
@@ -153,10 +217,9 @@ def search(settings: SearchSettings, query: Mapping[str, Any], client: OpenSearc
                                    "embedded index (vector only)")
         task = {"task": "search", **{k: v for k, v in query.items() if k != "mode"}}
         return invoke_endpoint(settings, task)
+    # Hybrid works on both: the Serverless guide documents the normalization processor and the hybrid query
+    # (https://docs.aws.amazon.com/opensearch-service/latest/developerguide/serverless-configure-neural-search.html).
     kind = "serverless" if settings.backend == "opensearch_serverless" else "domain"
-    if kind == "serverless" and query["mode"] == "hybrid":
-        raise StatusError(400, "'mode': 'hybrid' needs an OpenSearch domain (loom index push sets up its search "
-                               "pipeline on domains only); use 'vector'")
     client = client or OpenSearchClient(settings.opensearch_endpoint, settings.region, kind)  # type: ignore[arg-type]
     size, fields = opensearch_index_info(client, settings.opensearch_index)
     unknown = sorted(set(query.get("filters") or {}) - fields)

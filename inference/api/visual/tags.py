@@ -9,7 +9,8 @@ answered by the CLIP endpoint (docs/api.md; the endpoint's side: docs/search.md)
                           (+ "caption_error" when the caption could not be made)
 
 Every request is checked here (the same upload check as the other routes, loom/clip_request.py for the rest)
-before any endpoint is called; the endpoint's own 4xx reaches the client with its reason.
+before any endpoint is called; the endpoint's own 4xx reaches the client with its reason. A request larger
+than the CLIP endpoint's type accepts (SEARCH_MAX_REQUEST_BYTES, search.check_request_size) is a 413.
 
 The caption. When the API has the attribute endpoint as well, /interrogate first asks it what the photo
 shows and sends the CLIP endpoint a caption made of the **stated** attributes only, phrased as the restyle
@@ -31,7 +32,8 @@ from typing import Any, Mapping
 from inference.api import aws_clients
 from inference.api.describe import subject_from_attributes
 from inference.api.endpoint_client import AttributeEndpoint, EndpointError
-from inference.api.visual.search import SearchSettings, checked_image, invoke_endpoint, read_json_object
+from inference.api.visual.search import (SearchSettings, check_request_size, checked_image, endpoint_body,
+                                         invoke_endpoint, read_json_object)
 from inference.api.service import Settings
 from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
@@ -122,6 +124,9 @@ def answer_interrogate(event: Any) -> tuple[int, dict[str, Any]]:
     try:
         settings = SearchSettings.from_env(route="POST /interrogate")
         task = parse_interrogate_route(event.body, event.is_base64_encoded)
+        # Refuse a photo the CLIP endpoint cannot take before the (paid) caption call; the caption's few
+        # bytes are counted again when the request is sent.
+        check_request_size(endpoint_body(task), task, settings.max_request_bytes)
         attribute = attribute_settings()
         caption_error = None
         if attribute is not None:

@@ -34,7 +34,8 @@ locals {
   # exists, so a capacity change must not create a new configuration (and a rollout).
   endpoint_config = "${var.endpoint_name}-${substr(sha1(jsonencode([local.model_name, var.instance_type, var.kms_key_arn, var.data_capture, var.container_startup_timeout_seconds, var.model_data_download_timeout_seconds])), 0, 8)}"
 
-  # Instance types with NVMe instance storage refuse KmsKeyId: the one rule of modules/instance_storage
+  # Instance types with NVMe instance storage: KmsKeyId does not encrypt their (hardware-encrypted) local
+  # storage, so it is left out; the one rule of modules/instance_storage
   # (shared with the search module; operations/sagemaker_jobs.py has the same for jobs).
   local_storage_instance   = module.instance_storage.local_storage[var.instance_type]
   endpoint_volume_kms_key  = local.local_storage_instance ? null : var.kms_key_arn
@@ -190,8 +191,9 @@ resource "aws_sagemaker_model" "this" {
 }
 
 resource "aws_sagemaker_endpoint_configuration" "this" {
-  # kms_key_arn is set for every instance type that accepts it: ml.g5 (the default) and other
-  # NVMe instance-storage types reject KmsKeyId; their local storage is hardware-encrypted.
+  # kms_key_arn is set for every instance type with an EBS volume: on ml.g5 (the default) and other
+  # NVMe instance-storage types the key does not encrypt local storage, which is hardware-encrypted
+  # (API_CreateEndpointConfig.html, KmsKeyId), so none is sent.
   name        = local.endpoint_config
   kms_key_arn = local.endpoint_volume_kms_key
 

@@ -231,8 +231,17 @@ variable "async_inference" {
   validation {
     condition = (var.async_inference.max_payload_mb >= 1 && var.async_inference.max_payload_mb <= 1024
       && var.async_inference.invocation_timeout_seconds >= 1 && var.async_inference.invocation_timeout_seconds <= 3600
-    && var.async_inference.max_capacity >= 1 && var.async_inference.max_concurrent_invocations_per_instance >= 1)
-    error_message = "async_inference: max_payload_mb 1..1024 (1 GB is SageMaker's limit), invocation_timeout_seconds 1..3600, max_capacity and max_concurrent_invocations_per_instance at least 1."
+    && var.async_inference.max_capacity >= 1)
+    error_message = "async_inference: max_payload_mb 1..1024 (1 GB is SageMaker's limit), invocation_timeout_seconds 1..3600, max_capacity at least 1."
+  }
+
+  # AsyncInferenceClientConfig.MaxConcurrentInvocationsPerInstance: an integer 1..1000 (botocore's SageMaker
+  # model, shape MaxConcurrentInvocationsPerInstance; API_AsyncInferenceClientConfig.html).
+  validation {
+    condition = (floor(var.async_inference.max_concurrent_invocations_per_instance) == var.async_inference.max_concurrent_invocations_per_instance
+      && var.async_inference.max_concurrent_invocations_per_instance >= 1
+    && var.async_inference.max_concurrent_invocations_per_instance <= 1000)
+    error_message = "async_inference.max_concurrent_invocations_per_instance must be a whole number from 1 to 1000 (SageMaker's MaxConcurrentInvocationsPerInstance)."
   }
 }
 

@@ -1,7 +1,12 @@
 # One rule, used by every module that sets a volume KMS key on SageMaker instances (modules/endpoint,
-# modules/search): instance types with NVMe instance storage encrypt it in hardware, and
-# CreateEndpointConfig fails when KmsKeyId is given for them.
+# modules/search): instance types with NVMe instance storage encrypt it with a hardware module on the
+# instance. For endpoints, CreateEndpointConfig's KmsKeyId "does not encrypt instance local storage" on
+# those types (the current API reference and botocore's model; earlier versions said the key could not be
+# requested there), so the modules leave the key out for them: it would protect nothing. Training and
+# transform jobs still refuse VolumeKmsKeyId on them ("You can't request a VolumeKmsKeyId when using an
+# instance type with local storage").
 #   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_CreateEndpointConfig.html (KmsKeyId)
+#   https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ResourceConfig.html (VolumeKmsKeyId)
 #   https://docs.aws.amazon.com/sagemaker/latest/dg/host-instance-storage.html (the instance types)
 # operations/sagemaker_jobs.py has_instance_storage applies the same rule to training and transform
 # jobs; tests/operations/test_sagemaker_jobs.py compares the two, terraform/tests/instance_storage.tftest.hcl

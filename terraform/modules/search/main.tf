@@ -37,7 +37,7 @@ locals {
   }
   model_name  = "${local.endpoint_name}-${substr(sha1(jsonencode([var.image_uri, var.model_data_url, local.network_isolation, local.model_environment])), 0, 8)}"
   config_name = "${local.endpoint_name}-${substr(sha1(jsonencode([local.model_name, var.endpoint_type, var.serverless_memory_mb, var.serverless_max_concurrency, var.instance_type, var.instance_count, var.container_startup_timeout_seconds])), 0, 8)}"
-  # NVMe instance storage is hardware-encrypted and refuses KmsKeyId (the rule of modules/instance_storage,
+  # NVMe instance storage is hardware-encrypted and KmsKeyId does not encrypt it (the rule of modules/instance_storage,
   # shared with the endpoint module); Serverless Inference takes no key either.
   local_storage_instance = module.instance_storage.local_storage[var.instance_type]
   endpoint_kms_key       = local.serverless || local.local_storage_instance ? null : var.kms_key_arn
@@ -123,7 +123,7 @@ resource "aws_sagemaker_model" "clip" {
 }
 
 resource "aws_sagemaker_endpoint_configuration" "clip" {
-  #checkov:skip=CKV_AWS_98:The key is set for every variant that accepts one; Serverless Inference and NVMe instance types refuse KmsKeyId (their storage is encrypted by AWS).
+  #checkov:skip=CKV_AWS_98:The key is set for every variant that accepts one; Serverless Inference refuses KmsKeyId, and on NVMe instance types it does not encrypt local storage, which the instance encrypts in hardware.
   name        = local.config_name
   kms_key_arn = local.endpoint_kms_key
 

@@ -14,9 +14,14 @@ variable "bucket_name" {
   type        = string
   default     = null
 
+  # No dots: the Lambda presigns /restyle URLs virtual-hosted style (https://<bucket>.s3.<region>.amazonaws.com),
+  # and S3's wildcard TLS certificate does not match a bucket name with dots ("Virtual hosting of buckets",
+  # https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html; bucket naming rules,
+  # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html: "for best compatibility,
+  # we recommend that you avoid using dots"). The default, <name_prefix>-data-<account>-<region>, has none.
   validation {
-    condition     = var.bucket_name == null || can(regex("^[a-z0-9][a-z0-9.-]{1,56}[a-z0-9]$", var.bucket_name))
-    error_message = "bucket_name must be 3-58 characters of lower-case letters, digits, dots and hyphens (room is left for the -logs bucket)."
+    condition     = var.bucket_name == null || can(regex("^[a-z0-9][a-z0-9-]{1,56}[a-z0-9]$", var.bucket_name))
+    error_message = "bucket_name must be 3-58 characters of lower-case letters, digits and hyphens (room is left for the -logs bucket); no dots: HTTPS to a virtual-hosted bucket with dots fails S3's certificate check."
   }
 }
 
