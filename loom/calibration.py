@@ -40,6 +40,7 @@ RULE = "fixed-sequence binomial test (Learn-then-Test), Clopper-Pearson lower bo
 MIN_PRECISION_BOUNDS = (0.5, 1.0)
 CONFIDENCE_BOUNDS = (0.5, 0.999)
 _EPS = 1e-12
+_DIRECT_TERMS = 400  # binomial tails with more terms than this use the incomplete beta function
 
 
 # -- exact binomial statistics (standard library) -------------------------------------------------------------
@@ -53,12 +54,42 @@ def binomial_tail(k: int, n: int, p: float) -> float:
         return 0.0
     if p >= 1.0:
         return 1.0
+    if n - k > _DIRECT_TERMS:
+        return _regularized_beta(k, n - k + 1, p)  # the same tail, in O(sqrt(n)) steps
     log_p, log_q = math.log(p), math.log1p(-p)
     base = math.lgamma(n + 1)
     terms = [base - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
              for i in range(k, n + 1)]
     top = max(terms)
     return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
+
+
+def _regularized_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the regularized incomplete beta function (P(Binomial(n, x) >= k) = I_x(k, n - k + 1)):
+    the continued fraction of Numerical Recipes (betacf, modified Lentz), on the side where it converges fast."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _regularized_beta(b, a, 1.0 - x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 100000):
+        m2 = 2 * m
+        for numerator in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
+                          -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return min(1.0, max(0.0, front * h / a))
 
 
 def p_value(correct: int, stated: int, target: float) -> float:
@@ -200,9 +231,16 @@ class AttributeCalibration:
         point = fixed_sequence(self.evidence, target, confidence)
         return None if point is None else OperatingPoint(*point, self.examples, confidence)
 
-    def curve(self, confidence: float) -> list[tuple[float, float, float, float]]:
-        """(threshold, coverage, precision, lower bound) at every distinct confidence, threshold descending."""
-        return [(t, n / self.examples, k / n, lower_bound(k, n, confidence)) for t, n, k in self.evidence]
+    def curve(self, confidence: float, max_points: int = 300) -> list[tuple[float, float, float, float]]:
+        """(threshold, coverage, precision, lower bound), threshold descending: at every distinct confidence,
+        or at `max_points` of them spread evenly (the first, the last and the chosen one always included) so
+        that a large validation split draws in seconds."""
+        points = list(self.evidence)
+        if len(points) > max_points:
+            keep = {round(i * (len(points) - 1) / (max_points - 1)) for i in range(max_points)}
+            points = [p for i, p in enumerate(points)
+                      if i in keep or (self.chosen is not None and p[0] == self.chosen.threshold)]
+        return [(t, n / self.examples, k / n, lower_bound(k, n, confidence)) for t, n, k in points]
 
     def summary(self, confidence: float) -> dict[str, Any]:
         """What the manifest, metrics.json and the report say of the attribute (no evidence)."""

@@ -36,6 +36,16 @@ def test_binomial_tail_matches_direct_sums():
     assert binomial_tail(190, 200, 0.9) == pytest.approx(direct, rel=1e-9)
 
 
+def test_long_tails_through_the_incomplete_beta_function_match_the_exact_sum(monkeypatch):
+    import loom.calibration as calibration
+
+    cases = [(4900, 5000, 0.98), (9500, 10000, 0.95), (2000, 5000, 0.41), (120, 3000, 0.05)]
+    fast = [calibration.binomial_tail(k, n, p) for k, n, p in cases]  # more than 400 terms: incomplete beta
+    monkeypatch.setattr(calibration, "_DIRECT_TERMS", 10 ** 9)
+    exact = [calibration.binomial_tail(k, n, p) for k, n, p in cases]
+    assert fast == pytest.approx(exact, rel=1e-9)
+
+
 def test_clopper_pearson_lower_bound_known_values():
     # With no error the one-sided bound is (1 - confidence) ** (1 / n): 5 of 5 right shows only 0.549, and
     # 59 of 59 is the fewest that shows 0.95 at 95 % (58 of 58 does not).
