@@ -17,15 +17,17 @@ CATALOG ?=
 BASE_MODEL ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test test-fast demo search-demo bench bench-train loadtest lambda-zip lint checkov-venv clean help
+.PHONY: venv test test-fast demo search-demo screenshots bench bench-gpu bench-train loadtest lambda-zip lint checkov-venv clean help
 
 help:
 	@echo "make demo        the whole flow offline on a synthetic catalog (creates .venv)"
 	@echo "make test        the test suite, static checks and Terraform checks (creates .venv)"
-	@echo "make bench       encode-once vs per-question inference benchmark (last line: speedup <ratio>)"
+	@echo "make bench       the model call a request makes vs one generate per question, tiny model on CPU, 3 rounds (last line: speedup <ratio>)"
+	@echo "make bench-gpu   real-size served call on a CUDA GPU: N=1/4/16 a call, eager and compiled, floor, profile (< 8 min)"
 	@echo "make bench-train training steps: every row through the vision tower vs each photo once (last line: speedup <ratio>)"
-	@echo "make loadtest    concurrent clients against serve + the tiny model on 127.0.0.1: throughput, p50/p99, 503s, /ping latency under load"
+	@echo "make loadtest    serve + tiny model on 127.0.0.1, batching off and on in turn, 1/4/16 clients, 3 rounds (last line: batching <ratio>)"
 	@echo "make search-demo product search offline: tiny CLIP, index, queries, and the search page on 127.0.0.1"
+	@echo "make screenshots docs/images/report.png and search.png from the real pages (headless Chromium; runs the demos first if needed)"
 	@echo "make lambda-zip  build/lambda.zip for the API Lambda"
 	@echo "make lint        static checks only (terraform fmt/validate, checkov, hadolint, actionlint, shellcheck)"
 	@echo "make tf-help     the two-phase AWS deployment targets (docs/deploy.md)"
@@ -59,11 +61,21 @@ demo: venv
 bench: venv
 	$(BIN)/python scripts/bench.py
 
+# On a machine with one CUDA GPU: the whole real-size run (random bf16 weights, nothing downloaded) in one
+# process, cut off at 8 minutes; it starts no new measurement after 400 s (--budget-s).
+bench-gpu: venv
+	timeout 480 $(BIN)/python scripts/bench.py --real-size --device cuda --compiled --profile --budget-s 400
+
 bench-train: venv
 	$(BIN)/python scripts/bench_train.py
 
 search-demo: venv
 	$(BIN)/loom search-demo
+
+# The README's pictures: the evaluation report and the search page, taken by Debian's headless Chromium
+# (apt-get install chromium) from `loom demo`'s artifact and `loom search-demo`'s cached tiny CLIP.
+screenshots: venv
+	$(BIN)/python scripts/screenshots.py --out docs/images
 
 loadtest: venv
 	$(BIN)/python scripts/loadtest.py
@@ -81,7 +93,9 @@ clean:
 # ---------------------------------------------------------------------------------------------
 # Deployment to AWS, in two phases (docs/deploy.md walks through it). Nothing here runs in tests.
 #   make tf-foundation                      KMS key, bucket, ECR repositories, training + CI roles
-#   make images AWS_ACCOUNT=... AWS_REGION=...           build and push both images (tag: commit SHA)
+#   make images AWS_ACCOUNT=... AWS_REGION=...           build and push the images (tag: commit SHA): training,
+#                                           inference (CUDA) and inference <sha>-cpu (Serverless search);
+#                                           IMAGES='inference inference-cpu' builds some of them
 #   (train: loom launch ..., see docs/deploy.md)
 #   make preflight AWS_REGION=...           Bedrock model lifecycle + access, one tiny Converse call, quotas
 #   make tf-serving MODEL_DATA_URL=s3://.../model.tar.gz    endpoint, Lambda and HTTP API
@@ -96,6 +110,7 @@ AWS_ACCOUNT ?=
 AWS_REGION ?=
 NAME_PREFIX ?= loom
 GITHUB_REPOSITORY ?=
+IMAGES ?=
 IMAGE_TAG ?= $(shell git rev-parse HEAD 2>/dev/null)
 MODEL_DATA_URL ?=
 TF_VARS ?=
@@ -123,7 +138,7 @@ tf-foundation: tf-init
 
 images:
 	@test -n "$(AWS_ACCOUNT)" -a -n "$(AWS_REGION)" || { echo "images: set AWS_ACCOUNT=<12 digits> AWS_REGION=<region>"; exit 2; }
-	LOOM_NAME_PREFIX=$(NAME_PREFIX) scripts/build_and_push.sh "$(AWS_ACCOUNT)" "$(AWS_REGION)" "$(IMAGE_TAG)"
+	LOOM_NAME_PREFIX=$(NAME_PREFIX) $(if $(IMAGES),LOOM_IMAGES="$(IMAGES)") scripts/build_and_push.sh "$(AWS_ACCOUNT)" "$(AWS_REGION)" "$(IMAGE_TAG)"
 
 # Before phase 2, as an administrator: the description model is ACTIVE, this account may use it
 # (the first invocation also starts its Marketplace subscription), and the quotas fit.

@@ -6,7 +6,7 @@
         [--output s3://...] [--hyperparameters FILE.json] [--hp key=value ...]
         [--instance-type ml.g5.2xlarge] [--volume-gb 100] [--max-run-hours 24]
         [--spot [--max-wait-hours 36] [--checkpoint-s3 s3://...]]
-        [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--wait] [--region REGION] [--profile NAME]
+        [--kms-key-arn ARN] [--tag key=value ...] [--job-name NAME] [--wait [--no-logs]] [--region REGION] [--profile NAME]
 
 Channels (the contract of the image's `train` program): `train` (vqa_train.csv, attribute_schema.json),
 `validation` (vqa_val.csv), `images` (<id>.jpg), and optionally `base_model` (a base model folder) and
@@ -14,6 +14,8 @@ Channels (the contract of the image's `train` program): `train` (vqa_train.csv, 
 With --bucket and no channel URIs they are s3://BUCKET/data/{train,validation,images}/; --upload-data
 and --upload-images put a `training.prepare` output folder and an images folder there first.
 
+With --wait, the job's status changes and its CloudWatch log lines (log group /aws/sagemaker/TrainingJobs,
+operations/job_logs.py) are shown as they come; --no-logs shows the statuses only.
 The last line printed is the model artifact's S3 URI (with --wait, once the job has Completed). Exit
 status: 0 on success, 1 when the job ends Failed or Stopped (its FailureReason is printed), 2 for bad
 arguments or AWS errors before the job starts.
@@ -288,7 +290,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "instance types without local NVMe storage (ml.g5 and *d types encrypt theirs in hardware)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a job tag (repeatable)")
     p.add_argument("--job-name", help="default loom-train-YYYYmmdd-HHMMSS (UTC)")
-    p.add_argument("--wait", action="store_true", help="wait for the job and stream its status")
+    p.add_argument("--wait", action="store_true", help="wait for the job, showing its status changes and log lines")
+    p.add_argument("--no-logs", action="store_true", help="with --wait: status changes only, no CloudWatch log "
+                   "lines (they need logs:DescribeLogStreams and logs:GetLogEvents)")
     p.add_argument("--region")
     p.add_argument("--profile")
     return p.parse_args(argv)
@@ -312,6 +316,25 @@ def _hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+# What the training role Terraform creates may read in the project bucket (terraform/modules/training/main.tf:
+# read data/, read and write checkpoints/, write models/). A channel elsewhere in that bucket fails inside the
+# job with AccessDenied after the instance has started; refused here before anything is uploaded or started.
+TRAINING_ROLE_READS = (DATA_PREFIX, "checkpoints/")
+
+
+def check_training_role_reads(args: argparse.Namespace) -> None:
+    channels = {"--train": args.train, "--validation": args.validation, "--images": args.images,
+                "--base-model": args.base_model, "--clip-artifact": args.clip_artifact}
+    for flag, uri in channels.items():
+        if not args.bucket or not uri or not str(uri).startswith("s3://"):
+            continue
+        bucket, key = jobs.parse_s3_uri(uri)
+        if bucket == args.bucket and not key.startswith(TRAINING_ROLE_READS):
+            raise JobConfigError(
+                f"{flag} {uri}: the training role reads only {' and '.join(TRAINING_ROLE_READS)} of the project "
+                f"bucket (terraform/modules/training); stage it under s3://{bucket}/{DATA_PREFIX}...")
+
+
 def spec_from_args(args: argparse.Namespace, job_name: str) -> TrainingJobSpec:
     """A TrainingJobSpec from the command line, filling S3 locations from --bucket where not given."""
     def where(explicit: str | None, default_key: str, flag: str) -> str:
@@ -326,6 +349,7 @@ def spec_from_args(args: argparse.Namespace, job_name: str) -> TrainingJobSpec:
         spot_checkpoint = where(args.checkpoint_s3, f"checkpoints/{job_name}/", "--checkpoint-s3")
     elif args.checkpoint_s3:
         spot_checkpoint = args.checkpoint_s3
+    check_training_role_reads(args)
     hyperparameters = hyperparameters_as_strings(_hyperparameters(args))
     if not args.no_check_hyperparameters:
         check_hyperparameters(hyperparameters)
@@ -381,8 +405,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.wait:
         print(f"the model artifact will be written to:\n{artifact}")
         return 0
+    follow = None
+    if not args.no_logs:
+        from operations.job_logs import JobLogs
+
+        follow = JobLogs(jobs.aws_client("logs", region=args.region, profile=args.profile), job_name).poll
     try:
-        job = jobs.wait_for_job(lambda: sagemaker.describe_training_job(TrainingJobName=job_name), jobs.TRAINING_JOB)
+        job = jobs.wait_for_job(lambda: sagemaker.describe_training_job(TrainingJobName=job_name), jobs.TRAINING_JOB,
+                                follow=follow)
     except (ClientError, BotoCoreError) as exc:
         return command_error(f"lost track of {job_name}: {exc}")
     if job["TrainingJobStatus"] != "Completed":

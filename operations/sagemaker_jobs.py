@@ -2,7 +2,7 @@
 
 boto3 clients with botocore's standard retry mode, S3 URIs, uploads that skip files already in S3 with
 the same size, job names, `key=value` tags, and waiting for a job with backoff while reporting each status
-transition. Plain boto3 only: the SageMaker Python SDK is not used (see docs/sagemaker.md).
+transition (and, with `operations.job_logs`, the job's log lines). Plain boto3 only: the SageMaker Python SDK is not used (see docs/sagemaker.md).
 """
 
 from __future__ import annotations
@@ -185,8 +185,9 @@ def _outermost(prefixes: Sequence[str]) -> list[str]:
 # (c5d, g4dn, p3dn, p4d, p4de, m6id, c7gd...; https://docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html),
 # and these accelerated families carry NVMe instance storage without a "d" in their name.
 NVME_FAMILIES_WITHOUT_D = frozenset({"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "p6", "p6e", "trn1", "trn1n", "trn2"})
-# Terraform's endpoint module applies the same rule (terraform/modules/endpoint/main.tf,
-# local.local_storage_instance); tests/operations/test_sagemaker_jobs.py checks that both agree.
+# Terraform applies the same rule in the one module its endpoint and search modules share
+# (terraform/modules/instance_storage/main.tf, local.pattern); tests/operations/test_sagemaker_jobs.py
+# checks that both agree.
 _INSTANCE_TYPE = re.compile(r"^ml\.(?P<series>[a-z]+)(?P<generation>[0-9]+)(?P<attributes>[a-z]*)(?P<variant>-[a-z0-9]+)?\.[a-z0-9]+$")
 
 
@@ -283,9 +284,13 @@ def wait_for_job(
     delays: Iterable[float] | None = None,
     timeout_s: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    follow: Callable[[], Iterable[str]] | None = None,
 ) -> Mapping[str, Any]:
     """Poll `describe()` until the job reaches Completed, Failed or Stopped; log every status change.
 
+    With `follow` (e.g. `operations.job_logs.JobLogs(...).poll`), the job's new log lines are read after each
+    description and logged under the status it showed (a new phase's first lines after its status line); the
+    poll that sees the final status reads the last lines and logs them before that status.
     Returns the last description. Raises TimeoutError when `timeout_s` passes first (the job keeps running).
     """
     sleep = sleep or time.sleep  # looked up per call so that tests can replace time.sleep
@@ -296,11 +301,17 @@ def wait_for_job(
         job = describe()
         status = job.get(kind.status_key)
         secondary = job.get(kind.secondary_key) if kind.secondary_key else None
+        lines = list(follow()) if follow is not None else []
+        if status in TERMINAL_STATUSES:  # the job's last lines, then how it ended
+            for line in lines:
+                log(line)
         if (status, secondary) != last:
             log(f"{kind.noun} status: {describe_status(job, kind)}  (+{clock() - started:.0f}s)")
             last = (status, secondary)
         if status in TERMINAL_STATUSES:
             return job
+        for line in lines:
+            log(line)
         if timeout_s is not None and clock() - started > timeout_s:
             raise TimeoutError(f"{kind.noun} still {status} after {timeout_s:.0f}s")
         sleep(next(delays))

@@ -3,7 +3,8 @@
 synthetic catalog -> tiny CLIP (a stand-in, cached) -> index bundle -> the `serve` program on 127.0.0.1
 -> three text queries and one photo query through the API's search code, that photo's zero-shot tags and
 interrogated prompts through the API's /tags and /interrogate code -> the search page on 127.0.0.1
-(type a query or drop a photo: thumbnails with scores and attributes). Ctrl-C stops it.
+(type a query or drop a photo, narrow it with attribute filters, pick the vector or hybrid mode: thumbnails
+with scores and attributes; any error answer is shown as one readable line). Ctrl-C stops it.
 
     loom search-demo [--work DIR] [--catalog DIR] [--port 8765] [--no-serve]
 """
@@ -28,14 +29,28 @@ TEXT_QUERIES = ("green shirt", "red striped long sleeves", "black checked sleeve
 _IMAGE_PATH = re.compile(r"^/images/([A-Za-z0-9_-]{1,64})\.jpg$")
 
 
-class SearchPage:
-    """The page, the catalog's thumbnails and POST /search (answered by inference/api/visual/search.py in local
-    mode against the CLIP server at `endpoint_url`) on 127.0.0.1 only."""
+MAX_FACET_VALUES = 40  # attributes with more distinct values (names, ids) are not offered as filter suggestions
 
-    def __init__(self, catalog_dir: Path, endpoint_url: str, port: int = 0):
+
+def facets_of(products_jsonl: Path) -> dict[str, list[str]]:
+    """{attribute: sorted values} of an index bundle's products.jsonl: the filter suggestions of the page."""
+    values: dict[str, set[str]] = {}
+    for line in Path(products_jsonl).read_text(encoding="utf-8").splitlines():
+        for name, value in json.loads(line).get("attributes", {}).items():
+            values.setdefault(name, set()).add(str(value))
+    return {name: sorted(found) for name, found in sorted(values.items()) if len(found) <= MAX_FACET_VALUES}
+
+
+class SearchPage:
+    """The page, the catalog's thumbnails, GET /facets (the filter suggestions) and POST /search (answered
+    by inference/api/visual/search.py in local mode against the CLIP server at `endpoint_url`) on 127.0.0.1 only."""
+
+    def __init__(self, catalog_dir: Path, endpoint_url: str, port: int = 0,
+                 facets: dict[str, list[str]] | None = None):
         from inference.api.visual.search import SearchSettings
 
         self.catalog_dir = Path(catalog_dir)
+        self.facets = facets or {}
         self.settings = SearchSettings(None, endpoint_url, "embedded", None, "loom-products", "us-east-1")
         page = self
 
@@ -55,6 +70,8 @@ class SearchPage:
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
                     return self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
+                if path == "/facets":
+                    return self._send(200, json.dumps(page.facets).encode(), "application/json")
                 match = _IMAGE_PATH.match(path)
                 photo = page.catalog_dir / "images" / f"{match.group(1)}.jpg" if match else None
                 if photo is not None and photo.is_file():
@@ -143,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"index: {manifest['count']} products, {manifest['dimension']}-d")
     with LocalServer(model, log_path=args.work / "serve.log") as server:
         server.wait_ready(300)
-        page = SearchPage(catalog, server.url, args.port)
+        page = SearchPage(catalog, server.url, args.port, facets_of(IndexPaths.of(index_dir_of(model)).products))
         for text in TEXT_QUERIES:
             print_results(f"text: {text!r}", *page.answer(json.dumps({"text": text, "k": 5})))
         first = json.loads(IndexPaths.of(index_dir_of(model)).products.read_text().splitlines()[0])

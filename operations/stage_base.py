@@ -1,6 +1,6 @@
 """`loom stage-base`: put a bf16 copy of a BLIP-2 base model in S3, for the training job's `base_model` channel.
 
-    loom stage-base --base-model Salesforce/blip2-flan-t5-xl --s3-uri s3://BUCKET/base-models/blip2-flan-t5-xl/
+    loom stage-base --base-model Salesforce/blip2-flan-t5-xl --s3-uri s3://BUCKET/data/base-models/blip2-flan-t5-xl/
         [--dtype bf16|fp32] [--work DIR] [--region REGION] [--profile NAME]
 
 Without it every training job downloads the hub's fp32 weights (15.8 GB for flan-t5-xl) again, after every

@@ -29,9 +29,9 @@ from runtime.tagging import TagPlan, ZeroShot, parse_prompts
 from runtime.embedder import ClipEmbedder
 from runtime.images import ImageError, decode_image
 from loom.base64_image import decode_base64_image
-from runtime.search_index import SearchIndex
+from runtime.search_index import SearchIndex, has_bundle
 from runtime.zero_shot import DEFAULT_TEMPLATES
-from loom.artifact import IndexPaths, index_dir_of
+from loom.artifact import index_dir_of
 from loom.clip_request import parse_interrogate, parse_tags
 from loom.errors import StatusError
 from loom.json_limits import error_text, loads_request
@@ -68,7 +68,9 @@ class ClipService:
     def load(cls, model_dir: str | Path, device: str | None = None) -> "ClipService":
         embedder = ClipEmbedder.load(model_dir, device=device)
         index_dir = index_dir_of(model_dir)
-        index = SearchIndex.load(index_dir) if IndexPaths.of(index_dir).manifest.is_file() else None
+        # A committed bundle (settled or not) is loaded; a half-written first one stops the start-up with its
+        # folder named (BundleError) instead of serving "no index" (runtime/search_index.py has_bundle).
+        index = SearchIndex.load(index_dir) if has_bundle(index_dir) else None
         zero_shot = ZeroShot.load(model_dir, embedder)
         log.info("CLIP %s, %d-d, index: %s, %s", embedder.model_id, embedder.dimension,
                  f"{index.size} products" if index else "none", zero_shot.summary)

@@ -22,6 +22,8 @@ pending files are removed by the next write); one interrupted after it is the ne
 pending manifest's files from wherever they are, and the next write finishes the moves. The loader checks
 every file against the manifest's checksums and refuses a bundle that does not match (a mix).
 Bundles written before checksums existed (no "files" in the manifest) are checked by shape only.
+A server decides with `has_bundle`, read-only: a committed bundle loads, settled or not; a folder with bundle
+files and no committed manifest (a first write cut off before its commit) is refused, not served as no index.
 """
 
 from __future__ import annotations
@@ -172,6 +174,31 @@ def settle_bundle(index_dir: str | Path) -> None:
     for path in strays:
         if path.exists():
             path.unlink()
+
+
+def has_bundle(index_dir: str | Path) -> bool:
+    """Whether a server should load the bundle in `index_dir`, read-only (the model folder of an endpoint is
+    not the server's to change, so nothing is settled or removed here): True for a committed bundle, settled
+    or not (`load_embeddings` reads a pending manifest's files where they are); False for no bundle at all
+    (no folder, or an empty one: the artifact serves without an index); BundleError for a folder that holds
+    bundle files but no committed manifest, e.g. a first `index build` interrupted before its commit. That
+    folder must not be served as "no index": search would answer 400 although the operator built one."""
+    paths = IndexPaths.of(index_dir)
+    if paths.manifest.is_file() or pending(paths.manifest).is_file():
+        return True
+    if not paths.root.exists():
+        return False
+    if not paths.root.is_dir():
+        raise BundleError(f"{paths.root} is not a folder: an index bundle is a folder holding {paths.manifest.name}")
+    found = sorted(p.name for p in paths.root.iterdir() if not p.name.startswith("."))
+    if not found:
+        return False
+    unfinished = any(name.endswith((PENDING_SUFFIX, ".partial")) for name in found)
+    reason = ("an index write was interrupted before it committed and no earlier bundle is there"
+              if unfinished else f"it holds no {paths.manifest.name}")
+    shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+    raise BundleError(f"{paths.root} is not a usable index bundle: {reason} (found: {shown}). Rebuild it "
+                      f"with `loom index build`, or remove the folder to serve this model without an index.")
 
 
 def _partial(paths: IndexPaths) -> Path:

@@ -6,7 +6,10 @@
 #
 # tag defaults to the current commit SHA (refused on a dirty tree: the tag would lie).
 # The repositories are <prefix>-training and <prefix>-inference; LOOM_NAME_PREFIX sets the prefix
-# (default loom). Tags are immutable: an image that already exists under the tag is not rebuilt.
+# (default loom). Three images: training:<tag> and inference:<tag> on the CUDA PyTorch base, and
+# inference:<tag>-cpu, the CPU build (BASE_IMAGE=cpu-base) that a Serverless Inference search endpoint
+# runs (docs/search.md). LOOM_IMAGES picks some of them (default "training inference inference-cpu").
+# Tags are immutable: an image that already exists under the tag is not rebuilt.
 # Prints one image URI per line on stdout when done; everything else goes to stderr.
 set -euo pipefail
 
@@ -39,7 +42,17 @@ if [[ -z $tag ]]; then
     die "the working tree has uncommitted changes; commit them or pass an explicit tag"
   fi
 fi
-[[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || { echo "build_and_push: invalid image tag '$tag'" >&2; exit 2; }
+# At most 124 characters: <tag>-cpu must stay within ECR's 128.
+[[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,123}$ ]] || { echo "build_and_push: invalid image tag '$tag' (letters, digits, _ . -; at most 124)" >&2; exit 2; }
+
+wanted=${LOOM_IMAGES:-training inference inference-cpu}
+read -r -a images <<<"$wanted"
+for image in "${images[@]}"; do
+  case $image in
+    training | inference | inference-cpu) ;;
+    *) echo "build_and_push: LOOM_IMAGES: unknown image '$image' (training, inference, inference-cpu)" >&2; exit 2 ;;
+  esac
+done
 
 command -v docker >/dev/null 2>&1 || die "docker not found on PATH (install Docker with BuildKit/buildx)"
 docker info >/dev/null 2>&1 || die "cannot reach the Docker daemon (is it running, and may this user use it?)"
@@ -58,21 +71,28 @@ aws ecr get-login-password --region "$region" | docker login --username AWS --pa
   || die "docker login to $registry failed"
 
 uris=()
-for image in training inference; do
-  repository="$prefix-$image"
-  uri="$registry/$repository:$tag"
+for image in "${images[@]}"; do
+  # <repository image>, the Dockerfile stage BASE_IMAGE names, the tag's suffix.
+  case $image in
+    training) name=training base=cuda-base suffix= ;;
+    inference) name=inference base=cuda-base suffix= ;;
+    inference-cpu) name=inference base=cpu-base suffix=-cpu ;;
+  esac
+  repository="$prefix-$name"
+  uri="$registry/$repository:$tag$suffix"
   aws ecr describe-repositories --region "$region" --repository-names "$repository" >/dev/null 2>&1 \
     || die "ECR repository $repository not found in $region: run 'make tf-foundation' first"
-  if aws ecr describe-images --region "$region" --repository-name "$repository" --image-ids "imageTag=$tag" >/dev/null 2>&1; then
+  if aws ecr describe-images --region "$region" --repository-name "$repository" --image-ids "imageTag=$tag$suffix" >/dev/null 2>&1; then
     echo "build_and_push: $uri already exists (tags are immutable); not rebuilding" >&2
   else
-    echo "build_and_push: building $uri from containers/$image/Dockerfile" >&2
+    echo "build_and_push: building $uri from containers/$name/Dockerfile (BASE_IMAGE=$base)" >&2
     # Single-platform manifest without attestations: SageMaker rejects image indexes.
     DOCKER_BUILDKIT=1 docker buildx build \
       --platform linux/amd64 \
       --provenance=false \
       --sbom=false \
-      --file "containers/$image/Dockerfile" \
+      --file "containers/$name/Dockerfile" \
+      --build-arg "BASE_IMAGE=$base" \
       --tag "$uri" \
       --push \
       . >&2
@@ -81,4 +101,4 @@ for image in training inference; do
 done
 
 printf '%s\n' "${uris[@]}"
-echo "build_and_push: for terraform: inference_image_tag=$tag" >&2
+echo "build_and_push: for terraform: inference_image_tag=$tag (search's serverless endpoint runs $tag-cpu by default)" >&2

@@ -1,15 +1,23 @@
-"""Load test: `serve` (gunicorn) with a tiny model on 127.0.0.1, N concurrent clients, bounded requests/time.
+"""Load test: `serve` (gunicorn) with a tiny model on 127.0.0.1, batching across requests off and on.
 
-    python scripts/loadtest.py [--model DIR] [--clients 8] [--requests 200] [--max-seconds 60] [--max-pending 4]
+    python scripts/loadtest.py [--model DIR] [--clients 1 4 16] [--seconds 8] [--requests 400] [--rounds 3]
 
-Prints throughput, p50/p99 latency of the answered requests, how many were refused with 503 (back-pressure:
-the client backs off 50 ms and sends the next), `/ping` latency while the load runs (one ping every 20 ms),
-the error count (anything but 200 or 503) and the worker's RSS before and after. Loopback only.
+Two servers run side by side for the whole test: batching off (`MAX_BATCH_PRODUCTS=1`: one product a model
+call) and on (`MAX_BATCH_PRODUCTS=16`, `BATCH_WAIT_MS=0`), the rest at the serving defaults
+(`MAX_PENDING_REQUESTS` 100), torch on one thread (`OMP_NUM_THREADS=1`). Only one of them is loaded at a
+time: for each round and each number of concurrent clients, off and on are loaded one after the other (the
+order alternating between rounds), so that a swing of the machine's load hits both and shows as a spread.
+In each phase every client sends one single-product request (every attribute) after the other for
+`--seconds` (at most `--requests`): throughput, p50/p99 latency of the answered requests, 503 refusals (the
+client backs off 50 ms), errors (anything else) and `/ping` latency under that load (one ping every 20 ms).
+After the rounds, each setting and client count is summarised as the median with the range of the rounds.
+The last line is `batching <median throughput on / median off at the largest client count>`. Loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import base64
 import io
 import json
@@ -18,11 +26,16 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+
+SETTINGS = {"off": {"MAX_BATCH_PRODUCTS": "1"}, "on": {"MAX_BATCH_PRODUCTS": "16", "BATCH_WAIT_MS": "0"}}
+# torch in the server on one thread: on a shared machine more threads than free cores make every figure swing.
+SERVER_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def rss_mb(pid: int) -> float:
@@ -36,57 +49,53 @@ def worker_pids(master: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="loadtest.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="a Loom artifact folder (default: build the untrained tiny one)")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=200, help="total requests (bound)")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="time bound for the load phase")
-    parser.add_argument("--max-pending", type=int, default=4, help="MAX_PENDING_REQUESTS of the worker")
-    args = parser.parse_args(argv)
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
+
+@dataclass
+class Phase:
+    """What one run of N clients measured."""
+
+    clients: int
+    wall_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    refused: int = 0
+    errors: list[str] = field(default_factory=list)
+    pings: list[float] = field(default_factory=list)
+    ping_errors: list[str] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        return (len(self.latencies) - len(self.errors)) / self.wall_s if self.wall_s else 0.0
+
+    def line(self, batching: str) -> str:
+        lat = (f"p50 {statistics.median(self.latencies) * 1000:.0f} ms, p99 {percentile(self.latencies, 0.99) * 1000:.0f} ms"
+               if self.latencies else "no answers")
+        ping = (f"ping p50 {statistics.median(self.pings) * 1000:.1f} ms, p99 {percentile(self.pings, 0.99) * 1000:.1f} ms"
+                if self.pings else "no pings")
+        return (f"batching {batching:<3} clients {self.clients:>2}: {self.throughput:6.2f} answered req/s "
+                f"({len(self.latencies) - len(self.errors)} in {self.wall_s:.1f} s), {lat}; {ping}; "
+                f"503: {self.refused}, errors: {len(self.errors)}, ping not 200: {len(self.ping_errors)}")
+
+
+def request_bodies(count: int = 16) -> list[bytes]:
     from PIL import Image
 
-    with tempfile.TemporaryDirectory(prefix="loom-load-") as tmp:
-        model_dir = args.model
-        if model_dir is None:
-            from bench import build_tiny_artifact
-
-            model_dir = build_tiny_artifact(Path(tmp) / "tiny")
-        from inference.server.local_server import LocalServer
-
-        with LocalServer(model_dir, env={"MAX_PENDING_REQUESTS": str(args.max_pending)}) as server:
-            try:
-                server.wait_ready(timeout=180)
-            except (RuntimeError, TimeoutError) as exc:
-                print(f"serve did not start: {exc}", file=sys.stderr)
-                return 1
-            return run_load(server, args, Image)
-
-
-def run_load(server, args, Image) -> int:
-    def request(method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        status, _, data = server.request(method, path, body, {"Content-Type": "application/json"} if body else {})
-        return status, data
-
     bodies = []
-    for n in range(16):
+    for n in range(count):
         buffer = io.BytesIO()
         Image.new("RGB", (300, 400), (n * 15, 100, 200 - n * 10)).save(buffer, "JPEG")
         bodies.append(json.dumps({"image": base64.b64encode(buffer.getvalue()).decode()}).encode())
-    worker = worker_pids(server.process.pid)[0]
-    request("POST", "/invocations", bodies[0])  # one warm request before measuring memory
-    rss_before = rss_mb(worker)
+    return bodies
 
-    latencies: list[float] = []
-    refused: list[float] = []
-    errors: list[str] = []
-    pings: list[float] = []
-    ping_errors: list[str] = []
-    done = threading.Event()
-    lock = threading.Lock()
-    issued = iter(range(args.requests))
-    stop_at = time.monotonic() + args.max_seconds
+
+def run_phase(server, clients: int, seconds: float, max_requests: int, bodies: list[bytes]) -> Phase:
+    phase = Phase(clients)
+    lock, done = threading.Lock(), threading.Event()
+    issued = iter(range(max_requests))
+    stop_at = time.monotonic() + seconds
 
     def client() -> None:
         while time.monotonic() < stop_at:
@@ -96,18 +105,19 @@ def run_load(server, args, Image) -> int:
                 return
             start = time.perf_counter()
             try:
-                status, data = request("POST", "/invocations", bodies[n % len(bodies)])
+                status, _, data = server.request("POST", "/invocations", bodies[n % len(bodies)],
+                                                 {"Content-Type": "application/json"})
                 ok = status == 200 and "confidence" in json.loads(data)
             except Exception as exc:  # counted, not raised: the load test reports errors
                 status, ok = repr(exc), False
             elapsed = time.perf_counter() - start
             with lock:
                 if status == 503:
-                    refused.append(elapsed)
+                    phase.refused += 1
                 else:
-                    latencies.append(elapsed)
+                    phase.latencies.append(elapsed)
                     if not ok:
-                        errors.append(str(status))
+                        phase.errors.append(str(status))
             if status == 503:
                 time.sleep(0.05)  # back off, as a client should
 
@@ -115,44 +125,101 @@ def run_load(server, args, Image) -> int:
         while not done.is_set():
             start = time.perf_counter()
             try:
-                status = request("GET", "/ping")[0]
+                status = server.request("GET", "/ping", timeout=10)[0]
             except Exception as exc:  # counted, not raised
                 status = repr(exc)
-            pings.append(time.perf_counter() - start)
+            phase.pings.append(time.perf_counter() - start)
             if status != 200:
-                ping_errors.append(str(status))
+                phase.ping_errors.append(str(status))
             time.sleep(0.02)
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(args.clients)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     ping_thread = threading.Thread(target=pinger)
     ping_thread.start()
+    start = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - start
+    phase.wall_s = time.perf_counter() - start
     done.set()
     ping_thread.join()
-    rss_after = rss_mb(worker)
-    answered = len(latencies) - len(errors)
-    print(f"clients {args.clients}, requests {len(latencies) + len(refused)} in {wall:.1f} s, 8 attributes each, "
-          f"MAX_PENDING_REQUESTS {args.max_pending}")
-    print(f"throughput {answered / wall:.2f} answered req/s; refused with 503 (back-pressure): {len(refused)}")
-    if latencies:
-        print(f"latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
-              f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms")
-    print(f"ping under load: {len(pings)} pings, p50 {statistics.median(pings) * 1000:.1f} ms, "
-          f"p99 {percentile(pings, 0.99) * 1000:.1f} ms, max {max(pings) * 1000:.1f} ms, not 200: {len(ping_errors)}")
-    print(f"errors {len(errors)}" + (f" ({sorted(set(errors))[:5]})" if errors else ""))
-    print(f"worker RSS before {rss_before:.0f} MB, after {rss_after:.0f} MB (pid {worker}, "
-          f"same worker: {worker in worker_pids(server.process.pid)})")
-    return 1 if errors or ping_errors else 0
+    return phase
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loadtest.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="a Loom artifact folder (default: build the untrained tiny one)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
+    parser.add_argument("--requests", type=int, default=400, help="most requests in one phase")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of off/on phases (default 3)")
+    args = parser.parse_args(argv)
+
+    from inference.server.local_server import LocalServer
+
+    bodies = request_bodies()
+    results: dict[tuple[str, int], list[Phase]] = {(b, c): [] for b in SETTINGS for c in args.clients}
+    with tempfile.TemporaryDirectory(prefix="loom-load-") as tmp, contextlib.ExitStack() as stack:
+        model_dir = args.model
+        if model_dir is None:
+            from bench import build_tiny_artifact
+
+            model_dir = build_tiny_artifact(Path(tmp) / "tiny")
+        servers, workers, rss_before = {}, {}, {}
+        for batching, env in SETTINGS.items():
+            servers[batching] = stack.enter_context(LocalServer(model_dir, env={**SERVER_ENV, **env}))
+        for batching, server in servers.items():
+            try:
+                server.wait_ready(timeout=180)
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"serve did not start: {exc}", file=sys.stderr)
+                return 1
+            server.request("POST", "/invocations", bodies[0], {"Content-Type": "application/json"})  # warm
+            workers[batching] = worker_pids(server.process.pid)[0]
+            rss_before[batching] = rss_mb(workers[batching])
+        for round_ in range(args.rounds):
+            for clients in args.clients:
+                for batching in phase_order(round_):
+                    phase = run_phase(servers[batching], clients, args.seconds, args.requests, bodies)
+                    results[batching, clients].append(phase)
+                    print(f"round {round_ + 1}: {phase.line(batching)}", flush=True)
+        for batching, env in SETTINGS.items():
+            print(f"batching {batching}: {', '.join(f'{k}={v}' for k, v in env.items())}; worker RSS "
+                  f"{rss_before[batching]:.0f} -> {rss_mb(workers[batching]):.0f} MB", flush=True)
+    print(f"summary of {args.rounds} rounds, median (lowest-highest):")
+    for clients in args.clients:
+        for batching in SETTINGS:
+            phases = results[batching, clients]
+            print(f"batching {batching:<3} clients {clients:>2}: "
+                  f"{spread([p.throughput for p in phases], '.2f')} answered req/s, "
+                  f"p99 {spread([percentile(p.latencies, 0.99) * 1000 for p in phases if p.latencies], '.0f')} ms, "
+                  f"ping p99 {spread([percentile(p.pings, 0.99) * 1000 for p in phases if p.pings], '.1f')} ms, "
+                  f"503: {sum(p.refused for p in phases)}, errors: {sum(len(p.errors) for p in phases)}", flush=True)
+    clients = args.clients[-1]
+    off, on = results["off", clients], results["on", clients]
+    ratios = [b.throughput / a.throughput for a, b in zip(off, on) if a.throughput]
+    off_tp, on_tp = statistics.median(p.throughput for p in off), statistics.median(p.throughput for p in on)
+    print(f"at {clients} clients: on / off throughput of each round {', '.join(f'{r:.2f}' for r in ratios)}")
+    failed = any(p.errors or p.ping_errors for phases in results.values() for p in phases)
+    print(f"batching {on_tp / off_tp:.2f}" if off_tp else "batching n/a")
+    return 1 if failed else 0
+
+
+def phase_order(round_: int) -> list[str]:
+    """The settings in the order they are loaded in round `round_` (from 0): reversed every other round, so
+    that neither server always runs right after the other's heaviest phase."""
+    order = list(SETTINGS)
+    return order if round_ % 2 == 0 else order[::-1]
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """`median (lowest-highest)`."""
+    if not values:
+        return "n/a"
+    median = statistics.median(values)
+    return (f"{median:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})" if len(values) > 1
+            else f"{median:{fmt}}")
 
 
 if __name__ == "__main__":

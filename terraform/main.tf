@@ -13,6 +13,12 @@ locals {
   serving_enabled = var.model_data_url != null
   endpoint_name   = coalesce(var.endpoint_name, "${var.name_prefix}-endpoint")
   tags            = merge({ Project = "loom", ManagedBy = "terraform" }, var.tags)
+
+  # The CLIP search endpoint's image tag: search.image_tag, or by default the CPU build that CI and
+  # scripts/build_and_push.sh push beside the inference image (<inference_image_tag>-cpu, from
+  # containers/inference/Dockerfile with BASE_IMAGE=cpu-base) for Serverless Inference, which runs on CPUs
+  # only and takes images of at most 10 GB; the inference image itself for a real-time endpoint.
+  search_image_tag = try(coalesce(var.search.image_tag, var.search.endpoint_type == "serverless" ? "${var.inference_image_tag}-cpu" : var.inference_image_tag), null)
 }
 
 module "kms" {
@@ -147,7 +153,7 @@ module "search" {
   bucket_name              = module.storage.bucket_name
   kms_key_arn              = module.kms.key_arn
   repository_arn           = module.registry.repository_arns["inference"]
-  image_uri                = "${module.registry.repository_urls["inference"]}:${coalesce(var.search.image_tag, var.inference_image_tag)}"
+  image_uri                = "${module.registry.repository_urls["inference"]}:${local.search_image_tag}"
   model_data_url           = var.search.model_data_url
   endpoint_type            = var.search.endpoint_type
   search_backend           = var.search.backend

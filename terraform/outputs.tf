@@ -73,6 +73,11 @@ output "inference_image_uri" {
   value       = local.serving_enabled ? "${module.registry.repository_urls["inference"]}:${var.inference_image_tag}" : null
 }
 
+output "search_image_uri" {
+  description = "Image the CLIP search endpoint runs: search.image_tag, or <inference_image_tag>-cpu (the CPU build) for a serverless endpoint (null without search)."
+  value       = length(module.search) > 0 ? "${module.registry.repository_urls["inference"]}:${local.search_image_tag}" : null
+}
+
 output "lambda_function_name" {
   description = "API Lambda name (null in phase 1)."
   value       = try(module.api[0].function_name, null)

@@ -467,7 +467,7 @@ variable "bedrock_model_id" {
       can(regex("^((global|us-gov|us|eu|apac|jp|au|ca)\\.)?[a-z0-9-]+\\.[a-z0-9][a-z0-9._:-]*$", var.bedrock_model_id)) ||
       can(regex("^arn:aws[a-z-]*:bedrock:[a-z0-9-]+:[0-9]{12}:inference-profile/(global|us-gov|us|eu|apac|jp|au|ca)\\.[a-z0-9-]+\\.[a-z0-9][a-z0-9._:-]*$", var.bedrock_model_id))
     )
-    error_message = "bedrock_model_id must be an inference profile id such as us.anthropic.claude-sonnet-4-6, its inference-profile ARN, or a foundation model id such as amazon.nova-lite-v1:0."
+    error_message = "bedrock_model_id must be an inference profile id such as us.anthropic.claude-sonnet-5-5 (the default), its inference-profile ARN, or a foundation model id such as amazon.nova-lite-v1:0."
   }
 }
 
@@ -606,7 +606,7 @@ variable "async_inference" {
 }
 
 variable "search" {
-  description = "Product search by text or photo, zero-shot tags and prompts from a photo (docs/search.md, modules/search: POST /search, /tags, /interrogate): null (default) creates nothing; otherwise the CLIP artifact (s3://<bucket>/models/.../model.tar.gz), the backend, the endpoint type and the image tag of the CLIP endpoint. endpoint_type serverless (default) needs image_tag: a CPU build of the inference image under 10 GB (docs/search.md). Needs the API (model_data_url set)."
+  description = "Product search by text or photo, zero-shot tags and prompts from a photo (docs/search.md, modules/search: POST /search, /tags, /interrogate): null (default) creates nothing; otherwise the CLIP artifact (s3://<bucket>/models/.../model.tar.gz), the backend, the endpoint type and the image tag of the CLIP endpoint. endpoint_type serverless (default) runs a CPU build of the inference image under 10 GB: image_tag defaults to <inference_image_tag>-cpu, the CPU build CI and make images push beside each inference image (docs/search.md); realtime defaults to inference_image_tag. Needs the API (model_data_url set)."
   type = object({
     model_data_url   = string
     backend          = optional(string, "embedded")
@@ -630,10 +630,17 @@ variable "search" {
   # "Deploy models with Amazon SageMaker Serverless Inference": feature exclusions and container limits,
   # https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html). The inference image of
   # containers/inference/Dockerfile is built on the CUDA PyTorch base (pytorch/pytorch:...-cuda...), made
-  # for the GPU attribute endpoint: a serverless CLIP endpoint needs its own CPU build, named here.
+  # for the GPU attribute endpoint: a serverless CLIP endpoint runs the CPU build (BASE_IMAGE=cpu-base),
+  # by default <inference_image_tag>-cpu (main.tf local.search_image_tag), never the CUDA image's tag.
   validation {
-    condition     = try(var.search.endpoint_type != "serverless" || (var.search.image_tag != null && var.search.image_tag != var.inference_image_tag), true)
-    error_message = "search.endpoint_type = serverless needs search.image_tag: a CPU build of the inference image under 10 GB (Serverless Inference is CPU-only with a 10 GB image limit; the default image is built on the CUDA PyTorch base, docs/search.md). Or set search.endpoint_type = realtime."
+    condition     = try(var.search.endpoint_type != "serverless" || var.search.image_tag == null || var.search.image_tag != var.inference_image_tag, true)
+    error_message = "search.endpoint_type = serverless cannot run the CUDA inference image (inference_image_tag): Serverless Inference is CPU-only with a 10 GB image limit (docs/search.md). Leave search.image_tag unset for <inference_image_tag>-cpu, name another CPU build, or set search.endpoint_type = realtime."
+  }
+
+  # The derived <inference_image_tag>-cpu must be an image tag too (at most 128 characters).
+  validation {
+    condition     = try(var.search.endpoint_type != "serverless" || var.search.image_tag != null || length(var.inference_image_tag) <= 124, true)
+    error_message = "inference_image_tag is too long to derive search's CPU image tag (<tag>-cpu, at most 128 characters): set search.image_tag."
   }
 }
 

@@ -34,7 +34,8 @@ class DrillPredictor:
 
     def answer_attributes_many(self, items, **params):
         time.sleep(self._slow_s)
-        if self._poison and any(item[0].size == self._poison for item in items):
+        images = [getattr(item, "image", None) or item[0] for item in items]  # prepared products or tuples
+        if self._poison and any(image.size == self._poison for image in images):
             raise RuntimeError(f"drill: the model fails on {self._poison} images")
         return self._predictor.answer_attributes_many(items, **params)
 

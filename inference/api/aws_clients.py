@@ -15,9 +15,12 @@ caller gets a 503 and everything the Lambda did is lost. The request must finish
          worst case = connect 1 s (failed) + backoff 0.5 s + connect 1 s + read 13 s   = 15.5 s
        ENDPOINT_BUDGET_S = 27 - 11 = 16 s bounds it: a retry is started only when a whole attempt
        (connect + read) still fits in what is left of those 16 s.
-       (a BLIP-2 flan-t5-xl answering 8 questions with the image encoded once takes 1-2 s on a g5; a
-        request that waited behind MAX_PENDING_REQUESTS=4 others takes up to ~10 s; the server refuses
-        more with 503 at once rather than queueing them.)
+       (a BLIP-2 flan-t5-xl answering 8 questions with the image encoded once takes 1-2 s on a g5, a
+        figure from before cross-request batching, not re-measured. The server now queues up to
+        MAX_PENDING_REQUESTS=100 requests and answers them MAX_BATCH_PRODUCTS=16 products per call; one that
+        waits longer than the 13 s read timeout is answered 504 here while the endpoint still finishes it.
+        The server's own deadline, REQUEST_TIMEOUT_S (60 s), is shared with Batch Transform jobs of the
+        same model, whose JSON Lines requests need it: docs/endpoint-contract.md.)
     2. Description (bedrock-runtime Converse): botocore retries off (total_max_attempts 1); `describe.py`
        retries itself, and starts an attempt only while the budget still holds a whole one:
          connect 1 s + read 10 s                                       =  11 s per attempt

@@ -110,6 +110,12 @@ PROFILE_SOURCE_REGIONS: dict[str, tuple[str, ...]] = {
 PROFILE_SOURCE_PREFIXES: dict[str, tuple[str, ...]] = {
     "us": ("us-",), "us-gov": ("us-gov-",), "eu": ("eu-",), "apac": ("ap-", "me-central-1"), "ca": ("ca-",),
 }
+# Regions a profile is not called from although a prefix above (or, for global., any Region) admits them:
+# us. is not GovCloud; global. is commercial Regions only. terraform/modules/api/bedrock.tf holds the same
+# three tables (tests/infra/test_terraform_bedrock_regions.py compares them).
+PROFILE_EXCLUDED_PREFIXES: dict[str, tuple[str, ...]] = {
+    "us": ("us-gov-",), "global": ("us-gov-", "cn-", "us-iso"),
+}
 PROFILE_GEOGRAPHIES = ("global", "us-gov", "us", "eu", "apac", "jp", "au", "ca")
 
 
@@ -128,13 +134,10 @@ def profile_callable_from(model_id: str, region: str) -> bool:
     geo = profile_geography(model_id)
     if geo is None:
         return True
-    if geo == "global":
-        return not region.startswith(("us-gov-", "cn-", "us-iso"))  # commercial Regions only
     if geo in PROFILE_SOURCE_REGIONS:
         return region in PROFILE_SOURCE_REGIONS[geo]
-    if geo == "us" and region.startswith("us-gov-"):
-        return False
-    return region.startswith(PROFILE_SOURCE_PREFIXES[geo])
+    admitted = geo == "global" or region.startswith(PROFILE_SOURCE_PREFIXES[geo])
+    return admitted and not region.startswith(PROFILE_EXCLUDED_PREFIXES.get(geo, ()))
 
 SYSTEM_PROMPT = (
     "You are an expert in writing product descriptions for {products}. Use the data below to create "

@@ -21,7 +21,7 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from runtime.images import DEFAULT_DECODE_THREADS, DEFAULT_MAX_IMAGE_PIXELS, DecodePool
-from inference.server.jsonlines import answer_jsonlines
+from inference.server.jsonlines import answer_jsonlines, product_item
 from inference.server.model_queue import Admission, ModelQueue, ModelSlot
 from inference.server.request_parsing import (
     IMAGE_TYPES,
@@ -45,6 +45,7 @@ log = logging.getLogger("loom.serve")
 
 MB = 1024 * 1024
 SAGEMAKER_MAX_PAYLOAD_MB = 100  # MaxPayloadInMB's upper bound (CreateTransformJob API reference)
+TRANSFORMS_PER_WORKER = 2  # Batch Transform requests in flight per worker (GET /execution-parameters)
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,13 @@ class ServerLimits:
 
     max_body_bytes: int = 20 * MB
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    batch_products: int = 8  # JSON Lines products answered together in one batched generation
-    max_pending: int = 4  # admitted requests (running or waiting for the model); past that: 503
+    batch_products: int = 16  # MAX_BATCH_PRODUCTS: most products in one model call, across requests
+    batch_wait_ms: float = 0.0  # BATCH_WAIT_MS: how long a call may wait for admitted requests to join it
+    max_pending: int = 100  # admitted requests (running or waiting for the model); past that: 503
     request_timeout_s: float = 60.0  # an admitted request's deadline; past it: 504
     stuck_after_s: float = 300.0  # one model call running longer than this: /ping 500
     load_timeout_s: float | None = None  # the model must load within this, else /ping 500
-    workers: int = 1  # worker processes of this server: Batch Transform's MaxConcurrentTransforms
+    workers: int = 1  # worker processes of this server (GET /execution-parameters)
     decode_threads: int = DEFAULT_DECODE_THREADS  # images decoding at once in one worker (IMAGE_DECODE_THREADS)
 
 
@@ -84,9 +86,9 @@ def create_app(predictor: Any = None, *, predictor_factory: Callable[[], Any] | 
     app = Flask("loom-inference")
     app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes
     slot = ModelSlot(predictor, limits.load_timeout_s)
-    app.extensions["loom"] = ServerState(slot, ModelQueue(limits.max_pending, limits.request_timeout_s,
-                                                          limits.stuck_after_s), limits,
-                                           DecodePool(limits.decode_threads))
+    queue = ModelQueue(limits.max_pending, limits.request_timeout_s, limits.stuck_after_s,
+                       max_batch_products=limits.batch_products, batch_wait_ms=limits.batch_wait_ms)
+    app.extensions["loom"] = ServerState(slot, queue, limits, DecodePool(limits.decode_threads))
     if predictor_factory is not None:
         slot.load_in_background(predictor_factory)
     app.add_url_rule("/ping", view_func=ping, methods=["GET"])
@@ -128,7 +130,10 @@ def ping() -> Response:
 def execution_parameters() -> Response:
     """What Batch Transform asks before invoking when the job leaves these unset (docs/endpoint-contract.md)."""
     limits = state().limits
-    return reply({"MaxConcurrentTransforms": limits.workers, "BatchStrategy": "MULTI_RECORD",
+    # Two requests per worker: one request's lines are read and preprocessed while the other's batch runs on
+    # the model, and their partial batches share a call (model_queue.py). Never more than are admitted.
+    concurrent = min(limits.max_pending, TRANSFORMS_PER_WORKER * limits.workers)
+    return reply({"MaxConcurrentTransforms": concurrent, "BatchStrategy": "MULTI_RECORD",
                   "MaxPayloadInMB": max(1, min(SAGEMAKER_MAX_PAYLOAD_MB, limits.max_body_bytes // MB))})
 
 
@@ -168,7 +173,7 @@ def answer_product(body: bytes, content_type: str, predictor: Any, admission: Ad
         return decoder.decode(data, max_image_pixels, draft_side=image_draft_side(predictor), admission=admission)
 
     if content_type in IMAGE_TYPES:
-        return admission.run(predictor.answer_attributes, decode(body), None).to_dict()
+        return answer_attributes(predictor, admission, decode(body), None, {}, {})
     item = load_json(body)
     data, names, params, prompt = parse_product_fields(item, predictor.schema.names, allow_prompt=True)
     facts = parse_facts(predictor, item)
@@ -176,7 +181,14 @@ def answer_product(body: bytes, content_type: str, predictor: Any, admission: Ad
     if prompt is not None:
         answer = admission.run(predictor.answer_prompt, image, prompt, **params)
         return {"answer": answer.text, "confidence": round(answer.confidence, 4)}
-    return admission.run(predictor.answer_attributes, image, names, facts, **params).to_dict()
+    return answer_attributes(predictor, admission, image, names, facts, params)
+
+
+def answer_attributes(predictor: Any, admission: Admission, image: Any, names: list[str] | None,
+                      facts: dict[str, Any], params: dict[str, int]) -> dict[str, Any]:
+    """One product's attributes, in a model call shared with other requests' products (model_queue)."""
+    item = product_item(predictor, image, names, facts)  # preprocessed here, in the request thread
+    return admission.run_batched(predictor.answer_attributes_many, [item], **params)[0].to_dict()
 
 
 # -- errors: every one is {"error": ...} ----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """JSON Lines requests (SageMaker Batch Transform, asynchronous inference): one result line per product line.
 
-Valid products are answered `batch_products` at a time in one batched generation. A line that cannot be
-answered gets its error on its own line, with its id, and costs the others nothing:
+Valid products go to the model queue `batch_products` (MAX_BATCH_PRODUCTS) at a time; the queue answers
+them in one batched call, with other requests' products when there is room (model_queue.py). A line that
+cannot be answered gets its error on its own line, with its id, and costs the others nothing:
 
 - a bad line (JSON, fields, facts, then image: the facts are checked before the image is decoded) gets its
   error before any generation, whatever exception its reading raised;
@@ -83,6 +84,13 @@ def answer_jsonlines(body: bytes, predictor: Any, admission: Admission, *, batch
     return "".join(json.dumps(result, ensure_ascii=False) + "\n" for result in results)
 
 
+def product_item(predictor: Any, image: Any, names: list[str] | None, facts: dict[str, Any]) -> Any:
+    """The item `predictor.answer_attributes_many` takes for one product, preprocessed in the calling
+    thread when the predictor can (`prepare`), so that the model thread only runs the model."""
+    prepare = getattr(predictor, "prepare", None)
+    return prepare(image, names, facts) if prepare is not None else (image, names, facts)
+
+
 def read_line(index: int, line: bytes, predictor: Any, admission: Admission, ids: dict[int, Any],
               max_image_pixels: int, draft_side: int | None, decoder: DecodePool | None):
     """(product, generation parameters) of one line; RequestError(400) for anything wrong with it, the
@@ -117,8 +125,8 @@ def answer_batch(batch: list[Product], params: dict[str, int], predictor: Any, a
     product's failure: it is returned, the batch's lines stay unanswered, and the caller stops.
     """
     try:
-        answers = admission.run(predictor.answer_attributes_many,
-                                [(image, names, facts) for _, _, image, names, facts in batch], **params)
+        items = [product_item(predictor, image, names, facts) for _, _, image, names, facts in batch]
+        answers = admission.run_batched(predictor.answer_attributes_many, items, **params)
     except StatusError as exc:
         return exc
     except Exception as exc:

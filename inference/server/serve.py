@@ -64,6 +64,15 @@ def _number(env: Mapping[str, str], name: str, default: float, kind=int, minimum
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise SystemExit(f"serve: {name}={env.get(name)!r} must be one of {', '.join(choices)}")
+    return value
+
+
+DEFAULT_MAX_PENDING = 100
+DECODING_MODES = ("auto", "eager", "compiled")  # runtime.decoding.MODES, without importing torch
 SAGEMAKER_SIGKILL_AFTER_S = 30  # SageMaker sends SIGKILL this long after SIGTERM (docs/endpoint-contract.md)
 SPARE_THREADS = 4  # request threads never admitted to the model: /ping, /execution-parameters, 503 refusals
 # On SIGTERM, every admitted request is answered this long before gunicorn's graceful timeout ends the
@@ -79,18 +88,22 @@ class ServeSettings:
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 1
-    threads: int = 4 + SPARE_THREADS
+    threads: int = DEFAULT_MAX_PENDING + SPARE_THREADS
     timeout_s: int = 120
     graceful_timeout_s: int = 25
     keepalive_s: int = 75
     limits: ServerLimits = field(default_factory=ServerLimits)
     device: str | None = None
+    decoding: str = "auto"  # compiled decoding on GPUs, eager elsewhere (runtime/decoding.py)
     gpus: list[str] = field(default_factory=list)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "ServeSettings":
         gpus = visible_gpus(env)
-        max_pending = _number(env, "MAX_PENDING_REQUESTS", 4, minimum=1)
+        # 100 admitted requests, as TorchServe's and MMS's job_queue_size (the servers of the SageMaker
+        # inference toolkit, which leaves it at its default: pytorch/serve docs/configuration.md), so that a
+        # burst fills batches instead of being refused (docs/endpoint-contract.md, "Back-pressure").
+        max_pending = _number(env, "MAX_PENDING_REQUESTS", DEFAULT_MAX_PENDING, minimum=1)
         threads = _number(env, "GUNICORN_THREADS", max_pending + SPARE_THREADS, minimum=1)
         if threads <= max_pending:
             raise SystemExit(f"serve: GUNICORN_THREADS={threads} must exceed MAX_PENDING_REQUESTS={max_pending}: "
@@ -108,7 +121,10 @@ class ServeSettings:
         limits = ServerLimits(
             max_body_bytes=int(body_mb * 1024 * 1024),
             max_image_pixels=_number(env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, minimum=1),
-            batch_products=_number(env, "BATCH_PRODUCTS", 8, minimum=1),
+            # BATCH_PRODUCTS: the earlier name, when it only sized JSON Lines batches.
+            batch_products=_number(env, "MAX_BATCH_PRODUCTS", _number(env, "BATCH_PRODUCTS", 16, minimum=1),
+                                   minimum=1),
+            batch_wait_ms=_number(env, "BATCH_WAIT_MS", 0.0, float, minimum=0),
             max_pending=max_pending,
             request_timeout_s=request_timeout,
             stuck_after_s=_number(env, "MODEL_STUCK_AFTER_S", max(300.0, request_timeout), float, minimum=0.001),
@@ -127,6 +143,7 @@ class ServeSettings:
             keepalive_s=_number(env, "GUNICORN_KEEPALIVE", 75, minimum=0),
             limits=limits,
             device=env.get("SERVE_DEVICE") or None,
+            decoding=_choice(env, "DECODING", "auto", DECODING_MODES),
             gpus=gpus,
         )
 
@@ -141,8 +158,8 @@ def load_predictor(settings: ServeSettings):
         return service
     from runtime.predictor import Predictor
 
-    predictor = Predictor.load(settings.model_dir, device=settings.device)
-    predictor.warm_up()
+    predictor = Predictor.load(settings.model_dir, device=settings.device, decoding=settings.decoding)
+    predictor.warm_up(max_products=settings.limits.batch_products)
     return predictor
 
 

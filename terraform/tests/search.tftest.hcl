@@ -282,15 +282,71 @@ run "search_serverless_concurrency_at_most_200" {
 }
 
 # Serverless Inference is CPU-only with a 10 GB image limit (serverless-endpoints.html); the inference
-# image is built on the CUDA PyTorch base (containers/inference/Dockerfile): a serverless CLIP endpoint
-# must name its own CPU image.
-run "root_serverless_search_needs_a_cpu_image" {
+# image is built on the CUDA PyTorch base (containers/inference/Dockerfile): a serverless CLIP endpoint runs
+# the CPU build (BASE_IMAGE=cpu-base) that CI and scripts/build_and_push.sh push as <sha>-cpu.
+run "root_serverless_search_runs_the_cpu_build_by_default" {
   command = plan
 
   variables {
     lambda_zip_path     = "tests/fixtures/lambda.zip"
     model_data_url      = "s3://loom-data-123456789012-us-east-1/models/job-1/output/model.tar.gz"
     inference_image_tag = "0123abc"
+    search = {
+      model_data_url = "s3://loom-data-123456789012-us-east-1/models/clip-1/model.tar.gz"
+    }
+  }
+
+  assert {
+    condition     = endswith(output.search_image_uri, "/loom-mock:0123abc-cpu") && endswith(output.inference_image_uri, ":0123abc")
+    error_message = "Without search.image_tag a serverless CLIP endpoint runs <inference_image_tag>-cpu, the CPU build; the attribute endpoint keeps the CUDA image."
+  }
+}
+
+run "root_realtime_search_runs_the_inference_image_by_default" {
+  command = plan
+
+  variables {
+    lambda_zip_path     = "tests/fixtures/lambda.zip"
+    model_data_url      = "s3://loom-data-123456789012-us-east-1/models/job-1/output/model.tar.gz"
+    inference_image_tag = "0123abc"
+    search = {
+      model_data_url = "s3://loom-data-123456789012-us-east-1/models/clip-1/model.tar.gz"
+      endpoint_type  = "realtime"
+    }
+  }
+
+  assert {
+    condition     = endswith(output.search_image_uri, "/loom-mock:0123abc")
+    error_message = "A real-time CLIP endpoint runs the inference image unless search.image_tag names another."
+  }
+}
+
+run "root_serverless_search_takes_a_named_cpu_image" {
+  command = plan
+
+  variables {
+    lambda_zip_path     = "tests/fixtures/lambda.zip"
+    model_data_url      = "s3://loom-data-123456789012-us-east-1/models/job-1/output/model.tar.gz"
+    inference_image_tag = "0123abc"
+    search = {
+      model_data_url = "s3://loom-data-123456789012-us-east-1/models/clip-1/model.tar.gz"
+      image_tag      = "v1.2-cpu"
+    }
+  }
+
+  assert {
+    condition     = endswith(output.search_image_uri, "/loom-mock:v1.2-cpu")
+    error_message = "search.image_tag, when given, is the CLIP endpoint's image."
+  }
+}
+
+run "root_serverless_search_needs_room_for_the_cpu_suffix" {
+  command = plan
+
+  variables {
+    lambda_zip_path     = "tests/fixtures/lambda.zip"
+    model_data_url      = "s3://loom-data-123456789012-us-east-1/models/job-1/output/model.tar.gz"
+    inference_image_tag = "a1234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234"
     search = {
       model_data_url = "s3://loom-data-123456789012-us-east-1/models/clip-1/model.tar.gz"
     }

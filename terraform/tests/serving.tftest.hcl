@@ -61,8 +61,8 @@ run "endpoint_defaults" {
   }
 
   assert {
-    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "20", MODEL_LOAD_TIMEOUT = "1380" }) && aws_sagemaker_model.this.primary_container[0].model_data_url == var.model_data_url && aws_sagemaker_model.this.primary_container[0].image == var.image_uri
-    error_message = "The model must run the given image and artifact with MAX_BODY_MB=20 and the server's load timeout below the startup window."
+    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "20", MODEL_LOAD_TIMEOUT = "1380", MAX_PENDING_REQUESTS = "100", MAX_BATCH_PRODUCTS = "16", BATCH_WAIT_MS = "0" }) && aws_sagemaker_model.this.primary_container[0].model_data_url == var.model_data_url && aws_sagemaker_model.this.primary_container[0].image == var.image_uri
+    error_message = "The model must run the given image and artifact with MAX_BODY_MB=20, the server's load timeout below the startup window and the batching defaults."
   }
 
   assert {
@@ -163,7 +163,7 @@ run "endpoint_kms_and_data_capture" {
   }
 
   assert {
-    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "8", LOG_LEVEL = "DEBUG", MODEL_LOAD_TIMEOUT = "1380" })
+    condition     = aws_sagemaker_model.this.primary_container[0].environment == tomap({ MAX_BODY_MB = "8", LOG_LEVEL = "DEBUG", MODEL_LOAD_TIMEOUT = "1380", MAX_PENDING_REQUESTS = "100", MAX_BATCH_PRODUCTS = "16", BATCH_WAIT_MS = "0" })
     error_message = "The environment variable must merge over the MAX_BODY_MB default."
   }
 }

@@ -159,7 +159,7 @@ def test_a_3_mb_photo_is_a_413_on_a_serverless_endpoint_and_passes_on_a_real_tim
     status, body = call(post_event(path, {"image": image, **fields}))
     assert status == 413, body
     assert "4000000 bytes" in body["error"] and "serverless endpoint" in body["error"]
-    assert "photo of at most 29" in body["error"]  # about 2.99 MB fits beside the JSON fields
+    assert "photo of at most 29" in body["error"]  # about 3.0 MB (2,999,9xx bytes) fits beside the JSON fields
 
 
 def test_the_interrogate_limit_is_checked_before_the_paid_caption_call(clip_endpoint, monkeypatch, three_mb_photo):

@@ -194,12 +194,14 @@ def test_images_workflow_assumes_the_oidc_role_with_least_permissions() -> None:
     assert workflow["permissions"] == {"contents": "read"}
     job = workflow["jobs"]["build-and-push"]
     assert job["permissions"] == {"id-token": "write", "contents": "read"}
-    assert sorted(job["strategy"]["matrix"]["image"]) == ["inference", "training"]
+    # training, inference and the inference image's CPU build (tests/infra/test_inference_image_cpu.py)
+    assert sorted(entry["image"] for entry in job["strategy"]["matrix"]["include"]) == ["inference", "inference", "training"]
     steps = {step.get("name"): step for step in job["steps"]}
     assert steps["Assume the CI role (OIDC)"]["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
     build = steps["Build and push"]["with"]
     assert build["context"] == "." and build["file"] == "containers/${{ matrix.image }}/Dockerfile"
-    assert build["tags"].endswith(":${{ env.IMAGE_TAG }}") and job["env"]["IMAGE_TAG"] == "${{ github.sha }}"
+    assert build["tags"].endswith(":${{ env.IMAGE_TAG }}")
+    assert job["env"]["IMAGE_TAG"] == "${{ github.sha }}${{ matrix.tag_suffix }}"
     assert build["cache-from"].startswith("type=gha") and build["cache-to"].startswith("type=gha")
     assert "image_uri=" in steps["Image URI"]["run"]
     # Only main is built (the CI role trusts main's OIDC subject); tags never reach the build job.

@@ -430,7 +430,9 @@ def _check_wiring(client, outputs: dict) -> None:
     assert model["PrimaryContainer"]["Image"] == outputs["inference_image_uri"]
     assert model["PrimaryContainer"]["ModelDataUrl"] == MODEL_DATA_URL
     # The server gives up loading 120 s before SageMaker's start-up health check window ends.
-    assert model["PrimaryContainer"]["Environment"] == {"MAX_BODY_MB": "20", "MODEL_LOAD_TIMEOUT": "1380"}
+    assert model["PrimaryContainer"]["Environment"] == {"MAX_BODY_MB": "20", "MODEL_LOAD_TIMEOUT": "1380",
+                                                        "MAX_PENDING_REQUESTS": "100", "MAX_BATCH_PRODUCTS": "16",
+                                                        "BATCH_WAIT_MS": "0"}
     assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 1500
     assert variant["ModelDataDownloadTimeoutInSeconds"] == 1200
     deployment = endpoint["LastDeploymentConfig"]

@@ -92,7 +92,7 @@ def test_spot_job_request_as_sent_and_stored(aws, tmp_path, capsys):
                                    "lora_target_modules": ["q", "v"]}))
     code = launch.main([
         *BASE_ARGS, "--job-name", "loom-train-test-1", "--upload-data", str(data), "--upload-images", str(images),
-        "--base-model", "s3://loom-test/base/tiny/", "--hyperparameters", str(hp_file), "--hp", "batch_size=32",
+        "--base-model", "s3://loom-test/data/base/tiny/", "--hyperparameters", str(hp_file), "--hp", "batch_size=32",
         "--kms-key-arn", KMS, "--spot", "--max-run-hours", "2", "--max-wait-hours", "4", "--tag", "project=loom", "--tag", "owner=ml",
         "--wait",
     ])
@@ -106,7 +106,7 @@ def test_spot_job_request_as_sent_and_stored(aws, tmp_path, capsys):
         "train": "s3://loom-test/data/train/",
         "validation": "s3://loom-test/data/validation/",
         "images": "s3://loom-test/data/images/",
-        "base_model": "s3://loom-test/base/tiny/",
+        "base_model": "s3://loom-test/data/base/tiny/",
     }
     assert job.hyper_parameters == {"max_steps": "300", "learning_rate": "0.003", "baseline": "false",
                                     "lora_target_modules": "q,v", "batch_size": "32"}
@@ -294,11 +294,29 @@ def test_a_clip_artifact_comes_in_as_the_optional_clip_channel():
     # The `train` program reads it at /opt/ml/input/data/clip (training/job_folders.py); SageMaker names a
     # channel's folder after ChannelName: https://docs.aws.amazon.com/sagemaker/latest/dg/your-algorithms-training-algo-running-container.html
     args = launch.parse_args(["--image-uri", IMAGE, "--role-arn", ROLE, "--bucket", "bkt",
-                              "--clip-artifact", "s3://bkt/models/clip"])
+                              "--clip-artifact", "s3://bkt/data/clip"])
     request = launch.training_job_request(launch.spec_from_args(args, "loom-x"))
     clip = [c for c in request["InputDataConfig"] if c["ChannelName"] == "clip"]
     assert clip == [{"ChannelName": "clip", "InputMode": "File", "DataSource": {"S3DataSource": {
-        "S3DataType": "S3Prefix", "S3Uri": "s3://bkt/models/clip/", "S3DataDistributionType": "FullyReplicated"}}}]
+        "S3DataType": "S3Prefix", "S3Uri": "s3://bkt/data/clip/", "S3DataDistributionType": "FullyReplicated"}}}]
     plain = launch.training_job_request(launch.spec_from_args(launch.parse_args(
         ["--image-uri", IMAGE, "--role-arn", ROLE, "--bucket", "bkt"]), "loom-x"))
     assert "clip" not in [c["ChannelName"] for c in plain["InputDataConfig"]]
+
+
+@pytest.mark.parametrize("flag, uri, ok", [
+    ("--base-model", "s3://bkt/data/base-models/blip2/", True),
+    ("--base-model", "s3://bkt/base-models/blip2/", False),     # the training role cannot read it
+    ("--clip-artifact", "s3://bkt/models/clip-1/", False),    # models/ is write-only for the training role
+    ("--clip-artifact", "s3://bkt/data/clip/", True),
+    ("--images", "s3://other-bucket/images/", True),            # another bucket: its own policy decides
+])
+def test_channels_in_the_project_bucket_must_be_readable_by_the_training_role(flag, uri, ok):
+    """terraform/modules/training/main.tf lets the role read data/ and checkpoints/ only: anything else in the
+    bucket would fail inside the job with AccessDenied, after the instance started."""
+    args = launch.parse_args(["--image-uri", IMAGE, "--role-arn", ROLE, "--bucket", "bkt", flag, uri])
+    if ok:
+        launch.spec_from_args(args, "job-1")
+    else:
+        with pytest.raises(jobs.JobConfigError, match="reads only data/"):
+            launch.spec_from_args(args, "job-1")

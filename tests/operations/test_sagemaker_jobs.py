@@ -169,7 +169,7 @@ def test_instance_storage_rule_refuses_non_instance_types(bad):
         jobs.has_instance_storage(bad)
 
 
-def test_terraform_endpoint_module_applies_the_same_instance_storage_rule():
+def test_terraform_instance_storage_module_applies_the_same_rule():
     """Terraform decides KmsKeyId with its own regex (HCL cannot import Python), in the one module the
     endpoint and search modules share (terraform/modules/instance_storage): same answers."""
     import re

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from runtime.decoding import LENGTH_STEP, Decoder, row_bucket
 from runtime.predictor import ImageTokenError, Predictor
 from training import synthetic
 
@@ -74,28 +75,75 @@ def test_beam_search_answers_equal_per_question_generate(predictor, images):
         assert answer.token_ids == reference_ids(predictor, images[1], question, max_new_tokens=6, num_beams=3)
 
 
-def test_a_static_cache_gives_the_same_answers(predictor, images, monkeypatch):
+def test_compiled_decoding_pads_to_its_shapes_and_gives_the_same_answers(predictor, images, monkeypatch):
+    # On CPU transformers does not compile (its auto-compile is for accelerators): this runs the compiled
+    # mode's static caches, initialised before use, and its row and length padding, against eager decoding.
     lm = predictor.model.language_model
-    generate, caches = lm.generate, []
+    generate, seen = lm.generate, []
 
     def recording_generate(*args, **kwargs):
         out = generate(*args, **kwargs)
-        caches.append(type(out.past_key_values.self_attention_cache).__name__)
+        seen.append((type(out.past_key_values.self_attention_cache).__name__, out.sequences.shape[0],
+                     kwargs["inputs_embeds"].shape[1] % LENGTH_STEP))
         return out
 
     monkeypatch.setattr(lm, "generate", recording_generate)
     qs = questions(predictor)
     for image in images[:2]:
-        dynamic = predictor.generate(image, qs, max_new_tokens=8)
-        predictor.cache_implementation = "static"
-        try:
-            static = predictor.generate(image, qs, max_new_tokens=8)
-        finally:
-            predictor.cache_implementation = None
-        assert [a.token_ids for a in static] == [a.token_ids for a in dynamic]
-        assert [a.confidence for a in static] == pytest.approx([a.confidence for a in dynamic], abs=1e-5)
-        assert len({tuple(a.token_ids) for a in dynamic}) >= len(qs) // 2  # answers that differ by question
-    assert caches == ["DynamicCache", "StaticCache"] * 2  # the static run really used a static cache
+        eager = predictor.generate(image, qs, max_new_tokens=8)
+        monkeypatch.setattr(predictor.decoder, "mode", "compiled")
+        compiled = predictor.generate(image, qs, max_new_tokens=8)
+        monkeypatch.setattr(predictor.decoder, "mode", "eager")
+        assert [a.token_ids for a in compiled] == [a.token_ids for a in eager]
+        assert [a.confidence for a in compiled] == pytest.approx([a.confidence for a in eager], abs=1e-5)
+        assert len({tuple(a.token_ids) for a in eager}) >= len(qs) // 2  # answers that differ by question
+    # 9 rows padded to 12, the encoder length to a multiple of 16; eager runs unpadded with a dynamic cache.
+    assert [(kind, rows, rem == 0) for kind, rows, rem in seen] == [("DynamicCache", 9, False),
+                                                                    ("StaticCache", 12, True)] * 2
+    assert row_bucket(1) == 8 and row_bucket(9) == 12 and row_bucket(13) == 16 and row_bucket(144) == 192
+
+
+def test_a_failing_compilation_falls_back_to_eager_answers(predictor, images, monkeypatch):
+    # The compile really runs (torch.compile, forced on CPU) with a backend that fails, as inductor or
+    # CUDA graphs may on a GPU: the call is answered eagerly, the same answers, and the mode stays eager.
+    from transformers import CompileConfig
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no kernel for this shape")
+
+    config = CompileConfig(backend=broken_backend, mode=None, fullgraph=False, dynamic=False)
+    config._compile_all_devices = True
+    qs = questions(predictor)
+    eager = predictor.generate(images[0], qs, max_new_tokens=8)
+    monkeypatch.setattr(predictor, "decoder", Decoder(predictor.model.language_model, "compiled", config))
+    assert predictor.decoding == "compiled"
+    answers = predictor.generate(images[0], qs, max_new_tokens=8)
+    assert [a.token_ids for a in answers] == [a.token_ids for a in eager]
+    assert predictor.decoding == "eager" and "no kernel for this shape" in predictor.decoder.failure
+    assert [a.token_ids for a in predictor.generate(images[0], qs, max_new_tokens=8)] == [a.token_ids for a in eager]
+
+
+def test_warm_up_compiles_every_padded_shape_and_turns_off_on_answers_that_differ(untrained_artifact, monkeypatch):
+    predictor = Predictor.load(untrained_artifact, decoding="compiled")  # on CPU: the static, padded path
+    shapes = []
+    compiled = predictor.decoder._compiled
+
+    def recording(embeds, mask, max_new_tokens):
+        shapes.append(embeds.shape[0])
+        return compiled(embeds, mask, max_new_tokens)
+
+    monkeypatch.setattr(predictor.decoder, "_compiled", recording)
+    predictor.warm_up(max_products=2)  # 8 questions a product: up to 16 rows
+    assert predictor.decoding == "compiled" and predictor.decoder.failure is None
+    assert shapes == [8, 8, 12, 16, 8]  # the check against eager, then rows 8, 12, 16, then the last warm-up call
+
+    def wrong(embeds, mask, max_new_tokens):
+        sequences, logprobs = compiled(embeds, mask, max_new_tokens)
+        return sequences + 1, logprobs  # other tokens: what an overwritten buffer would give
+
+    monkeypatch.setattr(predictor.decoder, "_compiled", wrong)
+    predictor.warm_up(max_products=1)
+    assert predictor.decoding == "eager" and "differ from eager" in predictor.decoder.failure
 
 
 def test_confidence_is_the_mean_probability_of_the_generated_tokens(predictor, images):

@@ -349,7 +349,7 @@ def test_jsonlines_isolates_the_product_the_model_fails_on():
 
 
 def test_execution_parameters_and_accept(client):
-    assert client.get("/execution-parameters").json == {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD",
+    assert client.get("/execution-parameters").json == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD",
                                                         "MaxPayloadInMB": 1}
     response = client.post("/invocations", data=json.dumps({"image": b64(RGB_PNG)}), content_type="application/json",
                            headers={"Accept": "image/png"})

@@ -155,7 +155,9 @@ def test_an_accepted_image_at_the_pixel_limit_adds_a_bounded_peak(hostile):
     added, (status, _, answer) = peak_rss_added_mb(hostile, lambda: hostile.post({"image": b64(data)},
                                                                                   timeout=60))
     assert status in (200, 504), answer[:300]  # 504: a slow machine; the decode still ran
-    assert added < 150, added
+    # Measured 144 MB (docs/endpoint-contract.md); before the bounds it was 356 MB. 200 MB leaves room for the
+    # allocator's variation between runs and still fails on the unbounded decode.
+    assert added < 200, added
 
 
 def test_a_decode_past_the_deadline_is_504_and_ping_stays_fast(tight):

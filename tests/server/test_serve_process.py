@@ -95,7 +95,7 @@ def slow_server(untrained_artifact, tmp_path_factory):
     """Every generation takes 1.5 s; requests have 2 s; a model call past 1 s counts as stuck."""
     server = start(Server(untrained_artifact, tmp_path_factory.mktemp("slow"), DRILL_SLOW_S="1.5",
                           DRILL_LOAD_DELAY_S="0", REQUEST_TIMEOUT_S="2", MODEL_STUCK_AFTER_S="1",
-                          BATCH_PRODUCTS="1", SAGEMAKER_MAX_PAYLOAD_IN_MB="2"))
+                          MAX_BATCH_PRODUCTS="1", SAGEMAKER_MAX_PAYLOAD_IN_MB="2"))
     yield server
     server.stop(timeout=5)
 
@@ -250,7 +250,7 @@ def test_execution_parameters_for_batch_transform(server):
     # MaxConcurrentTransforms "If ... left unset, SageMaker checks the optional execution-parameters").
     status, headers, body = server.request("GET", "/execution-parameters")
     assert status == 200 and headers["Content-Type"] == "application/json"
-    assert json.loads(body) == {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 1}
+    assert json.loads(body) == {"MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 1}
     check_contract(json.loads(body), "ExecutionParameters")
 
 
@@ -317,7 +317,7 @@ def test_a_long_asynchronous_request_completes_past_gunicorns_timeout(untrained_
     # deadline comes from REQUEST_TIMEOUT_S, and gunicorn's `timeout` (a worker heartbeat, not a request
     # limit in the gthread worker) must not kill a worker that is busy with a long JSON Lines request.
     server = start(Server(untrained_artifact, tmp_path, DRILL_SLOW_S="1.5", DRILL_LOAD_DELAY_S="0",
-                          BATCH_PRODUCTS="1", REQUEST_TIMEOUT_S="30", GUNICORN_TIMEOUT="2"))
+                          MAX_BATCH_PRODUCTS="1", REQUEST_TIMEOUT_S="30", GUNICORN_TIMEOUT="2"))
     try:
         workers = server.workers()
         started = time.monotonic()
@@ -352,13 +352,16 @@ def test_serve_settings_come_from_the_environment(tmp_path):
     from inference.server.serve import ServeSettings, gunicorn_options, resolve_model_dir, visible_gpus
 
     settings = ServeSettings.from_env({"SM_MODEL_DIR": str(tmp_path), "SAGEMAKER_BIND_TO_PORT": "9000",
-                                       "MAX_BODY_MB": "5", "MAX_IMAGE_PIXELS": "123", "GUNICORN_THREADS": "8",
+                                       "MAX_BODY_MB": "5", "MAX_IMAGE_PIXELS": "123",
                                        "MODEL_LOAD_TIMEOUT": "60", "CUDA_VISIBLE_DEVICES": "0,1"})
     assert (settings.model_dir, settings.host, settings.port) == (tmp_path, "0.0.0.0", 9000)
-    assert (settings.workers, settings.threads) == (2, 8)  # one worker per GPU
+    assert (settings.workers, settings.threads) == (2, 104)  # one worker per GPU; 100 admitted + 4 spare
     limits = settings.limits
     assert (limits.max_body_bytes, limits.max_image_pixels, limits.load_timeout_s) == (5 << 20, 123, 60.0)
-    assert (limits.max_pending, limits.request_timeout_s, limits.workers) == (4, 60.0, 2)
+    # A queue of 100, as TorchServe's job_queue_size default (pytorch/serve docs/configuration.md), which the
+    # SageMaker inference toolkit keeps: a burst of single products fills batches instead of 503s.
+    assert (limits.max_pending, limits.request_timeout_s, limits.workers) == (100, 60.0, 2)
+    assert (limits.batch_products, limits.batch_wait_ms, settings.decoding) == (16, 0.0, "auto")
     options = gunicorn_options(settings)
     assert options["bind"] == ["0.0.0.0:9000"] and options["worker_class"] == "gthread"
     assert options["preload_app"] is False and options["timeout"] >= 60
@@ -366,9 +369,16 @@ def test_serve_settings_come_from_the_environment(tmp_path):
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
     with pytest.raises(SystemExit, match="GUNICORN_WORKERS"):
         ServeSettings.from_env({"GUNICORN_WORKERS": "many"})
-    assert ServeSettings.from_env({"BATCH_PRODUCTS": "16"}).limits.batch_products == 16
-    with pytest.raises(SystemExit, match="BATCH_PRODUCTS"):
-        ServeSettings.from_env({"BATCH_PRODUCTS": "0"})
+    assert ServeSettings.from_env({"BATCH_PRODUCTS": "8"}).limits.batch_products == 8  # the earlier name
+    assert ServeSettings.from_env({"BATCH_PRODUCTS": "8", "MAX_BATCH_PRODUCTS": "32"}).limits.batch_products == 32
+    with pytest.raises(SystemExit, match="MAX_BATCH_PRODUCTS"):
+        ServeSettings.from_env({"MAX_BATCH_PRODUCTS": "0"})
+    assert ServeSettings.from_env({"BATCH_WAIT_MS": "2.5"}).limits.batch_wait_ms == 2.5
+    with pytest.raises(SystemExit, match="BATCH_WAIT_MS"):
+        ServeSettings.from_env({"BATCH_WAIT_MS": "-1"})
+    assert ServeSettings.from_env({"DECODING": "Eager"}).decoding == "eager"
+    with pytest.raises(SystemExit, match="DECODING"):
+        ServeSettings.from_env({"DECODING": "fast"})
     # /ping needs threads that are never admitted to the model; SIGKILL comes 30 s after SIGTERM.
     assert ServeSettings.from_env({"MAX_PENDING_REQUESTS": "6"}).threads == 10
     with pytest.raises(SystemExit, match="must exceed MAX_PENDING_REQUESTS"):

@@ -147,7 +147,9 @@ def test_training_image_installs_only_the_train_extra_on_the_pinned_torch():
     from dockerfile_parse import DockerfileParser
 
     parser = DockerfileParser(str(ROOT / "containers" / "training" / "Dockerfile"))
-    assert "2.13.0" in parser.baseimage and "cuda" in parser.baseimage  # torch pin of pyproject.toml
+    # BASE_IMAGE names the cuda-base stage, a literal FROM of the CUDA PyTorch image (Dependabot reads it)
+    assert parser.baseimage == "cuda-base" and "FROM pytorch/pytorch:2.13.0-cuda" in parser.content
+    assert any("2.13.0" in image and "cuda" in image for image in parser.parent_images)  # torch pin of pyproject.toml
     copies = [i["value"].split()[0] for i in parser.structure if i["instruction"] == "COPY"]
     # the contract, the model runtime (the predictor and image decoder: one path for training and serving),
     # training; never the web server or the operator's commands

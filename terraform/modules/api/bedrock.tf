@@ -27,10 +27,29 @@ locals {
     [for r in local.bedrock_model_regions : "arn:${local.partition}:bedrock:${r}::foundation-model/${local.bedrock_foundation_model}"],
     local.bedrock_geo == "global" ? ["arn:${local.partition}:bedrock:::foundation-model/${local.bedrock_foundation_model}"] : [],
   )
-  # A geographic profile can only be called from a source Region of its geography.
-  bedrock_source_region_prefix = {
-    us = "us-", "us-gov" = "us-gov-", eu = "eu-", apac = "ap-", jp = "ap-northeast-", au = "ap-southeast-", ca = "ca-", global = ""
+  # A geographic profile can only be called from a source Region of its geography. The same sets as
+  # inference/api/describe.py (PROFILE_SOURCE_REGIONS, PROFILE_SOURCE_PREFIXES, profile_callable_from),
+  # which tests/infra/test_terraform_bedrock_regions.py compares with these: jp. is Tokyo and Osaka, au. is
+  # Sydney and Melbourne (Seoul and Singapore have apac. only), apac. is also called from me-central-1,
+  # us. is not GovCloud, global. is any commercial Region.
+  #   https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html
+  bedrock_source_regions = {
+    jp = ["ap-northeast-1", "ap-northeast-3"]
+    au = ["ap-southeast-2", "ap-southeast-4"]
   }
+  bedrock_source_prefixes = {
+    us = ["us-"], "us-gov" = ["us-gov-"], eu = ["eu-"], apac = ["ap-", "me-central-1"], ca = ["ca-"]
+  }
+  bedrock_excluded_prefixes = {
+    us = ["us-gov-"], global = ["us-gov-", "cn-", "us-iso"]
+  }
+  bedrock_geo_key = local.bedrock_geo == null ? "" : local.bedrock_geo
+  bedrock_callable_here = local.bedrock_geo == null || (
+    contains(keys(local.bedrock_source_regions), local.bedrock_geo_key)
+    ? contains(lookup(local.bedrock_source_regions, local.bedrock_geo_key, []), local.region)
+    : ((local.bedrock_geo_key == "global" || anytrue([for p in lookup(local.bedrock_source_prefixes, local.bedrock_geo_key, []) : startswith(local.region, p)]))
+    && !anytrue([for p in lookup(local.bedrock_excluded_prefixes, local.bedrock_geo_key, []) : startswith(local.region, p)]))
+  )
   bedrock_invoke_actions = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
 
   # For-filters, not conditionals: the two branches would be tuples of different lengths.

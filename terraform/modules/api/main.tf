@@ -79,8 +79,8 @@ resource "aws_iam_role_policy" "lambda" {
 
   lifecycle {
     precondition {
-      condition     = local.bedrock_geo == null || startswith(local.region, lookup(local.bedrock_source_region_prefix, coalesce(local.bedrock_geo, "global"), ""))
-      error_message = "bedrock_model_id ${var.bedrock_model_id} is a ${coalesce(local.bedrock_geo, "-")}. inference profile, which cannot be called from ${local.region}: use the profile of this Region's geography (e.g. eu.… in eu-*, apac.… in ap-*) or a global.… profile."
+      condition     = local.bedrock_callable_here
+      error_message = "bedrock_model_id ${var.bedrock_model_id} is a ${coalesce(local.bedrock_geo, "-")}. inference profile, which cannot be called from ${local.region}: use the profile of this Region's geography (e.g. eu.… in eu-*, apac.… in ap-* and me-central-1, jp.… only in ap-northeast-1/3, au.… only in ap-southeast-2/4) or a global.… profile (commercial Regions)."
     }
   }
 }

@@ -53,7 +53,7 @@ variable "bedrock_model_id" {
       can(regex("^((global|us-gov|us|eu|apac|jp|au|ca)\\.)?[a-z0-9-]+\\.[a-z0-9][a-z0-9._:-]*$", var.bedrock_model_id)) ||
       can(regex("^arn:aws[a-z-]*:bedrock:[a-z0-9-]+:[0-9]{12}:inference-profile/(global|us-gov|us|eu|apac|jp|au|ca)\\.[a-z0-9-]+\\.[a-z0-9][a-z0-9._:-]*$", var.bedrock_model_id))
     )
-    error_message = "bedrock_model_id must be an inference profile id such as us.anthropic.claude-sonnet-4-6, its inference-profile ARN, or a foundation model id such as amazon.nova-lite-v1:0."
+    error_message = "bedrock_model_id must be an inference profile id such as us.anthropic.claude-sonnet-5-5 (the default), its inference-profile ARN, or a foundation model id such as amazon.nova-lite-v1:0."
   }
 }
 

@@ -5,6 +5,19 @@
 # runs them as the Model's execution role; so this role may also read batch/input/ and write
 # batch/output/. A separate batch role would need a second Model duplicating image and artifact.
 
+# The container's serving defaults (docs/inference.md): a queue of 100 admitted requests per worker
+# (TorchServe's job_queue_size default) and batches of up to 16 products across requests, taken without
+# waiting. var.environment overrides any of them.
+locals {
+  serving_defaults = {
+    MAX_BODY_MB          = "20"
+    MODEL_LOAD_TIMEOUT   = tostring(local.model_load_timeout)
+    MAX_PENDING_REQUESTS = "100"
+    MAX_BATCH_PRODUCTS   = "16"
+    BATCH_WAIT_MS        = "0"
+  }
+}
+
 locals {
   artifact_bucket = split("/", trimprefix(var.model_data_url, "s3://"))[0]
   artifact_key    = join("/", slice(split("/", trimprefix(var.model_data_url, "s3://")), 1, length(split("/", trimprefix(var.model_data_url, "s3://")))))
@@ -27,7 +40,7 @@ locals {
   # The server gives up loading the model (and /ping reports why) before SageMaker's startup health
   # check window ends, so that the failure carries the server's message, not only a timeout.
   model_load_timeout = var.container_startup_timeout_seconds - 120
-  environment        = merge({ MAX_BODY_MB = "20", MODEL_LOAD_TIMEOUT = tostring(local.model_load_timeout) }, var.environment)
+  environment        = merge(local.serving_defaults, var.environment)
   resource_id        = "endpoint/${var.endpoint_name}/variant/${var.variant_name}"
   model_name         = "${var.endpoint_name}-${substr(sha1(jsonencode([var.image_uri, var.model_data_url, var.model_data_compression, local.environment])), 0, 8)}"
   # min_capacity is not part of the name: autoscaling owns the instance count once the endpoint

@@ -65,7 +65,7 @@ variable "model_data_url" {
 }
 
 variable "environment" {
-  description = "Extra environment of the inference container, merged over { MAX_BODY_MB = \"20\" }."
+  description = "Extra environment of the inference container, merged over the serving defaults { MAX_BODY_MB = \"20\", MODEL_LOAD_TIMEOUT, MAX_PENDING_REQUESTS = \"100\", MAX_BATCH_PRODUCTS = \"16\", BATCH_WAIT_MS = \"0\" }."
   type        = map(string)
   default     = {}
   nullable    = false
