@@ -126,7 +126,6 @@ module "api" {
   guardrail_version               = var.bedrock_guardrail_version
   disable_execute_api_endpoint    = var.api_disable_execute_api_endpoint
   alarm_actions                   = var.alarm_actions
-  min_confidence                  = var.min_confidence
   log_level                       = var.log_level
   lambda_zip_path                 = var.lambda_zip_path
   lambda_runtime                  = var.lambda_runtime

@@ -82,9 +82,11 @@ class TrainingConfig:
     quality_gate: bool = True
     min_exact_match: float = 0.0
 
-    # Calibration: per attribute, the lowest value confidence at which stated answers reached this precision
-    # on the validation split (loom/calibration.py); an attribute that reaches it nowhere is never stated.
+    # Calibration (loom/calibration.py): per attribute, the lowest value confidence at which the validation
+    # answers show precision >= target_precision with probability calibration_confidence (fixed-sequence
+    # binomial tests); an attribute whose answers show it nowhere is never stated (`not_enough_evidence`).
     target_precision: float = 0.95
+    calibration_confidence: float = 0.95
 
     # Logging and checkpoints (spot training: resume from the newest complete checkpoint).
     log_every: int = 10
@@ -115,6 +117,8 @@ class TrainingConfig:
             raise ConfigError(f"train_file names a file in the train channel, not a path; got {self.train_file!r}")
         if not 0.5 <= self.target_precision <= 1.0:
             raise ConfigError(f"target_precision must be in [0.5, 1], got {self.target_precision}")
+        if not 0.5 <= self.calibration_confidence <= 0.999:
+            raise ConfigError(f"calibration_confidence must be in [0.5, 0.999], got {self.calibration_confidence}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.warmup_ratio < 1.0:

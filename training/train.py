@@ -389,7 +389,8 @@ def calibrate_answers(paths: JobPaths, job: JobSettings, data: JobData, answers,
     from training import calibrate
 
     records = calibrate.records_from_predictions(answers, data.schema)
-    calibration = calibrate.calibrate_artifact(paths.model, records, job.config.target_precision)
+    calibration = calibrate.calibrate_artifact(paths.model, records, job.config.target_precision,
+                                             job.config.calibration_confidence)
     log(calibrate.format_calibration(calibration))
     return calibration.to_dict()
 

@@ -123,7 +123,6 @@ resource "aws_lambda_function" "api" {
       ENDPOINT_NAME           = var.endpoint_name
       BEDROCK_MODEL_ID        = var.bedrock_model_id
       DESCRIPTION_BACKEND     = "bedrock"
-      MIN_CONFIDENCE          = tostring(var.min_confidence)
       POWERTOOLS_SERVICE_NAME = "loom-api"
       LOG_LEVEL               = var.log_level
     })

@@ -81,18 +81,6 @@ variable "bedrock_marketplace_product_ids" {
   }
 }
 
-variable "min_confidence" {
-  description = "Attributes below this confidence are dropped (MIN_CONFIDENCE)."
-  type        = number
-  default     = 0.5
-  nullable    = false
-
-  validation {
-    condition     = var.min_confidence >= 0 && var.min_confidence <= 1
-    error_message = "min_confidence must be between 0 and 1."
-  }
-}
-
 variable "log_level" {
   description = "LOG_LEVEL of the Lambda."
   type        = string
