@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.loom-installed
 TORCH_VERSION := 2.13.0
 CHECKOV_VENV := .cache/checkov-venv
+SDK_VENV := .cache/sdk-venv
 OPS_VENV := .venv-ops
 OPS_STAMP := $(OPS_VENV)/.loom-installed
 # Extra pip arguments for the torch install, e.g. the CPU-only index on a CI runner (see .github/workflows/ci.yml).
@@ -17,11 +18,12 @@ CATALOG ?=
 BASE_MODEL ?=
 DEMO_ARGS ?=
 
-.PHONY: venv test test-fast demo search-demo screenshots bench bench-gpu bench-train loadtest lambda-zip lint checkov-venv clean help
+.PHONY: venv test test-sdk test-fast demo search-demo screenshots bench bench-gpu bench-train loadtest lambda-zip lint checkov-venv clean help
 
 help:
 	@echo "make demo        the whole flow offline on a synthetic catalog (creates .venv)"
 	@echo "make test        the test suite, static checks and Terraform checks (creates .venv)"
+	@echo "make test-sdk    the SageMaker Python SDK path (installs loom[sdk] in .cache/sdk-venv, ~1 GB)"
 	@echo "make bench       the model call a request makes vs one generate per question, tiny model on CPU, 3 rounds (last line: speedup <ratio>)"
 	@echo "make bench-gpu   real-size served call on a CUDA GPU: N=1/4/16 a call, eager and compiled, floor, profile (< 8 min)"
 	@echo "make bench-train training steps: every row through the vision tower vs each photo once (last line: speedup <ratio>)"
@@ -49,8 +51,19 @@ $(CHECKOV_VENV)/bin/checkov:
 
 checkov-venv: $(CHECKOV_VENV)/bin/checkov
 
+# The SageMaker Python SDK (loom[sdk]) in a virtualenv of its own: ~126 packages, ~950 MB with mlflow.
+$(SDK_VENV)/.installed: pyproject.toml
+	@mkdir -p .cache
+	@test -x $(SDK_VENV)/bin/python || $(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[sdk]'
+	@touch $@
+
 test: venv checkov-venv
 	CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov $(BIN)/python -m pytest
+
+# Not part of `make test` (nor CI): the SDK is an optional extra and a 1 GB install.
+test-sdk: venv $(SDK_VENV)/.installed
+	LOOM_SDK_PYTHON=$(abspath $(SDK_VENV))/bin/python $(BIN)/python -m pytest tests/operations/test_sdk_path.py
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"

@@ -8,7 +8,9 @@ Every asked attribute ends in exactly one place:
   "unparsed" (the answer is not `Label: Value`; value null), "unknown_value" (a value never seen in
   training), "not_applicable" (the attribute does not apply to the product type; not asked, value and
   confidence null), "below_threshold" (below the calibrated threshold, or the attribute applies only to
-  some product types and the product type itself is not stated).
+  some product types and the product type itself is not stated), "not_enough_evidence" (the validation
+  answers do not show the precision asked at any threshold, with the calibration's confidence: no
+  confidence states it; loom.calibration).
 `confidence` holds the value confidence of every asked attribute. Where the model would state a value that
 differs from a merchant's, `conflicts` lists it. Without calibration (manifests older than it) every parsed,
 known value is stated, as before.
@@ -24,7 +26,7 @@ from loom.calibration import Calibration
 from loom.errors import echo
 from loom.schema import AttributeSchema
 
-REASONS = ("below_threshold", "not_applicable", "unknown_value", "unparsed")
+REASONS = ("below_threshold", "not_applicable", "not_enough_evidence", "unknown_value", "unparsed")
 MAX_KNOWN_VALUE_CHARS = 64
 MAX_KNOWN_ATTRIBUTES = 32  # a schema has about ten attributes
 MAX_NAME_CHARS = 40
@@ -94,7 +96,9 @@ def withheld_reason(schema: AttributeSchema, calibration: Calibration | None, na
     if calibration is None or name not in calibration.attributes:
         return None  # not calibrated: stated, as before calibration existed
     threshold = calibration.threshold(name, min_precision)
-    return None if threshold is not None and answer.confidence >= threshold else "below_threshold"
+    if threshold is None:
+        return "not_enough_evidence"
+    return None if answer.confidence >= threshold else "below_threshold"
 
 
 def state_answers(

@@ -225,20 +225,28 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def calibration_metrics(calibration: Mapping[str, Any]) -> dict[str, Any]:
+    """The "calibration" section of an artifact's metrics: loom.calibration's dict (target, confidence, and per
+    attribute the threshold, answers, precision, lower bound, coverage, reason) without the per-confidence
+    evidence counts, which only the manifest keeps."""
+    return {**{k: v for k, v in calibration.items() if k != "attributes"}, "attributes": {
+        name: {k: v for k, v in a.items() if k != "evidence"} for name, a in calibration["attributes"].items()}}
+
+
 def write_calibration(model_dir: str | Path, calibration: Mapping[str, Any],
                       records: Iterable[tuple[str, bool, float | None]]) -> Path:
     """Store thresholds (loom.calibration's dict) in the manifest, and the records they were fitted on.
 
-    The metrics (manifest and metrics.json) get "calibration": threshold, precision and coverage per attribute.
+    The metrics (manifest and metrics.json) get "calibration": the target, the confidence, and per attribute
+    the threshold, the validation answers it rests on (`stated` of `examples`), the observed precision, its
+    lower confidence bound, the coverage and, for an attribute never stated, the reason (the evidence stays
+    in the manifest only).
     """
     paths = ArtifactPaths.of(model_dir)
     manifest = read_json(paths.manifest, missing=f"{model_dir} has no {MANIFEST_FILE}: write the manifest first")
     manifest["calibration"] = dict(calibration)
     write_json(paths.manifest, manifest)
-    record_metrics(model_dir, "calibration", {
-        "target_precision": calibration["target_precision"], "attributes": {
-            name: {k: a[k] for k in ("threshold", "precision", "coverage", "examples")}
-            for name, a in calibration["attributes"].items()}})
+    record_metrics(model_dir, "calibration", calibration_metrics(calibration))
     paths.evaluation.mkdir(parents=True, exist_ok=True)
     with paths.calibration_records.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -256,6 +264,29 @@ def read_calibration_records(model_dir: str | Path) -> list[tuple[str, bool, flo
     with path.open(encoding="utf-8", newline="") as handle:
         return [(row["attribute"], row["correct"] == "1", float(row["confidence"]) if row["confidence"] else None)
                 for row in csv.DictReader(handle)]
+
+
+def read_calibration(model_dir: str | Path, manifest: Mapping[str, Any]) -> Any:
+    """The manifest's thresholds as a loom.calibration.Calibration, or None for an artifact without calibration.
+
+    A manifest written before thresholds came with a guarantee holds no evidence: it is refitted from
+    evaluation/calibration.csv under the current rule, at its own target; without that file it is refused
+    (SchemaError), rather than stating values on thresholds that were never shown to hold."""
+    from loom.calibration import Calibration
+
+    data = manifest.get("calibration")
+    if not data:
+        return None
+    if isinstance(data, Mapping) and "confidence" not in data and isinstance(data.get("attributes"), Mapping):
+        records = read_calibration_records(model_dir)
+        if not records:
+            raise SchemaError(f"{model_dir}: the manifest's calibration predates the evidence it must rest on and "
+                              f"{EVALUATION_DIR}/{CALIBRATION_FILE} is missing: calibrate the artifact again")
+        return Calibration.from_records(records, data)
+    try:
+        return Calibration.from_dict(data)
+    except ValueError as exc:
+        raise SchemaError(f"{ArtifactPaths.of(model_dir).manifest}: {exc}") from None
 
 
 def manifest_kind(model_dir: str | Path) -> str:

@@ -58,9 +58,8 @@ def describe_results(
 
     def describe(row: MutableMapping[str, Any]) -> bool:
         for attempt in range(retries + 1):
-            # Only stated values are described; a merchant value carries no model confidence.
-            confidence = {n: c for n, c in row.get("confidence", {}).items() if row.get("sources", {}).get(n) != "merchant"}
-            outcome = write_description(writer, row["attributes"], confidence,
+            # Exactly the stated values are described: the calibrated model values and the merchant's.
+            outcome = write_description(writer, row["attributes"],
                                         product_type=product_type, language=language,
                                         deadline=clock() + PRODUCT_BUDGET_S, clock=clock)
             if outcome.text is not None:

@@ -74,8 +74,13 @@ USER_ERRORS = {
 }
 
 
+# Subclasses of a user error that are bugs all the same (text a program built, not text the user typed).
+BUG_ERRORS = {"UnicodeEncodeError", "UnicodeTranslateError", "KeyError", "IndexError"}
+
+
 def is_user_error(exc: BaseException) -> bool:
-    return any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__)
+    names = [cls.__name__ for cls in type(exc).__mro__]
+    return names[0] not in BUG_ERRORS and any(name in USER_ERRORS for name in names)
 
 
 def error_line(command: str, exc: BaseException) -> str:

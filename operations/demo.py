@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                             "--work", str(args.cache / "search-demo")], check=True)
 
     latencies = sorted(r["latency_ms"] for r in results)
+    calibration = metrics.get("calibration") or {}
     summary = {
         "accuracy": {name: m["exact_match"] for name, m in metrics["attributes"].items()},
         "baseline_accuracy": {name: m["baseline_exact_match"] for name, m in metrics["attributes"].items()},
@@ -281,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         "stated": {"overall": {k: stated["overall"][k] for k in ("precision", "coverage", "stated", "products")},
                    "attributes": {name: {k: a[k] for k in ("precision", "coverage", "stated", "products")}
                                   for name, a in stated["attributes"].items()}},
+        # The thresholds (loom/calibration.py): per attribute, the validation answers stated at its threshold,
+        # their precision and its lower confidence bound (what is shown), the coverage, or why it is withheld.
+        "calibration": {
+            **{k: calibration[k] for k in ("target_precision", "confidence", "min_stated") if k in calibration},
+            "attributes": {name: {k: a.get(k) for k in ("threshold", "stated", "examples", "precision", "lower_bound",
+                                                         "coverage", "reason")}
+                           for name, a in calibration.get("attributes", {}).items()}},
         "api_latency_ms": {"median": latencies[len(latencies) // 2], "max": latencies[-1]} if latencies else {},
         "api_products": len(results),
         "stage_seconds": stage.seconds,
@@ -291,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n== exact match on the validation split: fine-tuned (served model) vs the base model (baseline)")
     print(format_accuracy(metrics))
+    if calibration:
+        from loom.artifact import read_calibration, read_manifest
+        from training.calibrate import format_calibration
+
+        print("\n== what Loom states: per attribute, the threshold, the validation answers it states, their precision "
+              "and its lower bound, coverage")
+        print(format_calibration(read_calibration(model_dir, read_manifest(model_dir))))
     print("\n== summary")
     print(json.dumps(summary, indent=2))
     if not args.no_search and sys.stdin.isatty() and not args.no_page:

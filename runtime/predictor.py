@@ -25,7 +25,7 @@ from transformers import Blip2ForConditionalGeneration, Blip2Processor
 from runtime.decoding import Decoder, resolve_mode, row_bucket
 from runtime.images import draft_side_for
 from loom.abstention import ModelAnswer, check_known_attributes, state_answers, withheld_reason
-from loom.artifact import read_manifest
+from loom.artifact import read_calibration, read_manifest
 from loom.calibration import Calibration
 from loom.schema import ANSWER_SEPARATOR, AttributeSchema
 from runtime.devices import pick_device, pick_dtype
@@ -175,7 +175,7 @@ class Predictor:
         model.to(device)
         info = {"name": manifest.get("name", model_dir.name), "base_model": manifest.get("base_model"),
                 "device": str(device), "dtype": str(dtype).removeprefix("torch.")}
-        calibration = Calibration.from_dict(manifest["calibration"]) if manifest.get("calibration") else None
+        calibration = read_calibration(model_dir, manifest)  # older manifests: refitted from their records
         return cls(model, processor, manifest["schema"], info=info, calibration=calibration, decoding=decoding)
 
     @property

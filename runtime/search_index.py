@@ -150,6 +150,8 @@ def write_bundle(index_dir: str | Path, embeddings: np.ndarray, products: Sequen
     files = {name: file_digest(pending(path)) for name, path in _data_files(paths).items()}
     partial = _partial(paths)
     write_json(partial, {**manifest, "files": files})
+    with partial.open("rb") as handle:  # on disk before the rename that commits it, as the data files are
+        os.fsync(handle.fileno())
     os.replace(partial, pending(paths.manifest))  # the commit point: from here on the bundle is the new one
     _fsync_dir(paths.root)
     settle_bundle(paths.root)
@@ -253,14 +255,27 @@ def load_embeddings(index_dir: str | Path) -> tuple[np.ndarray, list[ProductRow]
             raise BundleError(f"{committed}: index_version {manifest.get('index_version')!r} is not supported")
     else:
         manifest, where = read_index_manifest(index_dir), paths.manifest
+    count, dimension = manifest.get("count"), manifest.get("dimension")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (count, dimension)):
+        raise BundleError(f"{where}: 'count' and 'dimension' must be whole numbers, got {count!r} and {dimension!r}")
     files = _resolve_files(paths, manifest, where)
     embeddings_file, products_file = files[paths.embeddings.name], files[paths.products.name]
+    expected = (count, dimension)
+    try:
+        # The header first: a file whose header declares a huge shape is refused before any memory is taken.
+        header = np.load(embeddings_file, mmap_mode="r", allow_pickle=False)
+        shape, dtype = header.shape, header.dtype
+        del header
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{paths.embeddings}: cannot read the embeddings ({exc})") from None
+    if shape != expected or dtype != np.float32:
+        raise BundleError(f"{paths.embeddings}: {shape} {dtype} embeddings do not match the manifest's "
+                          f"{expected} float32")
     try:
         embeddings = np.load(embeddings_file, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise BundleError(f"{paths.embeddings}: cannot read the embeddings ({exc})") from None
     products = read_products(products_file)
-    expected = (manifest["count"], manifest["dimension"])
     if embeddings.dtype != np.float32 or embeddings.shape != expected or len(products) != manifest["count"]:
         raise BundleError(f"{paths.root}: embeddings {embeddings.shape} {embeddings.dtype} and {len(products)} "
                           f"products do not match the manifest's {expected} float32")

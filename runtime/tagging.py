@@ -11,9 +11,10 @@
 Tags: the candidates of an attribute are the schema's known values unless `labels` gives them; each value is
 embedded through the manifest's templates and the embeddings averaged (prompt ensembling). A value is stated
 when its probability reaches the attribute's threshold calibrated on validation photos (loom/calibration.py,
-as for the attribute model), else withheld: `below_threshold` (also when calibration found no threshold that reaches
-the target precision: no probability states it), or `not_calibrated` when the attribute was never calibrated
-(no validation photos when the artifact was built).
+as for the attribute model: the target precision shown with 95 % confidence), else withheld: `below_threshold`,
+`not_enough_evidence` when the validation photos do not show the target precision at any threshold (no
+probability states it), or `not_calibrated` when the attribute was never calibrated (no validation photos when
+the artifact was built).
 Caller-given labels change the softmax, so the calibrated threshold does not hold for them: they are withheld
 as `not_calibrated` unless the request sets `min_probability`, the caller's own threshold for its labels (a
 label list equal to the schema's known values keeps the calibrated threshold). Prompts of the post's form are
@@ -34,7 +35,7 @@ import numpy as np
 
 from runtime import zero_shot as zs
 from runtime.embedder import ClipEmbedder
-from loom.artifact import PhrasePaths, clip_schema, read_clip_manifest, read_phrase_tables
+from loom.artifact import PhrasePaths, clip_schema, read_calibration, read_clip_manifest, read_phrase_tables
 from loom.calibration import Calibration
 from loom.clip_request import MAX_LABELS
 from loom.errors import StatusError
@@ -80,7 +81,7 @@ class ZeroShot:
         manifest = read_clip_manifest(model_dir)
         schema = clip_schema(manifest)
         settings = manifest.get("zero_shot", {})
-        calibration = Calibration.from_dict(manifest["calibration"]) if "calibration" in manifest else None
+        calibration = read_calibration(model_dir, manifest)  # older manifests: refitted from their records
         tables = None
         named = read_phrase_tables(model_dir)
         if named is not None:
@@ -152,9 +153,9 @@ class ZeroShot:
         return TagPlan(candidates, thresholds)
 
     def threshold(self, name: str) -> float | None:
-        """The attribute's calibrated minimum probability; inf when calibration found none that reaches the
-        target precision (never stated: `below_threshold`, as the attribute model says of such an attribute);
-        None when the attribute was never calibrated (`not_calibrated`)."""
+        """The attribute's calibrated minimum probability; inf when the validation photos do not show the
+        target precision at any threshold (never stated: `not_enough_evidence`, as the attribute model says of
+        such an attribute); None when the attribute was never calibrated (`not_calibrated`)."""
         if self.calibration is None or name not in self.calibration.attributes:
             return None
         threshold = self.calibration.threshold(name)

@@ -16,6 +16,8 @@ so it runs the same with the tiny stand-in CLIP, a real checkpoint, or test vect
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -64,9 +66,9 @@ def tag(image: np.ndarray, candidates: Mapping[str, tuple[Sequence[str], np.ndar
         thresholds: Mapping[str, float | None], logit_scale: float = 100.0) -> tuple[dict, dict]:
     """(tags, withheld) per attribute. `candidates`: attribute -> (values, their label embeddings).
 
-    `thresholds`: the calibrated minimum probability per attribute (inf when calibration found no threshold
-    that reaches the target precision: never stated, `below_threshold`); None (or absent) means the attribute
-    was never calibrated, so it is never stated either (`not_calibrated`).
+    `thresholds`: the calibrated minimum probability per attribute (inf when the validation photos do not show
+    the target precision at any threshold: never stated, `not_enough_evidence`); None (or absent) means the
+    attribute was never calibrated, so it is never stated either (`not_calibrated`).
     """
     tags: dict[str, dict] = {}
     withheld: dict[str, dict] = {}
@@ -79,8 +81,9 @@ def tag(image: np.ndarray, candidates: Mapping[str, tuple[Sequence[str], np.ndar
         if threshold is not None and result.probability >= threshold:
             tags[name] = result.__dict__
         else:
-            withheld[name] = {**result.__dict__, "reason": "below_threshold" if threshold is not None
-                              else "not_calibrated"}
+            reason = ("not_calibrated" if threshold is None else "not_enough_evidence" if threshold == math.inf
+                      else "below_threshold")
+            withheld[name] = {**result.__dict__, "reason": reason}
     return tags, withheld
 
 

@@ -121,9 +121,11 @@ module "api" {
   bedrock_model_id                = var.bedrock_model_id
   bedrock_destination_regions     = var.bedrock_destination_regions
   bedrock_marketplace_product_ids = var.bedrock_marketplace_product_ids
+  create_guardrail                = var.create_bedrock_guardrail
+  guardrail_id                    = var.bedrock_guardrail_id
+  guardrail_version               = var.bedrock_guardrail_version
   disable_execute_api_endpoint    = var.api_disable_execute_api_endpoint
   alarm_actions                   = var.alarm_actions
-  min_confidence                  = var.min_confidence
   log_level                       = var.log_level
   lambda_zip_path                 = var.lambda_zip_path
   lambda_runtime                  = var.lambda_runtime

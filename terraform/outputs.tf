@@ -102,3 +102,8 @@ output "api_routes" {
   description = "Every route of the HTTP API: the api module's and, with var.search, the search module's."
   value       = local.serving_enabled ? sort(concat(module.api[0].route_keys, try(module.search[0].route_keys, []))) : []
 }
+
+output "bedrock_guardrail_arn" {
+  description = "ARN of the Bedrock guardrail applied to description calls; null without one or before serving."
+  value       = try(module.api[0].guardrail_arn, null)
+}

@@ -495,18 +495,6 @@ variable "bedrock_marketplace_product_ids" {
   }
 }
 
-variable "min_confidence" {
-  description = "MIN_CONFIDENCE of the Lambda: attributes below it are dropped."
-  type        = number
-  default     = 0.5
-  nullable    = false
-
-  validation {
-    condition     = var.min_confidence >= 0 && var.min_confidence <= 1
-    error_message = "min_confidence must be between 0 and 1."
-  }
-}
-
 variable "log_level" {
   description = "LOG_LEVEL of the Lambda."
   type        = string
@@ -684,5 +672,43 @@ variable "restyle_region" {
   validation {
     condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.restyle_region))
     error_message = "restyle_region must look like us-west-2."
+  }
+}
+
+variable "create_bedrock_guardrail" {
+  description = "Create an Amazon Bedrock guardrail for the description model (prompt-attack filter on input; hate, insults, misconduct, violence and profanity filters both ways; encrypted with the project key), publish a version and apply it to every description call. Off by default; exclusive with bedrock_guardrail_id."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "bedrock_guardrail_id" {
+  description = "An existing Bedrock guardrail (id, or ARN) to apply to every description call instead; needs bedrock_guardrail_version. null (default): no guardrail unless create_bedrock_guardrail."
+  type        = string
+  default     = null
+
+  # Converse's GuardrailConfiguration guardrailIdentifier pattern (the Lambda checks the same).
+  validation {
+    condition     = var.bedrock_guardrail_id == null || can(regex("^([a-z0-9]+|arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+)$", var.bedrock_guardrail_id))
+    error_message = "bedrock_guardrail_id must be a guardrail id (lower-case letters and digits) or a guardrail ARN."
+  }
+  validation {
+    condition     = var.bedrock_guardrail_id == null || !var.create_bedrock_guardrail
+    error_message = "Set either create_bedrock_guardrail or bedrock_guardrail_id, not both."
+  }
+}
+
+variable "bedrock_guardrail_version" {
+  description = "Version of bedrock_guardrail_id to apply: a version number or DRAFT. Needed with bedrock_guardrail_id, and only with it."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.bedrock_guardrail_version == null || can(regex("^([1-9][0-9]{0,7}|DRAFT)$", var.bedrock_guardrail_version))
+    error_message = "bedrock_guardrail_version must be a version number such as 1, or DRAFT."
+  }
+  validation {
+    condition     = (var.bedrock_guardrail_version == null) == (var.bedrock_guardrail_id == null)
+    error_message = "bedrock_guardrail_id and bedrock_guardrail_version go together: set both or neither."
   }
 }

@@ -24,7 +24,7 @@ ENDPOINT_ANSWER = {
 }  # fmt: skip
 
 
-FULL = "A red shirt with long-sleeved comfort."
+FULL = "A red striped shirt with long-sleeved comfort."
 
 
 def endpoint_reply(data=ENDPOINT_ANSWER):
@@ -44,7 +44,6 @@ def aws(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("ENDPOINT_NAME", "loom-endpoint")
     monkeypatch.setenv("DESCRIPTION_BACKEND", "bedrock")
-    monkeypatch.setenv("MIN_CONFIDENCE", "0.5")
     creds = dict(region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
     sm, br = aws_clients.new_client("sagemaker-runtime", **creds), aws_clients.new_client("bedrock-runtime", **creds)
     stubs = SimpleNamespace(sagemaker=Stubber(sm), bedrock=Stubber(br))

@@ -3,8 +3,8 @@
 `records_from_predictions` turns the served evaluation's answers (training.evaluate: the saved artifact
 reloaded as `serve` loads it, through the same Predictor) into (attribute, correct, value confidence)
 records; an answer that does not parse or names a value never seen in training gets confidence None (it
-is never stated). `calibrate_artifact` fits thresholds on such records (loom.calibration) and stores
-them in the manifest.
+is never stated). `calibrate_artifact` fits thresholds on such records (loom.calibration: the target
+precision shown with a stated confidence) and stores them, with the evidence they rest on, in the manifest.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from loom.artifact import write_calibration
-from loom.calibration import Calibration, fit_calibration
+from loom.calibration import DEFAULT_CONFIDENCE, Calibration, fit_calibration
 from loom.schema import AttributeSchema
 
 
@@ -29,20 +29,25 @@ def records_from_predictions(predictions: Iterable[Any], schema: AttributeSchema
 
 
 def calibrate_artifact(model_dir: str | Path, records: Iterable[tuple[str, bool, float | None]],
-                       target_precision: float) -> Calibration:
+                       target_precision: float, confidence: float = DEFAULT_CONFIDENCE) -> Calibration:
     """Fit thresholds on `records` and store them (and the records) in the artifact."""
     records = list(records)
-    calibration = fit_calibration(records, target_precision)
+    calibration = fit_calibration(records, target_precision, confidence)
     write_calibration(model_dir, calibration.to_dict(), records)
     return calibration
 
 
 def format_calibration(calibration: Calibration) -> str:
-    """A small table for the log: threshold, precision and coverage reached per attribute."""
-    lines = [f"{'attribute':<16} {'n':>5} {'threshold':>9} {'precision':>9} {'coverage':>8}"
-             f"   (target precision {calibration.target_precision:g})"]
+    """A table for the log: per attribute the threshold, the answers it rests on, the observed precision and
+    its lower confidence bound, the coverage, or why the attribute is never stated."""
+    lines = [f"{'attribute':<16} {'answers':>7} {'threshold':>9} {'stated':>6} {'precision':>9} {'lower':>6} "
+             f"{'coverage':>8}   (precision >= {calibration.target_precision:g} shown with "
+             f"{calibration.confidence:.0%} confidence; at least {calibration.min_stated} stated answers)"]
     for name, a in calibration.attributes.items():
-        threshold = "never" if a.threshold is None else f"{a.threshold:.4f}"
-        precision = "-" if a.precision is None else f"{a.precision:.3f}"
-        lines.append(f"{name:<16} {a.examples:>5} {threshold:>9} {precision:>9} {a.coverage:>8.3f}")
+        if a.threshold is None:
+            lines.append(f"{name:<16} {a.examples:>7} {'never':>9} {'-':>6} {'-':>9} {'-':>6} {0:>8.3f}   "
+                         f"{a.reason}")
+        else:
+            lines.append(f"{name:<16} {a.examples:>7} {a.threshold:>9.4f} {a.stated:>6} {a.precision:>9.3f} "
+                         f"{a.lower_bound:>6.3f} {a.coverage:>8.3f}")
     return "\n".join(lines)

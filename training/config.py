@@ -35,6 +35,10 @@ class TrainingConfig:
     # The base model: a hub id or a folder; the `base_model` channel, when given, wins.
     base_model: str = DEFAULT_BASE_MODEL
     artifact_name: str = "loom-blip2-flan-t5"
+    # The training CSV in the train channel ("" = vqa_train.csv); the fashion post's `file-name` sets it.
+    train_file: str = ""
+    # Without a validation channel, this share of the training file's products is held out for validation.
+    val_fraction: float = 0.2
 
     # Optimisation. One step = one optimizer update = batch_size * gradient_accumulation examples.
     epochs: float = 3.0
@@ -78,9 +82,11 @@ class TrainingConfig:
     quality_gate: bool = True
     min_exact_match: float = 0.0
 
-    # Calibration: per attribute, the lowest value confidence at which stated answers reached this precision
-    # on the validation split (loom/calibration.py); an attribute that reaches it nowhere is never stated.
+    # Calibration (loom/calibration.py): per attribute, the lowest value confidence at which the validation
+    # answers show precision >= target_precision with probability calibration_confidence (fixed-sequence
+    # binomial tests); an attribute whose answers show it nowhere is never stated (`not_enough_evidence`).
     target_precision: float = 0.95
+    calibration_confidence: float = 0.95
 
     # Logging and checkpoints (spot training: resume from the newest complete checkpoint).
     log_every: int = 10
@@ -105,8 +111,14 @@ class TrainingConfig:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.max_steps == 0 and not self.epochs > 0:
             raise ConfigError(f"epochs must be positive when max_steps is 0, got {self.epochs}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if "/" in self.train_file or "\\" in self.train_file or self.train_file in (".", ".."):
+            raise ConfigError(f"train_file names a file in the train channel, not a path; got {self.train_file!r}")
         if not 0.5 <= self.target_precision <= 1.0:
             raise ConfigError(f"target_precision must be in [0.5, 1], got {self.target_precision}")
+        if not 0.5 <= self.calibration_confidence <= 0.999:
+            raise ConfigError(f"calibration_confidence must be in [0.5, 0.999], got {self.calibration_confidence}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -142,16 +154,24 @@ class TrainingConfig:
 
 # Keys the SageMaker Python SDK adds to a job's hyperparameters; they are not ours and are ignored.
 _IGNORED_PREFIXES = ("sagemaker_", "_tuning_objective_metric")
+# Other names of settings: the fashion post's training job passes {"epochs": 10, "file-name": "vqa_train.csv"}.
+ALIASES = {"file-name": "train_file"}
 
 
 def from_hyperparameters(hyperparameters: Mapping[str, Any]) -> TrainingConfig:
     """A validated TrainingConfig from SageMaker-style hyperparameters (string values; JSON values accepted)."""
     known = {f.name: f for f in dataclasses.fields(TrainingConfig)}
     hints = typing.get_type_hints(TrainingConfig)
+    both = sorted(alias for alias, name in ALIASES.items() if alias in hyperparameters and name in hyperparameters)
+    if both:
+        raise ConfigError(f"hyperparameter(s) {', '.join(both)} and {', '.join(ALIASES[b] for b in both)} name "
+                          "the same setting: give one")
+    hyperparameters = {ALIASES.get(k, k): v for k, v in hyperparameters.items()}
     unknown = sorted(k for k in hyperparameters if k not in known and not k.startswith(_IGNORED_PREFIXES))
     if unknown:
         raise ConfigError(
-            f"unknown hyperparameter(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
+            f"unknown hyperparameter(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)} "
+            f"(and {', '.join(f'{a} for {n}' for a, n in ALIASES.items())})"
         )
     values = {}
     for key, raw in hyperparameters.items():

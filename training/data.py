@@ -11,6 +11,8 @@ silently ignores the image.
 from __future__ import annotations
 
 import csv
+import random
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,8 @@ import torch
 from PIL import Image
 
 from runtime.images import ImageError, decode_image, draft_side_for
-from loom.schema import AttributeSchema
+from loom.schema import (ANSWER_SEPARATOR, DEFAULT_ATTRIBUTES, PRODUCT_TYPE_ATTRIBUTE, SCHEMA_FILE, Attribute,
+                         AttributeSchema, attribute_label)
 from training.prepare import VQA_COLUMNS
 
 
@@ -39,29 +42,85 @@ class VqaExample:
     value: str
 
 
-def read_vqa_csv(path: str | Path, schema: AttributeSchema) -> list[VqaExample]:
-    """The rows of a VQA CSV; DataError for a wrong header or an answer the schema cannot parse."""
+def read_vqa_rows(path: str | Path) -> list[tuple[str, str, str]]:
+    """The (id, question, answer) rows of a VQA CSV; DataError for a wrong header or row.
+
+    The header is `id,Question,Answer`, matched ignoring case (the reference data set writes `Id`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no VQA file at {path}")
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != VQA_COLUMNS:
-            raise DataError(f"{path}: header must be exactly {','.join(VQA_COLUMNS)}, got {header!r}")
-        examples = []
+        if header is None or tuple(h.strip().lower() for h in header) != tuple(c.lower() for c in VQA_COLUMNS):
+            raise DataError(f"{path}: header must be {','.join(VQA_COLUMNS)} (any case), got {header!r}")
+        rows = []
         for line, row in enumerate(reader, start=2):
             if not row:
                 continue
             if len(row) != 3:
                 raise DataError(f"{path}:{line}: expected 3 fields (id,Question,Answer), got {len(row)}")
-            pid, question, answer = (field.strip() for field in row)
-            parsed = schema.parse_answer(answer)
-            if not pid or parsed is None:
-                raise DataError(f"{path}:{line}: product {pid!r}: answer {answer!r} is not "
-                                f"'<Label>: <Value>' for an attribute of the schema ({', '.join(schema.names)})")
-            examples.append(VqaExample(pid, question, answer, parsed[0], parsed[1]))
+            rows.append(tuple(field.strip() for field in row))
+    return rows  # type: ignore[return-value]
+
+
+def read_vqa_csv(path: str | Path, schema: AttributeSchema) -> list[VqaExample]:
+    """The rows of a VQA CSV; DataError for a wrong header or an answer the schema cannot parse."""
+    return examples_of(read_vqa_rows(path), schema, where=str(path))
+
+
+def examples_of(rows: Sequence[tuple[str, str, str]], schema: AttributeSchema, where: str = "the VQA file"
+                ) -> list[VqaExample]:
+    """(id, question, answer) rows as examples; DataError naming the row whose answer the schema cannot parse."""
+    examples = []
+    for number, (pid, question, answer) in enumerate(rows, start=2):
+        parsed = schema.parse_answer(answer)
+        if not pid or parsed is None:
+            raise DataError(f"{where}:{number}: product {pid!r}: answer {answer!r} is not "
+                            f"'<Label>: <Value>' for an attribute of the schema ({', '.join(schema.names)})")
+        examples.append(VqaExample(pid, question, answer, parsed[0], parsed[1]))
     return examples
+
+
+def infer_schema(rows: Sequence[tuple[str, str, str]], where: str = "the VQA file") -> AttributeSchema:
+    """The attribute schema a VQA file implies, for a job given no attribute_schema.json: one attribute per
+    answer label (`Label: Value`), asked with the question most often paired with it; a label Loom gives a
+    catalog attribute ("Colour", "Product Type") is named as that attribute. Known values are counted later."""
+    questions: dict[str, Counter] = {}
+    for number, (_, question, answer) in enumerate(rows, start=2):
+        label, separator, value = answer.partition(ANSWER_SEPARATOR.strip())
+        if not separator or not label.strip() or not value.strip():
+            raise DataError(f"{where}:{number}: answer {answer!r} is not '<Label>: <Value>', so no attribute "
+                            f"schema can be inferred; add {SCHEMA_FILE} to the training channel")
+        questions.setdefault(label.strip(), Counter())[question] += 1
+    if not questions:
+        raise DataError(f"{where} holds no rows to infer an attribute schema from")
+    names = {attribute_label(name): name for name in (*DEFAULT_ATTRIBUTES, PRODUCT_TYPE_ATTRIBUTE)}
+    attributes = [Attribute(names.get(label, label), counts.most_common(1)[0][0], label)
+                  for label, counts in questions.items()]
+    type_attribute = PRODUCT_TYPE_ATTRIBUTE if any(a.name == PRODUCT_TYPE_ATTRIBUTE for a in attributes) else None
+    return AttributeSchema(attributes, type_attribute=type_attribute)
+
+
+def split_by_product(examples: Sequence[VqaExample], val_fraction: float = 0.2, seed: int = 0
+                     ) -> tuple[list[VqaExample], list[VqaExample]]:
+    """(train, validation) examples of one file, split by product (no photo in both), for a job given no
+    validation channel. The products are shuffled with `seed`; one goes to validation only while every value
+    it carries is still held by a product in train (as training.prepare.split_products does)."""
+    by_product = values_by_product(examples)
+    held: Counter = Counter(pair for values in by_product.values() for pair in values.items())
+    order = sorted(by_product)
+    random.Random(seed).shuffle(order)
+    target = round(val_fraction * len(by_product))
+    chosen: set[str] = set()
+    for pid in order:
+        if len(chosen) >= target:
+            break
+        pairs = list(by_product[pid].items())
+        if all(held[pair] > 1 for pair in pairs):
+            chosen.add(pid)
+            held.subtract(pairs)
+    return [e for e in examples if e.id not in chosen], [e for e in examples if e.id in chosen]
 
 
 def values_by_product(examples: Sequence[VqaExample]) -> dict[str, dict[str, str]]:

@@ -18,5 +18,8 @@ BASE_MODEL_CHANNEL = "base_model"
 # Optional: a CLIP artifact whose zero-shot tags are scored beside BLIP-2 (training/search/clip_baseline.py).
 CLIP_CHANNEL = "clip"
 CHANNELS = (TRAIN_CHANNEL, VALIDATION_CHANNEL, IMAGES_CHANNEL, BASE_MODEL_CHANNEL, CLIP_CHANNEL)
+# Other channel names the `train` program reads, when the channel itself is not given: the fashion post's
+# training job names its channels {"images": ..., "input_file": ...} (the CSV in input_file).
+CHANNEL_ALIASES = {"input_file": TRAIN_CHANNEL}
 # Managed spot training syncs this folder with CheckpointConfig.S3Uri.
 CHECKPOINTS_DIR = SM_ROOT / "checkpoints"

@@ -58,16 +58,20 @@ def write_loss_history(path: str | Path, history: list[Mapping[str, Any]]) -> Pa
 
 
 def write_artifact_files(model_dir: str | Path, schema: AttributeSchema, *, base_model: str,
-                         lora: Mapping[str, Any], metrics: Mapping[str, Any], name: str,
-                         hyperparameters: Mapping[str, Any], num_query_tokens: int) -> Path:
-    """metrics.json and loom_manifest.json (metrics embedded) into a model folder; the manifest path."""
-    write_metrics(model_dir, metrics)
+                         lora: Mapping[str, Any], metrics: Mapping[str, Any] | None, name: str,
+                         hyperparameters: Mapping[str, Any], num_query_tokens: int,
+                         calibration: Mapping[str, Any] | None = None) -> Path:
+    """loom_manifest.json (metrics and calibration embedded) and metrics.json into a model folder; the
+    manifest path. `metrics` None: the manifest alone, with no metrics yet (what the loader reads)."""
+    if metrics is not None:
+        write_metrics(model_dir, metrics)
     return write_manifest(
-        model_dir, schema, base_model=base_model, lora=dict(lora), metrics=dict(metrics),
+        model_dir, schema, base_model=base_model, lora=dict(lora), metrics=dict(metrics or {}),
         extra={
             "name": name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "hyperparameters": dict(hyperparameters),
             "num_query_tokens": int(num_query_tokens),
+            **({"calibration": dict(calibration)} if calibration is not None else {}),
         },
     )

@@ -3,7 +3,8 @@
     loom report --model DIR --images DIR [--out DIR] [--examples N] [--clip-artifact DIR [--device D]]
 
 Reads `metrics.json`, `evaluation/predictions.csv`, `evaluation/loss_history.csv` and `loom_manifest.json`;
-writes `report.html`, `accuracy.png`, `confusion_<attribute>.png`, `loss.png` and `examples/<id>.jpg`.
+writes `report.html`, `accuracy.png`, `confusion_<attribute>.png`, `loss.png`, `reliability.png`,
+`calibration.png` and `examples/<id>.jpg`.
 With `--clip-artifact`, a CLIP model's zero-shot tags are first scored on the same validation questions
 (training/search/clip_baseline.py) and shown beside the fine-tuned and base figures.
 Figures are drawn with matplotlib's object API (no pyplot), so no backend or global state is touched.
@@ -24,8 +25,15 @@ from PIL import Image
 
 from loom.errors import command_error
 from loom.artifact import CLIP_BASELINE_METRICS as CLIP_KEY
-from loom.artifact import REPORT_FILE, ArtifactPaths, read_calibration_records, read_manifest, read_metrics
-from loom.calibration import Calibration, precision_curve
+from loom.artifact import (
+    REPORT_FILE,
+    ArtifactPaths,
+    read_calibration,
+    read_calibration_records,
+    read_manifest,
+    read_metrics,
+)
+from loom.calibration import Calibration
 
 OTHER = "(other)"
 THUMBNAIL = (160, 160)
@@ -122,51 +130,130 @@ def plot_accuracy(metrics: Mapping[str, Any], attributes: Sequence[str], labels:
     return path
 
 
-def plot_calibration(records: Sequence[tuple[str, bool, float | None]], calibration: Calibration,
-                     attributes: Sequence[str], labels: Mapping[str, str], path: Path) -> Path:
-    """Precision against coverage per attribute as the threshold falls, the target and the chosen point marked."""
-    names = [a for a in attributes if a in calibration.attributes]
-    cols = min(3, len(names)) or 1
-    rows = (len(names) + cols - 1) // cols or 1
-    fig = Figure(figsize=(3.4 * cols, 2.8 * rows), layout="constrained")
+RELIABILITY_BINS = 10
+TARGET_COLOUR, BOUND_COLOUR = "#e53e3e", "#805ad5"
+
+
+def reliability_bins(outcomes: Iterable[tuple[bool, float | None]], bins: int = RELIABILITY_BINS
+                     ) -> list[tuple[float, float, float, int]]:
+    """(bin low, bin high, accuracy, answers) for every non-empty equal-width confidence bin; answers
+    without a confidence (unparsed, unknown values) are left out (they are never stated)."""
+    counts = [[0, 0] for _ in range(bins)]
+    for ok, c in outcomes:
+        if c is None:
+            continue
+        i = min(bins - 1, max(0, int(c * bins)))
+        counts[i][0] += 1
+        counts[i][1] += bool(ok)
+    return [(i / bins, (i + 1) / bins, right / n, n) for i, (n, right) in enumerate(counts) if n]
+
+
+def _grid(count: int, width: float, height: float) -> tuple[Figure, int, int]:
+    cols = min(3, count) or 1
+    rows = (count + cols - 1) // cols or 1
+    return Figure(figsize=(width * cols, height * rows), layout="constrained"), rows, cols
+
+
+def plot_reliability(records: Sequence[tuple[str, bool, float | None]], attributes: Sequence[str],
+                     labels: Mapping[str, str], path: Path) -> Path:
+    """Per attribute: accuracy of the answers in each confidence bin against the bin, the diagonal marking
+    a perfectly calibrated confidence; the number of answers in each bin above its bar."""
+    names = [a for a in attributes if any(r[0] == a for r in records)]
+    fig, rows, cols = _grid(len(names), 3.6, 3.0)
     for i, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, i + 1)
-        _, points = precision_curve(((ok, c) for a, ok, c in records if a == name), min_stated=1)
-        ax.plot([p[2] for p in points], [p[1] for p in points], color=FINE_TUNED_COLOUR, linewidth=1.5)
-        ax.axhline(calibration.target_precision, color="#e53e3e", linewidth=1, linestyle="--")
-        chosen = calibration.attributes[name]
-        if chosen.threshold is not None:
-            ax.plot([chosen.coverage], [chosen.precision], "o", color="#e53e3e")
-            ax.annotate(f"t={chosen.threshold:.2f}", (chosen.coverage, chosen.precision), fontsize=8,
-                        textcoords="offset points", xytext=(-30, -14))
+        binned = reliability_bins((ok, c) for a, ok, c in records if a == name)
+        ax.plot([0, 1], [0, 1], color="#a0aec0", linewidth=1, linestyle=":")
+        bars = ax.bar([lo for lo, _, _, _ in binned], [acc for _, _, acc, _ in binned], width=1 / RELIABILITY_BINS,
+                      align="edge", color=FINE_TUNED_COLOUR, alpha=0.8, edgecolor="white")
+        ax.bar_label(bars, labels=[str(n) for *_, n in binned], fontsize=6, padding=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.15)
+        ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+        ax.set_title(labels.get(name, name), fontsize=9)
+        ax.set_xlabel("value confidence (bin)", fontsize=8)
+        ax.set_ylabel("accuracy in bin", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_calibration(records: Sequence[tuple[str, bool, float | None]], calibration: Calibration,
+                     attributes: Sequence[str], labels: Mapping[str, str], path: Path) -> Path:
+    """Per attribute, as the threshold falls: observed precision and its lower confidence bound against
+    coverage, the target dashed, the chosen threshold marked (or why there is none)."""
+    del records  # the manifest's evidence is what the thresholds rest on
+    names = [a for a in attributes if a in calibration.attributes]
+    fig, rows, cols = _grid(len(names), 3.6, 3.0)
+    level = f"{calibration.confidence:.0%}"
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        entry = calibration.attributes[name]
+        curve = entry.curve(calibration.confidence)
+        coverage = [c for _, c, _, _ in curve]
+        ax.plot(coverage, [p for _, _, p, _ in curve], color=FINE_TUNED_COLOUR, linewidth=1.5,
+                label="observed precision")
+        ax.plot(coverage, [b for _, _, _, b in curve], color=BOUND_COLOUR, linewidth=1.2, linestyle="-.",
+                label=f"{level} lower bound")
+        ax.axhline(calibration.target_precision, color=TARGET_COLOUR, linewidth=1, linestyle="--",
+                   label=f"target {calibration.target_precision:g}")
+        if entry.chosen is not None:
+            ax.plot([entry.coverage], [entry.lower_bound], "o", color=TARGET_COLOUR, markersize=5)
+            note = (f"t = {entry.threshold:.3f}: {entry.stated} of {entry.examples} stated, precision "
+                    f"{entry.precision:.3f}, bound {entry.lower_bound:.3f}")
+        else:
+            note = f"never stated: {entry.reason} ({entry.examples} answers)"
         ax.set_xlim(0, 1.02)
-        ax.set_ylim(0, 1.05)
-        ax.set_title(labels.get(name, name) + ("" if chosen.threshold is not None else " (never stated)"), fontsize=9)
-        ax.set_xlabel("coverage", fontsize=8)
+        # The range a target may take (0.5..1, loom.calibration.MIN_PRECISION_BOUNDS), lower when the observed
+        # precision is lower, so that an attribute that is mostly wrong still shows its curve.
+        low = min([0.5] + [p for _, _, p, _ in curve])
+        ax.set_ylim(max(0.0, low - 0.05), 1.03)
+        ax.set_title(f"{labels.get(name, name)}\n{note}", fontsize=8)  # above the axes: no curve hidden
+        ax.set_xlabel("coverage (share of answers stated)", fontsize=8)
         ax.set_ylabel("precision", fontsize=8)
         ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.legend(loc="lower right", fontsize=6, frameon=False)
     fig.savefig(path, dpi=110)
     return path
 
 
 def render_calibration(model_dir: Path, manifest: Mapping[str, Any], attributes: Sequence[str],
                        labels: Mapping[str, str], out: Path) -> str:
-    """The calibration section: the precision-coverage figure and the threshold table (empty without calibration)."""
+    """The calibration section: reliability diagrams, precision-coverage curves with the lower bound and the
+    chosen point, and the threshold table (empty without calibration)."""
     if not manifest.get("calibration"):
         return ""
-    calibration = Calibration.from_dict(manifest["calibration"])
-    plot_calibration(read_calibration_records(model_dir), calibration, attributes, labels, out / "calibration.png")
+    calibration = read_calibration(model_dir, manifest)
+    records = read_calibration_records(model_dir)
+    plot_reliability(records, attributes, labels, out / "reliability.png")
+    plot_calibration(records, calibration, attributes, labels, out / "calibration.png")
+    level = f"{calibration.confidence:.0%}"
     rows = "".join(
-        f"<tr><td>{escape(shown_name(name, labels))}</td><td>{a.examples}</td>"
-        f"<td>{'never stated' if a.threshold is None else f'{a.threshold:.4f}'}</td>"
-        f"<td>{pct(a.precision)}</td><td>{pct(a.coverage)}</td></tr>"
+        f"<tr><td>{escape(shown_name(name, labels) if name in labels else name)}</td>"
+        f"<td class=num>{a.examples}</td>"
+        f"<td class=num>{'-' if a.threshold is None else f'{a.threshold:.4f}'}</td>"
+        f"<td class=num>{a.stated}</td><td class=num>{pct(a.precision)}</td><td class=num>{pct(a.lower_bound)}</td>"
+        f"<td class=num>{pct(a.coverage)}</td><td>{'stated' if a.reason is None else escape(a.reason)}</td></tr>"
         for name, a in calibration.attributes.items())
-    return ("<h2>Calibration: what Loom states</h2><p>Per attribute, precision of the stated answers against the "
-            "share of validation questions stated (coverage) as the value-confidence threshold falls; the dashed line "
-            f"is the target precision {calibration.target_precision:g}, the dot the chosen threshold: the lowest one "
-            "that reaches it. Thresholds are fitted on this same split.</p><img class='fig' src='calibration.png' "
-            "alt='precision against coverage per attribute'><table><tr><th>attribute</th><th>questions</th>"
-            f"<th>threshold</th><th>precision</th><th>coverage</th></tr>{rows}</table>")
+    return ("<h2>Calibration: what Loom states</h2>"
+            f"<p>An attribute is stated when its value confidence reaches its threshold. Thresholds are chosen so that "
+            f"precision &ge; {calibration.target_precision:g} holds with {level} confidence: from the highest "
+            "threshold down, each is tested with an exact binomial test on the validation answers it states, and "
+            "testing stops at the first that fails (fixed-sequence testing, Learn-then-Test); the threshold is the "
+            f"lowest that passed. A test passes when the one-sided {level} Clopper&ndash;Pearson lower bound on "
+            f"precision reaches the target, which takes at least {calibration.min_stated} stated answers even with "
+            "no error. An attribute with no passing threshold is never stated (<code>not_enough_evidence</code>). "
+            "A request's <code>min_precision</code> moves the target under the same rule.</p>"
+            "<h3>Reliability</h3><p>Accuracy of the validation answers per confidence bin (the number above each "
+            "bar counts them); on the dotted diagonal the confidence would be the accuracy.</p>"
+            "<img class='fig' src='reliability.png' alt='reliability diagram per attribute'>"
+            "<h3>Precision against coverage</h3><p>As the threshold falls: the observed precision of the stated "
+            f"answers, its {level} lower bound, the target (dashed) and the chosen threshold (dot, on the lower "
+            "bound).</p><img class='fig' src='calibration.png' alt='precision and its lower bound against "
+            "coverage per attribute'>"
+            "<table><tr><th>attribute</th><th>answers</th><th>threshold</th><th>stated</th><th>precision</th>"
+            f"<th>lower bound ({level})</th><th>coverage</th><th>outcome</th></tr>{rows}</table>")
 
 
 def plot_confusion(labels: Sequence[str], counts: Sequence[Sequence[int]], title: str, path: Path) -> Path:

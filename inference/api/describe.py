@@ -1,7 +1,9 @@
 """Write a product description that mentions every attribute: Amazon Bedrock (Converse) or offline.
 
-`write_description` picks the attributes confident enough to state, asks a writer for a draft, checks that
-the draft mentions each of them, and asks once more, naming what is missing, when it does not. A writer
+`write_description` takes exactly the attributes the endpoint stated (the model's values that passed their
+calibrated thresholds, loom/calibration.py, and the merchant's facts) and no other gate: it asks a writer for
+a draft, checks that the draft mentions each of them, and asks once more, naming what is missing, when it
+does not. A writer
 that fails yields a result with `text=None` and the reason; it never raises, so the attributes survive.
 
 Coverage across languages: in English a value counts as mentioned when each of its words appears in the
@@ -258,36 +260,29 @@ class DescriptionResult:
 def write_description(
     writer: DescriptionWriter,
     attributes: Mapping[str, str],
-    confidence: Mapping[str, float],
     *,
     product_type: str = DEFAULT_PRODUCT_NOUN,
     language: str = "en",
-    min_confidence: float = 0.0,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> DescriptionResult:
     """Draft, check coverage, revise once if needed; failures come back as `error`, never as exceptions.
 
+    `attributes`: the stated values only (the endpoint's `attributes`: calibrated model values and merchant
+    facts). Every non-empty one is given to the writer: calibration is the one gate on what is stated.
+
     `deadline` (a `clock()` value) is the caller's budget: the Lambda's is bound by API Gateway's 30 s, a
     batch job's is its own. None: no deadline.
     """
     deadline = math.inf if deadline is None else deadline
-    stated: dict[str, str] = {}
-    omitted: list[str] = []
-    for name, value in attributes.items():
-        value = " ".join(str(value or "").split())
-        if not value:
-            continue
-        if confidence.get(name, 1.0) < min_confidence:
-            omitted.append(name)
-        else:
-            stated[name] = value
+    stated = {name: text for name, text in ((n, " ".join(str(v or "").split())) for n, v in attributes.items())
+              if text}
     coverage: dict[str, Any] = {
         "checked": list(stated), "missing": [], "complete": False, "attempts": 0,
-        "omitted_low_confidence": omitted, "method": "words" if language == "en" else "verbatim",
+        "method": "words" if language == "en" else "verbatim",
     }  # fmt: skip
     if not stated:
-        error = f"no attribute reached the confidence threshold {min_confidence:g}; nothing to describe"
+        error = "no attribute was stated (every one was withheld); nothing to describe"
         return DescriptionResult(None, writer.model, coverage, error)
     brief = Brief(stated, product_type, language)
     started = clock()

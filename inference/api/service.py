@@ -33,7 +33,6 @@ from loom.image_header import ImageError
 from loom.media_types import JSON_TYPE
 from loom.request_rules import check_facts, clean_product_type, language_code
 
-DEFAULT_MIN_CONFIDENCE = 0.5
 EXAMPLE = '{"image": "<base64 JPEG or PNG>"}'
 # The patterns of Converse's GuardrailConfiguration (bedrock-runtime API reference).
 _GUARDRAIL_ID = re.compile(r"^(?:[a-z0-9]+|arn:aws(?:-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+)$")
@@ -53,7 +52,6 @@ class Settings:
     endpoint_url: str | None
     description_backend: str
     bedrock_model_id: str
-    min_confidence: float
     guardrail: tuple[str, str] | None = None  # (identifier, version): Bedrock Guardrails on every Converse call
 
     @classmethod
@@ -66,12 +64,6 @@ class Settings:
         backend = env.get("DESCRIPTION_BACKEND", "bedrock").strip().lower()
         if backend not in ("bedrock", "offline"):
             raise ApiError(500, f"server misconfigured: DESCRIPTION_BACKEND={backend!r}, expected bedrock or offline")
-        try:
-            min_confidence = float(env.get("MIN_CONFIDENCE", DEFAULT_MIN_CONFIDENCE))
-        except ValueError:
-            raise ApiError(500, "server misconfigured: MIN_CONFIDENCE must be a number in [0, 1]") from None
-        if not 0.0 <= min_confidence <= 1.0:
-            raise ApiError(500, "server misconfigured: MIN_CONFIDENCE must be a number in [0, 1]")
         guardrail_id = env.get("BEDROCK_GUARDRAIL_ID", "").strip()
         guardrail_version = env.get("BEDROCK_GUARDRAIL_VERSION", "").strip()
         # Converse's guardrailConfig needs both (bedrock-runtime API reference, GuardrailConfiguration).
@@ -84,7 +76,6 @@ class Settings:
             endpoint_url=url,
             description_backend=backend,
             bedrock_model_id=env.get("BEDROCK_MODEL_ID", "").strip() or DEFAULT_MODEL_ID,
-            min_confidence=min_confidence,
             guardrail=(guardrail_id, guardrail_version) if guardrail_id else None,
         )
 
@@ -226,13 +217,11 @@ def answer(
     if not describe:
         return body
     writer = writer or settings.writer()
-    # Only stated values reach the writer: the model's above threshold and the merchant's (whose wording is
-    # the merchant's own; the model's confidence says nothing about it).
-    model_confidence = {n: c for n, c in prediction.confidence.items() if prediction.sources.get(n) != "merchant"}
+    # Exactly what the endpoint stated reaches the writer: the model's values that passed their calibrated
+    # thresholds and the merchant's facts. Calibration is the one gate; there is no second confidence floor.
     result = write_description(
-        writer, prediction.attributes, model_confidence,
+        writer, prediction.attributes,
         product_type=request.product_type, language=request.language,
-        min_confidence=settings.min_confidence,
         deadline=started + aws_clients.REQUEST_BUDGET_S, clock=clock,
     )  # fmt: skip
     body["description"] = result.text

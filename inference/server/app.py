@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
+from inference.server import legacy_requests
 from runtime.images import DEFAULT_DECODE_THREADS, DEFAULT_MAX_IMAGE_PIXELS, DecodePool
 from inference.server.jsonlines import answer_jsonlines, product_item
 from inference.server.model_queue import Admission, ModelQueue, ModelSlot
@@ -141,11 +142,13 @@ def invocations() -> Response:
     """One product (JSON or raw image) or a JSON Lines batch; admitted to the model queue or refused (503)."""
     started = time.perf_counter()
     server = state()
-    content_type = request_content_type(request)
+    declared = (request.mimetype or "").lower()  # untyped bodies: the design documents' clients (legacy_requests)
+    content_type = declared if legacy_requests.is_untyped(declared) else request_content_type(request)
     answer_type = response_type(request, content_type)
     predictor = server.slot.ready_predictor()
     with server.queue.admitted() as admission:  # before the body is read: a refusal costs nothing
         body = read_body(request, server.limits.max_body_bytes, admission.time_left)  # 408 past the deadline
+        content_type = legacy_requests.content_type_of(content_type, body)
         if getattr(predictor, "kind", None) == "clip":  # search hook: CLIP requests: clip_invocations.py
             from inference.server.clip_invocations import answer_clip_request
 
@@ -180,7 +183,9 @@ def answer_product(body: bytes, content_type: str, predictor: Any, admission: Ad
     image = decode(data)
     if prompt is not None:
         answer = admission.run(predictor.answer_prompt, image, prompt, **params)
-        return {"answer": answer.text, "confidence": round(answer.confidence, 4)}
+        # The label and value as their own key too ({"Sleeve Length": "Long Sleeves"}): the fashion post reads it.
+        return {**legacy_requests.seed_answer_fields(answer.text), "answer": answer.text,
+                "confidence": round(answer.confidence, 4)}
     return answer_attributes(predictor, admission, image, names, facts, params)
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from inference.server import legacy_requests
 from inference.server.request_parsing import load_json
 from loom.errors import StatusError
 from loom.json_limits import error_text
 from loom.media_types import JSONLINES_TYPE, JSONLINES_TYPES
 from runtime.clip_service import ClipService
 from runtime.images import ImageError, decode_image
+from runtime.zero_shot import compose
 
 
 def answer_clip_request(service: ClipService, content_type: str, body: bytes,
@@ -35,7 +37,12 @@ def answer_clip_request(service: ClipService, content_type: str, body: bytes,
                 raise StatusError(400, str(exc)) from None
             result = service.embeddings(service.embedder.embed_images([image]))
         else:
-            result = service.answer(load_json(body), max_image_pixels)
+            request = load_json(body)
+            if legacy_requests.is_interrogator_request(request):  # the interrogator sample's {"inputs", ...}
+                result = legacy_requests.answer_interrogator(
+                    request, lambda loom_request: service.interrogate(loom_request, max_image_pixels), compose)
+            else:
+                result = service.answer(request, max_image_pixels)
     except StatusError as exc:
         return exc.status, json.dumps({"error": error_text(exc.message)}), "application/json"
     return 200, json.dumps(result, ensure_ascii=False), "application/json"

@@ -6,7 +6,6 @@ into `{"error": message}` with that status (docs/endpoint-contract.md lists them
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:  # annotations only: the CLIP tagger imports this module in the training image, without Flask

@@ -219,7 +219,6 @@ run "api_defaults" {
       ENDPOINT_NAME           = "loom-endpoint"
       BEDROCK_MODEL_ID        = "us.anthropic.claude-sonnet-5-5"
       DESCRIPTION_BACKEND     = "bedrock"
-      MIN_CONFIDENCE          = "0.5"
       POWERTOOLS_SERVICE_NAME = "loom-api"
       LOG_LEVEL               = "INFO"
     })

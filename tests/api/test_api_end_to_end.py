@@ -35,7 +35,6 @@ def local_mode(monkeypatch, served):
     monkeypatch.delenv("ENDPOINT_NAME", raising=False)
     monkeypatch.setenv("ENDPOINT_URL", served.url)
     monkeypatch.setenv("DESCRIPTION_BACKEND", "offline")
-    monkeypatch.setenv("MIN_CONFIDENCE", "0.5")
     return served
 
 

@@ -32,7 +32,6 @@ REFERENCE_PROMPT = (
     "to know about the shirts."
 )
 ATTRS = {"baseColour": "Red", "Sleeve Length": "Long Sleeves", "Pattern": "Striped"}
-CONF = {"baseColour": 0.95, "Sleeve Length": 0.9, "Pattern": 0.8}
 FULL = "A red shirt with bold stripes and long-sleeved comfort; the cotton moves with you."
 PARTIAL = "A red shirt with long sleeves that flows as you move."
 
@@ -143,7 +142,7 @@ def writer(client, sleeps=None):
 def test_bedrock_success_first_time(bedrock):
     client, stub = bedrock
     stub.add_response("converse", converse_response(FULL), expected_request([USER]))
-    result = write_description(writer(client), ATTRS, CONF)
+    result = write_description(writer(client), ATTRS)
     assert result.text == FULL and result.error is None
     assert result.coverage["complete"] and result.coverage["attempts"] == 1
     assert result.model == DEFAULT_MODEL_ID
@@ -158,11 +157,10 @@ def test_missing_attribute_triggers_one_retry_naming_it(bedrock):
         {"role": "user", "content": [{"text": ANY}]},
     ]
     stub.add_response("converse", converse_response(FULL), expected_request(retry_messages))
-    result = write_description(writer(client), ATTRS, CONF)
+    result = write_description(writer(client), ATTRS)
     assert result.text == FULL
     assert result.coverage == {
-        "checked": list(ATTRS), "missing": [], "complete": True, "attempts": 2,
-        "omitted_low_confidence": [], "method": "words",
+        "checked": list(ATTRS), "missing": [], "complete": True, "attempts": 2, "method": "words",
     }  # fmt: skip
 
 
@@ -173,7 +171,7 @@ def test_retry_prompt_names_the_missing_attribute(bedrock):
                                lambda params, **kw: seen.append(params))  # fmt: skip
     stub.add_response("converse", converse_response(PARTIAL))
     stub.add_response("converse", converse_response(PARTIAL))
-    result = write_description(writer(client), ATTRS, CONF)
+    result = write_description(writer(client), ATTRS)
     retry_text = seen[1]["messages"][2]["content"][0]["text"]
     # The retry names the missing attribute by its label only: values (caller data) stay inside the data block.
     assert "attributes: Pattern." in retry_text and "Striped" not in retry_text and "Colour" not in retry_text
@@ -181,20 +179,21 @@ def test_retry_prompt_names_the_missing_attribute(bedrock):
     assert result.coverage["complete"] is False and result.coverage["attempts"] == 2
 
 
-def test_low_confidence_attributes_stay_out_of_the_prompt(bedrock):
+def test_every_stated_attribute_reaches_the_prompt_whatever_its_confidence(bedrock):
+    # One gate: the endpoint's calibrated thresholds decided what is stated; the writer adds no floor of its own
+    # (issue: "the description writer states exactly what calibration stated plus the merchant's facts").
     client, stub = bedrock
-    user = {"role": "user", "content": [{"text": "<product_data>\nColour: Red\nSleeve Length: Long Sleeves\n</product_data>"}]}
-    stub.add_response("converse", converse_response("A red long-sleeved shirt."), expected_request([user]))
-    result = write_description(writer(client), ATTRS, {**CONF, "Pattern": 0.3}, min_confidence=0.5)
-    assert result.coverage["omitted_low_confidence"] == ["Pattern"]
-    assert result.coverage["checked"] == ["baseColour", "Sleeve Length"] and result.coverage["complete"]
+    stub.add_response("converse", converse_response(FULL), expected_request([USER]))
+    result = write_description(writer(client), ATTRS)
+    assert result.coverage["checked"] == list(ATTRS) and result.coverage["complete"]
+    assert "omitted_low_confidence" not in result.coverage
 
 
 def test_language_and_product_type_reach_the_request(bedrock):
     client, stub = bedrock
     text = "Este vestido Red tem Long Sleeves e padrão Striped."
     stub.add_response("converse", converse_response(text), expected_request([USER], "dress", "pt"))
-    result = write_description(writer(client), ATTRS, CONF, product_type="dress", language="pt")
+    result = write_description(writer(client), ATTRS, product_type="dress", language="pt")
     assert result.coverage["complete"] and result.coverage["method"] == "verbatim"
 
 
@@ -203,7 +202,7 @@ def test_throttling_then_success_is_retried_with_backoff(bedrock):
     stub.add_client_error("converse", "ThrottlingException", "Too many requests", http_status_code=429)
     stub.add_response("converse", converse_response(FULL), expected_request([USER]))
     sleeps: list[float] = []
-    result = write_description(writer(client, sleeps), ATTRS, CONF)
+    result = write_description(writer(client, sleeps), ATTRS)
     assert result.text == FULL and len(sleeps) == 1 and 0 < sleeps[0] <= 2
 
 
@@ -211,7 +210,7 @@ def test_bedrock_failure_after_retries_gives_error_not_exception(bedrock):
     client, stub = bedrock
     for _ in range(3):
         stub.add_client_error("converse", "ServiceUnavailableException", "busy", http_status_code=503)
-    result = write_description(writer(client), ATTRS, CONF)
+    result = write_description(writer(client), ATTRS)
     assert result.text is None
     assert "failed after 3 attempts" in result.error and "ServiceUnavailableException" in result.error
 
@@ -219,14 +218,14 @@ def test_bedrock_failure_after_retries_gives_error_not_exception(bedrock):
 def test_access_denied_is_not_retried(bedrock):
     client, stub = bedrock
     stub.add_client_error("converse", "AccessDeniedException", "no model access", http_status_code=403)
-    result = write_description(writer(client), ATTRS, CONF)
+    result = write_description(writer(client), ATTRS)
     assert result.text is None and "AccessDeniedException" in result.error
 
 
 def test_no_call_is_started_without_time_for_it(bedrock):
     client, stub = bedrock  # no responses queued: a call would fail the Stubber
     now = 100.0
-    result = write_description(writer(client), ATTRS, CONF, deadline=now + 5.0, clock=lambda: now)
+    result = write_description(writer(client), ATTRS, deadline=now + 5.0, clock=lambda: now)
     assert result.text is None and "no time left" in result.error
 
 
@@ -234,15 +233,15 @@ def test_retry_failure_keeps_the_first_draft(bedrock):
     client, stub = bedrock
     stub.add_response("converse", converse_response(PARTIAL))
     stub.add_client_error("converse", "ValidationException", "bad", http_status_code=400)
-    result = write_description(writer(client), ATTRS, CONF)
+    result = write_description(writer(client), ATTRS)
     assert result.text == PARTIAL and result.coverage["missing"] == ["Pattern"]
     assert "ValidationException" in result.coverage["retry_error"]
 
 
-def test_nothing_confident_enough_means_no_call(bedrock):
-    client, _ = bedrock
-    result = write_description(writer(client), ATTRS, {k: 0.1 for k in ATTRS}, min_confidence=0.5)
-    assert result.text is None and "confidence threshold" in result.error
+def test_nothing_stated_means_no_call(bedrock):
+    client, _ = bedrock  # no responses queued: a call would fail the Stubber
+    result = write_description(writer(client), {"baseColour": " ", "Pattern": ""})
+    assert result.text is None and "no attribute was stated" in result.error
 
 
 # --- offline writer -----------------------------------------------------------------------------------
@@ -250,7 +249,7 @@ def test_nothing_confident_enough_means_no_call(bedrock):
 
 @pytest.mark.parametrize("language", ["en", "pt", "es", "zh", "ja"])
 def test_offline_writer_covers_everything_and_says_so(language):
-    result = write_description(OfflineWriter(), ATTRS, CONF, language=language, product_type="shirt")
+    result = write_description(OfflineWriter(), ATTRS, language=language, product_type="shirt")
     assert result.coverage["complete"] and result.coverage["attempts"] == 1
     assert result.model == "loom-offline-writer"
     assert "Loom" in result.text and "shirt" in result.text
@@ -325,7 +324,7 @@ def test_the_fallback_model_is_sent_with_temperature(bedrock):
         "modelId": FALLBACK_MODEL_ID, "system": [{"text": system_prompt("shirt", "en")}], "messages": [USER],
         "inferenceConfig": {"maxTokens": 400, "temperature": 0.1}})
     fallback = BedrockWriter(client, FALLBACK_MODEL_ID, sleep=lambda s: None)
-    assert write_description(fallback, ATTRS, CONF).text == FULL
+    assert write_description(fallback, ATTRS).text == FULL
 
 
 def test_reasoning_blocks_before_the_text_are_not_part_of_the_description(bedrock):
@@ -333,7 +332,7 @@ def test_reasoning_blocks_before_the_text_are_not_part_of_the_description(bedroc
     response = converse_response(FULL)
     response["output"]["message"]["content"].insert(0, {"reasoningContent": {"reasoningText": {"text": "notes"}}})
     stub.add_response("converse", response, expected_request([USER]))
-    assert write_description(writer(client), ATTRS, CONF).text == FULL
+    assert write_description(writer(client), ATTRS).text == FULL
 
 
 # Source Regions of cross-Region inference profiles: jp. is Tokyo and Osaka, au. is Sydney and Melbourne;

@@ -123,9 +123,11 @@ def test_describe_json_body_success(aws, log_lines):
         "EndpointName": "loom-endpoint", "ContentType": "application/json", "Accept": "application/json",
         "Body": json.dumps({"image": base64.b64encode(image).decode(), "attributes": ["baseColour", "Sleeve Length", "Pattern"]}).encode(),
     })  # fmt: skip
+    # One gate (loom/calibration.py): every value the endpoint stated reaches the writer, whatever its
+    # confidence (Pattern's 0.3 passed its calibrated threshold, or the endpoint would have withheld it).
     aws.bedrock.add_response("converse", converse_reply(FULL), {
         "modelId": DEFAULT_MODEL_ID, "system": ANY, **converse_settings(DEFAULT_MODEL_ID).request(),
-        "messages": [{"role": "user", "content": [{"text": "<product_data>\nColour: Red\nSleeve Length: Long Sleeves\n</product_data>"}]}],
+        "messages": [{"role": "user", "content": [{"text": "<product_data>\nColour: Red\nSleeve Length: Long Sleeves\nPattern: Striped\n</product_data>"}]}],
     })  # fmt: skip
     code, body = call(json_event(image, attributes=["baseColour", "Sleeve Length", "Pattern"]))
     assert code == 200
@@ -133,7 +135,8 @@ def test_describe_json_body_success(aws, log_lines):
     assert body["confidence"] == ENDPOINT_ANSWER["confidence"]
     assert body["description"] == FULL
     assert body["model"] == {"vlm": "loom-blip2-lora", "llm": DEFAULT_MODEL_ID}
-    assert body["coverage"]["complete"] and body["coverage"]["omitted_low_confidence"] == ["Pattern"]
+    assert body["coverage"]["complete"] and body["coverage"]["checked"] == list(ENDPOINT_ANSWER["attributes"])
+    assert "omitted_low_confidence" not in body["coverage"]
     lines = log_lines()
     assert base64.b64encode(image).decode()[:40] not in json.dumps(lines)  # no image bytes in the logs
     (line,) = [x for x in lines if x["message"] == "request answered"]
@@ -144,7 +147,7 @@ def test_describe_json_body_success(aws, log_lines):
 
 def test_raw_jpeg_body_base64_encoded_by_api_gateway(aws):
     aws.sagemaker.add_response("invoke_endpoint", endpoint_reply())
-    aws.bedrock.add_response("converse", converse_reply("Uma camisa Red com Long Sleeves."))
+    aws.bedrock.add_response("converse", converse_reply("Uma camisa Red com Long Sleeves e padrão Striped."))
     evt = event(body=base64.b64encode(jpeg()).decode(), content_type="image/jpeg", b64=True,
                 query={"language": "pt", "attributes": "baseColour,Sleeve Length"})  # fmt: skip
     code, body = call(evt)
@@ -217,7 +220,6 @@ def test_local_mode_against_a_real_http_server(monkeypatch):
         monkeypatch.delenv("ENDPOINT_NAME", raising=False)
         monkeypatch.setenv("ENDPOINT_URL", server.url)
         monkeypatch.setenv("DESCRIPTION_BACKEND", "offline")
-        monkeypatch.setenv("MIN_CONFIDENCE", "0")
         code, body = call(json_event(png(), product_type="shirt"))
     finally:
         server.close()

@@ -66,9 +66,9 @@ def test_tags_through_the_api_are_the_endpoints_tags(clip_only, tiny_clip):
         check_contract(body, "ClipTagsResponse")
         assert body == direct(clip_only, {"task": "tags", "image": image})  # passed on unchanged
         assert set(VISIBLE) <= set(body["tags"]) | set(body["withheld"])
-        assert body["withheld"]["Fabric"]["reason"] == "below_threshold"  # a photo cannot show the fabric
+        assert body["withheld"]["Fabric"]["reason"] == "not_enough_evidence"  # a photo cannot show the fabric
         stated_right += [tag["value"] == truth[name] for name, tag in body["tags"].items() if name in VISIBLE]
-    # Thresholds calibrated for 95 % precision: what is stated about the drawn attributes is right.
+    # Thresholds at which 95 % precision is shown: what is stated about the drawn attributes is right.
     assert len(stated_right) >= 12 and sum(stated_right) / len(stated_right) >= 0.9, stated_right
 
 

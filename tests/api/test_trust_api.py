@@ -79,7 +79,7 @@ def test_bad_facts_are_400_before_any_paid_call(aws, fields, fragment):  # noqa:
 
 def test_offline_writer_states_only_what_it_is_given():
     prediction = parse_prediction(json.dumps(ENDPOINT_ANSWER))
-    result = write_description(OfflineWriter(), prediction.attributes, {"baseColour": 0.98})
+    result = write_description(OfflineWriter(), prediction.attributes)
     assert "Red" in result.text and "Slim Fit" in result.text and "Linen" not in result.text
     assert result.coverage["complete"]
 

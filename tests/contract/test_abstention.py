@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loom.abstention import ModelAnswer, check_known_attributes, state_answers
-from loom.calibration import AttributeCalibration, Calibration
+from loom.calibration import Calibration, calibrate_attribute
 from loom.schema import AttributeSchema
 
 
@@ -19,16 +19,17 @@ def schema_with_types() -> AttributeSchema:
     return schema
 
 
-def entry(threshold, curve=()):
-    return AttributeCalibration(threshold, 0.95 if threshold is not None else None, 0.5, 60, tuple(curve))
+def entry(*groups):
+    """An attribute calibrated on answers given as (confidence, right, wrong) groups (loom/calibration.py)."""
+    return calibrate_attribute([(ok, c) for c, right, wrong in groups for ok in [True] * right + [False] * wrong])
 
 
 CALIBRATION = Calibration(0.95, {
-    "articleType": entry(0.9, [(0.9, 0.95, 0.5)]),
-    "baseColour": entry(0.6, [(0.3, 0.8, 0.9), (0.6, 0.95, 0.8)]),
-    "Fabric": entry(None, [(0.4, 0.6, 0.9)]),
-    "Collar": entry(0.5, [(0.5, 0.96, 0.3)]),
-    "Neck": entry(0.5, [(0.5, 0.96, 0.3)]),
+    "articleType": entry((0.9, 80, 0), (0.3, 10, 30)),   # 80 of 80 at >= 0.9: shown at 0.9
+    "baseColour": entry((0.6, 100, 0), (0.3, 12, 8)),    # shown at 0.6; at 0.3, 112/120 shows 0.6 but not 0.95
+    "Fabric": entry((0.4, 75, 25)),                      # 75/100: 0.95 nowhere (not_enough_evidence); 0.6 at 0.4
+    "Collar": entry((0.5, 80, 0)),
+    "Neck": entry((0.5, 80, 0)),
 })
 
 
@@ -41,13 +42,13 @@ def test_every_reason_and_the_stated_values():
     answers = {
         "articleType": answer("Product Type: Shirts", "Shirts", 0.97),
         "baseColour": answer("Colour: Red", "Red", 0.7),
-        "Fabric": answer("Fabric: Linen", "Linen", 0.99),          # Fabric reaches 0.95 nowhere
+        "Fabric": answer("Fabric: Linen", "Linen", 0.99),          # 0.95 is shown nowhere for Fabric
         "Collar": answer("Collar: Wing Collar", "Wing Collar", 0.9),  # never seen in training
     }
     body = state_answers(schema, CALIBRATION, answers, not_applicable=["Neck"])
     assert body["attributes"] == {"articleType": "Shirts", "baseColour": "Red"}
     assert body["withheld"] == {
-        "Fabric": {"value": "Linen", "confidence": 0.99, "reason": "below_threshold"},
+        "Fabric": {"value": "Linen", "confidence": 0.99, "reason": "not_enough_evidence"},
         "Collar": {"value": "Wing Collar", "confidence": 0.9, "reason": "unknown_value"},
         "Neck": {"value": None, "confidence": None, "reason": "not_applicable"},
     }
@@ -78,7 +79,8 @@ def test_min_precision_moves_the_thresholds():
     lax = state_answers(schema, CALIBRATION, answers, min_precision=0.6)
     assert lax["attributes"] == {"baseColour": "Red", "Fabric": "Linen"} and lax["min_precision"] == 0.6
     strict = state_answers(schema, CALIBRATION, {"baseColour": answer("Colour: Red", "Red", 0.99)}, min_precision=1.0)
-    assert strict["withheld"]["baseColour"]["reason"] == "below_threshold"  # 1.0 is reached at no threshold
+    # No finite evidence shows precision 1.0: withheld for want of evidence, not for this answer's confidence.
+    assert strict["withheld"]["baseColour"]["reason"] == "not_enough_evidence"
 
 
 def test_merchant_facts_are_stated_as_given_and_confident_disagreement_is_a_conflict():

@@ -1,4 +1,4 @@
-"""The layering of ../shared ARCHITECTURE's "imports run one way", held for every import, lazy ones included:
+"""Loom's layering, "imports run one way", held for every import, lazy ones included:
 
     loom (contract, standard library only) <- runtime <- (inference.server, training) <- operations
     inference.api (the Lambda) imports only loom, the standard library, Powertools and boto3/botocore

@@ -19,6 +19,9 @@ def test_demo_runs_every_stage_and_stops_its_server(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "operations.cli", "demo", "--workdir", str(work), "--cache", str(cache),
          "--products", "240", "--base-steps", "300", "--show", "2",
+         # 48 validation products cannot show 0.95 with 95 % confidence (that takes 59 stated answers);
+         # 0.9 takes 29, so the small demo still states something.
+         "--hyperparameters", json.dumps({"target_precision": 0.9}),
          "--no-search"],  # the search stage is tests/operations/test_search_page.py's subject
         capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -33,6 +36,16 @@ def test_demo_runs_every_stage_and_stops_its_server(tmp_path):
     assert set(stated["attributes"]) == set(summary["accuracy"])
     assert stated["overall"]["stated"] > 0 and 0.0 <= stated["overall"]["precision"] <= 1.0
     assert "withheld (reason, confidence)" in run.stdout and "(merchant)" in run.stdout
+    # Per attribute: the threshold, the answers it rests on, precision and its lower bound, coverage, or why not.
+    calibration = summary["calibration"]
+    assert calibration["target_precision"] == 0.9 and calibration["confidence"] == 0.95
+    assert calibration["min_stated"] == 29 and set(calibration["attributes"]) == set(summary["accuracy"])
+    for entry in calibration["attributes"].values():
+        if entry["threshold"] is None:
+            assert entry["reason"] == "not_enough_evidence" and entry["coverage"] == 0
+        else:
+            assert entry["stated"] >= 29 and entry["precision"] >= entry["lower_bound"] >= 0.9
+    assert "precision >= 0.9 shown with 95% confidence" in run.stdout and "lower" in run.stdout
     assert Path(summary["paths"]["report"]).is_file()
     assert "serve is healthy at http://127.0.0.1:" in run.stdout
     assert "description:" in run.stdout and "stated" in run.stdout

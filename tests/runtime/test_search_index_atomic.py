@@ -178,3 +178,38 @@ def test_a_bundle_written_before_checksums_still_loads(tmp_path):
     manifest_path.chmod(0o644)
     manifest_path.write_text(json.dumps(manifest))
     assert which(tmp_path) == "old"
+
+
+def test_a_manifest_without_count_or_with_a_huge_declared_shape_is_a_bundle_error(tmp_path):
+    """Hostile bundles: a manifest missing its count (was a KeyError, reported by the CLI as a bug) and an .npy
+    whose header declares 1e11 rows with matching checksums (was a 2.9 TiB allocation) are refused as what
+    they are."""
+    import json
+
+    import numpy as np
+
+    from loom.artifact import IndexPaths
+    from runtime.search_index import BundleError, ProductRow, file_digest, index_manifest, load_embeddings, write_bundle
+
+    rows = [ProductRow(id=str(i), name=f"shirt {i}", attributes={}, image=f"{i}.jpg") for i in range(3)]
+    vectors = np.eye(3, 8, dtype=np.float32)
+    write_bundle(tmp_path, vectors, rows, index_manifest({"base_model": "tiny-clip", "checksum": "0"}, 8, 3))
+    paths = IndexPaths.of(tmp_path)
+    manifest = json.loads(paths.manifest.read_text())
+    broken = {k: v for k, v in manifest.items() if k != "count"}
+    paths.manifest.chmod(0o644)
+    paths.manifest.write_text(json.dumps(broken))
+    with pytest.raises(BundleError, match="'count' and 'dimension'"):
+        load_embeddings(tmp_path)
+    # A header that declares (1e11, 8) float32, with checksums that match the file.
+    header = np.lib.format.header_data_from_array_1_0(vectors)
+    header["shape"] = (100_000_000_000, 8)
+    paths.embeddings.chmod(0o644)
+    with paths.embeddings.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.write(vectors.tobytes())
+    manifest["count"] = 100_000_000_000
+    manifest["files"][paths.embeddings.name] = file_digest(paths.embeddings)
+    paths.manifest.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError):
+        load_embeddings(tmp_path)

@@ -3,6 +3,8 @@ a text is the normalised sum of its words' random vectors, a picture the sum of 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -35,13 +37,16 @@ def test_tags_state_what_passes_the_calibrated_threshold_and_withhold_the_rest()
     colours, patterns = ["Red", "Green", "Blue"], ["Solid", "Striped", "Checked"]
     candidates = {"baseColour": (colours, zs.label_embeddings(embed_texts, colours, noun="shirt")),
                   "Pattern": (patterns, zs.label_embeddings(embed_texts, patterns, noun="shirt")),
-                  "Fabric": (["Cotton", "Linen"], zs.label_embeddings(embed_texts, ["Cotton", "Linen"], noun="shirt"))}
+                  "Fabric": (["Cotton", "Linen"], zs.label_embeddings(embed_texts, ["Cotton", "Linen"], noun="shirt")),
+                  "Neck": (["Round", "V"], zs.label_embeddings(embed_texts, ["Round", "V"], noun="shirt"))}
     tags, withheld = zs.tag(picture("green", "striped", "shirt"), candidates,
-                            {"baseColour": 0.5, "Pattern": 1.01, "Fabric": None})
+                            {"baseColour": 0.5, "Pattern": 1.01, "Fabric": None, "Neck": math.inf})
     assert tags["baseColour"]["value"] == "Green" and tags["baseColour"]["probability"] >= 0.5
     assert abs(sum(tags["baseColour"]["probabilities"].values()) - 1) < 1e-3
     assert withheld["Pattern"]["reason"] == "below_threshold" and withheld["Pattern"]["value"] == "Striped"
     assert withheld["Fabric"]["reason"] == "not_calibrated"
+    # inf: calibrated, but the validation photos showed the target precision at no threshold.
+    assert withheld["Neck"]["reason"] == "not_enough_evidence"
 
 
 @pytest.fixture

@@ -47,8 +47,14 @@ def test_the_artifact_carries_schema_thresholds_and_phrase_tables(tiny_clip):
     assert {"Pattern", "baseColour", "Sleeve Length", "Fabric"} <= {a["name"] for a in manifest["schema"]["attributes"]}
     thresholds = {name: a["threshold"] for name, a in manifest["calibration"]["attributes"].items()}
     assert all(0 < thresholds[name] <= 1 for name in VISIBLE)  # the attributes the drawer draws are calibrated
-    assert thresholds["Fabric"] is None  # the photo cannot show the fabric: no threshold reached 0.95
-    assert manifest["calibration"]["target_precision"] == 0.95 and manifest["calibration"]["min_stated"] == 5
+    assert thresholds["Fabric"] is None  # the photo cannot show the fabric: 0.95 is shown at no threshold
+    assert manifest["calibration"]["attributes"]["Fabric"]["reason"] == "not_enough_evidence"
+    # The attribute model's rule (loom/calibration.py): 0.95 shown with 95 % confidence, >= 59 stated photos.
+    assert manifest["calibration"]["target_precision"] == 0.95 and manifest["calibration"]["confidence"] == 0.95
+    assert manifest["calibration"]["min_stated"] == 59
+    for name in VISIBLE:
+        entry = manifest["calibration"]["attributes"][name]
+        assert entry["stated"] >= 59 and entry["lower_bound"] >= 0.95 and entry["precision"] >= entry["lower_bound"]
     tables = read_phrase_tables(tiny_clip.clip_dir)
     assert list(tables)[:3] == ["catalog-pattern", "catalog-sleeve-length", "catalog-colour"]  # calibrated first
     assert {"lighting", "mediums", "movements", "photography"} <= set(tables)
@@ -85,9 +91,11 @@ def test_tags_state_what_passed_its_calibrated_threshold_and_withhold_the_rest(s
                                                          if a["name"] == name))
         for name, withheld in body["withheld"].items():
             # every attribute of the schema was calibrated; one with no threshold is never stated
-            assert withheld["reason"] == "below_threshold"
-            assert thresholds[name] is None or withheld["probability"] < thresholds[name]
-        assert body["withheld"]["Fabric"]["reason"] == "below_threshold"
+            if thresholds[name] is None:
+                assert withheld["reason"] == "not_enough_evidence"
+            else:
+                assert withheld["reason"] == "below_threshold" and withheld["probability"] < thresholds[name]
+        assert body["withheld"]["Fabric"]["reason"] == "not_enough_evidence"
 
 
 def test_tags_for_chosen_attributes_and_caller_labels(server, tiny_clip):

@@ -110,7 +110,10 @@ def test_the_report_shows_the_calibration(trained_artifact):
     evaluation = trained_artifact.model_dir / "evaluation"
     page = (evaluation / "report.html").read_text()
     assert "Calibration: what Loom states" in page and "never stated" in page
+    # Per attribute: the answers a threshold rests on, precision and its lower bound, and why one is withheld.
+    assert "lower bound (95%)" in page and "not_enough_evidence" in page
     assert (evaluation / "calibration.png").stat().st_size > 5000
+    assert (evaluation / "reliability.png").stat().st_size > 5000
     assert (evaluation / "calibration.csv").read_text().startswith("attribute,correct,confidence")
 
 

@@ -4,10 +4,11 @@
 1. the attribute schema (known values per attribute) and the tag prompt templates, into the manifest;
 2. tag thresholds: the validation products' photos are tagged through the served code path
    (`ClipService.tag_images`), each attribute's (correct, probability) records are calibrated with
-   loom/calibration.py at the attribute model's target precision and minimum count (training/calibrate.py),
-   and stored in the manifest (records in evaluation/calibration.csv). An attribute whose threshold reaches
-   the target nowhere states no tag (`below_threshold`, as the attribute model says); an artifact built
-   without validation photos states none either (`not_calibrated`);
+   loom/calibration.py under the attribute model's rule (training/calibrate.py: the target precision shown
+   with 95 % confidence by fixed-sequence binomial tests, so at least 59 stated photos at 0.95), and stored
+   in the manifest with that evidence (records in evaluation/calibration.csv). An attribute whose photos do
+   not show the target at any threshold states no tag (`not_enough_evidence`, as the attribute model says);
+   an artifact built without validation photos states none either (`not_calibrated`);
 3. the phrase tables (the catalog's vocabulary per attribute, the calibrated attributes first, then the
    built-in style tables, then custom ones) and their text embeddings, float16, in MODEL_DIR/phrases/.
 """
@@ -83,11 +84,12 @@ def build_zero_shot(model_dir, schema: AttributeSchema | None, *, validation: Se
     if schema is not None:
         write_zero_shot(model_dir, schema, list(DEFAULT_TEMPLATES))
     service = ClipService.load(model_dir, device=device)
-    calibrated: dict[str, float | None] = {}
+    calibrated: dict[str, Any] = {}
     if validation:
         calibration = calibrate_artifact(model_dir, tag_records(service, validation), target_precision)
-        calibrated = {name: a.threshold for name, a in calibration.attributes.items()}
-    first = [name for name, threshold in calibrated.items() if threshold is not None]
+        calibrated = {name: a.threshold if a.threshold is not None else a.reason
+                      for name, a in calibration.attributes.items()}
+    first = [name for name, threshold in calibrated.items() if isinstance(threshold, float)]
     tables = all_tables(schema or AttributeSchema([]), schema.product_types if schema else (), custom_tables, first)
     count = write_phrases(model_dir, tables, service)
     make_world_readable(model_dir)

@@ -90,7 +90,7 @@ def max_request_bytes(env: Mapping[str, str]) -> int:
     raw = env.get(MAX_REQUEST_BYTES_ENV, "").strip()
     if not raw:
         return REALTIME_MAX_REQUEST_BYTES
-    if not raw.isdigit() or len(raw) > 12 or int(raw) < 1024:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) < 1024:  # '²' is a digit to isdigit()
         raise StatusError(500, f"search misconfigured: {MAX_REQUEST_BYTES_ENV}={raw[:20]!r} must be a whole number "
                                "of bytes (at least 1024), e.g. 4000000 for a serverless endpoint")
     return int(raw)

@@ -117,12 +117,12 @@ resource "aws_lambda_function" "api" {
 
   environment {
     # extra_environment (e.g. the search module's SEARCH_ENDPOINT_NAME) cannot override these; the RESTYLE_*
-    # variables exist only with enable_restyle (restyle.tf).
-    variables = merge(var.extra_environment, local.restyle_environment, {
+    # variables exist only with enable_restyle (restyle.tf), the BEDROCK_GUARDRAIL_* ones only with a guardrail
+    # (guardrail.tf).
+    variables = merge(var.extra_environment, local.restyle_environment, local.guardrail_environment, {
       ENDPOINT_NAME           = var.endpoint_name
       BEDROCK_MODEL_ID        = var.bedrock_model_id
       DESCRIPTION_BACKEND     = "bedrock"
-      MIN_CONFIDENCE          = tostring(var.min_confidence)
       POWERTOOLS_SERVICE_NAME = "loom-api"
       LOG_LEVEL               = var.log_level
     })
@@ -137,7 +137,7 @@ resource "aws_lambda_function" "api" {
     }
   }
 
-  depends_on = [aws_iam_role_policy.lambda, aws_cloudwatch_log_group.lambda]
+  depends_on = [aws_iam_role_policy.lambda, aws_iam_role_policy.guardrail, aws_cloudwatch_log_group.lambda]
 }
 
 # ---------------------------------------------------------------------------------------------

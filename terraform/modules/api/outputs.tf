@@ -52,3 +52,8 @@ output "authorizer_id" {
   description = "Id of the JWT authorizer (null unless authorization = JWT): routes other modules add to this API use it."
   value       = try(aws_apigatewayv2_authorizer.jwt[0].id, null)
 }
+
+output "guardrail_arn" {
+  description = "ARN of the Bedrock guardrail applied to description calls (created here or given); null without one."
+  value       = local.guardrail_arn
+}

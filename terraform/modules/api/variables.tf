@@ -81,18 +81,6 @@ variable "bedrock_marketplace_product_ids" {
   }
 }
 
-variable "min_confidence" {
-  description = "Attributes below this confidence are dropped (MIN_CONFIDENCE)."
-  type        = number
-  default     = 0.5
-  nullable    = false
-
-  validation {
-    condition     = var.min_confidence >= 0 && var.min_confidence <= 1
-    error_message = "min_confidence must be between 0 and 1."
-  }
-}
-
 variable "log_level" {
   description = "LOG_LEVEL of the Lambda."
   type        = string
@@ -333,5 +321,44 @@ variable "restyle_bucket_name" {
   validation {
     condition     = var.restyle_bucket_name == null || can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.restyle_bucket_name))
     error_message = "restyle_bucket_name must be a valid S3 bucket name."
+  }
+}
+
+variable "create_guardrail" {
+  description = "Create an Amazon Bedrock guardrail (prompt-attack filter on input; hate, insults, misconduct, violence and profanity filters both ways; encrypted with kms_key_arn) and a version of it, and apply it to every description call (BEDROCK_GUARDRAIL_ID / BEDROCK_GUARDRAIL_VERSION). Off by default; exclusive with guardrail_id."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "guardrail_id" {
+  description = "An existing Bedrock guardrail to apply to every description call instead (BEDROCK_GUARDRAIL_ID): its id, or its ARN; needs guardrail_version. null (default): none, unless create_guardrail."
+  type        = string
+  default     = null
+
+  # The pattern of Converse's GuardrailConfiguration guardrailIdentifier (inference/api/service.py checks the same).
+  #   https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_GuardrailConfiguration.html
+  validation {
+    condition     = var.guardrail_id == null || can(regex("^([a-z0-9]+|arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:guardrail/[a-z0-9]+)$", var.guardrail_id))
+    error_message = "guardrail_id must be a guardrail id (lower-case letters and digits) or a guardrail ARN."
+  }
+  validation {
+    condition     = var.guardrail_id == null || !var.create_guardrail
+    error_message = "Set either create_guardrail or guardrail_id, not both."
+  }
+}
+
+variable "guardrail_version" {
+  description = "Version of the existing guardrail_id to apply (BEDROCK_GUARDRAIL_VERSION): a version number or DRAFT. Needed with guardrail_id, and only with it."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.guardrail_version == null || can(regex("^([1-9][0-9]{0,7}|DRAFT)$", var.guardrail_version))
+    error_message = "guardrail_version must be a version number such as 1, or DRAFT."
+  }
+  validation {
+    condition     = (var.guardrail_version == null) == (var.guardrail_id == null)
+    error_message = "guardrail_id and guardrail_version go together: set both or neither."
   }
 }

@@ -126,3 +126,17 @@ mock_data "aws_service_principal" {
     suffix = "amazonaws.com"
   }
 }
+
+mock_resource "aws_bedrock_guardrail" {
+  defaults = {
+    guardrail_arn = "arn:aws:bedrock:us-east-1:123456789012:guardrail/abc123def456"
+    guardrail_id  = "abc123def456"
+    version       = "DRAFT"
+  }
+}
+
+mock_resource "aws_bedrock_guardrail_version" {
+  defaults = {
+    version = "1"
+  }
+}

@@ -136,16 +136,20 @@ def test_with_a_catalog_the_schema_is_prepares_and_tags_are_calibrated_on_its_va
     prepared = prepare_products(checkpoint / "catalog")
     assert manifest["schema"] == prepared.schema.to_dict()  # what `loom prepare` writes as attribute_schema.json
     calibration = manifest["calibration"]
-    # The attribute model's rule (training/calibrate.py): target precision 0.95, at least 5 stated answers.
-    assert calibration["target_precision"] == 0.95 and calibration["min_stated"] == 5
+    # The attribute model's rule (loom/calibration.py): precision 0.95 shown with 95 % confidence.
+    assert calibration["target_precision"] == 0.95 and calibration["confidence"] == 0.95
+    assert calibration["min_stated"] == 59
     records = artifact.read_calibration_records(out)
     assert len(records) == sum(len(p.attributes) for p in prepared.val) > 0
     assert {name for name, _, _ in records} == set(calibration["attributes"])
     service = ClipService.load(out, device="cpu")
     answer = service.tag_images([photo(checkpoint / "catalog")])[0]
     for name, withheld in answer["withheld"].items():
-        # calibrated (with or without a threshold that reaches the target): below_threshold; never: not_calibrated
-        assert withheld["reason"] == ("below_threshold" if name in calibration["attributes"] else "not_calibrated")
+        # calibrated with a threshold: below_threshold; calibrated without one: not_enough_evidence; never:
+        # not_calibrated
+        entry = calibration["attributes"].get(name)
+        assert withheld["reason"] == ("not_calibrated" if entry is None else "below_threshold"
+                                      if entry["threshold"] is not None else "not_enough_evidence")
     assert all(tag["probability"] >= calibration["attributes"][name]["threshold"]
                for name, tag in answer["tags"].items())
     tables = artifact.read_phrase_tables(out)
