@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from loom.artifact import ArtifactPaths, read_metrics
@@ -121,6 +122,8 @@ def call_api(url: str, images: Path, truth: dict[str, dict[str, str]]) -> list[d
     os.environ.update(ENDPOINT_URL=url, DESCRIPTION_BACKEND="offline", POWERTOOLS_LOG_LEVEL="WARNING",
                       POWERTOOLS_METRICS_DISABLED="true")  # no EMF lines on the terminal
     os.environ.pop("ENDPOINT_NAME", None)
+    # With metrics off, Powertools still warns on every flush that it has none to publish.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
     from inference.api import handler as gateway
 
     results = []
