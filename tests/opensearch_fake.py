@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from opensearch_stub import serve_json
 
 FIXTURES = Path(__file__).parent / "fixtures" / "opensearch"
 
@@ -41,37 +41,12 @@ class FakeOpenSearch:
         self.bulk_requests = 0
         self.generated = 0
         self.lock = threading.Lock()
-        fake = self
+        self.server, self.url = serve_json(self._record, unquote_path=True)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                url = urllib.parse.urlsplit(self.path)
-                record = {"method": self.command, "path": urllib.parse.unquote(url.path), "query": url.query,
-                          "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
-                with fake.lock:
-                    fake.requests.append(record)
-                    status, answer = fake.route(record)
-                if status is None:  # the connection drops before any answer
-                    self.close_connection = True
-                    return
-                data = b"" if answer is None else json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _answer
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _record(self, record):
+        with self.lock:
+            self.requests.append(record)
+            return self.route(record)
 
     def close(self):
         self.server.shutdown()

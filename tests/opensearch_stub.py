@@ -22,6 +22,41 @@ def fixture(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text())
 
 
+def serve_json(answer, *, unquote_path: bool = False):
+    """(server, url) of an HTTP server on 127.0.0.1 whose every request becomes a record {"method", "path",
+    "query", "headers", "body"} passed to `answer(record) -> (status, JSON body or None)`; a status of None
+    drops the connection before any answer. Shared by the recorded-response stub and the stateful fake."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            url = urllib.parse.urlsplit(self.path)
+            path = urllib.parse.unquote(url.path) if unquote_path else url.path
+            record = {"method": self.command, "path": path, "query": url.query,
+                      "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
+            status, reply = answer(record)
+            if status is None:
+                self.close_connection = True
+                return
+            data = b"" if reply is None else json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _answer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 class Stub:
     """A fake OpenSearch on 127.0.0.1 that records every request and answers from the fixtures."""
 
@@ -30,33 +65,11 @@ class Stub:
         self.serverless, self.index_exists = serverless, index_exists
         self.documents: dict[str, dict] = {}  # _id -> source, to check idempotency
         self.generated = 0
-        stub = self
+        self.server, self.url = serve_json(self._record)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                url = urllib.parse.urlsplit(self.path)
-                record = {"method": self.command, "path": url.path, "query": url.query,
-                          "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body}
-                stub.requests.append(record)
-                status, answer = stub.route(record)
-                data = b"" if answer is None else json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _answer
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _record(self, record):
+        self.requests.append(record)
+        return self.route(record)
 
     def route(self, r):
         if r["method"] == "HEAD":
